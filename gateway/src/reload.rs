@@ -241,14 +241,19 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
         keep_restart_only_settings(&current.config, &mut config);
         check_as_it_will_run(&config, config_path)?;
         let snapshot = Snapshot::build(config, Some(&current)).await?;
+        // Every set is checked against the fleet's floors before any floor is raised, and
+        // nothing after the raise can refuse the reload.
         if let Some(floors) = shared.bundle_floors() {
             let running = (&current.config.policy, &*current.policy);
-            crate::policy::fleet_floor::admit(
+            crate::policy::fleet_floor::check(
                 &snapshot.config.policy,
                 &snapshot.policy,
                 Some(running),
                 floors.as_ref(),
             )
+            .await
+            .map_err(SnapshotError::Rollback)?
+            .raise(floors.as_ref())
             .await
             .map_err(SnapshotError::Rollback)?;
         }

@@ -204,8 +204,9 @@ pub async fn serve(
     )
     .await?;
     // The fleet's rollback floors: a bundle signed before the newest any gateway sharing the
-    // store loaded is refused here too (a store that does not answer refuses the start).
-    crate::policy::fleet_floor::admit(
+    // store loaded is refused here too (a store that does not answer refuses the start). The
+    // floors are raised only once the rest of the start has succeeded, below.
+    let admitted = crate::policy::fleet_floor::check(
         &snapshot.config.policy,
         &snapshot.policy,
         None,
@@ -213,7 +214,6 @@ pub async fn serve(
     )
     .await
     .map_err(crate::snapshot::SnapshotError::Rollback)?;
-    snapshot.remember_bundle();
     // The factor key seals the console's secrets, keys what approvals bind of a request's
     // credentials and the digests of masked resource URIs in pins (every replica on a shared
     // store holds the same one).
@@ -378,6 +378,13 @@ pub async fn serve(
         .collect();
     crate::egress::this_host::watch(&bound, shutdown.clone().requested());
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
+    // Everything that can refuse the start has passed: the bundles loaded become the floors,
+    // the fleet's and this gateway's own, before the first request is served.
+    admitted
+        .raise(store.bundle_floors().as_ref())
+        .await
+        .map_err(crate::snapshot::SnapshotError::Rollback)?;
+    shared.snapshot.load().remember_bundle();
     // MCP sessions left unused end (with their servers' processes) within a minute of their
     // idle timeout, even when no agent starts a new one.
     let sessions = shared.clone();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
@@ -220,10 +221,17 @@ pub fn load_policies(
         None => engine,
     };
     if !trust.is_empty() {
+        let now = SystemTime::now();
         for set in [BundleSet::Enforced, BundleSet::Shadow] {
             if set == BundleSet::Shadow && policy.shadow_dir.is_none() {
                 continue;
             }
+            rollback::refuse_future(
+                rollback::dir(policy, set),
+                rollback::signed(policy, &engine, set),
+                now,
+            )
+            .map_err(SnapshotError::Rollback)?;
             rollback::refuse_older(
                 rollback::dir(policy, set),
                 rollback::signed(policy, &engine, set),
@@ -240,6 +248,35 @@ pub fn load_policies(
 mod tests {
     use super::*;
     use crate::policy::rollback::signed_sets::{self, at};
+
+    #[test]
+    fn a_bundle_signed_ahead_of_this_gateways_clock_is_refused_and_not_remembered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, shadow) = (tmp.path().join("policies"), tmp.path().join("shadow"));
+        let ahead = SystemTime::now() + std::time::Duration::from_secs(3_600);
+        signed_sets::write(&dir, "all", ahead);
+        signed_sets::write(&shadow, "candidate", SystemTime::now());
+        let mut policy = PolicyConfig {
+            dir: dir.clone(),
+            ..PolicyConfig::default()
+        };
+        policy.bundle.public_keys = vec![signed_sets::trusted_key(tmp.path())];
+        let message = load_policies(&policy, &[], Floors::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("more than 5 minutes after"), "{message}");
+        assert!(message.contains("the signer's clock is ahead"), "{message}");
+        // The shadow set is held to the same bound.
+        policy.dir = shadow.clone();
+        policy.shadow_dir = Some(dir.clone());
+        let message = load_policies(&policy, &[], Floors::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with(&dir.display().to_string()), "{message}");
+        // Signed again at the real time, it loads.
+        signed_sets::write(&dir, "all", SystemTime::now());
+        load_policies(&policy, &[], Floors::default()).unwrap();
+    }
 
     #[test]
     fn a_signed_bundle_older_than_the_newest_loaded_is_refused() {

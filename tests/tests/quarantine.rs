@@ -1,6 +1,6 @@
 //! Quarantine (fleet controls): an agent quarantined at the command line is refused at once
-//! on every replica sharing the state store (two processes on one PostgreSQL, within a
-//! second), its stream in flight is cut with an error event that says why, and a release
+//! on every replica sharing the state store (two processes on one PostgreSQL, by `NOTIFY`
+//! without waiting for the periodic read), its stream in flight is cut with an error event that says why, and a release
 //! lets it through again; triggers quarantine an agent by themselves (a detector's finding, a
 //! forbid annotated `@on_match("quarantine")`, denies within a window); a request that waited
 //! for approval while its agent was quarantined is refused though a human approved it.
@@ -42,8 +42,13 @@ async fn chat_on(warden: &Warden, token: &str, model: &str, prompt: &str) -> (u1
 /// How long a quarantine or a release may take to reach a gateway: on PostgreSQL it arrives at
 /// once by `NOTIFY`, else within `fleet.quarantine.refresh_interval` (500 ms); the bound is
 /// generous for a loaded machine, where one debug-build request can take a second (the time
-/// taken is printed where it matters).
+/// taken is printed where it matters). That `NOTIFY` alone delivers within it is shown with a
+/// refresh interval far longer than the bound ([`NOTIFY_ONLY_REFRESH`]).
 const PROPAGATION: Duration = Duration::from_secs(15);
+
+/// A `fleet.quarantine.refresh_interval` four times [`PROPAGATION`]: a change that arrives
+/// within the bound arrived by `NOTIFY`, not by the periodic read.
+const NOTIFY_ONLY_REFRESH: &str = "60s";
 
 /// How long the group quarantine (`--until`) lasts: its refusal is seen before it ends.
 const GROUP_LASTS: Duration = Duration::from_secs(5);
@@ -63,6 +68,32 @@ async fn until_status(warden: &Warden, token: &str, status: u16, within: Duratio
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Two gateways on a fresh PostgreSQL database `database`, B trusting A's agent tokens, with
+/// `fleet.quarantine.refresh_interval` `refresh` (else the default).
+async fn two_replicas(
+    upstream: &FakeLlm,
+    database: &str,
+    refresh: Option<&str>,
+) -> (Warden, Warden) {
+    let state_url = Postgres::from_env().fresh_database(database);
+    let replica = |key: Option<&str>| {
+        let mut builder = WardenBuilder::new(upstream)
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", &state_url);
+        if let Some(refresh) = refresh {
+            builder = builder.set("/fleet/quarantine/refresh_interval", json!(refresh));
+        }
+        if let Some(key) = key {
+            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
+        }
+        builder
+    };
+    let a = replica(None).start().await.unwrap();
+    let key = a.setup.data_dir.join("keys/agent-signing.pem");
+    let b = replica(Some(key.to_str().unwrap())).start().await.unwrap();
+    (a, b)
 }
 
 /// The system records of quarantine `what` (`quarantine`, `release`) of agent `agent`.
@@ -112,21 +143,8 @@ async fn denied_gpt_4o(w: &Warden, token: &str) {
 
 #[tokio::test]
 async fn quarantine_on_one_replica_is_enforced_on_another_cuts_its_stream_and_release_undoes_it() {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_quarantine");
     let upstream = FakeLlm::start().await.unwrap();
-    let replica = |key: Option<&str>| {
-        let mut builder = WardenBuilder::new(&upstream)
-            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
-            .env("STATE_URL", &state_url);
-        if let Some(key) = key {
-            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
-        }
-        builder
-    };
-    let a = replica(None).start().await.unwrap();
-    let key = a.setup.data_dir.join("keys/agent-signing.pem");
-    let b = replica(Some(key.to_str().unwrap())).start().await.unwrap();
+    let (a, b) = two_replicas(&upstream, "warden_e2e_quarantine", None).await;
     let rogue = a.token("rogue-agent").await.unwrap();
     let honest = a.token("honest-agent").await.unwrap();
     assert_eq!(chat(&b, &rogue, "hello").await.0, 200);
@@ -250,6 +268,30 @@ async fn quarantine_on_one_replica_is_enforced_on_another_cuts_its_stream_and_re
         !out.status.success(),
         "releasing twice says it was not quarantined"
     );
+}
+
+#[tokio::test]
+async fn on_postgresql_a_quarantine_and_its_release_arrive_by_notify_without_waiting_for_a_poll() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let (a, b) = two_replicas(
+        &upstream,
+        "warden_e2e_quarantine_notify",
+        Some(NOTIFY_ONLY_REFRESH),
+    )
+    .await;
+    let rogue = a.token("rogue-agent").await.unwrap();
+    assert_eq!(chat(&b, &rogue, "hello").await.0, 200);
+
+    // Neither replica reads the revision again for a minute: only the notification can make
+    // B refuse within the bound, and then let the agent through again.
+    quarantine(&a, "rogue-agent", "incident 4713").await;
+    let took = until_status(&b, &rogue, 403, PROPAGATION).await;
+    eprintln!("replica B refused the quarantined agent {took:?} after the command (NOTIFY)");
+    assert_quarantined(&b, &rogue).await;
+    let out = a.cli(&["agents", "release", "rogue-agent"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let took = until_status(&b, &rogue, 200, PROPAGATION).await;
+    eprintln!("replica B let the released agent through {took:?} after the command (NOTIFY)");
 }
 
 #[tokio::test]

@@ -169,27 +169,30 @@ fn approvers_text(notice: &Notice) -> String {
 /// link (`://` becomes `[:]//`, as in `https[:]//example.com`), nor hide or reorder part of
 /// itself (hidden characters revealed), nor pass a look-alike for an ASCII letter (shown as
 /// its escape, as the console shows it).
+/// Holding numbers that may have been rounded, it starts by naming them
+/// ([`super::rounded::note`]), within the same bound of [`MAX_ARGUMENT_CHARS`] characters.
 /// Cut, it says so and how much was left out: the tail of long arguments is where an agent
-/// would put what it hopes no approver reads. Holding numbers that may have been rounded, it
-/// ends by naming them ([`super::rounded::note`]).
+/// would put what it hopes no approver reads.
 fn arguments_text(arguments: &Value) -> String {
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_default();
-    let shown = revealed_for_approvers(&pretty)
-        .replace('`', "\u{2cb}")
-        .replace("://", "[:]//");
+    let safe = |text: &str| {
+        revealed_for_approvers(text)
+            .replace('`', "\u{2cb}")
+            .replace("://", "[:]//")
+    };
+    let shown = safe(&pretty);
+    let note = super::rounded::note(arguments).map(|note| format!("[{}]\n", safe(&note)));
+    let note = note.as_deref().unwrap_or_default();
+    let room = MAX_ARGUMENT_CHARS.saturating_sub(note.chars().count());
     let total = shown.chars().count();
-    let mut text = if total <= MAX_ARGUMENT_CHARS {
-        shown
+    if total <= room {
+        format!("{note}{shown}")
     } else {
         format!(
-            "{}\n[cut: the first {MAX_ARGUMENT_CHARS} of {total} characters are shown here; read them all in the console]",
-            bounded(&shown, MAX_ARGUMENT_CHARS)
+            "{note}{}\n[cut: the first {room} of {total} characters are shown here; read them all in the console]",
+            bounded(&shown, room)
         )
-    };
-    if let Some(note) = super::rounded::note(arguments) {
-        text.push_str(&format!("\n[{}]", revealed_for_approvers(&note)));
     }
-    text
 }
 
 /// `value` with hidden characters and look-alikes of ASCII revealed in every string and key:
@@ -1098,6 +1101,35 @@ mod tests {
         }
         n.arguments = Some(json!({"amount": 123456789}));
         assert!(!slack_body(&n, LINK, true).to_string().contains(said));
+    }
+
+    #[test]
+    fn the_rounded_numbers_note_counts_within_the_bound_of_the_arguments_shown() {
+        // Keys the agent made long, holding many rounded numbers, after a long value.
+        let mut arguments = serde_json::Map::new();
+        arguments.insert("a".into(), json!("x".repeat(5_000)));
+        for i in 0..50 {
+            arguments.insert(format!("{i:02}{}", "k".repeat(3_000)), json!(1e25));
+        }
+        let text = arguments_text(&Value::Object(arguments));
+        let (shown, cut) = text.rsplit_once("\n[cut: ").unwrap();
+        // At most the bound, and the ellipsis where the arguments were cut.
+        assert!(
+            shown.chars().count() <= MAX_ARGUMENT_CHARS + 1,
+            "{}",
+            shown.len()
+        );
+        assert!(cut.ends_with("read them all in the console]"), "{cut}");
+        // The note comes first, each pointer cut, and says how many it does not name.
+        assert!(
+            shown.starts_with("[50 numbers may not be exactly"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(&format!("/00{}…", "k".repeat(61))),
+            "{shown}"
+        );
+        assert!(shown.contains("and 40 more)]"), "{shown}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ fn may_be_rounded(n: &serde_json::Number) -> bool {
 }
 
 /// The JSON Pointers (RFC 6901) of the numbers in `value` that may have been rounded, in
-/// document order, at most `max` of them, and how many there are in all.
+/// document order, at most `max` of them, each cut to [`crate::text::QUOTE_MAX`] characters
+/// (the keys are the agent's), and how many there are in all.
 fn rounded_at(value: &Value, max: usize) -> (Vec<String>, usize) {
     fn walk(
         value: &Value,
@@ -33,10 +34,11 @@ fn rounded_at(value: &Value, max: usize) -> (Vec<String>, usize) {
             Value::Number(n) if may_be_rounded(n) => {
                 *total += 1;
                 if found.len() < max {
+                    // The keys on the way are the agent's: each pointer is bounded.
                     found.push(if at.is_empty() {
                         "/".to_owned()
                     } else {
-                        at.clone()
+                        crate::text::bounded(at, crate::text::QUOTE_MAX).into_owned()
                     });
                 }
             }
@@ -112,6 +114,11 @@ mod tests {
             None
         );
         assert!(note(&serde_json::json!(1e25)).unwrap().ends_with("(at /)"));
+        // A pointer through keys the agent made long is cut, so the note stays short.
+        let long = serde_json::json!({ "k".repeat(5_000): vec![1e25; 12] });
+        let said = note(&long).unwrap();
+        assert!(said.chars().count() < 1_200, "{}", said.len());
+        assert!(said.contains(&format!("/{}…", "k".repeat(63))), "{said}");
         let many = Value::Array(vec![serde_json::json!(1e25); 12]);
         assert!(
             note(&many).unwrap().ends_with("/9 and 2 more)"),

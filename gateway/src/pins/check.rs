@@ -549,24 +549,18 @@ impl Pins {
         for record in records {
             cache.insert(Arc::new(Entry::from_record(record)));
         }
-        let mut removed = {
-            let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            if self.writes.load(Ordering::Acquire) != writes {
-                // A pin this process recorded meanwhile may be missing from the snapshot: keep
-                // memory as it is; the revision stays old, so the next refresh loads again.
-                return Ok(None);
-            }
-            let removed = match loaded {
-                i64::MIN => Vec::new(),
-                _ => removed(&installed, &cache),
-            };
-            *installed = cache;
-            self.revision.store(revision, Ordering::Release);
-            removed
+        let mut removed = match loaded {
+            i64::MIN => Vec::new(),
+            _ => removed(
+                &self.cache.read().unwrap_or_else(|e| e.into_inner()),
+                &cache,
+            ),
         };
+        // Who removed each: read before the new pins are installed, for a pin written again
+        // once this process no longer holds it forgets who removed the old one.
         for gone in &mut removed {
-            // Who removed it: its record names them when the store says, and is written
-            // without when it cannot say now (never lost for want of a name).
+            // Its record names them when the store says, and is written without when it
+            // cannot say now (never lost for want of a name).
             gone.by = match self.store.forgotten_by(&gone.server, &gone.tool).await {
                 Ok(by) => by,
                 Err(error) => {
@@ -575,6 +569,17 @@ impl Pins {
                 }
             };
         }
+        let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if self.writes.load(Ordering::Acquire) != writes
+            || self.revision.load(Ordering::Acquire) != loaded
+        {
+            // A pin this process recorded meanwhile may be missing from the snapshot, or
+            // another refresh installed a newer one (and records what it removed): keep memory
+            // as it is; the next refresh loads again if need be.
+            return Ok(None);
+        }
+        *installed = cache;
+        self.revision.store(revision, Ordering::Release);
         Ok(Some(removed))
     }
 

@@ -80,6 +80,19 @@ pub enum BundleError {
          store loaded ({reason}); it is not loaded until the store answers"
     )]
     FleetFloor { dir: String, reason: String },
+    /// The bundle says it was signed later than now (a signer's clock ahead): loading it
+    /// would raise the rollback floor past every bundle signed at the real time.
+    #[error(
+        "{dir}: this bundle says it was signed at {signed}, more than {slack} after this \
+         gateway's time ({now}); the signer's clock is ahead: set it right and sign the bundle \
+         again (`warden policy bundle {dir} --sign KEY`)"
+    )]
+    SignedInFuture {
+        dir: String,
+        signed: String,
+        now: String,
+        slack: &'static str,
+    },
     /// A time of signing out of the range the state store keeps.
     #[error("{dir}: this bundle's time of signing is out of range ({signed})")]
     SignedOutOfRange { dir: String, signed: String },
@@ -141,6 +154,16 @@ impl Trust {
                 .map(|key| (keys::thumbprint(&key.to_bytes()), *key))
                 .collect(),
         }
+    }
+
+    /// The fingerprint of this set of keys (`sha256:<hex>` over their sorted key ids): the
+    /// fleet's rollback floors are kept per fingerprint, so that deployments trusting other
+    /// keys and sharing a database keep floors of their own.
+    pub fn fingerprint(&self) -> String {
+        let mut ids: Vec<&str> = self.keys.iter().map(|(kid, _)| kid.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        sha256(ids.join("\n").as_bytes())
     }
 
     /// Whether no key is configured (bundles need not be signed).

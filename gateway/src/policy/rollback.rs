@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::PolicyEngine;
 use super::bundle::BundleError;
@@ -152,6 +152,28 @@ pub fn refuse_older(
     })
 }
 
+/// How far after this gateway's time a bundle may say it was signed (clocks differ a little).
+pub const FUTURE_SLACK: Duration = Duration::from_secs(5 * 60);
+
+/// Refuses the bundle of `dir` when it says it was signed more than [`FUTURE_SLACK`] after
+/// `now`: a signer's clock ahead would otherwise raise the floors past every bundle signed at
+/// the real time, for good.
+pub fn refuse_future(
+    dir: &Path,
+    signed: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<(), BundleError> {
+    match signed {
+        Some(at) if at > now + FUTURE_SLACK => Err(BundleError::SignedInFuture {
+            dir: dir.display().to_string(),
+            signed: humantime::format_rfc3339_seconds(at).to_string(),
+            now: humantime::format_rfc3339_seconds(now).to_string(),
+            slack: "5 minutes",
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// For tests: signed policy sets made on disk.
 #[cfg(test)]
 pub(crate) mod signed_sets {
@@ -200,8 +222,6 @@ pub(crate) mod signed_sets {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn at(seconds: u64) -> SystemTime {
@@ -226,6 +246,23 @@ mod tests {
         // A manifest that does not say when it was signed cannot be shown to be newer.
         let e = refuse_older(dir, None, Some(at(2_000)), THIS_GATEWAY).unwrap_err();
         assert!(e.to_string().contains("does not say"), "{e}");
+    }
+
+    #[test]
+    fn a_bundle_signed_more_than_five_minutes_ahead_is_refused() {
+        let dir = Path::new("/etc/warden/policies");
+        let now = at(10_000);
+        refuse_future(dir, None, now).unwrap();
+        refuse_future(dir, Some(now + FUTURE_SLACK), now).unwrap();
+        let e = refuse_future(dir, Some(now + Duration::from_secs(3_600)), now).unwrap_err();
+        assert!(matches!(e, BundleError::SignedInFuture { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("signed at 1970-01-01T03:46:40Z"), "{e}");
+        assert!(
+            e.contains("this gateway's time (1970-01-01T02:46:40Z)"),
+            "{e}"
+        );
+        assert!(e.contains("sign the bundle again"), "{e}");
     }
 
     #[test]

@@ -5,17 +5,19 @@
 use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
-use crate::state::bundle_floors::{BundleFloorRepository, BundleSet};
+use crate::state::bundle_floors::{BundleFloorRepository, BundleSet, StoredFloor};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 
 impl BundleFloorRepository for PostgresStore {
-    fn floor(&self, set: BundleSet) -> BoxFuture<'_, Result<Option<i64>, StateError>> {
+    fn floor(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<Option<i64>, StateError>> {
+        let keys = keys.to_owned();
         Box::pin(self.with_client(move |client, db| async move {
             let row = client
                 .query_opt(
-                    "SELECT signed_ns FROM policy_bundle_floors WHERE bundle = $1",
-                    &[&set.as_str()],
+                    "SELECT signed_ns FROM policy_bundle_floors \
+                     WHERE trusted_keys = $1 AND bundle = $2",
+                    &[&keys, &set.as_str()],
                 )
                 .await
                 .map_err(query_error(&db, "read a policy bundle's rollback floor"))?;
@@ -23,22 +25,68 @@ impl BundleFloorRepository for PostgresStore {
         }))
     }
 
-    fn raise(&self, set: BundleSet, signed_ns: i64) -> BoxFuture<'_, Result<i64, StateError>> {
+    fn raise(
+        &self,
+        keys: &str,
+        set: BundleSet,
+        signed_ns: i64,
+    ) -> BoxFuture<'_, Result<i64, StateError>> {
+        let keys = keys.to_owned();
         Box::pin(self.with_client(move |client, db| async move {
             let row = client
                 .query_one(
-                    "INSERT INTO policy_bundle_floors (bundle, signed_ns, raised_ms) \
-                     VALUES ($1, $2, $3) \
-                     ON CONFLICT (bundle) DO UPDATE SET \
+                    "INSERT INTO policy_bundle_floors \
+                     (trusted_keys, bundle, signed_ns, raised_ms) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (trusted_keys, bundle) DO UPDATE SET \
                      raised_ms = CASE WHEN excluded.signed_ns > policy_bundle_floors.signed_ns \
                          THEN excluded.raised_ms ELSE policy_bundle_floors.raised_ms END, \
                      signed_ns = GREATEST(policy_bundle_floors.signed_ns, excluded.signed_ns) \
                      RETURNING signed_ns",
-                    &[&set.as_str(), &signed_ns, &now_ms()],
+                    &[&keys, &set.as_str(), &signed_ns, &now_ms()],
                 )
                 .await
                 .map_err(query_error(&db, "raise a policy bundle's rollback floor"))?;
             Ok(row.get(0))
+        }))
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFloor>, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let rows = client
+                .query(
+                    "SELECT trusted_keys, bundle, signed_ns, raised_ms FROM policy_bundle_floors \
+                     ORDER BY trusted_keys, bundle",
+                    &[],
+                )
+                .await
+                .map_err(query_error(&db, "list the policy bundles' rollback floors"))?;
+            // The table's CHECK admits only the two names.
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    Some(StoredFloor {
+                        trusted_keys: row.get(0),
+                        set: BundleSet::named(row.get(1))?,
+                        signed_ns: row.get(2),
+                        raised_ms: row.get(3),
+                    })
+                })
+                .collect())
+        }))
+    }
+
+    fn reset(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<bool, StateError>> {
+        let keys = keys.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let removed = client
+                .execute(
+                    "DELETE FROM policy_bundle_floors WHERE trusted_keys = $1 AND bundle = $2",
+                    &[&keys, &set.as_str()],
+                )
+                .await
+                .map_err(query_error(&db, "reset a policy bundle's rollback floor"))?;
+            Ok(removed > 0)
         }))
     }
 }

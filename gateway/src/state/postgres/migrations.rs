@@ -239,11 +239,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );",
     // 18: the rollback floors of signed policy bundles, shared by every replica: the newest
     // time of signing (nanoseconds since the Unix epoch) any gateway loaded, for the enforced
-    // set and for the shadow set; a gateway refuses a bundle signed before its set's floor.
+    // set and for the shadow set, per set of trusted public keys (`trusted_keys`, their
+    // fingerprint), so that deployments with keys of their own sharing a database do not
+    // block each other; a gateway refuses a bundle signed before its set's floor.
     "CREATE TABLE policy_bundle_floors (
-        bundle     TEXT    NOT NULL PRIMARY KEY CHECK (bundle IN ('enforced', 'shadow')),
-        signed_ns  BIGINT  NOT NULL,
-        raised_ms  BIGINT  NOT NULL
+        trusted_keys  TEXT    NOT NULL,
+        bundle        TEXT    NOT NULL CHECK (bundle IN ('enforced', 'shadow')),
+        signed_ns     BIGINT  NOT NULL,
+        raised_ms     BIGINT  NOT NULL,
+        PRIMARY KEY (trusted_keys, bundle)
     );",
     // 19: the agent (a digest of it) a shared session label or count belongs to, so that a
     // replica that learns of the session counts it against that agent's sessions

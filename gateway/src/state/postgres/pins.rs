@@ -68,6 +68,9 @@ impl PinRepository for PostgresStore {
                 .await
                 .map_err(err())?
                 == 1;
+            if created {
+                clear_removal(&tx, &server, &tool).await.map_err(err())?;
+            }
             finish(tx, &db, operation, created).await?;
             read_back(&client, &db, &server, &tool, created).await
         }))
@@ -102,6 +105,9 @@ impl PinRepository for PostgresStore {
                 .await
                 .map_err(err())?
                 == 1;
+            if inserted {
+                clear_removal(&tx, &server, &tool).await.map_err(err())?;
+            }
             let recorded = inserted
                 || tx
                     .execute(
@@ -162,6 +168,7 @@ impl PinRepository for PostgresStore {
             )
             .await
             .map_err(err())?;
+            clear_removal(&tx, &server, &tool).await.map_err(err())?;
             finish(tx, &db, operation, true).await?;
             read_back(&client, &db, &server, &tool, true)
                 .await
@@ -405,4 +412,19 @@ fn raw(row: &Row) -> PinRow {
         row.get(8),
         row.get(9),
     )
+}
+
+/// Forgets who removed the pin of `tool` on `server` once it is written again: a later,
+/// unrelated removal of the new pin must not name the operator of the old one.
+async fn clear_removal(
+    tx: &tokio_postgres::Transaction<'_>,
+    server: &str,
+    tool: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM tool_pin_removals WHERE server = $1 AND tool = $2",
+        &[&server, &tool],
+    )
+    .await
+    .map(|_| ())
 }

@@ -63,8 +63,11 @@ impl PinRepository for SqliteStore {
                     let created = tx.execute(
                         &insert,
                         approved_params(&server, &tool, &definition, &Approver::FirstUse),
-                    )?;
-                    Ok(created == 1)
+                    )? == 1;
+                    if created {
+                        clear_removal(tx, &server, &tool)?;
+                    }
+                    Ok(created)
                 },
             )
         }))
@@ -106,6 +109,7 @@ impl PinRepository for SqliteStore {
                                 definition.json
                             ],
                         )?;
+                            clear_removal(tx, &server, &tool)?;
                             Ok(true)
                         }
                         Some((approved, pending))
@@ -167,6 +171,7 @@ impl PinRepository for SqliteStore {
                         &upsert,
                         approved_params(&server, &tool, &definition, &approver),
                     )?;
+                    clear_removal(tx, &server, &tool)?;
                     Ok(true)
                 },
             )
@@ -351,6 +356,16 @@ fn write(
     }
     tx.commit().map_err(query_error(path, operation))?;
     Ok(outcome)
+}
+
+/// Forgets who removed the pin of `tool` on `server` once it is written again: a later,
+/// unrelated removal of the new pin must not name the operator of the old one.
+fn clear_removal(tx: &rusqlite::Transaction<'_>, server: &str, tool: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM tool_pin_removals WHERE server = ?1 AND tool = ?2",
+        params![server, tool],
+    )
+    .map(|_| ())
 }
 
 /// [`write`]s `change` to the pin of `tool` on `server`, then reads the pin back: the pin as

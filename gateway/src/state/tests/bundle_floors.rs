@@ -3,36 +3,61 @@
 //! lowered, also when many replicas raise them at once.
 
 use super::Backend;
-use crate::state::bundle_floors::BundleSet;
+use crate::state::bundle_floors::{BundleSet, StoredFloor};
+
+/// The fingerprint of the trusted keys the floors are kept for.
+const KEYS: &str = "sha256:one-deployment";
 
 on_both_backends!(
     a_floor_rises_is_shared_and_is_never_lowered,
     replicas_raising_a_floor_at_once_leave_the_highest,
+    deployments_trusting_other_keys_keep_floors_of_their_own,
 );
 
 async fn a_floor_rises_is_shared_and_is_never_lowered(backend: Backend) {
     let one = backend.open().await.bundle_floors();
     let other = backend.open().await.bundle_floors();
-    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), None);
+    assert_eq!(one.floor(KEYS, BundleSet::Enforced).await.unwrap(), None);
 
-    assert_eq!(one.raise(BundleSet::Enforced, 2_000).await.unwrap(), 2_000);
-    assert_eq!(other.floor(BundleSet::Enforced).await.unwrap(), Some(2_000));
-    // An older time leaves the floor where it is, and says where that is.
     assert_eq!(
-        other.raise(BundleSet::Enforced, 1_000).await.unwrap(),
+        one.raise(KEYS, BundleSet::Enforced, 2_000).await.unwrap(),
         2_000
     );
-    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), Some(2_000));
     assert_eq!(
-        other.raise(BundleSet::Enforced, 3_000).await.unwrap(),
+        other.floor(KEYS, BundleSet::Enforced).await.unwrap(),
+        Some(2_000)
+    );
+    // An older time leaves the floor where it is, and says where that is.
+    assert_eq!(
+        other.raise(KEYS, BundleSet::Enforced, 1_000).await.unwrap(),
+        2_000
+    );
+    assert_eq!(
+        one.floor(KEYS, BundleSet::Enforced).await.unwrap(),
+        Some(2_000)
+    );
+    assert_eq!(
+        other.raise(KEYS, BundleSet::Enforced, 3_000).await.unwrap(),
         3_000
     );
-    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), Some(3_000));
+    assert_eq!(
+        one.floor(KEYS, BundleSet::Enforced).await.unwrap(),
+        Some(3_000)
+    );
     // The shadow set's floor is its own.
-    assert_eq!(one.floor(BundleSet::Shadow).await.unwrap(), None);
-    assert_eq!(one.raise(BundleSet::Shadow, 1_500).await.unwrap(), 1_500);
-    assert_eq!(other.floor(BundleSet::Shadow).await.unwrap(), Some(1_500));
-    assert_eq!(other.floor(BundleSet::Enforced).await.unwrap(), Some(3_000));
+    assert_eq!(one.floor(KEYS, BundleSet::Shadow).await.unwrap(), None);
+    assert_eq!(
+        one.raise(KEYS, BundleSet::Shadow, 1_500).await.unwrap(),
+        1_500
+    );
+    assert_eq!(
+        other.floor(KEYS, BundleSet::Shadow).await.unwrap(),
+        Some(1_500)
+    );
+    assert_eq!(
+        other.floor(KEYS, BundleSet::Enforced).await.unwrap(),
+        Some(3_000)
+    );
 }
 
 async fn replicas_raising_a_floor_at_once_leave_the_highest(backend: Backend) {
@@ -51,7 +76,7 @@ async fn replicas_raising_a_floor_at_once_leave_the_highest(backend: Backend) {
             } else {
                 1_000 + step * 4 + i as i64
             };
-            raises.spawn(async move { (at, floors.raise(BundleSet::Enforced, at).await) });
+            raises.spawn(async move { (at, floors.raise(KEYS, BundleSet::Enforced, at).await) });
         }
     }
     while let Some(done) = raises.join_next().await {
@@ -61,8 +86,56 @@ async fn replicas_raising_a_floor_at_once_leave_the_highest(backend: Backend) {
     }
     for floors in &replicas {
         assert_eq!(
-            floors.floor(BundleSet::Enforced).await.unwrap(),
+            floors.floor(KEYS, BundleSet::Enforced).await.unwrap(),
             Some(10_000)
         );
     }
+}
+
+async fn deployments_trusting_other_keys_keep_floors_of_their_own(backend: Backend) {
+    let floors = backend.open().await.bundle_floors();
+    let other = "sha256:another-deployment";
+    assert_eq!(
+        floors
+            .raise(KEYS, BundleSet::Enforced, 9_000)
+            .await
+            .unwrap(),
+        9_000
+    );
+    // Another deployment on the same database, signing with its own key, is not held back.
+    assert_eq!(
+        floors.floor(other, BundleSet::Enforced).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        floors
+            .raise(other, BundleSet::Enforced, 1_000)
+            .await
+            .unwrap(),
+        1_000
+    );
+    assert_eq!(
+        floors.floor(KEYS, BundleSet::Enforced).await.unwrap(),
+        Some(9_000)
+    );
+    assert_eq!(
+        floors
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.trusted_keys, f.set, f.signed_ns))
+            .collect::<Vec<_>>(),
+        vec![
+            (other.to_owned(), BundleSet::Enforced, 1_000),
+            (KEYS.to_owned(), BundleSet::Enforced, 9_000),
+        ]
+    );
+    // A reset removes one floor, and only it.
+    assert!(floors.reset(KEYS, BundleSet::Enforced).await.unwrap());
+    assert!(!floors.reset(KEYS, BundleSet::Enforced).await.unwrap());
+    assert_eq!(floors.floor(KEYS, BundleSet::Enforced).await.unwrap(), None);
+    let left: Vec<StoredFloor> = floors.all().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].trusted_keys, other);
 }

@@ -14,6 +14,7 @@ on_both_backends!(
     concurrent_writers_on_two_handles_record_a_change_once,
     a_pin_is_replaced_under_another_name_or_removed_once,
     a_forgotten_pin_says_who_removed_it_and_why,
+    a_pin_written_again_no_longer_names_who_removed_the_old_one,
 );
 
 fn definition(digest: &str) -> StoredDefinition {
@@ -316,4 +317,54 @@ async fn a_forgotten_pin_says_who_removed_it_and_why(backend: Backend) {
     assert!(store.forget("calc", "add", &bob).await.unwrap());
     assert_eq!(store.forgotten_by("calc", "add").await.unwrap(), Some(bob));
     assert_eq!(store.forgotten_by("calc", "sub").await.unwrap(), None);
+}
+
+async fn a_pin_written_again_no_longer_names_who_removed_the_old_one(backend: Backend) {
+    let store = backend.open().await.pins();
+    let alice = Removal {
+        by: "alice".into(),
+        reason: Some("server retired".into()),
+        at_ms: 1_790_000_000_000,
+    };
+    // Each way a pin is written anew: pinned on first use, a definition waiting for
+    // approval, an operator's approval.
+    for tool in ["first-use", "proposed", "approved"] {
+        store
+            .pin_first_use("calc", tool, definition("a"))
+            .await
+            .unwrap();
+        assert!(store.forget("calc", tool, &alice).await.unwrap());
+        assert_eq!(
+            store.forgotten_by("calc", tool).await.unwrap(),
+            Some(alice.clone())
+        );
+        match tool {
+            "first-use" => {
+                store
+                    .pin_first_use("calc", tool, definition("b"))
+                    .await
+                    .unwrap();
+            }
+            "proposed" => {
+                store.propose("calc", tool, definition("b")).await.unwrap();
+            }
+            _ => {
+                store
+                    .approve_definition(
+                        "calc",
+                        tool,
+                        definition("b"),
+                        Approver::Operator("bob".into()),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        // A later removal of the new pin (by a re-key, say) is not alice's.
+        assert_eq!(
+            store.forgotten_by("calc", tool).await.unwrap(),
+            None,
+            "{tool}"
+        );
+    }
 }
