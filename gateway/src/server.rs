@@ -177,6 +177,13 @@ pub async fn serve(
             })?;
     snapshot.warn_of_unavailable_credentials();
     crate::mcp::sandbox::report(&snapshot.config.mcp);
+    // What the local servers' processes of a Warden that did not stop cleanly left behind.
+    crate::mcp::sandbox::run_dir::sweep_all(
+        &snapshot
+            .config
+            .data_dir
+            .join(crate::mcp::sandbox::SERVERS_DIR),
+    );
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();

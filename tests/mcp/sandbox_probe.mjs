@@ -2,7 +2,7 @@
 // A stdio MCP server that tries what a hostile local server would, and reports what worked:
 // each tool answers one line of JSON, `{"ok": true, ...}` or `{"ok": false, "code": "EACCES"}`.
 //
-// Tools: read_file(path), write_file(path, content), connect(port) (TCP to 127.0.0.1),
+// Tools: read_file(path), write_file(path, content) (a path `~/…` in its HOME), connect(port) (TCP to 127.0.0.1),
 // unix_connect(path) (to a Unix socket with a path), signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
 // parent's pid). No dependencies beyond Node.
 
@@ -18,6 +18,11 @@ const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_par
   inputSchema: { type: "object" },
 }));
 
+/** `path`, with a leading `~/` in HOME (which the test cannot know before the process starts). */
+function expand(path) {
+  return typeof path === "string" && path.startsWith("~/") ? `${process.env.HOME}/${path.slice(2)}` : path;
+}
+
 /** What a failed attempt is reported as. */
 function failed(e) {
   return { ok: false, code: e.code ?? String(e) };
@@ -28,13 +33,13 @@ async function run(name, args) {
   switch (name) {
     case "read_file":
       try {
-        return { ok: true, text: readFileSync(args.path, "utf8").slice(0, 200) };
+        return { ok: true, text: readFileSync(expand(args.path), "utf8").slice(0, 200) };
       } catch (e) {
         return failed(e);
       }
     case "write_file":
       try {
-        writeFileSync(args.path, args.content ?? "");
+        writeFileSync(expand(args.path), args.content ?? "");
         return { ok: true };
       } catch (e) {
         return failed(e);

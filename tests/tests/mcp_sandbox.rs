@@ -86,12 +86,18 @@ async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s()
         ),
     ];
     calls.extend(kept.iter().map(|p| read(p)));
+    calls.push((
+        "write_file",
+        json!({"path": "~/tmp/left", "content": "first"}),
+    ));
     let found = ask(&w, &calls).await;
-    // Its own directory, under the data directory, is its HOME and TMPDIR; Warden is its parent.
-    let home = data.join("mcp-servers/probe");
-    assert_eq!(found[0]["home"], json!(home), "{found:?}");
+    // A directory of its process's own, under the data directory, is its HOME and TMPDIR;
+    // Warden is its parent.
+    let servers = data.join("mcp-servers/probe");
+    let home = own_home(&found[0], &servers, pid);
     assert_eq!(found[0]["tmpdir"], json!(home.join("tmp")), "{found:?}");
     assert_eq!(found[0]["ppid"], json!(pid), "{found:?}");
+    assert_eq!(found[calls.len() - 1], json!({"ok": true}), "{found:?}");
     assert_eq!(found[1], json!({"ok": true, "text": "listed-doc"}));
     for (i, what) in [
         (2, "the configuration"),
@@ -109,25 +115,49 @@ async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s()
         "Warden was signalled"
     );
     assert_eq!(found[8]["code"], "EACCES", "a read-only path was written");
-    for (p, f) in kept.iter().zip(&found[9..]) {
+    for (p, f) in kept.iter().zip(&found[9..calls.len() - 1]) {
         assert_eq!(f["code"], "EACCES", "{} was read: {f}", p.display());
     }
-    // Its own directory is its to write and read again.
-    let mine = home.join("tmp/mine");
+    // The next session's process gets a fresh directory, its own to write and read again,
+    // and nothing of the first one's, which is removed once that process has ended.
+    let left = home.join("tmp/left");
     let found = ask(
         &w,
         &[
-            ("write_file", json!({"path": mine, "content": "own"})),
-            read(&mine),
+            ("env", json!({})),
+            (
+                "write_file",
+                json!({"path": "~/tmp/mine", "content": "own"}),
+            ),
+            read(Path::new("~/tmp/mine")),
+            read(&left),
         ],
     )
     .await;
-    assert_eq!(found[1], json!({"ok": true, "text": "own"}), "{found:?}");
+    let second = own_home(&found[0], &servers, pid);
+    assert_ne!(second, home, "{found:?}");
+    assert_eq!(found[2], json!({"ok": true, "text": "own"}), "{found:?}");
+    assert_eq!(found[3]["ok"], false, "{found:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while home.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!home.exists(), "the first process's directory is left");
     let metrics = w.metrics().await.unwrap();
     assert!(
         metrics.contains("warden_mcp_sandboxed{server=\"probe\"} 1"),
         "{metrics}"
     );
+}
+
+/// The HOME `env` reported, checked to be a directory of its own beneath `servers` made by
+/// Warden `pid` (`run-<pid>-<id>`).
+fn own_home(env: &Value, servers: &Path, pid: u32) -> std::path::PathBuf {
+    let home = std::path::PathBuf::from(env["home"].as_str().unwrap_or_default());
+    assert_eq!(home.parent(), Some(servers), "{env}");
+    let name = home.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&format!("run-{pid}-")), "{env}");
+    home
 }
 
 /// Every file beneath `dir`.

@@ -185,11 +185,14 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
+    // Checked here, and again at every start of a sandboxed server against what it opens.
+    let protected = crate::mcp::sandbox::protected::protected(&config, file, &raw);
     errors.extend(
-        crate::mcp::sandbox::protected::check(&config, file, &raw)
+        crate::mcp::sandbox::protected::check(&config, &protected)
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
+    config.mcp.sandbox.protected = protected;
     let errors = bounded(errors, error);
     Parsed {
         config,

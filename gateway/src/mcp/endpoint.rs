@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
-use super::sandbox::{Sandbox, SandboxMode};
+use super::sandbox::{Sandbox, SandboxConfig, SandboxMode};
 use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
 use crate::secrets::config::NO_VAULT_SECTION;
@@ -132,7 +132,7 @@ impl Endpoint {
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| server(i, s, config.sandbox.mode, data_dir, breaker, secrets))
+            .map(|(i, s)| server(i, s, &config.sandbox, data_dir, breaker, secrets))
             .collect::<Result<_, _>>()?;
         Ok(config
             .endpoints
@@ -166,7 +166,7 @@ impl Endpoint {
 fn server(
     i: usize,
     c: &config::ServerConfig,
-    sandbox: SandboxMode,
+    sandbox: &SandboxConfig,
     data_dir: &std::path::Path,
     breaker: &BreakerConfig,
     secrets: Option<&Arc<SecretStore>>,
@@ -201,9 +201,15 @@ fn server(
                     .collect(),
                 secrets: secrets.cloned(),
                 cwd: c.cwd.clone(),
-                sandbox: match c.sandbox.mode(sandbox) {
+                sandbox: match c.sandbox.mode(sandbox.mode) {
                     SandboxMode::Off => None,
-                    mode => Some(Sandbox::new(&c.name, &c.sandbox, mode, data_dir)),
+                    mode => Some(Sandbox::new(
+                        &c.name,
+                        &c.sandbox,
+                        mode,
+                        data_dir,
+                        &sandbox.protected,
+                    )),
                 },
             }))
         }

@@ -98,8 +98,9 @@ impl Connection for Process {
         };
         // What the process could quote back of its secrets is redacted from its messages.
         self.router.redact(&echoed(&secret_env));
-        let mut child = match self.spawn(&secret_env) {
-            Ok(child) => child,
+        // `_run`, the process's own directory, is removed when this returns: it has ended.
+        let (mut child, _run) = match self.spawn(&secret_env) {
+            Ok(started) => started,
             Err(Spawn::Sandbox(e)) => {
                 // How to opt out goes to the log; the agent is told the server cannot start.
                 tracing::error!(server = %self.router.server, error = %e, "a local MCP server cannot be sandboxed; it is not started (fail closed)");
@@ -172,7 +173,11 @@ impl Connection for Process {
 
 impl Process {
     /// Starts the process, in its sandbox unless it runs unsandboxed.
-    fn spawn(&self, secret_env: &[(String, Zeroizing<String>)]) -> Result<Child, Spawn> {
+    /// Returns it with its own directory when sandboxed, to be kept until it has ended.
+    fn spawn(
+        &self,
+        secret_env: &[(String, Zeroizing<String>)],
+    ) -> Result<(Child, Option<sandbox::RunDir>), Spawn> {
         let c = &self.command;
         // Built before the fork: the child only enters it.
         let prepared = match &c.sandbox {
@@ -204,11 +209,15 @@ impl Process {
                 command.env(key, v);
             }
         }
-        // A sandboxed server's HOME and TMPDIR are its own directory, unless `env` says.
-        match prepared {
-            Some(prepared) => prepared.apply(&mut command),
-            None => sandbox::harden(&mut command),
-        }
+        // A sandboxed server's HOME and TMPDIR are its process's own directory, unless `env`
+        // says.
+        let run = match prepared {
+            Some(prepared) => Some(prepared.apply(&mut command)),
+            None => {
+                sandbox::harden(&mut command);
+                None
+            }
+        };
         command.envs(&c.env);
         for (name, value) in secret_env {
             command.env(name, value.as_str());
@@ -216,7 +225,8 @@ impl Process {
         if let Some(dir) = &c.cwd {
             command.current_dir(dir);
         }
-        command.spawn().map_err(Spawn::Io)
+        let child = command.spawn().map_err(Spawn::Io)?;
+        Ok((child, run))
     }
 }
 

@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub struct SandboxConfig {
     /// `enforce` (the default), `best_effort` or `off`.
     pub mode: SandboxMode,
+    /// What of Warden's no sandboxed server may reach: not a key of the file, but what the
+    /// rest of it names (`protected.rs`), kept for the check at every start.
+    #[serde(skip)]
+    pub protected: Vec<Protected>,
 }
 
 /// Whether a local server runs sandboxed.
@@ -226,4 +230,21 @@ mod tests {
         let e = sandbox("mode: lax").unwrap_err();
         assert!(e.contains("\"lax\" is not a sandbox mode"), "{e}");
     }
+}
+
+/// One thing of Warden's a server must not reach: what it is, where, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protected {
+    pub what: String,
+    pub path: PathBuf,
+    pub guard: Guard,
+}
+
+/// What a server must not do to a protected path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Read it (nor write it): a secret, or what Warden keeps.
+    Read,
+    /// Write it: something Warden trusts, which reading reveals nothing of.
+    Write,
 }

@@ -1,13 +1,18 @@
 //! The sandbox of a local MCP server: the process Warden starts runs under a Landlock domain
 //! (ABI 6, Linux 6.12 or later) that lets it read and execute the system
-//! (`system_paths.rs`), read and write its own directory (`<data_dir>/mcp-servers/<server>/`,
-//! its `HOME` and `TMPDIR`), reach what the operator lists (`sandbox.read`, `sandbox.write`)
+//! (`system_paths.rs`), read and write a directory of its own, fresh at every start and
+//! removed when the process ends (`<data_dir>/mcp-servers/<server>/run-<pid>-<id>/`, its
+//! `HOME`, with its `TMPDIR` beneath: no two processes, hence no two sessions, share one),
+//! reach what the operator lists (`sandbox.read`, `sandbox.write`)
 //! and, with `sandbox.network`, connect over TCP only to the ports listed; it cannot signal
 //! processes outside its domain (Warden among them) nor reach their abstract Unix sockets, and
 //! Landlock keeps it from tracing them or reading their `/proc/<pid>/mem` and `environ`. It
 //! keeps no capability (a root Warden's server runs as uid 0 without any), creates no Unix
 //! socket unless allowed (`seccomp.rs`: Landlock does not control `connect` to one with a
-//! path), writes no core dump, and dies with Warden. What it must not reach is checked at load (`protected.rs`).
+//! path), writes no core dump, and dies with Warden. What it must not reach (`protected.rs`,
+//! compared in `reach.rs`) is checked at load, and again at every start against the paths
+//! then opened, as the kernel resolves them. Directories left by the processes of a Warden
+//! that did not stop cleanly are swept (`run_dir.rs`).
 //!
 //! The ruleset is built before the fork (`Sandbox::prepare`: paths opened, rules added, which
 //! allocate); between fork and exec the child makes only system calls (`child.rs`). Whether
@@ -18,22 +23,27 @@ mod child;
 pub mod config;
 pub mod kernel;
 pub mod protected;
+mod reach;
+pub mod run_dir;
 mod seccomp;
 pub mod system_paths;
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
     PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
 };
 
+pub use config::{Guard, Protected};
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
 use kernel::Coverage;
 pub use kernel::{NEEDED_ABI, abi as kernel_abi};
+pub use run_dir::RunDir;
 
 use super::config::McpConfig;
 
@@ -122,6 +132,20 @@ pub enum SandboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot tell where {path}, which the server's sandbox allows, leads: {source}")]
+    Opened {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}, which the server's sandbox allows, is now {real} and reaches Warden's own \
+         files; the server is not started: {message}"
+    )]
+    Reaches {
+        path: PathBuf,
+        real: PathBuf,
+        message: String,
+    },
     #[error("cannot build the server's Landlock ruleset: {0}")]
     Ruleset(#[from] landlock::RulesetError),
 }
@@ -134,12 +158,14 @@ pub struct Sandbox {
     /// Paths it may write in.
     pub write: Vec<PathBuf>,
     pub network: Network,
-    /// Its own directory: its `HOME`, with its `TMPDIR` (`tmp/`) beneath.
+    /// The server's directory, Warden's: each process gets a fresh one of its own beneath.
     pub home: PathBuf,
     /// `enforce` or `best_effort`.
     pub mode: SandboxMode,
     /// Whether it may create Unix sockets (else a seccomp filter refuses them).
     pub unix_sockets: bool,
+    /// What of Warden's it must not reach, checked at every start against what is opened.
+    pub protected: Arc<[Protected]>,
 }
 
 /// What the child will run, found as `exec` will find it: from the child's working directory
@@ -159,12 +185,24 @@ pub struct Exec<'a> {
 #[derive(Debug)]
 pub struct Prepared {
     confinement: child::Confinement,
-    home: PathBuf,
+    run: RunDir,
 }
 
 impl Sandbox {
-    /// The sandbox of server `name` as `config` says, its directory under `data_dir`.
-    pub fn new(name: &str, config: &ServerSandbox, mode: SandboxMode, data_dir: &Path) -> Sandbox {
+    /// The sandbox of server `name` as `config` says, run in `mode`, its directory under
+    /// `data_dir`, never to reach `protected` (nor `data_dir`).
+    pub fn new(
+        name: &str,
+        config: &ServerSandbox,
+        mode: SandboxMode,
+        data_dir: &Path,
+        protected: &[Protected],
+    ) -> Sandbox {
+        let data = Protected {
+            what: "Warden's data directory (signing keys, audit log, state database)".into(),
+            path: data_dir.to_path_buf(),
+            guard: Guard::Read,
+        };
         Sandbox {
             read: config.read.clone(),
             write: config.write.clone(),
@@ -172,6 +210,7 @@ impl Sandbox {
             home: data_dir.join(SERVERS_DIR).join(name),
             mode,
             unix_sockets: config.unix_sockets,
+            protected: protected.iter().cloned().chain([data]).collect(),
         }
     }
 
@@ -192,32 +231,36 @@ impl Sandbox {
         let filter = (!self.unix_sockets)
             .then(seccomp::no_unix_sockets)
             .transpose()?;
-        let tmp = self.home.join("tmp");
-        for dir in [&self.home, &tmp] {
-            crate::private_files::create_dir_all(dir)
-                .and_then(|()| {
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                })
-                .map_err(|source| SandboxError::Home {
-                    path: dir.clone(),
-                    source,
-                })?;
-        }
+        let run = self.run_dir()?;
         let ruleset = if abi >= 1 {
-            Some(self.ruleset(exec, abi)?)
+            Some(self.ruleset(exec, run.path(), abi)?)
         } else {
             None
         };
         Ok(Prepared {
             confinement: child::Confinement { ruleset, filter },
-            home: self.home.clone(),
+            run,
         })
     }
 
-    /// The ruleset: the system, the program, the listed paths, the server's directory, the
-    /// network it may use; every right Landlock ABI 6 knows handled (those of ABI `abi`, when
-    /// older), all of them required.
-    fn ruleset(&self, exec: &Exec<'_>, abi: i32) -> Result<RulesetCreated, SandboxError> {
+    /// A fresh directory for one process (`run_dir.rs`), made beneath the server's without
+    /// following a link: one planted there is neither followed nor reused.
+    fn run_dir(&self) -> Result<RunDir, SandboxError> {
+        run_dir::make(&self.home)
+            .map_err(|run_dir::MakeError { path, source }| SandboxError::Home { path, source })
+    }
+
+    /// The ruleset: the system, the program, the listed paths, the process's directory `run`,
+    /// the network it may use; every right Landlock ABI 6 knows handled (those of ABI `abi`,
+    /// when older), all of them required. Each path opened is checked, as the kernel resolved
+    /// it, against what the server must not reach: a link swapped in since the configuration
+    /// was loaded widens nothing.
+    fn ruleset(
+        &self,
+        exec: &Exec<'_>,
+        run: &Path,
+        abi: i32,
+    ) -> Result<RulesetCreated, SandboxError> {
         let abi = ABI::from(abi.min(NEEDED_ABI));
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
@@ -232,19 +275,24 @@ impl Sandbox {
         let mut created = ruleset.create()?;
         let read = AccessFs::from_read(abi);
         let all = AccessFs::from_all(abi);
+        let protected = reach::resolve_all(&self.protected);
         let system = system_paths::ALL.iter().map(PathBuf::from);
         for path in system.chain(resolve_program(exec)) {
-            created = allow(created, &path, read, false, abi)?;
+            created = Grant::new(&path, read, false, &protected).add(created, abi)?;
         }
         for path in system_paths::DEVICES.iter().map(PathBuf::from) {
-            created = allow(created, &path, read | AccessFs::WriteFile, false, abi)?;
+            let access = read | AccessFs::WriteFile;
+            created = Grant::new(&path, access, false, &protected).add(created, abi)?;
         }
         for path in &self.read {
-            created = allow(created, path, read, true, abi)?;
+            created = Grant::new(path, read, true, &protected).add(created, abi)?;
         }
-        for path in self.write.iter().chain([&self.home]) {
-            created = allow(created, path, all, true, abi)?;
+        for path in &self.write {
+            created = Grant::new(path, all, true, &protected).add(created, abi)?;
         }
+        // Made by Warden just now, inside its data directory: not checked against it.
+        let own = Grant::new(run, all, true, &[]);
+        created = own.add(created, abi)?;
         if let (true, Network::Ports(ports)) = (network, &self.network) {
             for port in ports {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
@@ -254,31 +302,89 @@ impl Sandbox {
     }
 }
 
-/// `created` with `access` allowed beneath `path` (only a file's rights when it is a file); a
-/// path that does not exist is skipped unless `required`; `abi` is the ruleset's.
-fn allow(
-    created: RulesetCreated,
-    path: &Path,
+/// One path to allow: `access` beneath it (only a file's rights when it is a file); one that
+/// does not exist is skipped unless `required`. What is opened must not reach `protected`.
+struct Grant<'a> {
+    path: &'a Path,
     access: BitFlags<AccessFs>,
     required: bool,
-    abi: ABI,
-) -> Result<RulesetCreated, SandboxError> {
-    let fd = match PathFd::new(path) {
-        Ok(fd) => fd,
-        Err(_) if !required && !path.exists() => return Ok(created),
-        Err(source) => {
-            return Err(SandboxError::Path {
-                path: path.to_path_buf(),
-                source,
+    protected: &'a [(Protected, PathBuf)],
+}
+
+impl<'a> Grant<'a> {
+    fn new(
+        path: &'a Path,
+        access: BitFlags<AccessFs>,
+        required: bool,
+        protected: &'a [(Protected, PathBuf)],
+    ) -> Grant<'a> {
+        Grant {
+            path,
+            access,
+            required,
+            protected,
+        }
+    }
+
+    /// `created` with this path allowed; `abi` is the ruleset's.
+    fn add(self, created: RulesetCreated, abi: ABI) -> Result<RulesetCreated, SandboxError> {
+        let Some((fd, dir)) = self.open()? else {
+            return Ok(created);
+        };
+        let access = if dir {
+            self.access
+        } else {
+            self.access & AccessFs::from_file(abi)
+        };
+        Ok(created.add_rule(PathBeneath::new(fd, access))?)
+    }
+
+    /// The path opened, and whether it is a directory; `None` when it may be skipped. What
+    /// was opened (not what the path names now) is checked against what the server must not
+    /// reach.
+    fn open(&self) -> Result<Option<(PathFd, bool)>, SandboxError> {
+        let fd = match PathFd::new(self.path) {
+            Ok(fd) => fd,
+            Err(_) if !self.required && !self.path.exists() => return Ok(None),
+            Err(source) => {
+                return Err(SandboxError::Path {
+                    path: self.path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let opened = opened(&fd).map_err(|source| SandboxError::Opened {
+            path: self.path.to_path_buf(),
+            source,
+        })?;
+        let writes = self
+            .access
+            .contains(AccessFs::WriteFile | AccessFs::RemoveFile);
+        let shown = self.path.display().to_string();
+        let reached = reach::reached(&shown, &opened.real, writes, self.protected);
+        if let Some(message) = reached.into_iter().next() {
+            return Err(SandboxError::Reaches {
+                path: self.path.to_path_buf(),
+                real: opened.real,
+                message,
             });
         }
-    };
-    let access = if path.is_dir() {
-        access
-    } else {
-        access & AccessFs::from_file(abi)
-    };
-    Ok(created.add_rule(PathBeneath::new(fd, access))?)
+        Ok(Some((fd, opened.dir)))
+    }
+}
+
+/// What an open descriptor names, as the kernel resolved it.
+struct Opened {
+    real: PathBuf,
+    dir: bool,
+}
+
+/// Where `fd` really is (`/proc/self/fd/N`) and whether it is a directory (`fstat`).
+fn opened(fd: &PathFd) -> std::io::Result<Opened> {
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))?;
+    let file = std::fs::File::from(fd.as_fd().try_clone_to_owned()?);
+    let dir = file.metadata()?.is_dir();
+    Ok(Opened { real, dir })
 }
 
 /// The file `exec` runs, found as the child's `execvp` will (after its `chdir`): the program
@@ -309,11 +415,14 @@ fn resolve_program(exec: &Exec<'_>) -> Option<PathBuf> {
 impl Prepared {
     /// Has `command`'s child enter the sandbox between fork and exec, with its `HOME` and
     /// `TMPDIR` in its own directory.
-    pub fn apply(self, command: &mut tokio::process::Command) {
+    /// Returns the process's directory, to be kept until the process has ended.
+    #[must_use = "the process's directory is removed when this is dropped"]
+    pub fn apply(self, command: &mut tokio::process::Command) -> RunDir {
         command
-            .env("HOME", &self.home)
-            .env("TMPDIR", self.home.join("tmp"));
+            .env("HOME", self.run.path())
+            .env("TMPDIR", self.run.path().join("tmp"));
         child::confine(command, Some(self.confinement));
+        self.run
     }
 }
 
@@ -322,5 +431,7 @@ pub fn harden(command: &mut tokio::process::Command) {
     child::confine(command, None);
 }
 
+#[cfg(test)]
+mod grant_tests;
 #[cfg(test)]
 mod tests;

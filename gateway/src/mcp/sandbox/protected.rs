@@ -1,22 +1,23 @@
 //! What a sandboxed server must never reach: Warden's data directory (its signing keys, audit
-//! log, state database), its configuration file, its policies, its TLS and signing keys and
-//! every secret file the configuration reads. Landlock cannot deny a path inside one it
-//! allows, so an allowed path that holds one of them (or lies inside one) is refused at load.
+//! log, state database), its configuration file, its policies, its TLS and signing keys (the
+//! previous ones too) and every secret file the configuration reads; and what it must never
+//! write: what Warden trusts (connector definitions, the CAs of mTLS clients and of identity
+//! providers, the keys policy bundles are signed with, the price table). Landlock cannot deny
+//! a path inside one it allows, so an allowed path that holds one of them (or lies inside one)
+//! is refused at load, and again at every start of the server (`Sandbox::prepare`), against
+//! the paths it then really opens: a link swapped in since cannot widen its reach. How a path
+//! is compared is `reach.rs`'s.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::config::SandboxMode;
+use super::reach::{reached, resolve_all, resolved};
 use super::system_paths;
 use crate::config::Config;
 
-/// One thing of Warden's a server must not reach: what it is and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Protected {
-    pub what: String,
-    pub path: PathBuf,
-}
+pub use super::config::{Guard, Protected};
 
 /// Warden's own paths in `config` (read from `file`, whose raw tree `raw` names the secret files
 /// of every `{file: PATH}` source).
@@ -26,6 +27,7 @@ pub fn protected(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<Prote
         out.push(Protected {
             what: what.to_owned(),
             path: path.to_path_buf(),
+            guard: Guard::Read,
         })
     };
     add(
@@ -57,8 +59,39 @@ pub fn protected(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<Prote
     if let Some(path) = &config.identity.warden_issuer.key_file {
         add("Warden's token signing key", path);
     }
+    for (i, k) in config
+        .identity
+        .warden_issuer
+        .previous_keys
+        .iter()
+        .enumerate()
+    {
+        add(
+            &format!(
+                "Warden's previous token signing key (identity.warden_issuer.previous_keys[{i}])"
+            ),
+            &k.path,
+        );
+    }
     if let Some(path) = &config.audit.signing.key_file {
         add("Warden's audit signing key", path);
+    }
+    for (i, k) in config.audit.signing.previous_keys.iter().enumerate() {
+        add(
+            &format!("Warden's previous audit signing key (audit.signing.previous_keys[{i}])"),
+            &k.path,
+        );
+    }
+    // Its default is not in the file's tree, which the `{file:}` scan below reads.
+    if let Some(crate::vault::VaultConfig {
+        auth: crate::vault::config::VaultAuth::Kubernetes { jwt_path, .. },
+        ..
+    }) = &config.vault
+    {
+        add(
+            "the service-account token Warden logs in to Vault with (vault.auth.kubernetes.jwt_path)",
+            jwt_path,
+        );
     }
     if let Some(path) = &config.egress.intercept.ca_key {
         add("the egress interception CA's private key", path);
@@ -67,6 +100,78 @@ pub fn protected(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<Prote
     secret_files(raw, "", &mut files);
     for (key, path) in files {
         add(&format!("the secret file of {key}"), &path);
+    }
+    out.extend(trusted(config));
+    out
+}
+
+/// What Warden trusts in `config`, which a server may read but must not write: a server that
+/// could would forge clients' identities, routes, signed policies or prices.
+fn trusted(config: &Config) -> Vec<Protected> {
+    let mut out = Vec::new();
+    let mut add = |what: String, path: &Path| {
+        out.push(Protected {
+            what,
+            path: path.to_path_buf(),
+            guard: Guard::Write,
+        })
+    };
+    if let Some(dir) = &config.connectors_dir {
+        add(
+            "Warden's connector definitions (connectors_dir)".into(),
+            dir,
+        );
+    }
+    for (key, tls) in [
+        ("listen.tls", &config.listen.tls),
+        ("listen.admin_tls", &config.listen.admin_tls),
+        ("egress.tls", &config.egress.tls),
+    ] {
+        if let Some(ca) = tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+            add(
+                format!("the CA Warden trusts for client certificates ({key}.client_ca)"),
+                ca,
+            );
+        }
+    }
+    for (i, issuer) in config.identity.issuers.iter().enumerate() {
+        if let Some(ca) = &issuer.ca_file {
+            add(
+                format!(
+                    "the CA Warden trusts for an identity provider (identity.issuers[{i}].ca_file)"
+                ),
+                ca,
+            );
+        }
+    }
+    let operators = config.admin.identity.iter().flat_map(|o| o.issuers.iter());
+    for (i, issuer) in operators.enumerate() {
+        if let Some(ca) = &issuer.ca_file {
+            add(
+                format!(
+                    "the CA Warden trusts for operators' tokens (admin.identity.issuers[{i}].ca_file)"
+                ),
+                ca,
+            );
+        }
+    }
+    if let Some(ca) = config.vault.as_ref().and_then(|v| v.ca_cert.as_ref()) {
+        add("the CA Warden trusts for Vault (vault.ca_cert)".into(), ca);
+    }
+    if let Some(ca) = &config.upstream.ca_file {
+        add(
+            "the CA Warden trusts for upstreams (upstream.ca_file)".into(),
+            ca,
+        );
+    }
+    for (i, key) in config.policy.bundle.public_keys.iter().enumerate() {
+        add(
+            format!("a key policy bundles are signed with (policy.bundle.public_keys[{i}])"),
+            key,
+        );
+    }
+    if let Some(prices) = &config.budgets.prices {
+        add("Warden's price table (budgets.prices)".into(), prices);
     }
     out
 }
@@ -97,8 +202,8 @@ fn secret_files(tree: &Value, at: &str, out: &mut Vec<(String, PathBuf)>) {
 }
 
 /// `(key, message)` for every path a sandboxed local server of `config` may reach that holds
-/// one of Warden's own, or lies inside one.
-pub fn check(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<(String, String)> {
+/// one of `protected` (Warden's own, as [`protected`] lists them), or lies inside one.
+pub fn check(config: &Config, protected: &[Protected]) -> Vec<(String, String)> {
     let servers: Vec<_> = config
         .mcp
         .servers
@@ -111,13 +216,7 @@ pub fn check(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<(String, 
     if servers.is_empty() {
         return Vec::new();
     }
-    let protected: Vec<(Protected, PathBuf)> = protected(config, file, raw)
-        .into_iter()
-        .map(|p| {
-            let resolved = resolved(&p.path);
-            (p, resolved)
-        })
-        .collect();
+    let protected = resolve_all(protected);
     let mut errors = Vec::new();
     let system: Vec<(String, PathBuf)> = system_paths::ALL
         .iter()
@@ -126,75 +225,31 @@ pub fn check(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<(String, 
     for (i, s) in servers {
         let key = format!("mcp.servers[{i}].sandbox");
         let key = key.as_str();
-        let listed = [("read", &s.sandbox.read), ("write", &s.sandbox.write)]
-            .into_iter()
-            .flat_map(|(field, paths)| {
-                paths
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, p)| (format!("{key}.{field}[{j}]"), p.display().to_string(), p))
-            });
+        let listed = [
+            ("read", &s.sandbox.read, false),
+            ("write", &s.sandbox.write, true),
+        ]
+        .into_iter()
+        .flat_map(|(field, paths, writes)| {
+            paths.iter().enumerate().map(move |(j, p)| {
+                (
+                    format!("{key}.{field}[{j}]"),
+                    p.display().to_string(),
+                    p,
+                    writes,
+                )
+            })
+        });
         let system = system
             .iter()
-            .map(|(what, p)| (key.to_owned(), what.clone(), p));
-        for (at, what, allowed) in listed.chain(system) {
-            let allowed_resolved = resolved(allowed);
-            for (p, inner) in &protected {
-                if let Some(m) = conflict(&what, &allowed_resolved, p, inner) {
-                    errors.push((at.clone(), m));
-                }
+            .map(|(what, p)| (key.to_owned(), what.clone(), p, false));
+        for (at, what, allowed, writes) in listed.chain(system) {
+            for m in reached(&what, &resolved(allowed), writes, &protected) {
+                errors.push((at.clone(), m));
             }
         }
     }
     errors
-}
-
-/// Why a server allowed `allowed` (described as `what`, resolved) could reach `p` (resolved
-/// `inner`), if it could.
-fn conflict(what: &str, allowed: &Path, p: &Protected, inner: &Path) -> Option<String> {
-    let shown = p.path.display();
-    if inner.starts_with(allowed) {
-        Some(format!(
-            "{what} holds {} ({shown}): the server could read it (Landlock cannot carve a \
-             path out of one it allows). List narrower paths beside it, or move it elsewhere; \
-             or run the server unsandboxed with sandbox.mode: off",
-            p.what
-        ))
-    } else if allowed.starts_with(inner) {
-        Some(format!(
-            "{what} is inside {} ({shown}): a server may not reach Warden's own files. Give it \
-             a directory of its own",
-            p.what
-        ))
-    } else {
-        None
-    }
-}
-
-/// `path` with its symbolic links resolved when it exists, else made absolute and its `.` and
-/// `..` removed as written.
-pub fn resolved(path: &Path) -> PathBuf {
-    if let Ok(real) = std::fs::canonicalize(path) {
-        return real;
-    }
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(path)
-    };
-    let mut out = PathBuf::new();
-    for c in absolute.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -287,5 +342,123 @@ mod tests {
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert_eq!(resolved(&link), std::fs::canonicalize(&real).unwrap());
+    }
+
+    /// The mistakes of a configuration whose one sandboxed server `fs` lists `sandbox`, with
+    /// `extra` sections, under `root`, that name this file.
+    fn with(root: &Path, sandbox: &str, extra: &str) -> Vec<String> {
+        let yaml = format!(
+            "data_dir: {d}/data\n{extra}mcp:\n  servers:\n    - name: fs\n      command: node\n      sandbox: {sandbox}\n  endpoints: [{{name: e, servers: [fs]}}]\n",
+            d = root.display(),
+        );
+        errors(&yaml, &root.join("etc/warden.yaml"))
+            .into_iter()
+            .filter(|e| e.contains("mcp.servers[0].sandbox"))
+            .collect()
+    }
+
+    #[test]
+    fn previous_signing_keys_and_the_vault_token_are_protected() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display();
+        let extra = format!(
+            "identity: {{warden_issuer: {{previous_keys: [{r}/keys/old-token.pem]}}}}\naudit: {{signing: {{previous_keys: [{{path: {r}/keys/old-audit.pem}}]}}}}\n"
+        );
+        let errors = with(root.path(), &format!("{{read: [{r}/keys]}}"), &extra);
+        for what in [
+            "identity.warden_issuer.previous_keys[0]",
+            "audit.signing.previous_keys[0]",
+        ] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(what) && e.contains("could read")),
+                "{what}: {errors:?}"
+            );
+        }
+        // The default token path of Kubernetes auth is not written in the file.
+        let vault = "vault: {address: https://vault.example:8200, auth: {method: kubernetes, role: warden}}\n";
+        let errors = with(root.path(), "{read: [/var/run/secrets]}", vault);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("vault.auth.kubernetes.jwt_path")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn what_warden_trusts_may_be_read_but_not_written() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display();
+        let trust = format!("{r}/trust");
+        // The price table is read when the configuration is.
+        std::fs::create_dir_all(&trust).unwrap();
+        std::fs::write(
+            format!("{trust}/prices.yaml"),
+            "openai: {gpt-4.1: {input: 2, output: 8}}\n",
+        )
+        .unwrap();
+        let extra = format!(
+            "connectors_dir: {trust}/connectors\nlisten: {{tls: {{cert: {trust}/tls.crt, key: {r}/key/tls.key, client_ca: {trust}/agents-ca.crt}}}}\npolicy: {{dir: {r}/policies, bundle: {{public_keys: [{trust}/bundle.pub]}}}}\nbudgets: {{prices: {trust}/prices.yaml}}\nupstream: {{ca_file: {trust}/upstream-ca.crt}}\n"
+        );
+        assert_eq!(
+            with(root.path(), &format!("{{read: [{trust}]}}"), &extra),
+            Vec::<String>::new()
+        );
+        let errors = with(root.path(), &format!("{{write: [{trust}]}}"), &extra);
+        for what in [
+            "connectors_dir",
+            "listen.tls.client_ca",
+            "policy.bundle.public_keys[0]",
+            "budgets.prices",
+            "upstream.ca_file",
+        ] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(what) && e.contains("could write")),
+                "{what}: {errors:?}"
+            );
+        }
+        // A directory inside one (the connectors) may not be written either.
+        let errors = with(
+            root.path(),
+            &format!("{{write: [{trust}/connectors/mine]}}"),
+            &extra,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("is inside Warden's connector definitions")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_path_not_made_yet_under_a_linked_parent_resolves_through_the_link() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(
+            resolved(&link.join("data/./new/../x")),
+            std::fs::canonicalize(&real).unwrap().join("data/x")
+        );
+        // So a data directory not made yet, named through the link, is refused when the
+        // real parent is listed.
+        let yaml = format!(
+            "data_dir: {l}/data\nmcp:\n  servers:\n    - name: fs\n      command: node\n      sandbox: {{read: [{real}]}}\n  endpoints: [{{name: e, servers: [fs]}}]\n",
+            l = link.display(),
+            real = real.display(),
+        );
+        let errors = errors(&yaml, &root.path().join("etc/warden.yaml"));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("holds Warden's data directory")),
+            "{errors:?}"
+        );
     }
 }

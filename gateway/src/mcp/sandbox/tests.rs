@@ -46,7 +46,8 @@ async fn run_on(sandbox: &Sandbox, script: &str, abi: i32) -> Result<String, San
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    prepared.apply(&mut command);
+    // The process's own directory lives until it has ended.
+    let _run = prepared.apply(&mut command);
     let out = command.output().await.expect("sh runs");
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -59,6 +60,7 @@ fn sandbox(root: &Path, network: Network) -> Sandbox {
         home: root.join("data").join(SERVERS_DIR).join("s"),
         mode: SandboxMode::Enforce,
         unix_sockets: false,
+        protected: Arc::from(Vec::new()),
     }
 }
 
