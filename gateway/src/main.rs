@@ -17,6 +17,7 @@ mod cli_approvals;
 mod cli_budgets;
 mod cli_canary;
 mod cli_egress;
+mod cli_floor;
 mod cli_policy;
 mod cli_state;
 mod cli_tokens;
@@ -343,6 +344,12 @@ enum PolicyCommand {
     Keygen {
         /// Where to write the private key; refused if it exists.
         key: PathBuf,
+    },
+    /// The fleet's rollback floors of signed bundles in the state store: list them, or remove
+    /// one on purpose (recorded, and named in every Warden's audit log).
+    Floor {
+        #[command(subcommand)]
+        command: cli_floor::FloorCommand,
     },
     /// Write a Cedar schema fragment that types the arguments of an MCP server's tools
     /// (`context.arguments` of `mcp:call_tool`), so policies on arguments are checked at load.
@@ -753,6 +760,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Keygen { key },
         } => cli_policy::keygen(&key),
+        Command::Policy {
+            command: PolicyCommand::Floor { command },
+        } => cli_floor::floor(command),
         Command::Connector {
             command:
                 ConnectorCommand::ImportOpenapi {
@@ -1093,25 +1103,13 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
     })
 }
 
-/// The configuration at `path`, or the embedded defaults.
 /// Who runs `warden tools forget` and why, as the store records it: `--as`, else $USER, else
 /// $LOGNAME; a name or reason given empty is refused, for the audit records would say nothing.
 fn forgetter(
     operator: Option<String>,
     reason: Option<String>,
 ) -> Result<warden::state::pins::Removal> {
-    let by = match operator {
-        Some(name) if name.trim().is_empty() => {
-            bail!("--as is empty; name the operator the audit records should name")
-        }
-        Some(name) => name.trim().to_owned(),
-        None => std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "unknown".into()),
-    };
+    let by = operator_name(operator)?;
     if reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
         bail!("--reason is empty; say why the pins are dropped, or leave --reason out");
     }
@@ -1122,6 +1120,24 @@ fn forgetter(
     })
 }
 
+/// The operator a command's change is recorded under: `--as`, else $USER, else $LOGNAME
+/// (`unknown` without either); `--as` given empty is refused.
+fn operator_name(operator: Option<String>) -> Result<String> {
+    Ok(match operator {
+        Some(name) if name.trim().is_empty() => {
+            bail!("--as is empty; name the operator the audit records should name")
+        }
+        Some(name) => name.trim().to_owned(),
+        None => std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "unknown".into()),
+    })
+}
+
+/// The configuration at `path`, or the embedded defaults.
 fn load(path: Option<&Path>) -> Result<Config> {
     match path {
         Some(p) => load_file(p).map_err(|e| anyhow::anyhow!("{e}")),

@@ -17,7 +17,7 @@ use crate::config::load::load_file;
 use crate::config::validate::validate;
 use crate::listener::Shutdown;
 use crate::shared::Shared;
-use crate::snapshot::{Snapshot, SnapshotError};
+use crate::snapshot::{OwnFloors, Snapshot, SnapshotError};
 use crate::upstream::breaker::BreakerConfig;
 
 /// How long file events are gathered before one reload (editors write in several steps).
@@ -240,7 +240,21 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
         };
         keep_restart_only_settings(&current.config, &mut config);
         check_as_it_will_run(&config, config_path)?;
-        let snapshot = Snapshot::build(config, Some(&current)).await?;
+        // The floors an operator reset (`warden policy floor reset`): each not yet named in
+        // this gateway's log is named now, and lifts this gateway's own floor at or below it.
+        // A store that does not answer lifts nothing (the fleet's check below says so).
+        let resets = match shared.bundle_floors() {
+            Some(floors) => crate::policy::floor_reset::read(&config.policy, floors.as_ref())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the policy floor resets; this gateway's own floors hold");
+                    Vec::new()
+                }),
+            None => Vec::new(),
+        };
+        crate::policy::floor_reset::name_new(&config.data_dir, &resets, &shared.audit);
+        let snapshot =
+            Snapshot::build_with(config, Some(&current), OwnFloors::Lifted(&resets)).await?;
         // Every set is checked against the fleet's floors before any floor is raised, and
         // nothing after the raise can refuse the reload.
         if let Some(floors) = shared.bundle_floors() {
@@ -266,6 +280,7 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             let dir = snapshot.config.policy.dir.clone();
             let policies = snapshot.policy.policy_count();
             let version = Arc::clone(snapshot.policy.version());
+            let floor_resets = crate::policy::floor_reset::detail(&snapshot.floor_resets);
             shared
                 .metrics
                 .policy_loaded(&version, snapshot.policy.bundle_signed());
@@ -291,6 +306,9 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
                 "policies": policies,
                 "policy_version": &*version,
             }));
+            if let (Some(resets), Some(detail)) = (floor_resets, event.detail.as_mut()) {
+                detail["floor_resets"] = resets;
+            }
             shared.audit.append_detached(event);
             Ok(dir)
         }

@@ -142,7 +142,10 @@ pub async fn serve(
         crate::audit::signer::key_path(&config.audit.signing, &config.data_dir),
         crate::identity::issuer_key_path(&config.identity.warden_issuer, &config.data_dir),
     ]);
-    let snapshot = Snapshot::build(config, None).await?;
+    // This gateway's own rollback floors are checked once the state store has said which
+    // floors an operator reset (below).
+    let mut snapshot =
+        Snapshot::build_with(config, None, crate::snapshot::OwnFloors::Later).await?;
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;
     let audit_dir = audit_dir(&snapshot.config);
@@ -210,6 +213,14 @@ pub async fn serve(
         snapshot.secrets.as_ref(),
     )
     .await?;
+    // The floors an operator reset (`warden policy floor reset`): each not yet named in this
+    // gateway's log is named now, and lifts this gateway's own floor at or below it.
+    let resets =
+        crate::policy::floor_reset::read(&snapshot.config.policy, store.bundle_floors().as_ref())
+            .await
+            .map_err(crate::snapshot::SnapshotError::Rollback)?;
+    crate::policy::floor_reset::name_new(&snapshot.config.data_dir, &resets, &audit);
+    snapshot.check_own_floors(&resets)?;
     // The fleet's rollback floors: a bundle signed before the newest any gateway sharing the
     // store loaded is refused here too (a store that does not answer refuses the start). The
     // floors are raised only once the rest of the start has succeeded, below.
@@ -268,6 +279,7 @@ pub async fn serve(
     crate::approval::attempts::keep_tidy(store.clone());
     let console_config = snapshot.config.console.clone();
     let console_sealer = console_config.oidc.is_some().then_some(sealer);
+    let start_floor_resets = snapshot.floor_resets.clone();
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_bundle_floors(store.bundle_floors());
     shared.set_gate(gate);
@@ -423,6 +435,11 @@ pub async fn serve(
         && let Some(detail) = start.detail.as_mut()
     {
         detail["new_keys_accepted"] = serde_json::Value::String(changed);
+    }
+    if let Some(resets) = crate::policy::floor_reset::detail(&start_floor_resets)
+        && let Some(detail) = start.detail.as_mut()
+    {
+        detail["floor_resets"] = resets;
     }
     shared.audit.append_detached(start);
     let proxy = workers::spawn(

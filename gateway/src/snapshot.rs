@@ -11,11 +11,12 @@ use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::bundle::{BundleError, Trust};
 use crate::policy::config::PolicyConfig;
+use crate::policy::floor_reset;
 use crate::policy::rollback::{self, Floors};
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::{Route, RouteTable};
 use crate::secrets::{CredentialError, own};
-use crate::state::bundle_floors::BundleSet;
+use crate::state::bundle_floors::{BundleSet, FloorReset};
 use crate::vault::{SecretStore, VaultError};
 
 /// One consistent snapshot of everything a request consults.
@@ -31,6 +32,20 @@ pub struct Snapshot {
     pub secrets: Option<Arc<SecretStore>>,
     /// The catalogue of the agents' tools and their workspace (`propose:`).
     pub propose: Arc<crate::propose::Catalogue>,
+    /// The floor resets (`warden policy floor reset`) its signed sets were loaded below, which
+    /// the record of the start or reload names.
+    pub floor_resets: Vec<FloorReset>,
+}
+
+/// Which of this gateway's own rollback floors a build checks the signed sets against.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnFloors<'a> {
+    /// The times remembered in `data_dir` and the running sets', lifted by these resets
+    /// ([`floor_reset::lift`]).
+    Lifted(&'a [FloorReset]),
+    /// None yet: a start checks them with [`Snapshot::check_own_floors`] once the state store
+    /// has answered which floors were reset.
+    Later,
 }
 
 /// Why a snapshot could not be built.
@@ -77,17 +92,42 @@ impl Snapshot {
             let Some(signed) = rollback::signed(&self.config.policy, &self.policy, set) else {
                 continue;
             };
-            if let Err(e) = rollback::remember(&self.config.data_dir, set, signed) {
+            // A set loaded below a floor reset on purpose replaces the time remembered.
+            let lowered = self.floor_resets.iter().any(|reset| reset.floor.set == set);
+            if let Err(e) = rollback::remember(&self.config.data_dir, set, signed, lowered) {
                 tracing::warn!(error = %e, key = set.config_key(), "cannot remember when the policy bundle was signed; a restart would not refuse an older bundle by this file");
             }
         }
     }
 
+    /// Checks the signed sets against this gateway's own floors (remembered in `data_dir`),
+    /// lifted by the floor `resets` recorded in the state store: the start's check of a
+    /// snapshot built with [`OwnFloors::Later`].
+    pub fn check_own_floors(&mut self, resets: &[FloorReset]) -> Result<(), SnapshotError> {
+        let floors = floor_reset::lift(
+            Floors::remembered(&self.config.data_dir).map_err(SnapshotError::Rollback)?,
+            resets,
+        );
+        refuse_older(&self.config.policy, &self.policy, floors)?;
+        self.floor_resets = floor_reset::loaded_below(&self.config.policy, &self.policy, resets);
+        Ok(())
+    }
+
     /// Builds a snapshot from `config`, reusing `previous`'s identity (and its key and token
-    /// caches) when the identity settings did not change.
+    /// caches) when the identity settings did not change; its signed sets checked against this
+    /// gateway's own floors.
     pub async fn build(
         config: Config,
         previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
+        Self::build_with(config, previous, OwnFloors::Lifted(&[])).await
+    }
+
+    /// [`Snapshot::build`], checking the signed sets against `own` floors.
+    pub async fn build_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        own: OwnFloors<'_>,
     ) -> Result<Snapshot, SnapshotError> {
         // A new store starts its upkeep only once the whole snapshot is valid.
         let (secrets, fresh) = match (previous, &config.vault) {
@@ -97,11 +137,19 @@ impl Snapshot {
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
         refuse_routes_without_credential(&config, &routes)?;
-        let mut floors = Floors::remembered(&config.data_dir).map_err(SnapshotError::Rollback)?;
-        if let Some(p) = previous {
-            floors = floors.with_running(&p.config.policy, &p.policy);
-        }
+        let (floors, resets) = match own {
+            OwnFloors::Lifted(resets) => {
+                let mut floors =
+                    Floors::remembered(&config.data_dir).map_err(SnapshotError::Rollback)?;
+                if let Some(p) = previous {
+                    floors = floors.with_running(&p.config.policy, &p.policy);
+                }
+                (floor_reset::lift(floors, resets), resets)
+            }
+            OwnFloors::Later => (Floors::default(), &[][..]),
+        };
         let policy = load_policies(&config.policy, routes.schema_fragments(), floors)?;
+        let floor_resets = floor_reset::loaded_below(&config.policy, &policy, resets);
         let identity = match previous {
             Some(p)
                 if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
@@ -120,6 +168,7 @@ impl Snapshot {
         }
         Ok(Snapshot {
             propose: Arc::new(crate::propose::Catalogue::new(&config.propose)),
+            floor_resets,
             config: Arc::new(config),
             routes,
             policy,
@@ -232,16 +281,35 @@ pub fn load_policies(
                 now,
             )
             .map_err(SnapshotError::Rollback)?;
-            rollback::refuse_older(
-                rollback::dir(policy, set),
-                rollback::signed(policy, &engine, set),
-                floors.of(set),
-                rollback::THIS_GATEWAY,
-            )
-            .map_err(SnapshotError::Rollback)?;
         }
+        refuse_older(policy, &engine, floors)?;
     }
     Ok(Arc::new(engine))
+}
+
+/// Refuses a signed set of `engine` (loaded with `policy`) signed before this gateway's floor
+/// of it in `floors`.
+fn refuse_older(
+    policy: &PolicyConfig,
+    engine: &PolicyEngine,
+    floors: Floors,
+) -> Result<(), SnapshotError> {
+    if policy.bundle.public_keys.is_empty() {
+        return Ok(());
+    }
+    for set in [BundleSet::Enforced, BundleSet::Shadow] {
+        if set == BundleSet::Shadow && policy.shadow_dir.is_none() {
+            continue;
+        }
+        rollback::refuse_older(
+            rollback::dir(policy, set),
+            rollback::signed(policy, engine, set),
+            floors.of(set),
+            rollback::THIS_GATEWAY,
+        )
+        .map_err(SnapshotError::Rollback)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ mod tests {
     use super::*;
     use crate::policy::rollback::signed_sets::{self, at};
     use crate::state::StateError;
-    use crate::state::bundle_floors::StoredFloor;
+    use crate::state::bundle_floors::{FloorReset, Resetter, StoredFloor};
 
     /// The policy settings of a signed `dir` (and `shadow`), trusting the test key in `keys`.
     fn settings(keys: &Path, dir: &Path, shadow: Option<&Path>) -> PolicyConfig {
@@ -392,7 +392,16 @@ mod tests {
             Box::pin(async { Err(down()) })
         }
 
-        fn reset(&self, _: &str, _: BundleSet) -> BoxFuture<'_, Result<bool, StateError>> {
+        fn reset<'a>(
+            &'a self,
+            _: &'a str,
+            _: BundleSet,
+            _: &'a Resetter,
+        ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
+            Box::pin(async { Err(down()) })
+        }
+
+        fn resets<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>> {
             Box::pin(async { Err(down()) })
         }
     }

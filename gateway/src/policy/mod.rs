@@ -17,6 +17,7 @@ mod error;
 pub mod explain;
 pub mod facts;
 pub mod fleet_floor;
+pub mod floor_reset;
 mod fragment;
 pub mod from_mcp;
 mod load;

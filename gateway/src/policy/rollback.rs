@@ -104,10 +104,17 @@ pub fn remembered(data_dir: &Path, set: BundleSet) -> Result<Option<SystemTime>,
         })
 }
 
-/// Remembers `at` for `set` in `data_dir` unless a newer time is remembered already. Written
-/// whole (a temporary file renamed over it), so a crash leaves the old time or the new one.
-pub fn remember(data_dir: &Path, set: BundleSet, at: SystemTime) -> Result<(), BundleError> {
-    if remembered(data_dir, set)?.is_some_and(|newest| newest >= at) {
+/// Remembers `at` for `set` in `data_dir` unless a newer time is remembered already (or
+/// whatever is remembered when `lowered`: the set was loaded below a floor reset on purpose,
+/// `policy/floor_reset.rs`). Written whole (a temporary file renamed over it), so a crash
+/// leaves the old time or the new one.
+pub fn remember(
+    data_dir: &Path,
+    set: BundleSet,
+    at: SystemTime,
+    lowered: bool,
+) -> Result<(), BundleError> {
+    if !lowered && remembered(data_dir, set)?.is_some_and(|newest| newest >= at) {
         return Ok(());
     }
     let path = data_dir.join(file(set));
@@ -270,20 +277,26 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         assert_eq!(remembered(&data, BundleSet::Enforced).unwrap(), None);
-        remember(&data, BundleSet::Enforced, at(2_000)).unwrap();
+        remember(&data, BundleSet::Enforced, at(2_000), false).unwrap();
         assert_eq!(
             remembered(&data, BundleSet::Enforced).unwrap(),
             Some(at(2_000))
         );
-        remember(&data, BundleSet::Enforced, at(1_000)).unwrap();
+        remember(&data, BundleSet::Enforced, at(1_000), false).unwrap();
         assert_eq!(
             remembered(&data, BundleSet::Enforced).unwrap(),
             Some(at(2_000))
         );
-        remember(&data, BundleSet::Enforced, at(3_000)).unwrap();
+        remember(&data, BundleSet::Enforced, at(3_000), false).unwrap();
         assert_eq!(
             remembered(&data, BundleSet::Enforced).unwrap(),
             Some(at(3_000))
+        );
+        // A set loaded below a floor reset on purpose (`warden policy floor reset`) replaces it.
+        remember(&data, BundleSet::Enforced, at(1_500), true).unwrap();
+        assert_eq!(
+            remembered(&data, BundleSet::Enforced).unwrap(),
+            Some(at(1_500))
         );
         assert!(!data.join(format!("{NEWEST_FILE}.tmp")).exists());
     }
@@ -291,8 +304,8 @@ mod tests {
     #[test]
     fn the_shadow_sets_time_is_remembered_apart() {
         let tmp = tempfile::tempdir().unwrap();
-        remember(tmp.path(), BundleSet::Shadow, at(5_000)).unwrap();
-        remember(tmp.path(), BundleSet::Enforced, at(2_000)).unwrap();
+        remember(tmp.path(), BundleSet::Shadow, at(5_000), false).unwrap();
+        remember(tmp.path(), BundleSet::Enforced, at(2_000), false).unwrap();
         assert_eq!(
             Floors::remembered(tmp.path()).unwrap(),
             Floors {

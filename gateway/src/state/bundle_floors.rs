@@ -75,6 +75,59 @@ pub trait BundleFloorRepository: Send + Sync {
     /// Every floor kept, by fingerprint then set.
     fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFloor>, StateError>>;
 
-    /// Removes `set`'s floor for `keys` (`warden policy floor reset`); whether there was one.
-    fn reset(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<bool, StateError>>;
+    /// Removes `set`'s floor for `keys` (`warden policy floor reset`) and records who removed
+    /// it and why, in one transaction; the reset recorded (`None`: there was no floor, and
+    /// nothing is recorded).
+    fn reset<'a>(
+        &'a self,
+        keys: &'a str,
+        set: BundleSet,
+        by: &'a Resetter,
+    ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>>;
+
+    /// Every reset recorded of the floors kept for `keys`, oldest first.
+    fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>>;
+}
+
+/// Who resets a floor with `warden policy floor reset`, why, and when (milliseconds since the
+/// Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resetter {
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// A floor removed with `warden policy floor reset`, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorReset {
+    /// Its number in the store: a later reset has a higher one.
+    pub id: i64,
+    /// The floor removed.
+    pub floor: StoredFloor,
+    pub by: Resetter,
+}
+
+impl FloorReset {
+    /// What every Warden's audit record of the reset says of it (the operator's name and
+    /// reason bounded as quoted text).
+    pub fn detail(&self) -> serde_json::Value {
+        let time = |ms: i64| {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            humantime::format_rfc3339_millis(at).to_string()
+        };
+        let signed = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(u64::try_from(self.floor.signed_ns).unwrap_or(0));
+        serde_json::json!({
+            "reset_id": self.id,
+            "set": self.floor.set.as_str(),
+            "trusted_keys": self.floor.trusted_keys,
+            "old_floor_signed": humantime::format_rfc3339_nanos(signed).to_string(),
+            "old_floor_raised": time(self.floor.raised_ms),
+            "reset_by": crate::text::bounded(&self.by.by, crate::text::QUOTE_MAX),
+            "reason": crate::text::bounded(&self.by.reason, crate::text::QUOTE_MAX),
+            "reset_at": time(self.by.at_ms),
+        })
+    }
 }

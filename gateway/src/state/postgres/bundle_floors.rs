@@ -5,7 +5,9 @@
 use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
-use crate::state::bundle_floors::{BundleFloorRepository, BundleSet, StoredFloor};
+use crate::state::bundle_floors::{
+    BundleFloorRepository, BundleSet, FloorReset, Resetter, StoredFloor,
+};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 
@@ -76,17 +78,95 @@ impl BundleFloorRepository for PostgresStore {
         }))
     }
 
-    fn reset(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<bool, StateError>> {
-        let keys = keys.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let removed = client
-                .execute(
-                    "DELETE FROM policy_bundle_floors WHERE trusted_keys = $1 AND bundle = $2",
+    fn reset<'a>(
+        &'a self,
+        keys: &'a str,
+        set: BundleSet,
+        by: &'a Resetter,
+    ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
+        let (keys, by) = (keys.to_owned(), by.clone());
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "reset a policy bundle's rollback floor");
+            let tx = client.transaction().await.map_err(err())?;
+            let Some(removed) = tx
+                .query_opt(
+                    "DELETE FROM policy_bundle_floors WHERE trusted_keys = $1 AND bundle = $2 \
+                     RETURNING signed_ns, raised_ms",
                     &[&keys, &set.as_str()],
                 )
                 .await
-                .map_err(query_error(&db, "reset a policy bundle's rollback floor"))?;
-            Ok(removed > 0)
+                .map_err(err())?
+            else {
+                return Ok(None);
+            };
+            let (signed_ns, raised_ms): (i64, i64) = (removed.get(0), removed.get(1));
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
+                     old_raised_ms, reset_by, reason, reset_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    &[
+                        &keys,
+                        &set.as_str(),
+                        &signed_ns,
+                        &raised_ms,
+                        &by.by,
+                        &by.reason,
+                        &by.at_ms,
+                    ],
+                )
+                .await
+                .map_err(err())?
+                .get(0);
+            tx.commit().await.map_err(err())?;
+            Ok(Some(FloorReset {
+                id,
+                floor: StoredFloor {
+                    trusted_keys: keys,
+                    set,
+                    signed_ns,
+                    raised_ms,
+                },
+                by,
+            }))
+        }))
+    }
+
+    fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>> {
+        let keys = keys.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let rows = client
+                .query(
+                    "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
+                     reset_at_ms FROM policy_bundle_floor_resets WHERE trusted_keys = $1 \
+                     ORDER BY id",
+                    &[&keys],
+                )
+                .await
+                .map_err(query_error(
+                    &db,
+                    "list the resets of the policy bundles' floors",
+                ))?;
+            // The table's CHECK admits only the two names.
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    Some(FloorReset {
+                        id: row.get(0),
+                        floor: StoredFloor {
+                            trusted_keys: keys.clone(),
+                            set: BundleSet::named(row.get(1))?,
+                            signed_ns: row.get(2),
+                            raised_ms: row.get(3),
+                        },
+                        by: Resetter {
+                            by: row.get(4),
+                            reason: row.get(5),
+                            at_ms: row.get(6),
+                        },
+                    })
+                })
+                .collect())
         }))
     }
 }

@@ -1,10 +1,12 @@
 //! [`BundleFloorRepository`] on SQLite: the `policy_bundle_floors` table.
 
 use futures_util::future::BoxFuture;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
-use crate::state::bundle_floors::{BundleFloorRepository, BundleSet, StoredFloor};
+use crate::state::bundle_floors::{
+    BundleFloorRepository, BundleSet, FloorReset, Resetter, StoredFloor,
+};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 
@@ -82,15 +84,105 @@ impl BundleFloorRepository for SqliteStore {
         }))
     }
 
-    fn reset(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<bool, StateError>> {
+    fn reset<'a>(
+        &'a self,
+        keys: &'a str,
+        set: BundleSet,
+        by: &'a Resetter,
+    ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
+        let (keys, by) = (keys.to_owned(), by.clone());
+        Box::pin(self.run(move |conn, path| {
+            let failed = || query_error(path, "reset a policy bundle's rollback floor");
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(failed())?;
+            let removed: Option<(i64, i64)> = tx
+                .query_row(
+                    "DELETE FROM policy_bundle_floors WHERE trusted_keys = ?1 AND bundle = ?2 \
+                     RETURNING signed_ns, raised_ms",
+                    params![keys, set.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(failed())?;
+            let Some((signed_ns, raised_ms)) = removed else {
+                return Ok(None);
+            };
+            let id = tx
+                .query_row(
+                    "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
+                     old_raised_ms, reset_by, reason, reset_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                    params![
+                        keys,
+                        set.as_str(),
+                        signed_ns,
+                        raised_ms,
+                        by.by,
+                        by.reason,
+                        by.at_ms
+                    ],
+                    |row| row.get(0),
+                )
+                .map_err(failed())?;
+            tx.commit().map_err(failed())?;
+            Ok(Some(FloorReset {
+                id,
+                floor: StoredFloor {
+                    trusted_keys: keys,
+                    set,
+                    signed_ns,
+                    raised_ms,
+                },
+                by,
+            }))
+        }))
+    }
+
+    fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>> {
         let keys = keys.to_owned();
         Box::pin(self.run(move |conn, path| {
-            conn.execute(
-                "DELETE FROM policy_bundle_floors WHERE trusted_keys = ?1 AND bundle = ?2",
-                params![keys, set.as_str()],
-            )
-            .map(|removed| removed > 0)
-            .map_err(query_error(path, "reset a policy bundle's rollback floor"))
+            let failed = || query_error(path, "list the resets of the policy bundles' floors");
+            let mut statement = conn
+                .prepare(
+                    "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
+                     reset_at_ms FROM policy_bundle_floor_resets WHERE trusted_keys = ?1 \
+                     ORDER BY id",
+                )
+                .map_err(failed())?;
+            let rows = statement
+                .query_map(params![keys], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        Resetter {
+                            by: row.get(4)?,
+                            reason: row.get(5)?,
+                            at_ms: row.get(6)?,
+                        },
+                    ))
+                })
+                .map_err(failed())?;
+            let mut resets = Vec::new();
+            for row in rows {
+                let (id, bundle, signed_ns, raised_ms, by) = row.map_err(failed())?;
+                // The table's CHECK admits only the two names.
+                if let Some(set) = BundleSet::named(&bundle) {
+                    resets.push(FloorReset {
+                        id,
+                        floor: StoredFloor {
+                            trusted_keys: keys.clone(),
+                            set,
+                            signed_ns,
+                            raised_ms,
+                        },
+                        by,
+                    });
+                }
+            }
+            Ok(resets)
         }))
     }
 }

@@ -251,6 +251,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // (`sessions.max_per_agent`), not the fleet's; empty in rows of earlier versions.
     "ALTER TABLE session_labels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE session_counts ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+    // 20: the rollback floors removed with `warden policy floor reset`: the floor removed,
+    // who removed it, why and when, so that every Warden's audit log names the reset when it
+    // next checks the floors, and so does the record of a bundle loaded below the old floor.
+    "CREATE TABLE policy_bundle_floor_resets (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        trusted_keys   TEXT    NOT NULL,
+        bundle         TEXT    NOT NULL CHECK (bundle IN ('enforced', 'shadow')),
+        old_signed_ns  INTEGER NOT NULL,
+        old_raised_ms  INTEGER NOT NULL,
+        reset_by       TEXT    NOT NULL,
+        reason         TEXT    NOT NULL,
+        reset_at_ms    INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

@@ -3,7 +3,7 @@
 //! lowered, also when many replicas raise them at once.
 
 use super::Backend;
-use crate::state::bundle_floors::{BundleSet, StoredFloor};
+use crate::state::bundle_floors::{BundleSet, Resetter, StoredFloor};
 
 /// The fingerprint of the trusted keys the floors are kept for.
 const KEYS: &str = "sha256:one-deployment";
@@ -12,6 +12,7 @@ on_both_backends!(
     a_floor_rises_is_shared_and_is_never_lowered,
     replicas_raising_a_floor_at_once_leave_the_highest,
     deployments_trusting_other_keys_keep_floors_of_their_own,
+    a_reset_removes_the_floor_and_records_who_why_and_what,
 );
 
 async fn a_floor_rises_is_shared_and_is_never_lowered(backend: Backend) {
@@ -132,10 +133,76 @@ async fn deployments_trusting_other_keys_keep_floors_of_their_own(backend: Backe
         ]
     );
     // A reset removes one floor, and only it.
-    assert!(floors.reset(KEYS, BundleSet::Enforced).await.unwrap());
-    assert!(!floors.reset(KEYS, BundleSet::Enforced).await.unwrap());
+    let by = resetter();
+    assert!(
+        floors
+            .reset(KEYS, BundleSet::Enforced, &by)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        floors
+            .reset(KEYS, BundleSet::Enforced, &by)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(floors.floor(KEYS, BundleSet::Enforced).await.unwrap(), None);
     let left: Vec<StoredFloor> = floors.all().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].trusted_keys, other);
+}
+
+fn resetter() -> Resetter {
+    Resetter {
+        by: "alice".into(),
+        reason: "withdraw the bad release 2026-12-01".into(),
+        at_ms: 1_700_000_000_000,
+    }
+}
+
+async fn a_reset_removes_the_floor_and_records_who_why_and_what(backend: Backend) {
+    let floors = backend.open().await.bundle_floors();
+    let other = backend.open().await.bundle_floors();
+    floors
+        .raise(KEYS, BundleSet::Enforced, 5_000)
+        .await
+        .unwrap();
+    floors.raise(KEYS, BundleSet::Shadow, 4_000).await.unwrap();
+    let kept = floors.all().await.unwrap();
+    assert!(floors.resets(KEYS).await.unwrap().is_empty());
+
+    let by = resetter();
+    let reset = floors
+        .reset(KEYS, BundleSet::Enforced, &by)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.by, by);
+    assert_eq!(reset.floor.set, BundleSet::Enforced);
+    assert_eq!(reset.floor.signed_ns, 5_000);
+    assert_eq!(
+        Some(&reset.floor),
+        kept.iter().find(|f| f.set == BundleSet::Enforced)
+    );
+    // Every replica sees the floor gone and the reset recorded; the shadow set's floor stays.
+    assert_eq!(other.floor(KEYS, BundleSet::Enforced).await.unwrap(), None);
+    assert_eq!(
+        other.floor(KEYS, BundleSet::Shadow).await.unwrap(),
+        Some(4_000)
+    );
+    assert_eq!(other.resets(KEYS).await.unwrap(), vec![reset.clone()]);
+    assert!(other.resets("sha256:another").await.unwrap().is_empty());
+
+    // A floor raised again and reset again: a second record, numbered after the first.
+    other.raise(KEYS, BundleSet::Enforced, 3_000).await.unwrap();
+    let again = other
+        .reset(KEYS, BundleSet::Enforced, &by)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.id > reset.id);
+    assert_eq!(again.floor.signed_ns, 3_000);
+    assert_eq!(floors.resets(KEYS).await.unwrap(), vec![reset, again]);
 }
