@@ -281,6 +281,13 @@ pub async fn session(
     session_with(warden, url, token, steps, None).await
 }
 
+/// Runs `steps` in one session at `warden`'s `/mcp/tools` as the agent `e2e-agent` (a token
+/// issued for it now), as [`session`] does.
+pub async fn tools_session(warden: &Warden, steps: Value) -> anyhow::Result<Value> {
+    let token = warden.token("e2e-agent").await?;
+    session(warden, &warden.url("/mcp/tools"), &token, steps).await
+}
+
 /// As [`session`], the agent offering sampling and answering each request with `reply`.
 pub async fn session_with(
     warden: &Warden,

@@ -206,11 +206,8 @@ async fn progress_notifications_stream_to_the_agent() {
 #[tokio::test]
 async fn the_agent_session_survives_a_restart_of_its_local_server() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "everything_echo", "arguments": {"message": "before"}},
             {"op": "kill_upstream", "pattern": "server-everything"},
@@ -284,11 +281,8 @@ async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
         |b| b,
     )
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "list_tools"},
             {"op": "call", "name": "double_echo", "arguments": {"message": "one"}},

@@ -82,11 +82,8 @@ async fn lying_warden_with(files: &[(&str, &str)]) -> (Warden, SocketAddr) {
 #[tokio::test]
 async fn an_answer_that_names_a_task_unasked_is_judged_as_the_tools() {
     let (w, _) = lying_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "list_tools"},
             {"op": "call", "name": "docs_fetch_page",
@@ -222,11 +219,8 @@ async fn an_injected_answer_is_withheld_and_the_session_that_read_it_is_refused_
 #[tokio::test]
 async fn a_withheld_prompt_or_resource_is_a_json_rpc_error_the_sdk_raises() {
     let (w, _) = lying_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "get_prompt", "name": "docs_summarize", "arguments": {"text": "the minutes"}},
             {"op": "read_resource", "uri": "docs+notes://today"},
@@ -306,11 +300,8 @@ async fn withheld_task_result(w: &Warden, topic: &str, reason: &str) -> (Value, 
 #[tokio::test]
 async fn a_clean_answer_passes_unchanged_and_its_judgement_is_recorded() {
     let w = everything_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "everything_echo", "arguments": {"message": "hello"}},
             {"op": "call", "name": "everything_echo", "arguments": {"message": "again"}},
@@ -386,19 +377,13 @@ async fn a_forbid_on_the_calls_arguments_withholds_exactly_the_answers_of_matchi
         ("answers.cedar", ON_ARGUMENTS),
     ])
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
-        &w,
-        &w.url("/mcp/tools"),
-        &agent,
-        json!([
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/a"}},
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/b"}},
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/c"}},
-        ]),
-    )
-    .await
-    .unwrap();
+    let r = mcp::tools_session(&w, json!([
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/a"}},
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/b"}},
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/c"}},
+    ]))
+        .await
+        .unwrap();
     // The calls on example.org get the server's answer as it was sent.
     for i in [0, 2] {
         assert_eq!(r["steps"][i]["isError"], false, "{r}");
@@ -459,11 +444,8 @@ when { context.findings.contains("tool_instruction_override") };
 "#,
     )])
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/"}},
         ]),
