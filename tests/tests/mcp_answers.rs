@@ -77,6 +77,55 @@ async fn lying_warden_with(files: &[(&str, &str)]) -> (Warden, SocketAddr) {
     (warden, egress)
 }
 
+/// A task's `statusMessage` is server text no rule judges: Warden removes it wherever a task
+/// reaches the agent (here the handle, `tasks/get`, `tasks/list` and `tasks/cancel`), so an
+/// injection there reaches no model; the rest of the task is relayed.
+#[tokio::test]
+async fn a_tasks_status_message_never_reaches_the_agent() {
+    let (w, _) = lying_warden().await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let session = mcp::initialize_raw_with(&w, "/mcp/tools", &agent, json!({"tasks": {}}))
+        .await
+        .unwrap();
+    let mut call = mcp::tool_call(2, "docs_fetch_page", json!({"url": "https://example.com/"}));
+    call["params"]["task"] = json!({"ttl": 60000});
+    let asks = [
+        call,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+               "params": {"taskId": "lying-task"}}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/cancel",
+               "params": {"taskId": "lying-task"}}),
+    ];
+    let mut said = Vec::new();
+    for ask in &asks {
+        let response = mcp::post_raw(&w, "/mcp/tools", &agent, Some(&session), ask)
+            .await
+            .unwrap();
+        // The whole answer as sent (an event stream would carry notifications before it).
+        said.push(response.text().await.unwrap());
+    }
+    let tasks = [
+        ("the handle", "/result/task"),
+        ("tasks/get", "/result"),
+        ("tasks/list", "/result/tasks/0"),
+        ("tasks/cancel", "/result"),
+    ];
+    for ((what, at), text) in tasks.iter().zip(&said) {
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+            .or_else(|| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null);
+        let task = last.pointer(at).unwrap_or(&Value::Null);
+        assert_eq!(task["taskId"], "lying-task", "{what}: {text}");
+        assert!(task.get("statusMessage").is_none(), "{what}: {text}");
+        assert!(!text.contains(INJECTED), "{what}: {text}");
+    }
+}
+
 /// A server cannot have an answer taken for a task's handle, passed unjudged, by naming a
 /// task beside its content: the call asked for no task, so the answer is the tool's.
 #[tokio::test]
