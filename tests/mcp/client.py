@@ -12,6 +12,9 @@ prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
   {"op": "cancel_call", "name": N, "arguments": {...}, "after": S}
                                           abandons the call after S seconds (the SDK then
                                           sends notifications/cancelled); {"cancelled": true}
+  {"op": "cancel_call", "name": N, "arguments": {...}, "when": P}
+                                          the same, once file P exists (at most 240 s): the
+                                          server creates it when the call reaches it
   {"op": "read_resource", "uri": U} | {"op": "get_prompt", "name": N, "arguments": {...}}
   {"op": "kill_upstream", "pattern": P}   kill Warden's child processes whose command line has P
   {"op": "sleep", "seconds": S}
@@ -121,9 +124,25 @@ async def _step(session: ClientSession, step: dict) -> dict:
             meta = getattr(result, "meta", None)
             return {"isError": is_error, "text": _text(result.content), "progress": len(seen), "meta": meta}
         if op == "cancel_call":
-            with anyio.move_on_after(step["after"]) as scope:
-                await session.call_tool(step["name"], step.get("arguments", {}))
-            return {"cancelled": scope.cancelled_caught}
+            if "when" not in step:
+                with anyio.move_on_after(step["after"]) as scope:
+                    await session.call_tool(step["name"], step.get("arguments", {}))
+                return {"cancelled": scope.cancelled_caught}
+            answered = []
+            async with anyio.create_task_group() as calls:
+
+                async def call():
+                    await session.call_tool(step["name"], step.get("arguments", {}))
+                    answered.append(True)
+                    calls.cancel_scope.cancel()
+
+                calls.start_soon(call)
+                for _ in range(2400):
+                    if os.path.exists(step["when"]):
+                        break
+                    await anyio.sleep(0.1)
+                calls.cancel_scope.cancel()
+            return {"cancelled": not answered}
         if op == "read_resource":
             from pydantic import AnyUrl, ValidationError
 

@@ -9,8 +9,9 @@ Usage: double.py          prints {"port": N} on its first line, then serves Stre
 Tools: `echo` (answers "double: <message>": a name another server also has), `whoami`
 (answers, as JSON, the request line and credential headers of every request so far), so tests
 can check that Warden sends the upstream credential it was given and never the agent's;
-`wait` (answers after `seconds`, or at once, without a result, when the request is cancelled)
-and `notifications` (answers, as JSON, the notifications received and the ids `wait` was
+`wait` (answers after `seconds`, or at once, without a result, when the request is cancelled;
+creates the file `touch` names, when given, once the call has reached it, so that a client
+cancels it then) and `notifications` (answers, as JSON, the notifications received and the ids `wait` was
 called with), so tests can check that a cancellation reaches the server for the right request.
 """
 
@@ -35,7 +36,8 @@ TOOLS = [
     {"name": "whoami", "description": "Tells which credential headers reached this server.",
      "inputSchema": {"type": "object", "properties": {}}},
     {"name": "wait", "description": "Answers after some seconds, unless cancelled.",
-     "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"}}}},
+     "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"},
+                                                       "touch": {"type": "string"}}}},
     {"name": "notifications", "description": "Tells which notifications reached this server.",
      "inputSchema": {"type": "object", "properties": {}}},
 ]
@@ -71,6 +73,9 @@ def answer(message: dict):
         with LOCK:
             WAITS.append(rid)
             CANCELLED[json.dumps(rid)] = cancelled
+        touch = (params.get("arguments") or {}).get("touch")
+        if touch:
+            open(touch, "w").close()
         if cancelled.wait(float((params.get("arguments") or {}).get("seconds", 10))):
             return None
         result = text("waited")

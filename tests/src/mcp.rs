@@ -214,6 +214,30 @@ impl Double {
         let path = if self.sse { "sse" } else { "mcp" };
         format!("http://127.0.0.1:{}/{path}", self.port)
     }
+
+    /// What has reached it so far, asked directly (not through Warden) with its
+    /// `notifications` tool: `{"notifications": [...], "waits": [ids of wait calls]}`. Over
+    /// Streamable HTTP only.
+    pub async fn reached(&self) -> anyhow::Result<Value> {
+        if self.sse {
+            bail!("Double::reached asks a double over Streamable HTTP (Double::start)");
+        }
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "notifications", "arguments": {}}});
+        let answer: Value = reqwest::Client::new()
+            .post(self.url())
+            .timeout(Duration::from_secs(10))
+            .json(&call)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .with_context(|| format!("the double's notifications answer: {answer}"))?;
+        Ok(serde_json::from_str(text)?)
+    }
 }
 
 /// How an agent reaches an MCP endpoint.
@@ -255,6 +279,13 @@ pub async fn session(
     steps: Value,
 ) -> anyhow::Result<Value> {
     session_with(warden, url, token, steps, None).await
+}
+
+/// Runs `steps` in one session at `warden`'s `/mcp/tools` as the agent `e2e-agent` (a token
+/// issued for it now), as [`session`] does.
+pub async fn tools_session(warden: &Warden, steps: Value) -> anyhow::Result<Value> {
+    let token = warden.token("e2e-agent").await?;
+    session(warden, &warden.url("/mcp/tools"), &token, steps).await
 }
 
 /// As [`session`], the agent offering sampling and answering each request with `reply`.

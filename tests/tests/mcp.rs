@@ -206,11 +206,8 @@ async fn progress_notifications_stream_to_the_agent() {
 #[tokio::test]
 async fn the_agent_session_survives_a_restart_of_its_local_server() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "everything_echo", "arguments": {"message": "before"}},
             {"op": "kill_upstream", "pattern": "server-everything"},
@@ -284,11 +281,8 @@ async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
         |b| b,
     )
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "list_tools"},
             {"op": "call", "name": "double_echo", "arguments": {"message": "one"}},
@@ -1120,39 +1114,65 @@ async fn a_cancelled_call_is_cancelled_at_its_server() {
         let double = Double::start().await.unwrap();
         let w = warden(vec![json!({"name": "double", "url": double.url()})], |b| b).await;
         let agent = w.token("e2e-agent").await.unwrap();
+        // The call is cancelled once it has reached the server (which says so with a file);
+        // the session stays open until the test has seen what came of it (the SDK posts the
+        // cancellation in the background: ending the session at once would race it).
+        let signals = tempfile::tempdir().unwrap();
+        let reached = signals.path().join("waiting");
+        let reached = reached.to_str().unwrap();
+        let seen_all = signals.path().join("seen");
         let steps = json!([
-            {"op": "cancel_call", "name": "double_wait", "arguments": {"seconds": 30}, "after": 1.0},
-            {"op": "call", "name": "double_notifications", "arguments": {}},
+            {"op": "cancel_call", "name": "double_wait",
+             "arguments": {"seconds": 30, "touch": reached}, "when": reached},
+            {"op": "wait_for", "path": seen_all},
         ]);
-        let r = mcp::session_over(transport, &w, &w.url("/mcp/tools"), &agent, steps)
-            .await
-            .unwrap();
+        let url = w.url("/mcp/tools");
+        let session = mcp::session_over(transport, &w, &url, &agent, steps);
+        let observed = async {
+            // The cancellation reaches the server a moment after the agent sent it: asked
+            // until it has (at most 100 times, 100 ms apart).
+            let mut seen = double.reached().await.unwrap();
+            for _ in 0..100 {
+                if !cancellations(&seen).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen = double.reached().await.unwrap();
+            }
+            let outcome = w
+                .wait_for_audit(Duration::from_secs(10), |e| {
+                    e["kind"] == "outcome" && e["resource"] == r#"Tool::"double/wait""#
+                })
+                .await;
+            std::fs::write(&seen_all, "").unwrap();
+            (seen, outcome.unwrap())
+        };
+        let (r, (seen, outcome)) = tokio::join!(session, observed);
+        let r = r.unwrap();
         assert_eq!(step(&r, 0)["cancelled"], true, "{transport:?}: {r}");
-        let seen: Value = serde_json::from_str(step(&r, 1)["text"].as_str().unwrap()).unwrap();
         let waits = seen["waits"].as_array().unwrap();
         assert_eq!(waits.len(), 1, "{transport:?}: {seen}");
-        let cancelled: Vec<&Value> = seen["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["method"] == "notifications/cancelled")
-            .collect();
+        let cancelled = cancellations(&seen);
         assert_eq!(cancelled.len(), 1, "{transport:?}: {seen}");
         assert_eq!(
             cancelled[0]["params"]["requestId"], waits[0],
             "{transport:?}: the cancellation names the call as the server knows it: {seen}"
         );
-        let outcome = w
-            .wait_for_audit(Duration::from_secs(10), |e| {
-                e["kind"] == "outcome" && e["resource"] == r#"Tool::"double/wait""#
-            })
-            .await
-            .unwrap();
         assert_eq!(
             outcome["outcome"]["error"], "cancelled by the agent",
             "{transport:?}: {outcome}"
         );
     }
+}
+
+/// The `notifications/cancelled` among what reached the double ([`Double::reached`]).
+fn cancellations(seen: &Value) -> Vec<&Value> {
+    seen["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["method"] == "notifications/cancelled")
+        .collect()
 }
 
 /// An agent session over Streamable HTTP opened with raw requests: its `Mcp-Session-Id`.

@@ -77,16 +77,62 @@ async fn lying_warden_with(files: &[(&str, &str)]) -> (Warden, SocketAddr) {
     (warden, egress)
 }
 
+/// A task's `statusMessage` is server text no rule judges: Warden removes it wherever a task
+/// reaches the agent (here the handle, `tasks/get`, `tasks/list` and `tasks/cancel`), so an
+/// injection there reaches no model; the rest of the task is relayed.
+#[tokio::test]
+async fn a_tasks_status_message_never_reaches_the_agent() {
+    let (w, _) = lying_warden().await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let session = mcp::initialize_raw_with(&w, "/mcp/tools", &agent, json!({"tasks": {}}))
+        .await
+        .unwrap();
+    let mut call = mcp::tool_call(2, "docs_fetch_page", json!({"url": "https://example.com/"}));
+    call["params"]["task"] = json!({"ttl": 60000});
+    let asks = [
+        call,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+               "params": {"taskId": "lying-task"}}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/list", "params": {}}),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/cancel",
+               "params": {"taskId": "lying-task"}}),
+    ];
+    let mut said = Vec::new();
+    for ask in &asks {
+        let response = mcp::post_raw(&w, "/mcp/tools", &agent, Some(&session), ask)
+            .await
+            .unwrap();
+        // The whole answer as sent (an event stream would carry notifications before it).
+        said.push(response.text().await.unwrap());
+    }
+    let tasks = [
+        ("the handle", "/result/task"),
+        ("tasks/get", "/result"),
+        ("tasks/list", "/result/tasks/0"),
+        ("tasks/cancel", "/result"),
+    ];
+    for ((what, at), text) in tasks.iter().zip(&said) {
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+            .or_else(|| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null);
+        let task = last.pointer(at).unwrap_or(&Value::Null);
+        assert_eq!(task["taskId"], "lying-task", "{what}: {text}");
+        assert!(task.get("statusMessage").is_none(), "{what}: {text}");
+        assert!(!text.contains(INJECTED), "{what}: {text}");
+    }
+}
+
 /// A server cannot have an answer taken for a task's handle, passed unjudged, by naming a
 /// task beside its content: the call asked for no task, so the answer is the tool's.
 #[tokio::test]
 async fn an_answer_that_names_a_task_unasked_is_judged_as_the_tools() {
     let (w, _) = lying_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "list_tools"},
             {"op": "call", "name": "docs_fetch_page",
@@ -222,11 +268,8 @@ async fn an_injected_answer_is_withheld_and_the_session_that_read_it_is_refused_
 #[tokio::test]
 async fn a_withheld_prompt_or_resource_is_a_json_rpc_error_the_sdk_raises() {
     let (w, _) = lying_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "get_prompt", "name": "docs_summarize", "arguments": {"text": "the minutes"}},
             {"op": "read_resource", "uri": "docs+notes://today"},
@@ -306,11 +349,8 @@ async fn withheld_task_result(w: &Warden, topic: &str, reason: &str) -> (Value, 
 #[tokio::test]
 async fn a_clean_answer_passes_unchanged_and_its_judgement_is_recorded() {
     let w = everything_warden().await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "everything_echo", "arguments": {"message": "hello"}},
             {"op": "call", "name": "everything_echo", "arguments": {"message": "again"}},
@@ -386,19 +426,13 @@ async fn a_forbid_on_the_calls_arguments_withholds_exactly_the_answers_of_matchi
         ("answers.cedar", ON_ARGUMENTS),
     ])
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
-        &w,
-        &w.url("/mcp/tools"),
-        &agent,
-        json!([
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/a"}},
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/b"}},
-            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/c"}},
-        ]),
-    )
-    .await
-    .unwrap();
+    let r = mcp::tools_session(&w, json!([
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/a"}},
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/b"}},
+        {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.org/c"}},
+    ]))
+        .await
+        .unwrap();
     // The calls on example.org get the server's answer as it was sent.
     for i in [0, 2] {
         assert_eq!(r["steps"][i]["isError"], false, "{r}");
@@ -459,11 +493,8 @@ when { context.findings.contains("tool_instruction_override") };
 "#,
     )])
     .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
+    let r = mcp::tools_session(
         &w,
-        &w.url("/mcp/tools"),
-        &agent,
         json!([
             {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/"}},
         ]),

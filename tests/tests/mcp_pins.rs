@@ -39,12 +39,28 @@ fn rugpull_builder_with(state: &tempfile::TempDir, extra: &[&str]) -> WardenBuil
     mcp::rugpull_warden(state.path(), extra)
 }
 
-/// `warden tools approve calc ITEM`, then a wait for the running Warden to pick it up
-/// (`pins.refresh_interval` is 200 ms).
-async fn approve(w: &warden_e2e::warden::Warden, item: &str) {
+/// `warden tools approve calc ITEM`, then a wait until the running Warden has picked it up
+/// (it reads the store every `pins.refresh_interval`, 200 ms): `picked_up` (a probe of what an
+/// agent is shown, in a session of its own) is asked again, 100 ms apart, until it says so, at
+/// most 100 times.
+async fn approve(w: &Warden, item: &str, picked_up: impl AsyncFn() -> bool) {
     let approve = w.cli(&["tools", "approve", "calc", item]).await.unwrap();
     assert!(approve.status.success(), "{approve:?}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..100 {
+        if picked_up().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the running Warden did not pick up the approval of {item}");
+}
+
+/// Whether a new session of `token`'s agent at `url` is shown the `list` step's item `name`.
+async fn is_listed(w: &Warden, url: &str, token: &str, list: &str, name: &str) -> bool {
+    let r = mcp::session(w, url, token, json!([{ "op": list }]))
+        .await
+        .unwrap();
+    names(&r["steps"][0]).iter().any(|n| n == name)
 }
 
 fn uris(v: &Value) -> Vec<String> {
@@ -116,7 +132,10 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
     let diff = w.cli(&["tools", "diff", "calc", "add"]).await.unwrap();
     assert!(diff.status.success(), "{diff:?}");
     assert!(String::from_utf8_lossy(&diff.stdout).contains("id_rsa"));
-    approve(&w, "add").await;
+    approve(&w, "add", async || {
+        is_listed(&w, &url, &agent, "list_tools", "calc_add").await
+    })
+    .await;
     let r = mcp::session(&w, &url, &agent, json!([{"op": "list_tools"}, add]))
         .await
         .unwrap();
@@ -158,7 +177,11 @@ async fn changed_server_instructions_are_withheld_audited_and_shown_once_approve
             .contains("id_rsa"),
         "{change}"
     );
-    approve(&w, "(instructions)").await;
+    approve(&w, "(instructions)", async || {
+        let r = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
+        !r["initialize"]["instructions"].is_null()
+    })
+    .await;
     let approved = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
     assert!(
         approved["initialize"]["instructions"]
@@ -286,7 +309,10 @@ async fn a_changed_prompt_or_resource_is_withheld_refused_audited_and_restored_o
         shown.contains("id_rsa") && shown.contains("tool_concealment"),
         "{shown}"
     );
-    approve(&w, "prompt:summarize").await;
+    approve(&w, "prompt:summarize", async || {
+        is_listed(&w, &url, &agent, "list_prompts", "calc_summarize").await
+    })
+    .await;
 
     // Session 3: the approved prompt is listed again; getting it is judged with its findings
     // (here a policy forbids it). The resource, not approved, is still withheld.
@@ -440,7 +466,11 @@ async fn in_approved_mode_a_uri_is_read_only_under_an_approved_pin_or_template()
         );
     }
 
-    approve(&w, "resource-template:notes://{day}").await;
+    approve(&w, "resource-template:notes://{day}", async || {
+        let a = raw_session(&w, &agent, &reads[..1]).await;
+        read_text(&a[0]).is_some()
+    })
+    .await;
     let a = raw_session(&w, &agent, &reads).await;
     assert_eq!(
         read_text(&a[0]),

@@ -60,5 +60,5 @@ pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};
 pub use tasks::{
     MAX_SESSION_TASK_ARGUMENTS, MAX_TASK_ARGUMENTS, MAX_TASKS, Reservation, Task, TaskError, Tasks,
-    created_task, kept_arguments,
+    created_task, kept_arguments, without_status_message,
 };

@@ -184,6 +184,30 @@ mod tests {
         (newer, older)
     }
 
+    /// Checks `policy` with an engine loaded from it, as a start does (nothing running), and
+    /// raises its floors in `floors`.
+    async fn admit_loaded(
+        policy: &PolicyConfig,
+        floors: &dyn BundleFloorRepository,
+    ) -> Result<(), BundleError> {
+        admit(policy, &load(policy), None, floors).await
+    }
+
+    /// The floor `floors` keep for `set` under the keys `policy` trusts.
+    async fn floor_of(
+        floors: &dyn BundleFloorRepository,
+        policy: &PolicyConfig,
+        set: BundleSet,
+    ) -> Option<i64> {
+        floors.floor(&keys(policy), set).await.unwrap()
+    }
+
+    /// The sets of [`newer_and_older`] in `dir`, and the fleet floors of a store there.
+    async fn sets_and_floors(dir: &Path) -> (PathBuf, PathBuf, Arc<dyn BundleFloorRepository>) {
+        let (newer, older) = newer_and_older(dir);
+        (newer, older, store(dir).await.bundle_floors())
+    }
+
     async fn store(dir: &Path) -> crate::state::Store {
         crate::state::Store::sqlite(
             crate::state::sqlite::SqliteStore::open(&dir.join("state.db"))
@@ -201,18 +225,14 @@ mod tests {
         let b = store(tmp.path()).await.bundle_floors();
 
         let policy = settings(tmp.path(), &newer, None);
-        admit(&policy, &load(&policy), None, a.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&policy, a.as_ref()).await.unwrap();
         assert_eq!(
-            b.floor(&keys(&policy), BundleSet::Enforced).await.unwrap(),
+            floor_of(b.as_ref(), &policy, BundleSet::Enforced).await,
             Some(2_000_000_000_000)
         );
 
         let policy = settings(tmp.path(), &older, None);
-        let e = admit(&policy, &load(&policy), None, b.as_ref())
-            .await
-            .unwrap_err();
+        let e = admit_loaded(&policy, b.as_ref()).await.unwrap_err();
         assert!(matches!(e, BundleError::Rollback { .. }), "{e}");
         let e = e.to_string();
         assert!(
@@ -222,7 +242,7 @@ mod tests {
         assert!(e.contains("sign it again"), "{e}");
         // The refusal did not lower the floor.
         assert_eq!(
-            a.floor(&keys(&policy), BundleSet::Enforced).await.unwrap(),
+            floor_of(a.as_ref(), &policy, BundleSet::Enforced).await,
             Some(2_000_000_000_000)
         );
 
@@ -245,18 +265,13 @@ mod tests {
         let floors = store(tmp.path()).await.bundle_floors();
 
         let policy = settings(tmp.path(), &dir, Some(&newer));
-        admit(&policy, &load(&policy), None, floors.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&policy, floors.as_ref()).await.unwrap();
         assert_eq!(
-            floors
-                .floor(&keys(&policy), BundleSet::Shadow)
-                .await
-                .unwrap(),
+            floor_of(floors.as_ref(), &policy, BundleSet::Shadow).await,
             Some(2_000_000_000_000)
         );
         let policy = settings(tmp.path(), &dir, Some(&older));
-        let e = admit(&policy, &load(&policy), None, floors.as_ref())
+        let e = admit_loaded(&policy, floors.as_ref())
             .await
             .unwrap_err()
             .to_string();
@@ -279,9 +294,7 @@ mod tests {
         signed_sets::write(&older, "older", at(1_000));
         let floors = store(tmp.path()).await.bundle_floors();
         let policy = settings(tmp.path(), &dir, Some(&newer));
-        admit(&policy, &load(&policy), None, floors.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&policy, floors.as_ref()).await.unwrap();
         let keys = keys(&policy);
 
         // A newer enforced set with an older shadow set: refused, and the enforced floor
@@ -318,23 +331,17 @@ mod tests {
     #[tokio::test]
     async fn a_newer_bundle_loaded_between_check_and_raise_refuses_the_raise() {
         let tmp = tempfile::tempdir().unwrap();
-        let (newer, older) = newer_and_older(tmp.path());
-        let floors = store(tmp.path()).await.bundle_floors();
+        let (newer, older, floors) = sets_and_floors(tmp.path()).await;
         let slow = settings(tmp.path(), &older, None);
         let admitted = check(&slow, &load(&slow), None, floors.as_ref())
             .await
             .unwrap();
         let fast = settings(tmp.path(), &newer, None);
-        admit(&fast, &load(&fast), None, floors.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&fast, floors.as_ref()).await.unwrap();
         let e = admitted.raise(floors.as_ref()).await.unwrap_err();
         assert!(matches!(e, BundleError::Rollback { .. }), "{e}");
         assert_eq!(
-            floors
-                .floor(&keys(&fast), BundleSet::Enforced)
-                .await
-                .unwrap(),
+            floor_of(floors.as_ref(), &fast, BundleSet::Enforced).await,
             Some(2_000_000_000_000)
         );
     }
@@ -342,12 +349,9 @@ mod tests {
     #[tokio::test]
     async fn deployments_trusting_other_keys_do_not_block_each_other() {
         let tmp = tempfile::tempdir().unwrap();
-        let (newer, older) = newer_and_older(tmp.path());
-        let floors = store(tmp.path()).await.bundle_floors();
+        let (newer, older, floors) = sets_and_floors(tmp.path()).await;
         let one = settings(tmp.path(), &newer, None);
-        admit(&one, &load(&one), None, floors.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&one, floors.as_ref()).await.unwrap();
 
         // Another deployment on the same database trusts a second key too: its set of
         // trusted keys is another, and so is its floor.
@@ -357,21 +361,13 @@ mod tests {
         let mut two = settings(tmp.path(), &older, None);
         two.bundle.public_keys.push(other_key);
         assert_ne!(keys(&one), keys(&two));
-        admit(&two, &load(&two), None, floors.as_ref())
-            .await
-            .unwrap();
+        admit_loaded(&two, floors.as_ref()).await.unwrap();
         assert_eq!(
-            floors
-                .floor(&keys(&one), BundleSet::Enforced)
-                .await
-                .unwrap(),
+            floor_of(floors.as_ref(), &one, BundleSet::Enforced).await,
             Some(2_000_000_000_000)
         );
         assert_eq!(
-            floors
-                .floor(&keys(&two), BundleSet::Enforced)
-                .await
-                .unwrap(),
+            floor_of(floors.as_ref(), &two, BundleSet::Enforced).await,
             Some(1_000_000_000_000)
         );
     }

@@ -67,6 +67,10 @@ enum Item {
     Tool(String),
     /// `tasks/result` of a task that runs the tool of this name: its answer is the tool's.
     TaskResult(String),
+    /// `tasks/get` or `tasks/cancel` (the method): its answer is the task, whose
+    /// `statusMessage` is removed ([`crate::mcp::without_status_message`]); nothing else in it
+    /// is server text.
+    TaskStatus(&'static str),
 }
 
 impl Item {
@@ -77,6 +81,7 @@ impl Item {
             Item::Resource(_) => "resources/read",
             Item::Tool(_) => "tools/call",
             Item::TaskResult(_) => "tasks/result",
+            Item::TaskStatus(method) => method,
         }
     }
 }
@@ -159,6 +164,8 @@ impl Served {
             "prompts/get" => Item::Prompt(own("name")?),
             "resources/read" => Item::Resource(own("uri")?),
             "tools/call" => Item::Tool(own("name")?),
+            "tasks/get" => Item::TaskStatus("tasks/get"),
+            "tasks/cancel" => Item::TaskStatus("tasks/cancel"),
             _ => return None,
         };
         Some(Served {
@@ -219,6 +226,12 @@ impl Served {
     /// agent as `task` and `_meta` only ([`handle_only`]), and is not judged (the task's
     /// result is, at `tasks/result`).
     pub(super) fn observe(&self, response: &mut Value) -> (Vec<Finding>, Option<AnswerVerdict>) {
+        if let Item::TaskStatus(_) = self.item {
+            if let Some(task) = response.get_mut("result") {
+                crate::mcp::without_status_message(task);
+            }
+            return (Vec::new(), None);
+        }
         if self.is_handle(response) {
             handle_only(response, &self.server);
         }
@@ -321,6 +334,7 @@ impl Served {
             Item::Prompt(name) => (ItemKind::Prompt, name),
             Item::Resource(uri) => (ItemKind::Resource, uri),
             Item::Tool(name) | Item::TaskResult(name) => (ItemKind::Tool, name),
+            Item::TaskStatus(_) => return Vec::new(),
         };
         let mut findings = Vec::new();
         let found = if let Some(result) = response.get_mut("result").filter(|r| r.is_object()) {
@@ -336,6 +350,7 @@ impl Served {
                 }
                 Item::Resource(_) => inspect_resource_result(result, &self.inspect),
                 Item::Tool(_) | Item::TaskResult(_) => inspect_tool_result(result, &self.inspect),
+                Item::TaskStatus(_) => Vec::new(),
             }
         } else if let Some(error) = response.get("error") {
             // The model reads an error as it reads a result: a server can put there what it
@@ -408,13 +423,17 @@ fn holds_only_a_handle(response: &Value) -> bool {
         .is_some_and(|r| r.keys().all(|k| HANDLE_KEYS.contains(&k.as_str())))
 }
 
-/// Makes the result of `response`, a task's handle from `server`, hold only the task and
-/// `_meta`: what else a server puts beside them (content, structured content) is not part of
-/// a handle, and would reach the model unjudged; it is removed, and that logged (by key).
+/// Makes the result of `response`, a task's handle from `server`, hold only the task (without
+/// its `statusMessage`) and `_meta`: what else a server puts beside them (content, structured
+/// content) is not part of a handle, and would reach the model unjudged; it is removed, and
+/// that logged (by key).
 fn handle_only(response: &mut Value, server: &str) {
     let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
         return;
     };
+    if let Some(task) = result.get_mut("task") {
+        crate::mcp::without_status_message(task);
+    }
     let extra: Vec<String> = result
         .keys()
         .filter(|k| !HANDLE_KEYS.contains(&k.as_str()))

@@ -165,11 +165,19 @@ pub(super) async fn list(
             continue;
         }
         match read_pages(link, "tasks/list", "tasks").await {
-            Ok(listed) => tasks.extend(listed.into_iter().filter(|t| {
-                t.get("taskId")
-                    .and_then(Value::as_str)
-                    .is_some_and(|id| mine(session, principal, server, id))
-            })),
+            Ok(listed) => tasks.extend(
+                listed
+                    .into_iter()
+                    .filter(|t| {
+                        t.get("taskId")
+                            .and_then(Value::as_str)
+                            .is_some_and(|id| mine(session, principal, server, id))
+                    })
+                    .map(|mut t| {
+                        crate::mcp::without_status_message(&mut t);
+                        t
+                    }),
+            ),
             Err(e) => {
                 tracing::warn!(server = %server, error = %e, "listing the server's tasks failed; its tasks are left out");
                 failures.push(bounded(server, FIELD_MAX).into_owned());
