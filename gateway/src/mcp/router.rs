@@ -250,9 +250,9 @@ impl Router {
                             tracing::debug!(server = %self.server, "a task status notification for no task of this session; dropped");
                             return;
                         }
-                        // Its statusMessage is server text no rule judges, as in a task
-                        // (`tasks::without_status_message`).
-                        message.params_mut().remove("statusMessage");
+                        // Its statusMessage (and any key no task has) is server text no
+                        // rule judges, as in a task (`tasks::without_status_message`).
+                        super::tasks::only_task_fields(message.params_mut());
                         during
                     }
                     "notifications/cancelled" => {

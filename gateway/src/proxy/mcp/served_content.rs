@@ -67,9 +67,9 @@ enum Item {
     Tool(String),
     /// `tasks/result` of a task that runs the tool of this name: its answer is the tool's.
     TaskResult(String),
-    /// `tasks/get` or `tasks/cancel` (the method): its answer is the task, whose
-    /// `statusMessage` is removed ([`crate::mcp::without_status_message`]); nothing else in it
-    /// is server text.
+    /// `tasks/get` or `tasks/cancel` (the method): its answer is the task, of which only a
+    /// task's own keys and a known `status` reach the agent
+    /// ([`crate::mcp::without_status_message`]): the rest is server text no rule judges.
     TaskStatus(&'static str),
 }
 
