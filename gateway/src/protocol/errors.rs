@@ -61,14 +61,15 @@ pub enum ProtocolError {
         /// What is wrong with it.
         detail: &'static str,
     },
-    /// A batch names a model other than the one in the path.
+    /// A body (or one request of a batch) names a model other than the one in the path.
     #[error(
-        "request {index} of the batch names model {found} but the path names {expected}; \
-         every request of a batch must use the model of the path"
+        "{} names model {found} but the path names {expected}; a model named in the body \
+         must be the model of the path (as `models/{{model}}` or `{{model}}`), or be left out",
+        mismatch_place(*.index)
     )]
     ModelMismatch {
-        /// Position of the offending request in the batch.
-        index: usize,
+        /// Position of the offending request in a batch; `None` for the body itself.
+        index: Option<usize>,
         /// The model named by the path, bounded.
         expected: Quoted,
         /// The model named by the request, bounded.
@@ -192,6 +193,14 @@ impl ProtocolError {
 
 /// Removes the content of double-quoted strings from a serde message, so that a value from the
 /// request (`invalid type: string "<prompt text>"`) never reaches an error body or a log.
+/// Where a mismatched model was named: `request 2 of the batch`, or `the body`.
+fn mismatch_place(index: Option<usize>) -> String {
+    match index {
+        Some(index) => format!("request {index} of the batch"),
+        None => "the body".to_owned(),
+    }
+}
+
 fn redact_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut in_quote = false;
@@ -273,7 +282,7 @@ mod tests {
         let error = ProtocolError::unsupported("openai", &http::Method::POST, &huge);
         assert!(error.to_string().len() < 300, "{error}");
         let error = ProtocolError::ModelMismatch {
-            index: 1,
+            index: Some(1),
             expected: Quoted::of("m"),
             found: Quoted::of(&huge),
         };

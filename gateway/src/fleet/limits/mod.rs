@@ -13,7 +13,9 @@
 //! tunnels ([`AgentCaps`]), counted the same way as a concurrency rule, so no agent can hold
 //! every place of the gateway. And a `model` rule matching `*` counts the models an upstream
 //! has answered by name and every other name in one `other` bucket, so made-up model names
-//! grow neither the buckets nor the state store's table.
+//! grow neither the buckets nor the state store's table. A `tool` rule matching `*` does the
+//! same for MCP tools: those some server listed ([`Limiter::learn_tool`]) by name, every other
+//! name an agent calls as `other`.
 
 pub mod config;
 mod sharing;
@@ -36,6 +38,13 @@ const BUCKETS_MAX: usize = 65_536;
 
 /// The model a `model` rule matching `*` counts a name no upstream has answered yet as.
 pub const OTHER_MODEL: &str = "other";
+
+/// The tool a `tool` rule matching `*` counts an MCP tool no server has listed as.
+pub const OTHER_TOOL: &str = "other";
+
+/// MCP tools (server and name) listed by servers that are counted by name; later ones are
+/// counted as [`OTHER_TOOL`].
+const TOOLS_MAX: usize = 4096;
 
 /// Caps every agent has, rules or not: requests in flight (`limits.max_in_flight_per_agent`)
 /// and, for an egress `CONNECT`, tunnels open (`egress.max_tunnels_per_agent`). `None`: no cap.
@@ -61,6 +70,9 @@ pub struct Limiter {
     limited: IntCounterVec,
     /// The models an upstream has answered: the model names buckets are kept for.
     models: KnownModels,
+    /// The MCP tools (hashes of server and name) servers have listed: the tool names buckets
+    /// are kept for, at most [`TOOLS_MAX`].
+    tools: DashMap<u64, ()>,
     /// Set once counts are shared with other replicas ([`Limiter::attach`]).
     sharing: OnceLock<sharing::Sharing>,
 }
@@ -88,6 +100,9 @@ pub struct Subject<'a> {
     pub model: Option<&'a str>,
     /// An MCP tool (server, tool) or a REST operation (API, operation).
     pub tool: Option<(&'a str, &'a str)>,
+    /// `tool` is an MCP tool, whose name the agent chose (a REST operation's comes from
+    /// configuration): counted by name only once a server listed it.
+    pub mcp_tool: bool,
 }
 
 impl<'a> Subject<'a> {
@@ -105,6 +120,7 @@ impl<'a> Subject<'a> {
             route: &action.context.route,
             model,
             tool,
+            mcp_tool: matches!(action.resource, Resource::Tool { .. }),
         }
     }
 
@@ -293,6 +309,7 @@ impl Limiter {
             inflight: Arc::new(DashMap::new()),
             limited,
             models: metrics.known_models(),
+            tools: DashMap::new(),
             sharing: OnceLock::new(),
         }
     }
@@ -354,7 +371,7 @@ impl Limiter {
                 if !value.matched_by(&rule.matches) {
                     return Ok(());
                 }
-                let value = self.counted(rule, value);
+                let value = self.counted(rule, value, subject.mcp_tool);
                 let refused = |kind, retry_after| Limited {
                     scope: rule.scope,
                     value: value.text(),
@@ -417,17 +434,39 @@ impl Limiter {
     /// [`OTHER_MODEL`] by a rule matching `*` (a rule naming the model counts it by its name),
     /// so the buckets, and the rows shared with other replicas, are bounded by the models
     /// known, whatever names agents send.
-    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>) -> Value<'a> {
+    /// Likewise an MCP tool (`mcp_tool`) no server has listed is counted as [`OTHER_TOOL`].
+    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>, mcp_tool: bool) -> Value<'a> {
+        if rule.matches != config::ANY {
+            return value;
+        }
         match value {
-            Value::One(model)
-                if rule.scope == Scope::Model
-                    && rule.matches == config::ANY
-                    && !self.models.knows(model) =>
-            {
+            Value::One(model) if rule.scope == Scope::Model && !self.models.knows(model) => {
                 Value::One(OTHER_MODEL)
+            }
+            Value::Pair(server, tool)
+                if rule.scope == Scope::Tool
+                    && mcp_tool
+                    && !self.tools.contains_key(&self.tool_key(server, tool)) =>
+            {
+                Value::One(OTHER_TOOL)
             }
             _ => value,
         }
+    }
+
+    /// Learns that MCP server `server` has a tool `tool` (it listed it): a `tool` rule
+    /// matching `*` counts it by its name from now on. The first [`TOOLS_MAX`] tools learnt
+    /// are kept; a server listing more cannot grow the set (its later tools count as
+    /// [`OTHER_TOOL`]).
+    pub fn learn_tool(&self, server: &str, tool: &str) {
+        let key = self.tool_key(server, tool);
+        if self.tools.len() < TOOLS_MAX || self.tools.contains_key(&key) {
+            self.tools.insert(key, ());
+        }
+    }
+
+    fn tool_key(&self, server: &str, tool: &str) -> u64 {
+        self.hasher.hash_one((b'T', server, tool))
     }
 
     fn now(&self) -> u64 {
@@ -531,6 +570,7 @@ mod tests {
             route: "openai",
             model: Some("gpt-4o"),
             tool: None,
+            mcp_tool: false,
         }
     }
 
@@ -682,6 +722,59 @@ mod tests {
             .expect_err("its own bucket is spent");
         assert_eq!(refused.value, "gpt-4o");
         assert_eq!(limiter.buckets.len(), 3);
+    }
+
+    fn calling<'a>(agent: &'a str, server: &'a str, tool: &'a str) -> Subject<'a> {
+        Subject {
+            model: None,
+            tool: Some((server, tool)),
+            mcp_tool: true,
+            ..subject(agent, &[])
+        }
+    }
+
+    #[test]
+    fn made_up_tool_names_share_one_bucket_and_listed_tools_have_their_own() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = config("rules:\n  - scope: tool\n    rate: 0.001\n    burst: 1\n");
+        let none = AgentCaps::default();
+        assert!(
+            limiter
+                .admit(&config, none, &calling("a", "github", "made-up-0"))
+                .is_ok()
+        );
+        for i in 1..10_000 {
+            let name = format!("made-up-{i}");
+            let refused = limiter
+                .admit(&config, none, &calling("a", "github", &name))
+                .expect_err("every tool no server listed is counted in one bucket");
+            assert_eq!((refused.value.as_str(), refused.rule), ("other", Some(0)));
+        }
+        assert_eq!(limiter.buckets.len(), 1);
+        // A tool a server listed is counted by its name, in a bucket of its own.
+        limiter.learn_tool("github", "create_issue");
+        let listed = calling("a", "github", "create_issue");
+        assert!(limiter.admit(&config, none, &listed).is_ok());
+        let refused = limiter
+            .admit(&config, none, &listed)
+            .expect_err("its own bucket is spent");
+        assert_eq!(refused.value, "github/create_issue");
+        assert_eq!(limiter.buckets.len(), 2);
+        // The same name on another server is not the listed tool.
+        let elsewhere = limiter.admit(&config, none, &calling("a", "jira", "create_issue"));
+        assert_eq!(elsewhere.err().map(|r| r.value), Some("other".to_owned()));
+        // A REST operation's name comes from configuration: counted by it.
+        let operation = Subject {
+            mcp_tool: false,
+            ..calling("a", "billing", "refund")
+        };
+        assert!(limiter.admit(&config, none, &operation).is_ok());
+        assert_eq!(limiter.buckets.len(), 3);
+        // Servers listing ever more tools cannot grow the set past its bound.
+        for i in 0..2 * TOOLS_MAX {
+            limiter.learn_tool("flood", &format!("t{i}"));
+        }
+        assert_eq!(limiter.tools.len(), TOOLS_MAX);
     }
 
     #[test]

@@ -62,10 +62,13 @@ pub fn interpret(
     let interpreted = match endpoint {
         Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
             let req: GenerateRequest<'_> = parse_body_as(endpoint, body, Spellings::Proto)?;
+            check_same_model(&model, req.model.as_deref(), None)?;
             generate(endpoint, req)
         }
         Endpoint::CountTokens => {
             let req: CountTokensRequest<'_> = parse_body_as(endpoint, body, Spellings::Proto)?;
+            let inner_model = req.generate_content_request.as_ref();
+            check_same_model(&model, inner_model.and_then(|r| r.model.as_deref()), None)?;
             let mut interpreted = req
                 .generate_content_request
                 .map(|inner| generate(endpoint, inner))
@@ -76,7 +79,7 @@ pub fn interpret(
         }
         Endpoint::EmbedContent => {
             let req: EmbedRequest = parse_body_as(endpoint, body, Spellings::Proto)?;
-            check_same_model(&model, req.model.as_deref(), 0)?;
+            check_same_model(&model, req.model.as_deref(), None)?;
             let mut interpreted = LlmRequest::bare(endpoint);
             interpreted.input_tokens = tokens_from_chars(req.content.0 + req.title.0);
             interpreted
@@ -85,7 +88,7 @@ pub fn interpret(
             let req: BatchEmbedRequest = parse_body_as(endpoint, body, Spellings::Proto)?;
             let mut chars = 0;
             for (index, request) in req.requests.iter().enumerate() {
-                check_same_model(&model, request.model.as_deref(), index)?;
+                check_same_model(&model, request.model.as_deref(), Some(index))?;
                 chars += request.content.0 + request.title.0;
             }
             let mut interpreted = LlmRequest::bare(endpoint);
@@ -104,12 +107,14 @@ pub fn interpret(
     Ok(interpreted)
 }
 
-/// A model named in a body (`models/{model}`) must be the model of the path, or policy would
-/// judge one model while the upstream runs another.
+/// A model named in a body (`models/{model}` or `{model}`: generateContent,
+/// streamGenerateContent, countTokens' `generateContentRequest`, embedContent, each request of
+/// a batch at `index`) must be the model of the path, or policy would judge one model while the
+/// upstream runs another.
 fn check_same_model(
     path_model: &str,
     body_model: Option<&str>,
-    index: usize,
+    index: Option<usize>,
 ) -> Result<(), ProtocolError> {
     match body_model {
         Some(m) if m.strip_prefix("models/").unwrap_or(m) != path_model => {
@@ -148,6 +153,8 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GenerateRequest<'a> {
+    /// `models/{model}`: must be the model of the path.
+    model: Option<String>,
     #[serde(default)]
     contents: TextChars,
     #[serde(default, alias = "system_instruction")]
@@ -420,9 +427,63 @@ mod tests {
             r#"{"requests":[{"model":"models/cheap-embedder"},{"model":"models/expensive-embedder"}]}"#,
         );
         assert!(
-            matches!(got, Err(ProtocolError::ModelMismatch { index: 1, .. })),
+            matches!(
+                got,
+                Err(ProtocolError::ModelMismatch { index: Some(1), .. })
+            ),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_body_naming_another_model_than_the_path_is_refused() {
+        let cases = [
+            (
+                "generateContent",
+                r#"{"model":"models/OTHER","contents":[]}"#,
+            ),
+            (
+                "streamGenerateContent",
+                r#"{"model":"OTHER","contents":[]}"#,
+            ),
+            (
+                "countTokens",
+                r#"{"generateContentRequest":{"model":"models/OTHER","contents":[]}}"#,
+            ),
+            ("embedContent", r#"{"model":"models/OTHER"}"#),
+        ];
+        for (rpc, body) in cases {
+            let body = body.replace("OTHER", "gemini-2.5-pro");
+            let path = format!("/v1beta/models/gemini-2.5-flash-lite:{rpc}");
+            let got = interpret(Method::POST, &path, None, &body);
+            let Err(error) = got else {
+                panic!("{rpc}: {body} was accepted")
+            };
+            assert_eq!(
+                (error.code(), error.status()),
+                ("model_mismatch", http::StatusCode::BAD_REQUEST),
+                "{rpc}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.contains("the body names model")
+                    && text.contains("gemini-2.5-pro")
+                    && text.contains("gemini-2.5-flash-lite"),
+                "{rpc}: {text}"
+            );
+            // The same model, spelled either way, is the path's.
+            for same in ["models/gemini-2.5-flash-lite", "gemini-2.5-flash-lite"] {
+                let body = body
+                    .replace("models/gemini-2.5-pro", same)
+                    .replace("gemini-2.5-pro", same);
+                let got = interpret(Method::POST, &path, None, &body);
+                assert_eq!(
+                    got.map(|i| i.model),
+                    Ok(Some("gemini-2.5-flash-lite".to_owned())),
+                    "{rpc}: {body}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1064,6 +1064,8 @@ async fn list(
                     continue;
                 };
                 let judged = folded.unwrap_or_else(|| name.clone());
+                // A tool the server has: a `tool` rate rule matching `*` counts it by name.
+                ex.shared().limits.learn_tool(server, &judged);
                 let tool = Resource::Tool {
                     server: Arc::clone(server),
                     name: judged,
