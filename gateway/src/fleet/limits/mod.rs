@@ -86,6 +86,9 @@ pub struct Subject<'a> {
     pub route: &'a str,
     /// An LLM call's model.
     pub model: Option<&'a str>,
+    /// Whether the configuration names the model (the price table in force): counted by its
+    /// name before any upstream has answered it.
+    pub model_configured: bool,
     /// An MCP tool (server, tool) or a REST operation (API, operation).
     pub tool: Option<(&'a str, &'a str)>,
 }
@@ -104,6 +107,7 @@ impl<'a> Subject<'a> {
             groups: &action.principal.groups,
             route: &action.context.route,
             model,
+            model_configured: false,
             tool,
         }
     }
@@ -354,7 +358,7 @@ impl Limiter {
                 if !value.matched_by(&rule.matches) {
                     return Ok(());
                 }
-                let value = self.counted(rule, value);
+                let value = self.counted(rule, value, subject);
                 let refused = |kind, retry_after| Limited {
                     scope: rule.scope,
                     value: value.text(),
@@ -413,18 +417,20 @@ impl Limiter {
         limited
     }
 
-    /// What `rule` counts `value` by: a model name no upstream has answered yet is counted as
-    /// [`OTHER_MODEL`] by a rule matching `*` (a rule naming the model counts it by its name),
-    /// so the buckets, and the rows shared with other replicas, are bounded by the models
-    /// known, whatever names agents send.
-    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>) -> Value<'a> {
+    /// What `rule` counts `value` by: a model name neither configured nor answered by an
+    /// upstream yet is counted as [`OTHER_MODEL`] of its agent (`other/<agent>`) by a rule
+    /// matching `*` (a rule naming the model counts it by its name), so the buckets, and the
+    /// rows shared with other replicas, are bounded by the models known and the agents,
+    /// whatever names agents send, and one agent's made-up names spend only its own bucket.
+    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>, subject: &Subject<'a>) -> Value<'a> {
         match value {
             Value::One(model)
                 if rule.scope == Scope::Model
                     && rule.matches == config::ANY
+                    && !subject.model_configured
                     && !self.models.knows(model) =>
             {
-                Value::One(OTHER_MODEL)
+                Value::Pair(OTHER_MODEL, subject.agent)
             }
             _ => value,
         }
@@ -530,6 +536,7 @@ mod tests {
             groups,
             route: "openai",
             model: Some("gpt-4o"),
+            model_configured: false,
             tool: None,
         }
     }
@@ -649,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn made_up_model_names_share_one_bucket_and_answered_models_have_their_own() {
+    fn made_up_model_names_share_one_bucket_of_their_agent_and_known_models_have_their_own() {
         let metrics = Metrics::new();
         let limiter = Limiter::new(&metrics);
         let config = config(
@@ -666,10 +673,18 @@ mod tests {
             let refused = limiter
                 .admit(&config, none, &asking_for("a", &name))
                 .expect_err("every unknown name is counted in one bucket");
-            assert_eq!((refused.value.as_str(), refused.rule), ("other", Some(1)));
+            assert_eq!((refused.value.as_str(), refused.rule), ("other/a", Some(1)));
         }
         // One bucket for all of them (and the one the rule naming `made-up-7` keeps).
         assert_eq!(limiter.buckets.len(), 2);
+        // Agent a's made-up names spent its own bucket only: b's first request of a model no
+        // upstream has answered yet is admitted.
+        assert!(
+            limiter
+                .admit(&config, none, &asking_for("b", "new-model"))
+                .is_ok()
+        );
+        assert_eq!(limiter.buckets.len(), 3);
         // A model an upstream answered is counted by its name, in a bucket of its own.
         metrics.tokens("a", "gpt-4o", (Some(10), None), true);
         assert!(
@@ -681,7 +696,17 @@ mod tests {
             .admit(&config, none, &asking_for("b", "gpt-4o"))
             .expect_err("its own bucket is spent");
         assert_eq!(refused.value, "gpt-4o");
-        assert_eq!(limiter.buckets.len(), 3);
+        assert_eq!(limiter.buckets.len(), 4);
+        // A model the configuration names is counted by its name before any answer.
+        let configured = |agent| Subject {
+            model_configured: true,
+            ..asking_for(agent, "claude-opus-4")
+        };
+        assert!(limiter.admit(&config, none, &configured("a")).is_ok());
+        let refused = limiter
+            .admit(&config, none, &configured("c"))
+            .expect_err("its own bucket is spent");
+        assert_eq!(refused.value, "claude-opus-4");
     }
 
     #[test]
