@@ -455,6 +455,7 @@ pub async fn serve(
     // Tunnels outlive their CONNECT's connection: the egress workers give them the shutdown
     // grace and wait for their outcome records before they stop.
     let tunnels = listener::Detached::default();
+    let agent_tunnels = crate::proxy::egress::AgentTunnels::default();
     let egress = match egress_listeners {
         Some(listeners) => Some(workers::spawn(
             "warden-egress",
@@ -474,6 +475,7 @@ pub async fn serve(
                     &egress_config,
                     interceptor.clone(),
                     &tunnels,
+                    &agent_tunnels,
                 )
             },
             &shutdown,

@@ -185,10 +185,14 @@ pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Resu
         tunnels: matches!(action.verb, Verb::EgressConnect)
             .then_some(snap.config.egress.max_tunnels_per_agent),
     };
+    let mut subject = Subject::of(action);
+    subject.model_configured = subject
+        .model
+        .is_some_and(|model| snap.config.budgets.table.names(model));
     let permit = ex
         .shared()
         .limits
-        .admit(&snap.config.rate_limits, caps, &Subject::of(action))?;
+        .admit(&snap.config.rate_limits, caps, &subject)?;
     ex.admitted(permit);
     Ok(())
 }

@@ -76,6 +76,12 @@ impl Prices {
         Ok(prices)
     }
 
+    /// Whether the table names `model` exactly, for any provider (a configured model name, not
+    /// one an agent made up).
+    pub fn names(&self, model: &str) -> bool {
+        self.0.values().any(|models| models.contains_key(model))
+    }
+
     /// The price of `provider`'s `model`: the entry with the longest name `model` starts with.
     pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
         self.0
@@ -116,6 +122,9 @@ mod tests {
         let full = prices.price("openai", "gpt-4o-2024-08-06").expect("priced");
         assert_eq!(full.output, 10.0);
         assert_eq!(prices.price("openai", "unknown-model"), None);
+        // The names it counts as configured are its own, exactly: no name it prices by prefix.
+        assert!(prices.names("gpt-4o") && prices.names("claude-opus-4"));
+        assert!(!prices.names("gpt-4o-2024-08-06") && !prices.names("unknown-model"));
         assert_eq!(prices.price("nobody", "gpt-4o"), None);
     }
 

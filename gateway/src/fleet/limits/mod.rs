@@ -98,6 +98,9 @@ pub struct Subject<'a> {
     pub route: &'a str,
     /// An LLM call's model.
     pub model: Option<&'a str>,
+    /// Whether the configuration names the model (the price table in force): counted by its
+    /// name before any upstream has answered it.
+    pub model_configured: bool,
     /// An MCP tool (server, tool) or a REST operation (API, operation).
     pub tool: Option<(&'a str, &'a str)>,
     /// `tool` is an MCP tool, whose name the agent chose (a REST operation's comes from
@@ -119,6 +122,7 @@ impl<'a> Subject<'a> {
             groups: &action.principal.groups,
             route: &action.context.route,
             model,
+            model_configured: false,
             tool,
             mcp_tool: matches!(action.resource, Resource::Tool { .. }),
         }
@@ -371,7 +375,7 @@ impl Limiter {
                 if !value.matched_by(&rule.matches) {
                     return Ok(());
                 }
-                let value = self.counted(rule, value, subject.mcp_tool);
+                let value = self.counted(rule, value, subject);
                 let refused = |kind, retry_after| Limited {
                     scope: rule.scope,
                     value: value.text(),
@@ -430,25 +434,30 @@ impl Limiter {
         limited
     }
 
-    /// What `rule` counts `value` by: a model name no upstream has answered yet is counted as
-    /// [`OTHER_MODEL`] by a rule matching `*` (a rule naming the model counts it by its name),
-    /// so the buckets, and the rows shared with other replicas, are bounded by the models
-    /// known, whatever names agents send.
-    /// Likewise an MCP tool (`mcp_tool`) no server has listed is counted as [`OTHER_TOOL`].
-    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>, mcp_tool: bool) -> Value<'a> {
+    /// What `rule` counts `value` by: a model name neither configured nor answered by an
+    /// upstream yet is counted as [`OTHER_MODEL`] of its agent (`other/<agent>`) by a rule
+    /// matching `*` (a rule naming the model counts it by its name), so the buckets, and the
+    /// rows shared with other replicas, are bounded by the models known and the agents,
+    /// whatever names agents send, and one agent's made-up names spend only its own bucket.
+    /// Likewise an MCP tool no server has listed is counted as [`OTHER_TOOL`] of its agent.
+    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>, subject: &Subject<'a>) -> Value<'a> {
         if rule.matches != config::ANY {
             return value;
         }
         match value {
-            Value::One(model) if rule.scope == Scope::Model && !self.models.knows(model) => {
-                Value::One(OTHER_MODEL)
+            Value::One(model)
+                if rule.scope == Scope::Model
+                    && !subject.model_configured
+                    && !self.models.knows(model) =>
+            {
+                Value::Pair(OTHER_MODEL, subject.agent)
             }
             Value::Pair(server, tool)
                 if rule.scope == Scope::Tool
-                    && mcp_tool
+                    && subject.mcp_tool
                     && !self.tools.contains_key(&self.tool_key(server, tool)) =>
             {
-                Value::One(OTHER_TOOL)
+                Value::Pair(OTHER_TOOL, subject.agent)
             }
             _ => value,
         }
@@ -569,6 +578,7 @@ mod tests {
             groups,
             route: "openai",
             model: Some("gpt-4o"),
+            model_configured: false,
             tool: None,
             mcp_tool: false,
         }
@@ -689,7 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn made_up_model_names_share_one_bucket_and_answered_models_have_their_own() {
+    fn made_up_model_names_share_one_bucket_of_their_agent_and_known_models_have_their_own() {
         let metrics = Metrics::new();
         let limiter = Limiter::new(&metrics);
         let config = config(
@@ -706,10 +716,18 @@ mod tests {
             let refused = limiter
                 .admit(&config, none, &asking_for("a", &name))
                 .expect_err("every unknown name is counted in one bucket");
-            assert_eq!((refused.value.as_str(), refused.rule), ("other", Some(1)));
+            assert_eq!((refused.value.as_str(), refused.rule), ("other/a", Some(1)));
         }
         // One bucket for all of them (and the one the rule naming `made-up-7` keeps).
         assert_eq!(limiter.buckets.len(), 2);
+        // Agent a's made-up names spent its own bucket only: b's first request of a model no
+        // upstream has answered yet is admitted.
+        assert!(
+            limiter
+                .admit(&config, none, &asking_for("b", "new-model"))
+                .is_ok()
+        );
+        assert_eq!(limiter.buckets.len(), 3);
         // A model an upstream answered is counted by its name, in a bucket of its own.
         metrics.tokens("a", "gpt-4o", (Some(10), None), true);
         assert!(
@@ -721,7 +739,17 @@ mod tests {
             .admit(&config, none, &asking_for("b", "gpt-4o"))
             .expect_err("its own bucket is spent");
         assert_eq!(refused.value, "gpt-4o");
-        assert_eq!(limiter.buckets.len(), 3);
+        assert_eq!(limiter.buckets.len(), 4);
+        // A model the configuration names is counted by its name before any answer.
+        let configured = |agent| Subject {
+            model_configured: true,
+            ..asking_for(agent, "claude-opus-4")
+        };
+        assert!(limiter.admit(&config, none, &configured("a")).is_ok());
+        let refused = limiter
+            .admit(&config, none, &configured("c"))
+            .expect_err("its own bucket is spent");
+        assert_eq!(refused.value, "claude-opus-4");
     }
 
     fn calling<'a>(agent: &'a str, server: &'a str, tool: &'a str) -> Subject<'a> {
@@ -748,7 +776,7 @@ mod tests {
             let refused = limiter
                 .admit(&config, none, &calling("a", "github", &name))
                 .expect_err("every tool no server listed is counted in one bucket");
-            assert_eq!((refused.value.as_str(), refused.rule), ("other", Some(0)));
+            assert_eq!((refused.value.as_str(), refused.rule), ("other/a", Some(0)));
         }
         assert_eq!(limiter.buckets.len(), 1);
         // A tool a server listed is counted by its name, in a bucket of its own.
@@ -762,7 +790,7 @@ mod tests {
         assert_eq!(limiter.buckets.len(), 2);
         // The same name on another server is not the listed tool.
         let elsewhere = limiter.admit(&config, none, &calling("a", "jira", "create_issue"));
-        assert_eq!(elsewhere.err().map(|r| r.value), Some("other".to_owned()));
+        assert_eq!(elsewhere.err().map(|r| r.value), Some("other/a".to_owned()));
         // A REST operation's name comes from configuration: counted by it.
         let operation = Subject {
             mcp_tool: false,

@@ -122,8 +122,7 @@ pub fn reads_body(operations: Option<&Operations>, method: &http::Method, path: 
 
 /// What a REST request means.
 fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
-    refuse_method_override(request.headers, request.method)?;
-    refuse_rerouting(request.headers, request.query, request.method)?;
+    refuse_redirection(request.headers, request.query, request.method)?;
     let segments = path::segments(request.path).map_err(|problem| RestError::Path {
         path: Quoted::with_max(request.path, PATH_MAX),
         problem,
@@ -212,10 +211,7 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
 
 /// Refuses a request that asks its server to take it for another method than the one judged
 /// (REST routes and plain-HTTP egress alike).
-pub(crate) fn refuse_method_override(
-    headers: &HeaderMap,
-    method: &http::Method,
-) -> Result<(), RestError> {
+fn refuse_method_override(headers: &HeaderMap, method: &http::Method) -> Result<(), RestError> {
     match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
         Some(header) => Err(RestError::MethodOverride {
             header,
@@ -225,9 +221,21 @@ pub(crate) fn refuse_method_override(
     }
 }
 
+/// Refuses a request that asks its server to take it for another method or route it elsewhere
+/// than judged: a method-override header, a path in a header, or `_method` in the query (REST
+/// routes, plain-HTTP and intercepted egress alike).
+pub(crate) fn refuse_redirection(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    method: &http::Method,
+) -> Result<(), RestError> {
+    refuse_method_override(headers, method)?;
+    refuse_rerouting(headers, query, method)
+}
+
 /// Refuses a request that asks its server to route it elsewhere than judged: a path in a
 /// header ([`PATH_OVERRIDES`]), or a method in the query (`_method`, any spelling of it that
-/// decodes so).
+/// decodes so, or that PHP reads so: [`php_key`]).
 fn refuse_rerouting(
     headers: &HeaderMap,
     query: Option<&str>,
@@ -238,9 +246,11 @@ fn refuse_rerouting(
     }
     let named = |key: &str| {
         let key = key.replace('+', " ");
-        percent_encoding::percent_decode_str(&key)
-            .decode_utf8_lossy()
-            .eq_ignore_ascii_case(METHOD_PARAMETER)
+        let key = percent_encoding::percent_decode_str(&key).decode_utf8_lossy();
+        // PHP drops a key's leading spaces; read with them made `_` too, to refuse either way.
+        [&*key, key.trim_start_matches(' ')]
+            .iter()
+            .any(|key| php_key(key).eq_ignore_ascii_case(METHOD_PARAMETER))
     };
     let pairs = query.into_iter().flat_map(|q| q.split(['&', ';']));
     match pairs
@@ -253,6 +263,18 @@ fn refuse_rerouting(
         }),
         None => Ok(()),
     }
+}
+
+/// A decoded query key as PHP names the variable (Laravel and Symfony read `_method` from
+/// PHP's): cut at a NUL, and `.`, ` ` and `[` (an array key left unclosed) made `_`. Mapping
+/// every `[` is broader than PHP (which keeps `a[b]` an array): refusing more is the safe side.
+fn php_key(key: &str) -> String {
+    key.split('\0')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c })
+        .collect()
 }
 
 /// A path parameter's value as policy judges it and as it goes upstream: each segment folded
@@ -543,6 +565,15 @@ mod tests {
             "a=1&_METHOD=delete",
             "%5Fmethod=DELETE",
             "_method",
+            // PHP (Laravel, Symfony) reads each of these keys as `_method`.
+            ".method=DELETE",
+            "+method=DELETE",
+            "%20method=DELETE",
+            "[method=DELETE",
+            "%2Emethod=DELETE",
+            "%5bMETHOD=delete",
+            "+_method=DELETE",
+            "_method%00x=DELETE",
         ] {
             let refused = with_query(query);
             assert!(
@@ -550,7 +581,13 @@ mod tests {
                 "{query}: {refused:?}"
             );
         }
-        for query in ["method=DELETE", "a=_method", "x_method=1"] {
+        for query in [
+            "method=DELETE",
+            "a=_method",
+            "x_method=1",
+            "a.method=1",
+            "_methods=1",
+        ] {
             assert!(with_query(query).is_ok(), "{query}");
         }
     }

@@ -15,6 +15,7 @@ pub(super) mod answer;
 mod intercepted;
 mod quiet;
 mod request;
+mod room;
 mod target;
 mod tunnel;
 
@@ -41,6 +42,7 @@ use crate::identity::AuthError;
 use crate::listener::{ConnInfo, Detached};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+pub use room::AgentTunnels;
 use target::Target;
 
 /// What one worker's egress proxy holds: its resolver (and cache) and the settings bound at
@@ -52,16 +54,20 @@ struct Worker {
     interceptor: Option<Arc<Interceptor>>,
     /// The open tunnels, which a shutdown gives its grace, then closes.
     tunnels: Detached,
+    /// Each agent's open tunnels, shared by every worker: its idlest is closed to make room.
+    agent_tunnels: AgentTunnels,
 }
 
 /// The egress proxy's handler for one worker thread, with that worker's own resolver (built
 /// here, so a bad resolver setting fails the start), the shared `interceptor`, and the
-/// listener's `tunnels` (each tunnel held there while open).
+/// listener's `tunnels` (each tunnel held there while open) and `agent_tunnels` (each tunnel
+/// counted there by its agent).
 pub fn handler(
     shared: &Arc<Shared>,
     config: &EgressConfig,
     interceptor: Option<Arc<Interceptor>>,
     tunnels: &Detached,
+    agent_tunnels: &AgentTunnels,
 ) -> Result<
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
@@ -71,6 +77,7 @@ pub fn handler(
         config: config.clone(),
         interceptor,
         tunnels: tunnels.clone(),
+        agent_tunnels: agent_tunnels.clone(),
     });
     let shared = Arc::clone(shared);
     Ok(move |req, conn| -> BoxedResponse {

@@ -91,9 +91,7 @@ pub(super) async fn forward(
         Findings::none(),
     );
     ex.egress_target("request", &action.verb, &action.resource, detail);
-    // The method is judged as sent.
-    crate::protocol::rest::refuse_method_override(&head.headers, &head.method)
-        .map_err(crate::protocol::ProtocolError::from)?;
+    judged_as_sent(&head).map_err(crate::protocol::ProtocolError::from)?;
     look_for_canaries(
         ex,
         &mut action,
@@ -279,4 +277,41 @@ async fn send(
     .await
     .map_err(|_| EgressError::UpstreamTimeout)?
     .map_err(|e| EgressError::Upstream(e.to_string()))
+}
+
+/// Refuses a request that asks its server to take it for another method or route it to
+/// another path than judged (headers, or `_method` in the query), as REST routes do.
+fn judged_as_sent(head: &http::request::Parts) -> Result<(), crate::protocol::rest::RestError> {
+    crate::protocol::rest::refuse_redirection(&head.headers, head.uri.query(), &head.method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(uri: &str, header: Option<(&'static str, &'static str)>) -> http::request::Parts {
+        let mut request = Request::builder().method(http::Method::POST).uri(uri);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.body(()).expect("a request").into_parts().0
+    }
+
+    /// A method or path the destination would take instead of the one judged is refused on
+    /// egress as on REST routes.
+    #[test]
+    fn an_egress_request_asking_for_another_method_or_path_is_refused() {
+        let url = "http://api.example.com/items";
+        for (uri, header) in [
+            (url, Some(("x-http-method-override", "DELETE"))),
+            (url, Some(("x-original-url", "/admin/drop"))),
+            (url, Some(("X-Rewrite-URL", "/admin/drop"))),
+            ("http://api.example.com/items?_method=DELETE", None),
+            ("http://api.example.com/items?a=1&.method=DELETE", None),
+        ] {
+            let refused = judged_as_sent(&head(uri, header));
+            assert!(refused.is_err(), "{uri} {header:?}: {refused:?}");
+        }
+        assert!(judged_as_sent(&head("http://api.example.com/items?method=x", None)).is_ok());
+    }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::request::Via;
 use super::{
     Worker, action, decide, destination, guard, hold_here, intercepted, look_up_once_held,
-    quarantine, request,
+    quarantine, request, room,
 };
 use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
@@ -104,6 +104,16 @@ pub(super) async fn open(
         crate::inspect::CONNECT_TARGET,
         &snap.config.inspect,
     );
+    // An agent at its tunnel cap makes room by having its longest-idle tunnel closed (none
+    // closed when all carry bytes: the cap refuses then).
+    worker
+        .agent_tunnels
+        .make_room(
+            &action.principal.id,
+            snap.config.egress.max_tunnels_per_agent,
+            room::IDLE_ENOUGH,
+        )
+        .await;
     // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
     limit(snap, ex, &action)?;
     // Its session: the one the agent names (`sessions.header`), else its window.
@@ -157,11 +167,21 @@ pub(super) async fn open(
     // Held while the tunnel is open: a shutdown gives it the grace, then closes it.
     let held = worker.tunnels.hold();
     let closing = worker.tunnels.closing();
+    // Counted among its agent's tunnels until its outcome (which gives its places back).
+    let registered = worker.agent_tunnels.register(&tunnel.action.principal.id);
     tokio::spawn(async move {
         tunnel
-            .run(on_upgrade, upstream, cut, reloads, closing, outcome)
+            .run(
+                on_upgrade,
+                upstream,
+                cut,
+                reloads,
+                closing,
+                outcome,
+                &registered,
+            )
             .await;
-        drop((held, slot, busy));
+        drop((held, slot, busy, registered));
     });
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
@@ -201,8 +221,10 @@ impl intercepted::Walk for Tunnel {
 impl Tunnel {
     /// Carries the tunnel until either side closes it, its agent is quarantined or the token
     /// it was opened with revoked (`cut`), a reload (`reloads`) brings policies that deny
-    /// it, or Warden shuts down and the grace is over (`closing`) — both connections closed
-    /// then — and records how it ended.
+    /// it, Warden shuts down and the grace is over (`closing`), or it is closed to make room
+    /// for another of its agent's (`registered`) — both connections closed then — and
+    /// records how it ended.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         self,
         on_upgrade: OnUpgrade,
@@ -211,6 +233,7 @@ impl Tunnel {
         reloads: watch::Receiver<u64>,
         closing: impl Future<Output = ()>,
         outcome: PendingOutcome,
+        registered: &room::Registered,
     ) {
         let client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
@@ -219,8 +242,8 @@ impl Tunnel {
                 return;
             }
         };
-        let mut client = Counted::new(client);
-        let upstream = Counted::new(upstream);
+        let mut client = Counted::new(client).touching(&registered.activity);
+        let upstream = Counted::new(upstream).touching(&registered.activity);
         let (up, down) = (Arc::clone(&client.read), Arc::clone(&upstream.read));
         let stopped = async {
             match cut.as_mut() {
@@ -233,6 +256,14 @@ impl Tunnel {
             cause = stopped => Err((cause.code(), cause.outcome())),
             denied = self.denied_by_reload(reloads) => Err((denied.code(), denied.to_string())),
             () = closing => Err((EgressError::Shutdown.code(), EgressError::Shutdown.to_string())),
+            () = registered.close.notified() => Err((
+                "egress_tunnel_evicted",
+                format!(
+                    "closed after {}s without a byte either way, to make room for another of \
+                     its agent's tunnels (egress.max_tunnels_per_agent)",
+                    room::IDLE_ENOUGH.as_secs()
+                ),
+            )),
         };
         let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         outcome.tunnel_closed(up, down, carried.err());
@@ -606,6 +637,8 @@ struct Counted<T> {
     inner: T,
     /// Bytes read from it so far (shared: the idle watch and the outcome read it).
     read: Arc<AtomicU64>,
+    /// Touched as bytes are read or written (its agent's idlest tunnel makes room).
+    activity: Option<room::Activity>,
     replay: Vec<u8>,
     replayed: usize,
 }
@@ -615,8 +648,22 @@ impl<T> Counted<T> {
         Counted {
             inner,
             read: Arc::new(AtomicU64::new(0)),
+            activity: None,
             replay: Vec::new(),
             replayed: 0,
+        }
+    }
+
+    fn touching(mut self, activity: &room::Activity) -> Self {
+        self.activity = Some(activity.clone());
+        self
+    }
+
+    fn touch(&self, n: usize) {
+        if n > 0
+            && let Some(activity) = &self.activity
+        {
+            activity.touch();
         }
     }
 
@@ -645,6 +692,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch(n);
         polled
     }
 }
@@ -655,7 +703,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.touch(n);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -120,6 +120,6 @@ async fn made_up_model_names_write_one_shared_row() {
     a.sync(&*store, now).await.unwrap();
     let rows = store.counts(now - STALE_MS).await.unwrap();
     let buckets: Vec<&str> = rows.iter().map(|r| r.bucket.as_str()).collect();
-    assert_eq!(buckets, ["model|*|0.001|1000|other"]);
+    assert_eq!(buckets, ["model|*|0.001|1000|other/bot"]);
     assert_eq!(rows[0].admitted, 500);
 }
