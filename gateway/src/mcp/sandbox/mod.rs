@@ -434,4 +434,6 @@ pub fn harden(command: &mut tokio::process::Command) {
 #[cfg(test)]
 mod grant_tests;
 #[cfg(test)]
+mod protected_keys;
+#[cfg(test)]
 mod tests;

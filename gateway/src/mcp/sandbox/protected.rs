@@ -16,6 +16,7 @@ use super::config::SandboxMode;
 use super::reach::{reached, resolve_all, resolved};
 use super::system_paths;
 use crate::config::Config;
+use crate::listener::config::TlsConfig;
 
 pub use super::config::{Guard, Protected};
 
@@ -47,13 +48,9 @@ pub fn protected(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<Prote
     if let Some(path) = &config.state.sqlite {
         add("Warden's state database", path);
     }
-    for (key, tls) in [
-        ("listen.tls.key", &config.listen.tls),
-        ("listen.admin_tls.key", &config.listen.admin_tls),
-        ("egress.tls.key", &config.egress.tls),
-    ] {
+    for (key, tls) in tls_sections(config) {
         if let Some(tls) = tls {
-            add(&format!("the TLS private key of {key}"), &tls.key);
+            add(&format!("the TLS private key of {key}.key"), &tls.key);
         }
     }
     if let Some(path) = &config.identity.warden_issuer.key_file {
@@ -105,6 +102,16 @@ pub fn protected(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<Prote
     out
 }
 
+/// Every TLS section of `config` (a listener's), by key.
+fn tls_sections(config: &Config) -> [(&'static str, Option<&TlsConfig>); 4] {
+    [
+        ("listen.tls", config.listen.tls.as_ref()),
+        ("listen.admin_tls", config.listen.admin_tls.as_ref()),
+        ("egress.tls", config.egress.tls.as_ref()),
+        ("console.tls", config.console.tls.as_ref()),
+    ]
+}
+
 /// What Warden trusts in `config`, which a server may read but must not write: a server that
 /// could would forge clients' identities, routes, signed policies or prices.
 fn trusted(config: &Config) -> Vec<Protected> {
@@ -122,12 +129,13 @@ fn trusted(config: &Config) -> Vec<Protected> {
             dir,
         );
     }
-    for (key, tls) in [
-        ("listen.tls", &config.listen.tls),
-        ("listen.admin_tls", &config.listen.admin_tls),
-        ("egress.tls", &config.egress.tls),
-    ] {
-        if let Some(ca) = tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+    for (key, tls) in tls_sections(config) {
+        let Some(tls) = tls else { continue };
+        add(
+            format!("the TLS certificate Warden presents ({key}.cert)"),
+            &tls.cert,
+        );
+        if let Some(ca) = &tls.client_ca {
             add(
                 format!("the CA Warden trusts for client certificates ({key}.client_ca)"),
                 ca,
@@ -163,6 +171,65 @@ fn trusted(config: &Config) -> Vec<Protected> {
             "the CA Warden trusts for upstreams (upstream.ca_file)".into(),
             ca,
         );
+    }
+    let intercept = &config.egress.intercept;
+    if let Some(ca) = &intercept.ca_cert {
+        add(
+            "the CA certificate Warden signs intercepted egress with (egress.intercept.ca_cert)"
+                .into(),
+            ca,
+        );
+    }
+    if let Some(ca) = &intercept.upstream_ca_file {
+        add(
+            "the CA Warden trusts for intercepted egress (egress.intercept.upstream_ca_file)"
+                .into(),
+            ca,
+        );
+    }
+    if let Some(ca) = config
+        .state
+        .postgres
+        .as_ref()
+        .and_then(|p| p.tls.ca_file.as_ref())
+    {
+        add(
+            "the CA Warden trusts for PostgreSQL (state.postgres.tls.ca_file)".into(),
+            ca,
+        );
+    }
+    if let Some(ca) = config.traces.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        add(
+            "the CA Warden trusts for the trace collector (traces.ca_file)".into(),
+            ca,
+        );
+    }
+    for (i, sink) in config.siem.sinks.iter().enumerate() {
+        let cas = [
+            (
+                "splunk_hec.ca_file",
+                sink.splunk_hec.as_ref().and_then(|s| s.ca_file.as_ref()),
+            ),
+            (
+                "elasticsearch.ca_file",
+                sink.elasticsearch.as_ref().and_then(|s| s.ca_file.as_ref()),
+            ),
+            (
+                "syslog.tls.ca_file",
+                sink.syslog
+                    .as_ref()
+                    .and_then(|s| s.tls.as_ref())
+                    .and_then(|t| t.ca_file.as_ref()),
+            ),
+        ];
+        for (key, ca) in cas {
+            if let Some(ca) = ca {
+                add(
+                    format!("the CA Warden trusts for a SIEM sink (siem.sinks[{i}].{key})"),
+                    ca,
+                );
+            }
+        }
     }
     for (i, key) in config.policy.bundle.public_keys.iter().enumerate() {
         add(
