@@ -77,7 +77,8 @@ async fn wait_count(w: &Warden, count: usize, pred: impl Fn(&Value) -> bool) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "fewer than {count} matching records: {records:?}"
+            "fewer than {count} matching records among {} after {WAIT:?}",
+            records.len()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
