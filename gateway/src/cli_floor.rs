@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 
-use warden::policy::fleet_floor;
+use warden::policy::{fleet_floor, floor_reset};
 use warden::state::bundle_floors::{BundleSet, FloorReset, Resetter, StoredFloor};
 
 #[derive(Subcommand)]
@@ -31,8 +31,8 @@ pub enum FloorCommand {
     /// Remove a set's rollback floor, so that a bundle signed before it may load (to go back
     /// to an older release on purpose), and record who removed it and why. Each Warden on the
     /// store names the reset in its audit log at its next start or reload, lifts its own floor
-    /// at or below the one removed, and names the reset in the record of a bundle it loads
-    /// below it.
+    /// at or below the one removed when the reset is signed (`--sign-key`), and names the
+    /// reset in the record of a bundle it loads below it.
     Reset {
         /// The set whose floor is removed.
         #[arg(long, value_enum)]
@@ -47,6 +47,12 @@ pub enum FloorCommand {
         /// Who resets it, as recorded (default: $USER, else $LOGNAME).
         #[arg(long = "as", value_name = "NAME")]
         operator: Option<String>,
+        /// The private key (PEM, as `warden policy keygen` writes it) of one of the
+        /// `policy.bundle.public_keys`, to sign the reset with: only a signed reset lifts the
+        /// gateways' own floors (an unsigned one lowers the fleet's floor in the store only,
+        /// and each gateway keeps its own).
+        #[arg(long, value_name = "PATH")]
+        sign_key: Option<PathBuf>,
         /// Only say which floor would be removed.
         #[arg(long)]
         dry_run: bool,
@@ -89,6 +95,14 @@ pub fn floor(command: FloorCommand) -> Result<ExitCode> {
         } => Some(resetter(operator.clone(), reason.clone())?),
         _ => None,
     };
+    let signing = match &command {
+        FloorCommand::Reset {
+            sign_key: Some(path),
+            dry_run: false,
+            ..
+        } => Some(signing_key(path)?),
+        _ => None,
+    };
     // The fingerprint of the configuration's trusted keys, when it names any.
     let configured = (!config.policy.bundle.public_keys.is_empty())
         .then(|| fleet_floor::trusted_keys(&config.policy))
@@ -117,8 +131,13 @@ pub fn floor(command: FloorCommand) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             FloorCommand::Reset { set, keys, .. } => {
+                let trust = configured
+                    .is_some()
+                    .then(|| warden::policy::bundle::Trust::load(&config.policy.bundle.public_keys))
+                    .transpose()
+                    .map_err(|e| anyhow!("policy.bundle.public_keys: {e}"))?;
                 let set = BundleSet::from(set);
-                let keys = chosen_keys(keys, configured, &all, set)?;
+                let keys = chosen_keys(keys, configured.clone(), &all, set)?;
                 let Some(floor) = all
                     .iter()
                     .find(|f| f.trusted_keys == keys && f.set == set)
@@ -129,7 +148,7 @@ pub fn floor(command: FloorCommand) -> Result<ExitCode> {
                     );
                     return Ok(ExitCode::SUCCESS);
                 };
-                let Some(by) = resetter else {
+                let Some(mut by) = resetter else {
                     println!(
                         "would reset the {} floor for {keys}: bundle signed {}, raised {} (dry run: nothing changed)",
                         set.as_str(),
@@ -138,9 +157,31 @@ pub fn floor(command: FloorCommand) -> Result<ExitCode> {
                     );
                     return Ok(ExitCode::SUCCESS);
                 };
-                match floors.reset(&keys, set, &by).await.map_err(failed)? {
+                if let Some(key) = &signing {
+                    let signature = floor_reset::sign(floor, &by, key);
+                    // A key the gateways do not trust would sign a reset they all ignore.
+                    let statement = floor_reset::statement(floor, &by);
+                    if let Some(trust) = trust.as_ref().filter(|_| configured.as_deref() == Some(keys.as_str()))
+                        && !warden::policy::bundle::verify_statement(&statement, &signature, trust)
+                    {
+                        bail!(
+                            "--sign-key: the key is not one of policy.bundle.public_keys, so no gateway would accept the reset; sign with the private key of one of them (nothing changed)"
+                        );
+                    }
+                    by.signature = Some(signature);
+                }
+                let lifts = if by.signature.is_some() {
+                    "signed: each lifts its own floor at or below the one removed"
+                } else {
+                    "unsigned (no --sign-key): each keeps its own floor, so only a gateway without one (a new data_dir) may load the older bundle"
+                };
+                match floors
+                    .reset(&keys, set, floor.signed_ns, &by)
+                    .await
+                    .map_err(failed)?
+                {
                     Some(reset) => println!(
-                        "reset the {} floor for {keys} (bundle signed {}, raised {}), recorded as reset {} by {}: each Warden on the store names it in its audit log at its next start or reload; reload them to load the older bundle",
+                        "reset the {} floor for {keys} (bundle signed {}, raised {}), recorded as reset {} by {}, {lifts}: each Warden on the store names it in its audit log at its next start or reload; reload them to load the older bundle",
                         set.as_str(),
                         signed(&reset.floor),
                         raised(reset.floor.raised_ms),
@@ -148,7 +189,7 @@ pub fn floor(command: FloorCommand) -> Result<ExitCode> {
                         reset.by.by
                     ),
                     None => println!(
-                        "no {} floor is kept for {keys} any more: nothing to reset",
+                        "the {} floor for {keys} changed or went since it was read (a gateway loaded a newer bundle, or another reset): nothing was reset; run the command again",
                         set.as_str()
                     ),
                 }
@@ -173,6 +214,18 @@ fn resetter(operator: Option<String>, reason: Option<String>) -> Result<Resetter
         by: super::operator_name(operator)?,
         reason,
         at_ms: warden::state::pins::now_ms(),
+        signature: None,
+    })
+}
+
+/// The private key `--sign-key` names.
+fn signing_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("--sign-key {}: cannot read the key: {e}", path.display()))?;
+    warden::keys::from_pem(&pem, &path.display().to_string()).map_err(|e| {
+        anyhow!(
+            "--sign-key: {e} (give the private key `warden policy keygen` wrote, not the .pub file)"
+        )
     })
 }
 

@@ -252,7 +252,12 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
                 }),
             None => Vec::new(),
         };
-        crate::policy::floor_reset::name_new(&config.data_dir, &resets, &shared.audit);
+        crate::policy::floor_reset::name_new(
+            &config.data_dir,
+            &config.policy,
+            &resets,
+            &shared.audit,
+        );
         let snapshot =
             Snapshot::build_with(config, Some(&current), OwnFloors::Lifted(&resets)).await?;
         // Every set is checked against the fleet's floors before any floor is raised, and

@@ -219,7 +219,12 @@ pub async fn serve(
         crate::policy::floor_reset::read(&snapshot.config.policy, store.bundle_floors().as_ref())
             .await
             .map_err(crate::snapshot::SnapshotError::Rollback)?;
-    crate::policy::floor_reset::name_new(&snapshot.config.data_dir, &resets, &audit);
+    crate::policy::floor_reset::name_new(
+        &snapshot.config.data_dir,
+        &snapshot.config.policy,
+        &resets,
+        &audit,
+    );
     snapshot.check_own_floors(&resets)?;
     // The fleet's rollback floors: a bundle signed before the newest any gateway sharing the
     // store loaded is refused here too (a store that does not answer refuses the start). The

@@ -105,6 +105,7 @@ impl Snapshot {
     /// snapshot built with [`OwnFloors::Later`].
     pub fn check_own_floors(&mut self, resets: &[FloorReset]) -> Result<(), SnapshotError> {
         let floors = floor_reset::lift(
+            &self.config.policy,
             Floors::remembered(&self.config.data_dir).map_err(SnapshotError::Rollback)?,
             resets,
         );
@@ -144,7 +145,7 @@ impl Snapshot {
                 if let Some(p) = previous {
                     floors = floors.with_running(&p.config.policy, &p.policy);
                 }
-                (floor_reset::lift(floors, resets), resets)
+                (floor_reset::lift(&config.policy, floors, resets), resets)
             }
             OwnFloors::Later => (Floors::default(), &[][..]),
         };

@@ -306,25 +306,19 @@ pub fn verify(
     let sig_path = dir.join(SIGNATURE_FILE);
     let sig: SignatureFile = serde_json::from_str(&read(SIGNATURE_FILE)?)
         .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
-    if sig.alg != "Ed25519" {
-        return Err(BundleError::BadSignatureFile(
-            sig_path,
-            format!("algorithm {:?}; only Ed25519 is accepted", sig.alg),
-        ));
+    match check(&sig, &text, trust) {
+        Ok(()) => {}
+        Err(Fault::Malformed(reason)) => {
+            return Err(BundleError::BadSignatureFile(sig_path, reason));
+        }
+        Err(Fault::UnknownKey) => {
+            return Err(BundleError::UnknownKey {
+                path: sig_path,
+                kid: sig.kid,
+            });
+        }
+        Err(Fault::Forged) => return Err(BundleError::Forged(sig_path)),
     }
-    let bytes = STANDARD
-        .decode(sig.signature.trim())
-        .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
-    let signature = Signature::from_slice(&bytes)
-        .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
-    let Some((_, key)) = trust.keys.iter().find(|(kid, _)| *kid == sig.kid) else {
-        return Err(BundleError::UnknownKey {
-            path: sig_path,
-            kid: sig.kid,
-        });
-    };
-    key.verify_strict(text.as_bytes(), &signature)
-        .map_err(|_| BundleError::Forged(sig_path))?;
     let (signed, at) = Manifest::parse(&text).ok_or_else(|| BundleError::Tampered {
         dir: shown.clone(),
         changes: format!("{MANIFEST_FILE} is not a manifest"),
@@ -349,12 +343,8 @@ pub fn sign(
     at: SystemTime,
 ) -> Result<String, BundleError> {
     let text = Manifest::of(dir, files)?.signed_text(at);
-    let kid = keys::thumbprint(&key.verifying_key().to_bytes());
-    let sig = SignatureFile {
-        alg: "Ed25519".into(),
-        kid: kid.clone(),
-        signature: STANDARD.encode(key.sign(text.as_bytes()).to_bytes()),
-    };
+    let sig = signature(&text, key);
+    let kid = sig.kid.clone();
     let write = |name: &str, body: String| {
         let path = dir.join(name);
         std::fs::write(&path, body).map_err(|source| BundleError::Io { path, source })
@@ -363,6 +353,57 @@ pub fn sign(
     let body = serde_json::to_string_pretty(&sig).unwrap_or_default();
     write(SIGNATURE_FILE, format!("{body}\n"))?;
     Ok(kid)
+}
+
+/// `text` signed with `key`.
+fn signature(text: &str, key: &SigningKey) -> SignatureFile {
+    SignatureFile {
+        alg: "Ed25519".into(),
+        kid: keys::thumbprint(&key.verifying_key().to_bytes()),
+        signature: STANDARD.encode(key.sign(text.as_bytes()).to_bytes()),
+    }
+}
+
+/// Why a signature does not verify.
+enum Fault {
+    /// Not an Ed25519 signature, or not one at all.
+    Malformed(String),
+    /// By a key not trusted.
+    UnknownKey,
+    /// By a trusted key, over another text.
+    Forged,
+}
+
+/// Checks that `sig` is a signature of `text` by a key of `trust`.
+fn check(sig: &SignatureFile, text: &str, trust: &Trust) -> Result<(), Fault> {
+    if sig.alg != "Ed25519" {
+        return Err(Fault::Malformed(format!(
+            "algorithm {:?}; only Ed25519 is accepted",
+            sig.alg
+        )));
+    }
+    let bytes = STANDARD
+        .decode(sig.signature.trim())
+        .map_err(|e| Fault::Malformed(e.to_string()))?;
+    let signature = Signature::from_slice(&bytes).map_err(|e| Fault::Malformed(e.to_string()))?;
+    let Some((_, key)) = trust.keys.iter().find(|(kid, _)| *kid == sig.kid) else {
+        return Err(Fault::UnknownKey);
+    };
+    key.verify_strict(text.as_bytes(), &signature)
+        .map_err(|_| Fault::Forged)
+}
+
+/// Signs `statement` (a text other than a manifest: a floor reset's) with `key`, as bundles
+/// are signed; the signature as JSON (`alg`, `kid`, `signature`), for [`verify_statement`].
+pub fn sign_statement(statement: &str, key: &SigningKey) -> String {
+    serde_json::to_string(&signature(statement, key)).unwrap_or_default()
+}
+
+/// Whether `signature` (as [`sign_statement`] wrote it) is a signature of `statement` by a key
+/// of `trust`.
+pub fn verify_statement(statement: &str, signature: &str, trust: &Trust) -> bool {
+    serde_json::from_str::<SignatureFile>(signature)
+        .is_ok_and(|sig| check(&sig, statement, trust).is_ok())
 }
 
 /// `sha256:<hex>` of `bytes`.

@@ -392,6 +392,7 @@ mod tests {
             &'a self,
             _: &'a str,
             _: BundleSet,
+            _: i64,
             _: &'a Resetter,
         ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
             Box::pin(async { Err(down()) })

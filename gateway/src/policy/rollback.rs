@@ -193,7 +193,7 @@ pub(crate) mod signed_sets {
     }
 
     /// The key the sets are signed with.
-    fn key() -> ed25519_dalek::SigningKey {
+    pub(crate) fn key() -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&[9; 32])
     }
 

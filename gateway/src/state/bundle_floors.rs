@@ -75,19 +75,26 @@ pub trait BundleFloorRepository: Send + Sync {
     /// Every floor kept, by fingerprint then set.
     fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFloor>, StateError>>;
 
-    /// Removes `set`'s floor for `keys` (`warden policy floor reset`) and records who removed
-    /// it and why, in one transaction; the reset recorded (`None`: there was no floor, and
-    /// nothing is recorded).
+    /// Removes `set`'s floor for `keys` (`warden policy floor reset`) when it is still at
+    /// `signed_ns` (the floor the operator saw, and signed), and records who removed it, why
+    /// and the signature, in one transaction; the reset recorded (`None`: there was no such
+    /// floor, and nothing is recorded).
     fn reset<'a>(
         &'a self,
         keys: &'a str,
         set: BundleSet,
+        signed_ns: i64,
         by: &'a Resetter,
     ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>>;
 
-    /// Every reset recorded of the floors kept for `keys`, oldest first.
+    /// The newest [`RESETS_READ`] resets recorded of the floors kept for `keys`, oldest
+    /// first.
     fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>>;
 }
+
+/// How many of the newest resets [`BundleFloorRepository::resets`] reads: each reload reads
+/// them, and older ones were named and applied long ago.
+pub const RESETS_READ: i64 = 100;
 
 /// Who resets a floor with `warden policy floor reset`, why, and when (milliseconds since the
 /// Unix epoch).
@@ -96,6 +103,10 @@ pub struct Resetter {
     pub by: String,
     pub reason: String,
     pub at_ms: i64,
+    /// The signature of the reset's statement (`policy/floor_reset.rs`) by a key of
+    /// `policy.bundle.public_keys`, as `warden policy floor reset --sign-key` wrote it
+    /// (`None`: unsigned; it lowers the fleet's floor but no gateway's own).
+    pub signature: Option<String>,
 }
 
 /// A floor removed with `warden policy floor reset`, as the store records it.
@@ -128,6 +139,7 @@ impl FloorReset {
             "reset_by": crate::text::bounded(&self.by.by, crate::text::QUOTE_MAX),
             "reason": crate::text::bounded(&self.by.reason, crate::text::QUOTE_MAX),
             "reset_at": time(self.by.at_ms),
+            "signed": self.by.signature.is_some(),
         })
     }
 }

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
 use crate::state::bundle_floors::{
-    BundleFloorRepository, BundleSet, FloorReset, Resetter, StoredFloor,
+    BundleFloorRepository, BundleSet, FloorReset, RESETS_READ, Resetter, StoredFloor,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -82,6 +82,7 @@ impl BundleFloorRepository for PostgresStore {
         &'a self,
         keys: &'a str,
         set: BundleSet,
+        signed_ns: i64,
         by: &'a Resetter,
     ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
         let (keys, by) = (keys.to_owned(), by.clone());
@@ -91,8 +92,9 @@ impl BundleFloorRepository for PostgresStore {
             let Some(removed) = tx
                 .query_opt(
                     "DELETE FROM policy_bundle_floors WHERE trusted_keys = $1 AND bundle = $2 \
+                     AND signed_ns = $3 \
                      RETURNING signed_ns, raised_ms",
-                    &[&keys, &set.as_str()],
+                    &[&keys, &set.as_str(), &signed_ns],
                 )
                 .await
                 .map_err(err())?
@@ -103,8 +105,8 @@ impl BundleFloorRepository for PostgresStore {
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
-                     old_raised_ms, reset_by, reason, reset_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                     old_raised_ms, reset_by, reason, reset_at_ms, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                     &[
                         &keys,
                         &set.as_str(),
@@ -113,6 +115,7 @@ impl BundleFloorRepository for PostgresStore {
                         &by.by,
                         &by.reason,
                         &by.at_ms,
+                        &by.signature,
                     ],
                 )
                 .await
@@ -138,9 +141,9 @@ impl BundleFloorRepository for PostgresStore {
             let rows = client
                 .query(
                     "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
-                     reset_at_ms FROM policy_bundle_floor_resets WHERE trusted_keys = $1 \
-                     ORDER BY id",
-                    &[&keys],
+                     reset_at_ms, signature FROM (SELECT * FROM policy_bundle_floor_resets \
+                     WHERE trusted_keys = $1 ORDER BY id DESC LIMIT $2) newest ORDER BY id",
+                    &[&keys, &RESETS_READ],
                 )
                 .await
                 .map_err(query_error(
@@ -163,6 +166,7 @@ impl BundleFloorRepository for PostgresStore {
                             by: row.get(4),
                             reason: row.get(5),
                             at_ms: row.get(6),
+                            signature: row.get(7),
                         },
                     })
                 })

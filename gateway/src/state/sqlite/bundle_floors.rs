@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::bundle_floors::{
-    BundleFloorRepository, BundleSet, FloorReset, Resetter, StoredFloor,
+    BundleFloorRepository, BundleSet, FloorReset, RESETS_READ, Resetter, StoredFloor,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -88,6 +88,7 @@ impl BundleFloorRepository for SqliteStore {
         &'a self,
         keys: &'a str,
         set: BundleSet,
+        signed_ns: i64,
         by: &'a Resetter,
     ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
         let (keys, by) = (keys.to_owned(), by.clone());
@@ -99,8 +100,9 @@ impl BundleFloorRepository for SqliteStore {
             let removed: Option<(i64, i64)> = tx
                 .query_row(
                     "DELETE FROM policy_bundle_floors WHERE trusted_keys = ?1 AND bundle = ?2 \
+                     AND signed_ns = ?3 \
                      RETURNING signed_ns, raised_ms",
-                    params![keys, set.as_str()],
+                    params![keys, set.as_str(), signed_ns],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
@@ -111,8 +113,8 @@ impl BundleFloorRepository for SqliteStore {
             let id = tx
                 .query_row(
                     "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
-                     old_raised_ms, reset_by, reason, reset_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                     old_raised_ms, reset_by, reason, reset_at_ms, signature) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
                     params![
                         keys,
                         set.as_str(),
@@ -120,7 +122,8 @@ impl BundleFloorRepository for SqliteStore {
                         raised_ms,
                         by.by,
                         by.reason,
-                        by.at_ms
+                        by.at_ms,
+                        by.signature
                     ],
                     |row| row.get(0),
                 )
@@ -146,12 +149,12 @@ impl BundleFloorRepository for SqliteStore {
             let mut statement = conn
                 .prepare(
                     "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
-                     reset_at_ms FROM policy_bundle_floor_resets WHERE trusted_keys = ?1 \
-                     ORDER BY id",
+                     reset_at_ms, signature FROM (SELECT * FROM policy_bundle_floor_resets \
+                     WHERE trusted_keys = ?1 ORDER BY id DESC LIMIT ?2) newest ORDER BY id",
                 )
                 .map_err(failed())?;
             let rows = statement
-                .query_map(params![keys], |row| {
+                .query_map(params![keys, RESETS_READ], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
                         row.get::<_, String>(1)?,
@@ -161,6 +164,7 @@ impl BundleFloorRepository for SqliteStore {
                             by: row.get(4)?,
                             reason: row.get(5)?,
                             at_ms: row.get(6)?,
+                            signature: row.get(7)?,
                         },
                     ))
                 })

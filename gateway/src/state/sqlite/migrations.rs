@@ -264,6 +264,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason         TEXT    NOT NULL,
         reset_at_ms    INTEGER NOT NULL
     ) STRICT;",
+    // 21: the signature of a floor reset (`warden policy floor reset --sign-key`), by a key of
+    // `policy.bundle.public_keys`: only a signed reset lifts a gateway's own floor, so that a
+    // row written into the store by hand lowers no more than the fleet's floor.
+    "ALTER TABLE policy_bundle_floor_resets ADD COLUMN signature TEXT;",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

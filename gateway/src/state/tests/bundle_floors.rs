@@ -3,7 +3,7 @@
 //! lowered, also when many replicas raise them at once.
 
 use super::Backend;
-use crate::state::bundle_floors::{BundleSet, Resetter, StoredFloor};
+use crate::state::bundle_floors::{BundleSet, RESETS_READ, Resetter, StoredFloor};
 
 /// The fingerprint of the trusted keys the floors are kept for.
 const KEYS: &str = "sha256:one-deployment";
@@ -13,6 +13,7 @@ on_both_backends!(
     replicas_raising_a_floor_at_once_leave_the_highest,
     deployments_trusting_other_keys_keep_floors_of_their_own,
     a_reset_removes_the_floor_and_records_who_why_and_what,
+    only_the_newest_resets_are_read,
 );
 
 async fn a_floor_rises_is_shared_and_is_never_lowered(backend: Backend) {
@@ -136,14 +137,14 @@ async fn deployments_trusting_other_keys_keep_floors_of_their_own(backend: Backe
     let by = resetter();
     assert!(
         floors
-            .reset(KEYS, BundleSet::Enforced, &by)
+            .reset(KEYS, BundleSet::Enforced, 9_000, &by)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         floors
-            .reset(KEYS, BundleSet::Enforced, &by)
+            .reset(KEYS, BundleSet::Enforced, 9_000, &by)
             .await
             .unwrap()
             .is_none()
@@ -159,6 +160,7 @@ fn resetter() -> Resetter {
         by: "alice".into(),
         reason: "withdraw the bad release 2026-12-01".into(),
         at_ms: 1_700_000_000_000,
+        signature: None,
     }
 }
 
@@ -173,9 +175,20 @@ async fn a_reset_removes_the_floor_and_records_who_why_and_what(backend: Backend
     let kept = floors.all().await.unwrap();
     assert!(floors.resets(KEYS).await.unwrap().is_empty());
 
-    let by = resetter();
+    let by = Resetter {
+        signature: Some("{\"alg\":\"Ed25519\"}".into()),
+        ..resetter()
+    };
+    // A floor that is no longer the one the operator saw (and signed) is not removed.
+    assert_eq!(
+        floors
+            .reset(KEYS, BundleSet::Enforced, 4_999, &by)
+            .await
+            .unwrap(),
+        None
+    );
     let reset = floors
-        .reset(KEYS, BundleSet::Enforced, &by)
+        .reset(KEYS, BundleSet::Enforced, 5_000, &by)
         .await
         .unwrap()
         .unwrap();
@@ -198,11 +211,30 @@ async fn a_reset_removes_the_floor_and_records_who_why_and_what(backend: Backend
     // A floor raised again and reset again: a second record, numbered after the first.
     other.raise(KEYS, BundleSet::Enforced, 3_000).await.unwrap();
     let again = other
-        .reset(KEYS, BundleSet::Enforced, &by)
+        .reset(KEYS, BundleSet::Enforced, 3_000, &by)
         .await
         .unwrap()
         .unwrap();
     assert!(again.id > reset.id);
     assert_eq!(again.floor.signed_ns, 3_000);
     assert_eq!(floors.resets(KEYS).await.unwrap(), vec![reset, again]);
+}
+
+async fn only_the_newest_resets_are_read(backend: Backend) {
+    let floors = backend.open().await.bundle_floors();
+    let by = resetter();
+    for at in 1..=RESETS_READ + 2 {
+        floors.raise(KEYS, BundleSet::Shadow, at).await.unwrap();
+        floors
+            .reset(KEYS, BundleSet::Shadow, at, &by)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let read = floors.resets(KEYS).await.unwrap();
+    // The newest, oldest first: the two oldest are left out.
+    assert_eq!(
+        read.iter().map(|r| r.floor.signed_ns).collect::<Vec<_>>(),
+        (3..=RESETS_READ + 2).collect::<Vec<_>>()
+    );
 }
