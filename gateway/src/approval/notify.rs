@@ -942,6 +942,14 @@ mod tests {
             })
         );
         assert!(!body.to_string().contains("rotate keys"));
+        // The notifier counts the delivery once the receiver's answer is back, after the
+        // receiver saw the request: wait for it (bounded).
+        for _ in 0..500 {
+            if metrics.count("chat", "sent") == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(metrics.count("chat", "sent"), 1);
     }
 
