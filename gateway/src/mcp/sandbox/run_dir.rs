@@ -1,8 +1,7 @@
 //! The directory of one sandboxed process: its `HOME`, with its `TMPDIR` beneath, made fresh
 //! beneath the server's directory (`<data_dir>/mcp-servers/<server>/run-<warden pid>-<id>/`)
 //! at every start, without following a link, and removed when the process ends. What a Warden
-//! that stopped uncleanly left there (no process of a live Warden owns it) is swept at start
-//! and before each new directory is made.
+//! that stopped uncleanly left there (no process of a live Warden owns it) is swept at start.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
@@ -71,8 +70,9 @@ pub struct MakeError {
 }
 
 /// A fresh directory for one process beneath `home` (the server's directory, made `0700` if
-/// missing, refused if it is a link), `0700`, with `tmp/` beneath; stale directories of
-/// earlier processes swept from `home` first.
+/// missing, refused if it is a link), `0700`, with `tmp/` beneath. It sweeps nothing: that
+/// is done once, at start ([`sweep_all`]), and the removal of a process's directory when it
+/// ends runs off the runtime's workers.
 pub fn make(home: &Path) -> Result<RunDir, MakeError> {
     let failed = |source| MakeError {
         path: home.to_path_buf(),
@@ -83,10 +83,6 @@ pub fn make(home: &Path) -> Result<RunDir, MakeError> {
     // SAFETY: `dir` is an open descriptor; the call changes the mode of what it names.
     if unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) } != 0 {
         return Err(failed(std::io::Error::last_os_error()));
-    }
-    let removed = sweep(&dir);
-    if removed > 0 {
-        tracing::info!(path = %home.display(), removed, "removed directories left by local MCP server processes of a Warden that did not stop cleanly");
     }
     let name = format!(
         "{PREFIX}{}-{}",
@@ -257,9 +253,10 @@ mod tests {
     }
 
     #[test]
-    fn directories_of_processes_no_live_warden_owns_are_swept_when_a_process_starts() {
+    fn directories_of_processes_no_live_warden_owns_are_swept_at_start() {
         let root = tempfile::tempdir().unwrap();
-        let home = root.path().join("mcp-servers/s");
+        let servers = root.path().join("mcp-servers");
+        let home = servers.join("s");
         std::fs::create_dir_all(&home).unwrap();
         // Left by a Warden no longer running, and by this one's process that never ended
         // cleanly (its directory was not registered: this Warden was restarted as the same
@@ -269,15 +266,16 @@ mod tests {
         // A live Warden's (pid 1 always exists), and what is no process directory.
         let other = stale(&home, 1);
         std::fs::create_dir_all(home.join("kept")).unwrap();
+        // This Warden's live process directory.
         let live = make(&home).unwrap();
+        // Making a process's directory sweeps nothing: that is done at start.
+        assert!(gone.exists() && mine.exists());
+        assert_eq!(sweep_all(&servers), 2);
         assert!(!gone.exists());
         assert!(!mine.exists());
         assert!(other.exists());
         assert!(home.join("kept").exists());
-        // A live directory of this Warden's is left by the next start.
-        let second = make(&home).unwrap();
-        assert!(live.path().exists());
-        assert!(second.path().exists());
+        assert!(live.path().join("tmp").exists());
     }
 
     #[test]
