@@ -94,7 +94,7 @@ async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s()
     // A directory of its process's own, under the data directory, is its HOME and TMPDIR;
     // Warden is its parent.
     let servers = data.join("mcp-servers/probe");
-    let home = own_home(&found[0], &servers, pid);
+    let home = own_home(&found[0], &servers);
     assert_eq!(found[0]["tmpdir"], json!(home.join("tmp")), "{found:?}");
     assert_eq!(found[0]["ppid"], json!(pid), "{found:?}");
     assert_eq!(found[calls.len() - 1], json!({"ok": true}), "{found:?}");
@@ -134,8 +134,11 @@ async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s()
         ],
     )
     .await;
-    let second = own_home(&found[0], &servers, pid);
+    let second = own_home(&found[0], &servers);
     assert_ne!(second, home, "{found:?}");
+    // Both named after the same Warden process.
+    let instance = |p: &Path| p.file_name().unwrap().to_string_lossy()[..4 + 32].to_owned();
+    assert_eq!(instance(&second), instance(&home), "{found:?}");
     assert_eq!(found[2], json!({"ok": true, "text": "own"}), "{found:?}");
     assert_eq!(found[3]["ok"], false, "{found:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -151,12 +154,14 @@ async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s()
 }
 
 /// The HOME `env` reported, checked to be a directory of its own beneath `servers` made by
-/// Warden `pid` (`run-<pid>-<id>`).
-fn own_home(env: &Value, servers: &Path, pid: u32) -> std::path::PathBuf {
+/// a Warden process (`run-<its random id>-<id>`).
+fn own_home(env: &Value, servers: &Path) -> std::path::PathBuf {
     let home = std::path::PathBuf::from(env["home"].as_str().unwrap_or_default());
     assert_eq!(home.parent(), Some(servers), "{env}");
     let name = home.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with(&format!("run-{pid}-")), "{env}");
+    let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let ids = name.strip_prefix("run-").and_then(|r| r.split_once('-'));
+    assert!(ids.is_some_and(|(a, b)| hex(a) && hex(b)), "{env}");
     home
 }
 

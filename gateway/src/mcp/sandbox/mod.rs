@@ -1,7 +1,7 @@
 //! The sandbox of a local MCP server: the process Warden starts runs under a Landlock domain
 //! (ABI 6, Linux 6.12 or later) that lets it read and execute the system
 //! (`system_paths.rs`), read and write a directory of its own, fresh at every start and
-//! removed when the process ends (`<data_dir>/mcp-servers/<server>/run-<pid>-<id>/`, its
+//! removed when the process ends (`<data_dir>/mcp-servers/<server>/run-<instance>-<id>/`, its
 //! `HOME`, with its `TMPDIR` beneath: no two processes, hence no two sessions, share one),
 //! reach what the operator lists (`sandbox.read`, `sandbox.write`)
 //! and, with `sandbox.network`, connect over TCP only to the ports listed; it cannot signal

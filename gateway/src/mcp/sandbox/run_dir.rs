@@ -1,38 +1,45 @@
 //! The directory of one sandboxed process: its `HOME`, with its `TMPDIR` beneath, made fresh
-//! beneath the server's directory (`<data_dir>/mcp-servers/<server>/run-<warden pid>-<id>/`)
-//! at every start, without following a link, and removed when the process ends. What a Warden
-//! that stopped uncleanly left there (no process of a live Warden owns it) is swept at start
-//! and before each new directory is made.
+//! beneath the server's directory (`<data_dir>/mcp-servers/<server>/run-<instance>-<id>/`,
+//! `<instance>` random once per Warden process) at every start, without following a link,
+//! and removed when the process ends. Its `.lock` is held locked (`flock`) by Warden for the
+//! process's life, through a descriptor the process does not inherit: a sweep, at start,
+//! removes only the directories whose lock it takes without waiting, so that Wardens sharing
+//! a data directory (even as the same pid in different pid namespaces) leave each other's
+//! alone. Directories named after a Warden's pid (`run-<pid>-<id>`, made by earlier versions)
+//! are swept when no process has that pid.
 
-use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::LazyLock;
 
-/// What each process's directory is named after: `run-<pid of Warden>-<random id>`.
+/// What each process's directory is named after: `run-<instance>-<random id>`.
 const PREFIX: &str = "run-";
+
+/// The file in each process's directory whose lock says a Warden still owns it.
+const LOCK: &str = ".lock";
+
+/// How many times a directory is made afresh when a sweep took the one just made.
+const MAKE_ATTEMPTS: usize = 3;
 
 /// The most entries one sweep looks at in one server's directory, and the most server
 /// directories a sweep at start looks into: a directory filled by something else is not
 /// walked for ever.
 pub const SWEEP_MAX: usize = 4096;
 
-/// The names of the directories this Warden's processes own (registered before the directory
-/// is made, unregistered once it is removed): a sweep leaves them.
-static LIVE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-
-fn live() -> std::sync::MutexGuard<'static, HashSet<String>> {
-    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// This Warden process's id in the names of its processes' directories: random, since pids
+/// repeat across pid namespaces (two containers' Wardens are both pid 1).
+static INSTANCE: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
 
 /// The directory of one process, removed when dropped.
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
-    name: String,
+    /// Its `.lock`, locked, held until the directory is removed (close-on-exec: no process
+    /// inherits it, none can release it).
+    lock: Option<OwnedFd>,
 }
 
 impl RunDir {
@@ -44,9 +51,10 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        // `remove_dir_all` follows no link the process may have left there.
+        // `remove_dir_all` follows no link the process may have left there; it runs off the
+        // runtime's workers.
         let path = std::mem::take(&mut self.path);
-        let name = std::mem::take(&mut self.name);
+        let lock = self.lock.take();
         let remove = move || {
             if let Err(e) = std::fs::remove_dir_all(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -54,7 +62,7 @@ impl Drop for RunDir {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a local MCP server's directory after its process ended");
             }
             // Only now may a sweep take what is left of it.
-            live().remove(&name);
+            drop(lock);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(remove)),
@@ -71,8 +79,8 @@ pub struct MakeError {
 }
 
 /// A fresh directory for one process beneath `home` (the server's directory, made `0700` if
-/// missing, refused if it is a link), `0700`, with `tmp/` beneath; stale directories of
-/// earlier processes swept from `home` first.
+/// missing, refused if it is a link), `0700`, its `.lock` locked, with `tmp/` beneath. It
+/// sweeps nothing: that is done once, at start ([`sweep_all`]).
 pub fn make(home: &Path) -> Result<RunDir, MakeError> {
     let failed = |source| MakeError {
         path: home.to_path_buf(),
@@ -84,28 +92,20 @@ pub fn make(home: &Path) -> Result<RunDir, MakeError> {
     if unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) } != 0 {
         return Err(failed(std::io::Error::last_os_error()));
     }
-    let removed = sweep(&dir);
-    if removed > 0 {
-        tracing::info!(path = %home.display(), removed, "removed directories left by local MCP server processes of a Warden that did not stop cleanly");
-    }
-    let name = format!(
-        "{PREFIX}{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let cname = CString::new(name.as_str()).expect("no NUL in a pid and a uuid");
-    // Registered before it exists, so that no sweep ever sees it unowned.
-    live().insert(name.clone());
-    // SAFETY: `dir` is open and `cname` a NUL-terminated name; mkdirat follows no link at its
-    // last component and fails if anything is there.
-    if unsafe { libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), 0o700) } != 0 {
-        let e = std::io::Error::last_os_error();
-        live().remove(&name);
-        return Err(failed(e));
-    }
+    let mut attempt = 0;
+    let (name, lock) = loop {
+        attempt += 1;
+        let name = format!("{PREFIX}{}-{}", *INSTANCE, uuid::Uuid::new_v4().simple());
+        match make_locked(&dir, &name) {
+            Ok(lock) => break (name, lock),
+            // Another Warden's sweep took it between its making and its locking.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempt < MAKE_ATTEMPTS => {}
+            Err(e) => return Err(failed(e)),
+        }
+    };
     let run = RunDir {
         path: home.join(&name),
-        name,
+        lock: Some(lock),
     };
     let tmp = run.path.join("tmp");
     std::fs::DirBuilder::new()
@@ -113,6 +113,76 @@ pub fn make(home: &Path) -> Result<RunDir, MakeError> {
         .create(&tmp)
         .map_err(|source| MakeError { path: tmp, source })?;
     Ok(run)
+}
+
+/// Makes the directory `name` in `dir` (following no link, failing if anything is there)
+/// and its `.lock`, locked; the lock's descriptor. `WouldBlock` when a sweep took it first.
+fn make_locked(dir: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
+    let cname = CString::new(name).expect("no NUL in two uuids");
+    // SAFETY: `dir` is open and `cname` a NUL-terminated name; mkdirat follows no link at its
+    // last component and fails if anything is there.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), 0o700) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    lock_new(dir, &cname).inspect_err(|e| {
+        // Not left without a lock (no sweep would take it), unless a sweep is taking it.
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            let _ = std::fs::remove_dir_all(through(dir).join(name));
+        }
+    })
+}
+
+/// Makes the `.lock` of the directory `name` just made in `dir`, locked; its descriptor.
+fn lock_new(dir: &OwnedFd, name: &CString) -> std::io::Result<OwnedFd> {
+    let run = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let lock_name = CString::new(LOCK).expect("no NUL in a constant");
+    let lock = open_at(
+        &run,
+        &lock_name,
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )?;
+    try_lock(&lock)?;
+    // A sweep that locked it first removed it before letting go: locked, it must still be
+    // there.
+    // SAFETY: an all-zero `stat` is valid; fstat fills it from the open descriptor.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `lock` is open and `stat` a valid buffer.
+    if unsafe { libc::fstat(lock.as_raw_fd(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if stat.st_nlink == 0 {
+        return Err(std::io::ErrorKind::WouldBlock.into());
+    }
+    Ok(lock)
+}
+
+/// `name` opened beneath `dir` with `flags`, not following a link at it, close-on-exec,
+/// never blocking on what it is (a FIFO).
+fn open_at(
+    dir: &OwnedFd,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::c_uint,
+) -> std::io::Result<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    // SAFETY: `dir` is open and `name` NUL-terminated; the descriptor returned, if any, is
+    // ours alone.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Locks `lock` exclusively, without waiting: `WouldBlock` if another holds it.
+fn try_lock(lock: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: `lock` is an open descriptor.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// At start: sweeps the directory of every server under `servers` (`<data_dir>/mcp-servers`),
@@ -145,11 +215,13 @@ pub fn sweep_all(servers: &Path) -> usize {
     removed
 }
 
-/// Removes from the server directory `dir` every process directory no process of a live
-/// Warden owns (one of this Warden's that is not registered, one of a Warden no longer
-/// running), looking at no more than [`SWEEP_MAX`] entries; how many it removed. Nothing is
-/// followed: the directory is reached through its descriptor, a link among its entries is
-/// removed itself, and `remove_dir_all` follows none.
+/// Removes from the server directory `dir` every process directory no live Warden owns:
+/// one whose `.lock` it locks without waiting (kept while it is being made, before it has
+/// one, or if it has none), one named after the pid of a Warden no longer running or of this
+/// one (which makes none such), looking at no more than [`SWEEP_MAX`] entries; how many it
+/// removed. Nothing is followed: the directory is reached through its descriptor, a link
+/// among its entries is removed itself, the `.lock` is opened without following a link, and
+/// `remove_dir_all` follows none.
 fn sweep(dir: &OwnedFd) -> usize {
     let base = through(dir);
     let Ok(entries) = std::fs::read_dir(&base) else {
@@ -158,22 +230,23 @@ fn sweep(dir: &OwnedFd) -> usize {
     let mut removed = 0;
     for entry in entries.take(SWEEP_MAX).flatten() {
         let name = entry.file_name();
-        let Some(pid) = owner(&name) else {
+        let Some(owner) = owner(&name) else {
             continue;
         };
-        let owned = if pid == std::process::id() {
-            name.to_str().is_some_and(|n| live().contains(n))
-        } else {
-            alive(pid)
-        };
-        if owned {
-            continue;
-        }
         let path = base.join(&name);
-        let result = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) => Err(e),
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let result = match owner {
+            Owner::Pid(pid) if pid != std::process::id() && alive(pid) => continue,
+            Owner::Pid(_) => remove(&path, is_dir),
+            Owner::Instance if !is_dir => remove(&path, false),
+            Owner::Instance => {
+                // Held until the directory is gone: a Warden making it then finds its lock
+                // taken, or its `.lock` removed, and makes another.
+                let Some(_lock) = take_lock(&path) else {
+                    continue;
+                };
+                remove(&path, true)
+            }
         };
         match result {
             Ok(()) => removed += 1,
@@ -186,14 +259,46 @@ fn sweep(dir: &OwnedFd) -> usize {
     removed
 }
 
-/// The pid of the Warden whose process the entry `name` was made for, if it is one's.
-fn owner(name: &OsStr) -> Option<u32> {
+/// Removes the entry at `path`: the directory with what it holds, or anything else itself.
+fn remove(path: &Path, is_dir: bool) -> std::io::Result<()> {
+    if is_dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// The lock of the process directory at `path`, if no one holds it: its `.lock`, opened
+/// without following a link, locked without waiting.
+fn take_lock(path: &Path) -> Option<OwnedFd> {
+    let run = open_dir(path).ok()?;
+    let name = CString::new(LOCK).expect("no NUL in a constant");
+    let lock = open_at(&run, &name, libc::O_RDWR, 0).ok()?;
+    try_lock(&lock).ok()?;
+    Some(lock)
+}
+
+/// Whose a process directory is, after its name.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// A Warden process's, named after its random id: its lock says whether it still is.
+    Instance,
+    /// A Warden's of an earlier version, named after its pid.
+    Pid(u32),
+}
+
+/// Whose process the entry `name` was made for, if it is one's.
+fn owner(name: &OsStr) -> Option<Owner> {
     let rest = name.to_str()?.strip_prefix(PREFIX)?;
-    let (pid, id) = rest.split_once('-')?;
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let (first, id) = rest.split_once('-')?;
+    let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(id) {
         return None;
     }
-    pid.parse().ok()
+    if hex(first) {
+        return Some(Owner::Instance);
+    }
+    first.parse().ok().map(Owner::Pid)
 }
 
 /// Whether a process `pid` exists (it may be a Warden sharing the data directory).
@@ -256,27 +361,107 @@ mod tests {
         path
     }
 
+    /// A process directory of another Warden process, its `.lock` made, not held.
+    fn other_instance(home: &Path) -> PathBuf {
+        let path = home.join(format!(
+            "run-{}-{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(path.join("tmp")).unwrap();
+        std::fs::write(path.join(LOCK), "").unwrap();
+        path
+    }
+
+    /// `path`'s `.lock` locked through a descriptor of its own, as another Warden holds it.
+    fn hold(path: &Path) -> std::fs::File {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path.join(LOCK))
+            .unwrap();
+        // SAFETY: `file` is open.
+        assert_eq!(
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        file
+    }
+
     #[test]
-    fn directories_of_processes_no_live_warden_owns_are_swept_when_a_process_starts() {
+    fn directories_of_processes_no_live_warden_owns_are_swept_at_start() {
         let root = tempfile::tempdir().unwrap();
-        let home = root.path().join("mcp-servers/s");
+        let servers = root.path().join("mcp-servers");
+        let home = servers.join("s");
         std::fs::create_dir_all(&home).unwrap();
-        // Left by a Warden no longer running, and by this one's process that never ended
-        // cleanly (its directory was not registered: this Warden was restarted as the same
-        // pid, as in a container).
+        // Named after pids: left by a Warden no longer running, and by one that ran as this
+        // one's pid (this Warden was restarted as the same pid, as in a container).
         let gone = stale(&home, dead_pid());
         let mine = stale(&home, std::process::id());
-        // A live Warden's (pid 1 always exists), and what is no process directory.
+        // A live Warden's of an earlier version (pid 1 always exists), and what is no
+        // process directory.
         let other = stale(&home, 1);
         std::fs::create_dir_all(home.join("kept")).unwrap();
+        // This Warden's live process directory.
         let live = make(&home).unwrap();
+        // Making a process's directory sweeps nothing: that is done at start.
+        assert!(gone.exists() && mine.exists());
+        assert_eq!(sweep_all(&servers), 2);
         assert!(!gone.exists());
         assert!(!mine.exists());
         assert!(other.exists());
         assert!(home.join("kept").exists());
-        // A live directory of this Warden's is left by the next start.
+        assert!(live.path().join("tmp").exists());
+    }
+
+    #[test]
+    fn a_process_directory_is_swept_only_once_no_one_holds_its_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let servers = root.path().join("mcp-servers");
+        let home = servers.join("s");
+        // Another Warden's (a pid namespace of its own: the same pid tells nothing), live.
+        let theirs = other_instance(&home);
+        let held = hold(&theirs);
+        // One with no `.lock` (being made, or its process removed it) is kept too.
+        let unlocked = other_instance(&home);
+        std::fs::remove_file(unlocked.join(LOCK)).unwrap();
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(theirs.join("tmp").exists());
+        assert!(unlocked.exists());
+        // That Warden stopped: its lock is released.
+        drop(held);
+        assert_eq!(sweep_all(&servers), 1);
+        assert!(!theirs.exists());
+        // A `.lock` that is a link is not followed, nor what it leads to locked.
+        let linked = other_instance(&home);
+        std::fs::remove_file(linked.join(LOCK)).unwrap();
+        let target = root.path().join("target");
+        std::fs::write(&target, "").unwrap();
+        symlink(&target, linked.join(LOCK)).unwrap();
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(linked.exists() && target.exists());
+    }
+
+    #[test]
+    fn this_warden_s_process_directories_are_locked_through_a_descriptor_no_child_inherits() {
+        let root = tempfile::tempdir().unwrap();
+        let servers = root.path().join("mcp-servers");
+        let home = servers.join("s");
+        let first = make(&home).unwrap();
         let second = make(&home).unwrap();
-        assert!(live.path().exists());
+        let name = first.path().file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&format!("run-{}-", *INSTANCE)), "{name}");
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(first.path().exists() && second.path().exists());
+        let lock = first.lock.as_ref().unwrap();
+        // SAFETY: `lock` is open.
+        let flags = unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0);
+        // Dropped outside a runtime: removed at once, and its lock released with it.
+        let path = first.path().to_path_buf();
+        drop(first);
+        assert!(!path.exists());
+        assert_eq!(sweep_all(&servers), 0);
         assert!(second.path().exists());
     }
 
@@ -308,7 +493,14 @@ mod tests {
     #[test]
     fn only_names_of_process_directories_name_an_owner() {
         let id = "0123456789abcdef0123456789abcdef";
-        assert_eq!(owner(OsStr::new(&format!("run-42-{id}"))), Some(42));
+        assert_eq!(
+            owner(OsStr::new(&format!("run-42-{id}"))),
+            Some(Owner::Pid(42))
+        );
+        assert_eq!(
+            owner(OsStr::new(&format!("run-{id}-{id}"))),
+            Some(Owner::Instance)
+        );
         for name in [
             "run-42",
             "run-x-y",
