@@ -120,6 +120,27 @@ pub struct FloorReset {
 }
 
 impl FloorReset {
+    /// The reset numbered `id` in the store, of `set`'s floor for `keys`, which stood at
+    /// `signed_ns` (raised at `raised_ms`).
+    pub(crate) fn new(
+        id: i64,
+        keys: String,
+        set: BundleSet,
+        (signed_ns, raised_ms): (i64, i64),
+        by: Resetter,
+    ) -> Self {
+        FloorReset {
+            id,
+            floor: StoredFloor {
+                trusted_keys: keys,
+                set,
+                signed_ns,
+                raised_ms,
+            },
+            by,
+        }
+    }
+
     /// What every Warden's audit record of the reset says of it (the operator's name and
     /// reason bounded as quoted text).
     pub fn detail(&self) -> serde_json::Value {

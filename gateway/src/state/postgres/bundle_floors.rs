@@ -122,16 +122,13 @@ impl BundleFloorRepository for PostgresStore {
                 .map_err(err())?
                 .get(0);
             tx.commit().await.map_err(err())?;
-            Ok(Some(FloorReset {
+            Ok(Some(FloorReset::new(
                 id,
-                floor: StoredFloor {
-                    trusted_keys: keys,
-                    set,
-                    signed_ns,
-                    raised_ms,
-                },
+                keys,
+                set,
+                (signed_ns, raised_ms),
                 by,
-            }))
+            )))
         }))
     }
 
@@ -154,21 +151,18 @@ impl BundleFloorRepository for PostgresStore {
             Ok(rows
                 .iter()
                 .filter_map(|row| {
-                    Some(FloorReset {
-                        id: row.get(0),
-                        floor: StoredFloor {
-                            trusted_keys: keys.clone(),
-                            set: BundleSet::named(row.get(1))?,
-                            signed_ns: row.get(2),
-                            raised_ms: row.get(3),
-                        },
-                        by: Resetter {
+                    Some(FloorReset::new(
+                        row.get(0),
+                        keys.clone(),
+                        BundleSet::named(row.get(1))?,
+                        (row.get(2), row.get(3)),
+                        Resetter {
                             by: row.get(4),
                             reason: row.get(5),
                             at_ms: row.get(6),
                             signature: row.get(7),
                         },
-                    })
+                    ))
                 })
                 .collect())
         }))

@@ -129,16 +129,13 @@ impl BundleFloorRepository for SqliteStore {
                 )
                 .map_err(failed())?;
             tx.commit().map_err(failed())?;
-            Ok(Some(FloorReset {
+            Ok(Some(FloorReset::new(
                 id,
-                floor: StoredFloor {
-                    trusted_keys: keys,
-                    set,
-                    signed_ns,
-                    raised_ms,
-                },
+                keys,
+                set,
+                (signed_ns, raised_ms),
                 by,
-            }))
+            )))
         }))
     }
 
@@ -174,16 +171,13 @@ impl BundleFloorRepository for SqliteStore {
                 let (id, bundle, signed_ns, raised_ms, by) = row.map_err(failed())?;
                 // The table's CHECK admits only the two names.
                 if let Some(set) = BundleSet::named(&bundle) {
-                    resets.push(FloorReset {
+                    resets.push(FloorReset::new(
                         id,
-                        floor: StoredFloor {
-                            trusted_keys: keys.clone(),
-                            set,
-                            signed_ns,
-                            raised_ms,
-                        },
+                        keys.clone(),
+                        set,
+                        (signed_ns, raised_ms),
                         by,
-                    });
+                    ));
                 }
             }
             Ok(resets)
