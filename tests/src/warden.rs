@@ -696,6 +696,37 @@ impl Warden {
     }
 }
 
+/// `warden ARGS…` (the binary under test, `RUST_LOG` unset) within `timeout`: whether it
+/// succeeded, its stdout and its stderr.
+pub async fn cli(args: &[&str], timeout: Duration) -> (bool, String, String) {
+    let mut cmd = Command::new(paths::warden_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    let out = run_bounded(cmd, timeout).await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `warden policy keygen` of a bundle signing key in `dir`: the private and the public key's
+/// paths.
+pub async fn bundle_keygen(dir: &Path) -> (String, String) {
+    let key = dir.join("bundle-signing.pem");
+    let (ok, out, err) = cli(
+        &["policy", "keygen", key.to_str().unwrap()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let public = dir.join("bundle-signing.pub");
+    assert!(public.is_file(), "{out}");
+    (
+        key.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    )
+}
+
 /// Runs `cmd` to completion within `timeout`, capturing its output.
 pub async fn run_bounded(mut cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);

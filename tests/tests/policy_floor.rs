@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::paths;
-use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
+use warden_e2e::warden::{Warden, WardenBuilder, bundle_keygen, cli, run_bounded};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,14 +21,7 @@ const OWN_FLOOR_LIFTED: &str = "signed: own floor lifted if at or below the old 
 
 /// Runs `warden <args>` (no configuration): its exit status, stdout and stderr.
 async fn warden(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = tokio::process::Command::new(paths::warden_bin());
-    cmd.args(args).env_remove("RUST_LOG");
-    let out = run_bounded(cmd, WAIT).await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli(args, WAIT).await
 }
 
 /// `warden policy floor ARGS… --config <w's>`: its exit status, stdout and stderr.
@@ -87,11 +79,7 @@ async fn wait_count(w: &Warden, count: usize, pred: impl Fn(&Value) -> bool) {
 #[tokio::test]
 async fn an_operator_resets_a_floor_and_the_older_bundle_loads_with_the_reset_named() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("bundle-signing.pem");
-    let (ok, out, err) = warden(&["policy", "keygen", key.to_str().unwrap()]).await;
-    assert!(ok, "{out}{err}");
-    let public = keys.path().join("bundle-signing.pub");
-    let key = key.to_str().unwrap().to_owned();
+    let (key, public) = bundle_keygen(keys.path()).await;
     let fake = FakeLlm::start().await.unwrap();
     let setup = WardenBuilder::new(&fake)
         .set("/policy/bundle/public_keys", json!([public]))

@@ -15,7 +15,7 @@ use serde_json::json;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::paths;
 use warden_e2e::stack::{Stack, openai_chat};
-use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
+use warden_e2e::warden::{Warden, WardenBuilder, bundle_keygen, cli};
 
 const SHADOW_FORBID: &str = r#"
 @id("e2e-shadow-forbid-gpt41")
@@ -26,14 +26,7 @@ forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-
 
 /// Runs `warden <args>` (no configuration) and returns its exit status, stdout and stderr.
 async fn warden(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = tokio::process::Command::new(paths::warden_bin());
-    cmd.args(args).env_remove("RUST_LOG");
-    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli(args, Duration::from_secs(30)).await
 }
 
 /// A non-streamed chat with `model`: the answer's status and the request's decision record.
@@ -165,23 +158,10 @@ async fn a_shadow_directory_is_judged_beside_the_enforced_set() {
     );
 }
 
-/// A key pair in `dir`: (private, public).
-async fn keygen(dir: &Path) -> (String, String) {
-    let key = dir.join("bundle-signing.pem");
-    let (ok, out, err) = warden(&["policy", "keygen", key.to_str().unwrap()]).await;
-    assert!(ok, "{out}{err}");
-    let public = dir.join("bundle-signing.pub");
-    assert!(public.is_file(), "{out}");
-    (
-        key.to_string_lossy().into_owned(),
-        public.to_string_lossy().into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn a_tampered_signed_bundle_is_refused_at_start_and_on_reload() {
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keys.path()).await;
+    let (key, public) = bundle_keygen(keys.path()).await;
     let fake = warden_e2e::fake_llm::FakeLlm::start().await.unwrap();
     let setup = warden_e2e::warden::WardenBuilder::new(&fake)
         .set("/policy/bundle/public_keys", json!([public]))
@@ -271,7 +251,7 @@ async fn a_tampered_signed_bundle_is_refused_at_start_and_on_reload() {
 #[tokio::test]
 async fn an_older_signed_bundle_put_back_is_refused_on_reload_and_at_restart() {
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keys.path()).await;
+    let (key, public) = bundle_keygen(keys.path()).await;
     let fake = FakeLlm::start().await.unwrap();
     let setup = WardenBuilder::new(&fake)
         .set("/policy/bundle/public_keys", json!([public]))
@@ -374,7 +354,7 @@ async fn an_older_signed_bundle_put_back_is_refused_on_reload_and_at_restart() {
 #[tokio::test]
 async fn a_replica_refuses_a_bundle_older_than_one_another_replica_loaded() {
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keys.path()).await;
+    let (key, public) = bundle_keygen(keys.path()).await;
     let pg = warden_e2e::postgres::Postgres::from_env();
     let state_url = pg.fresh_database("warden_e2e_bundle_floor");
     let fake = FakeLlm::start().await.unwrap();
