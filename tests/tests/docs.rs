@@ -171,16 +171,28 @@ fn the_mcp_servers_the_docs_pin_are_the_tested_versions() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// The first fenced block of `doc` after the line holding `marker`, without its fences.
-fn block_after(doc: &str, marker: &str) -> String {
+/// The fenced blocks of `doc` after the line holding `marker`, up to the next heading, without
+/// their fences.
+fn blocks_after(doc: &str, marker: &str) -> Vec<String> {
     let from = doc
         .find(marker)
         .unwrap_or_else(|| panic!("no {marker:?} in the document"));
-    let rest = &doc[from..];
-    let open = rest.find("```").expect("a fenced block after the marker");
-    let body = &rest[open..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    body[..body.find("```").expect("the block's end")].to_owned()
+    let mut blocks = Vec::new();
+    let mut block: Option<String> = None;
+    for line in doc[from..].lines().skip(1) {
+        match &mut block {
+            None if line.starts_with('#') => break,
+            None if line.starts_with("```") => block = Some(String::new()),
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(block.take()),
+            Some(text) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    assert!(!blocks.is_empty(), "no fenced block after {marker:?}");
+    blocks
 }
 
 /// The README's `warden.yaml` for the fake upstream, then tools.md's "Try it" MCP section added
@@ -190,7 +202,7 @@ fn block_after(doc: &str, marker: &str) -> String {
 async fn the_readme_and_try_it_configurations_load() {
     let root = repo_root();
     let readme = read(&root.join("README.md"));
-    let shell = block_after(&readme, "No provider key at hand?");
+    let shell = blocks_after(&readme, "No provider key at hand?").remove(0);
     let start = shell
         .find("<<'YAML'\n")
         .expect("the README writes warden.yaml with a here-document");
@@ -198,15 +210,26 @@ async fn the_readme_and_try_it_configurations_load() {
     let routes = &routes[..routes.find("\nYAML").expect("the here-document's end") + 1];
 
     let tools = read(&root.join("docs/tools.md"));
-    let try_it = block_after(&tools, "### Try it");
+    let try_it = blocks_after(&tools, "### Try it").remove(0);
     assert!(
         try_it.starts_with("# warden.yaml, beside the routes"),
         "{try_it}"
     );
 
+    let approvals = read(&root.join("docs/approvals.md"));
+    let approvals = blocks_after(&approvals, "### Try it").remove(0);
+    assert!(
+        approvals.starts_with("# warden.yaml, beside the routes"),
+        "{approvals}"
+    );
+
     for (name, config) in [
         ("README", routes.to_owned()),
         ("tools.md Try it", format!("{routes}{try_it}")),
+        (
+            "approvals.md Try it",
+            format!("{routes}{try_it}{approvals}"),
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&root.join("policies"), &dir.path().join("policies"));
@@ -237,4 +260,31 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// The policies approvals.md's Try it has a user add (an approval, and the `approval:decide`
+/// permit its operators need) keep the shipped decision tests passing: the baseline's own case
+/// for `approval:decide` must not be one they break.
+#[tokio::test]
+async fn the_approvals_try_it_policies_keep_the_shipped_tests_passing() {
+    let root = repo_root();
+    let approvals = read(&root.join("docs/approvals.md"));
+    let blocks = blocks_after(&approvals, "### Try it");
+    let cedar = blocks
+        .iter()
+        .find(|b| b.contains("approval:decide"))
+        .expect("approvals.md's Try it has an approval:decide permit");
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    copy_dir(&root.join("policies"), &policies);
+    std::fs::write(policies.join("approvals.cedar"), cedar).unwrap();
+    let mut cmd = tokio::process::Command::new(warden_bin());
+    cmd.args(["policy", "test"]).arg(&policies);
+    let out = run_bounded(cmd, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "with approvals.md's policies:\n{cedar}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
