@@ -657,12 +657,30 @@ fn schema_from_mcp(
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        end_quietly_on_a_closed_pipe();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("warden: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A command whose output goes to a reader that stops early (`warden policy test policies |
+/// head`) ends as every Unix tool does there, by SIGPIPE, instead of panicking in `println!`
+/// ("failed printing to stdout: Broken pipe", with a backtrace) or reporting the pipe as its
+/// error. Rust ignores SIGPIPE by default; `serve` keeps it ignored: it writes to sockets and
+/// to its MCP servers' pipes, where a peer gone is an error handled there, never a reason to
+/// stop the gateway.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: sets this process's SIGPIPE disposition to the default before any thread is
+    // started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
