@@ -212,6 +212,7 @@ pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
             config,
         } => return reset(&subject, yes, config),
     };
+    let hint = confirm_hint(&subject, config.as_deref());
     let config = super::load(config.as_deref())?;
     super::cli_runtime()?.block_on(async {
         let operator = operator(&config).await?;
@@ -236,11 +237,33 @@ pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
         println!("{}", &*enrolment.uri);
         eprintln!(
             "Add it to an authenticator app (scan the QR code or type {}), then confirm with \
-             `warden approvers enroll {subject} --confirm CODE`.",
+             `{hint}`.",
             &*enrolment.typed
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The command that confirms `subject`'s enrolment: with the configuration this one was given,
+/// so that the code is checked against the same state store.
+fn confirm_hint(subject: &str, config: Option<&std::path::Path>) -> String {
+    let quoted = |word: &str| {
+        if !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c))
+        {
+            word.to_owned()
+        } else {
+            format!("'{}'", word.replace('\'', r"'\''"))
+        }
+    };
+    let mut hint = format!("warden approvers enroll {} --confirm CODE", quoted(subject));
+    if let Some(path) = config {
+        hint.push_str(" -c ");
+        hint.push_str(&quoted(&path.to_string_lossy()));
+    }
+    hint
 }
 
 /// `warden approvers reset SUBJECT`.
@@ -267,4 +290,26 @@ fn reset(subject: &str, yes: bool, config: Option<PathBuf>) -> Result<ExitCode> 
         println!("removed {removed} of {subject}: they enrol again after a fresh sign-in");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirm_hint;
+    use std::path::Path;
+
+    #[test]
+    fn the_confirm_hint_keeps_the_configuration_it_was_given() {
+        assert_eq!(
+            confirm_hint("alice@example.com", Some(Path::new("warden.yaml"))),
+            "warden approvers enroll alice@example.com --confirm CODE -c warden.yaml"
+        );
+        assert_eq!(
+            confirm_hint("alice@example.com", None),
+            "warden approvers enroll alice@example.com --confirm CODE"
+        );
+        assert_eq!(
+            confirm_hint("Alice Smith", Some(Path::new("/etc/my warden/w.yaml"))),
+            "warden approvers enroll 'Alice Smith' --confirm CODE -c '/etc/my warden/w.yaml'"
+        );
+    }
 }
