@@ -693,7 +693,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { config } => check(config.as_deref()),
         Command::Policy {
             command: PolicyCommand::Validate { dir, config },
-        } => {
+        } => with_connector_note(config.as_deref(), || {
             let fragments = connector_actions(config.as_deref())?;
             let engine = warden::policy::PolicyEngine::load_with(&dir, &fragments)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -707,10 +707,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 engine.policy_count()
             );
             Ok(ExitCode::SUCCESS)
-        }
+        }),
         Command::Policy {
             command: PolicyCommand::Test { dir, config },
-        } => {
+        } => with_connector_note(config.as_deref(), || {
             let fragments = connector_actions(config.as_deref())?;
             let report = warden::policy::testing::run_tests_with(&dir, &fragments)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -720,7 +720,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
-        }
+        }),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -733,7 +733,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     audit,
                     config,
                 },
-        } => {
+        } => with_connector_note(config.as_deref(), || {
             let fragments = connector_actions(config.as_deref())?;
             match (decision, audit) {
                 (Some(id), Some(audit)) => {
@@ -748,7 +748,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     context.as_deref(),
                 ),
             }
-        }
+        }),
         Command::Policy {
             command:
                 PolicyCommand::Replay {
@@ -760,7 +760,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     fail_on,
                     config,
                 },
-        } => {
+        } => with_connector_note(config.as_deref(), || {
             let fragments = connector_actions(config.as_deref())?;
             let window = warden::audit::read::Filter {
                 since,
@@ -771,7 +771,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .or(policies_flag)
                 .context("name the candidate policy directory: warden policy replay DIR")?;
             cli_policy::replay(&policies, &fragments, &audit, &window, &fail_on)
-        }
+        }),
         Command::Policy {
             command: PolicyCommand::Bundle { dir, sign },
         } => cli_policy::bundle(&dir, &sign),
@@ -939,6 +939,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The schema declarations of the REST connectors the routes of the configuration at `path`
 /// use (none without one).
+/// Runs a policy command; when it ran without a configuration and its policies name an action
+/// it does not know, its error says that the actions of REST connectors (`github:issues.create`)
+/// are declared only with `--config`, from the routes that use them.
+fn with_connector_note(
+    config: Option<&Path>,
+    run: impl FnOnce() -> Result<ExitCode>,
+) -> Result<ExitCode> {
+    run().map_err(|e| match config {
+        None if format!("{e:#}").contains("unrecognized action") => anyhow::anyhow!(
+            "{e:#}\nnote: an action of a REST connector (`github:issues.create`) is declared \
+             only with --config, from the configuration whose routes use that connector: pass \
+             the file the gateway runs with (or set WARDEN_CONFIG)"
+        ),
+        _ => e,
+    })
+}
+
 fn connector_actions(path: Option<&Path>) -> Result<Vec<warden::policy::SchemaFragment>> {
     let Some(path) = path else {
         return Ok(Vec::new());
@@ -1588,6 +1605,27 @@ fn serve_failed(e: warden::server::ServeError) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_command_without_config_says_connector_actions_need_it() {
+        let unknown = || -> Result<ExitCode> {
+            bail!("policies/acme.cedar:2:47: unrecognized action `Action::\"acme:items.list\"`")
+        };
+        let without = with_connector_note(None, unknown).unwrap_err().to_string();
+        assert!(
+            without.starts_with("policies/acme.cedar:2:47: "),
+            "{without}"
+        );
+        assert!(without.contains("declared only with --config"), "{without}");
+        let with = with_connector_note(Some(Path::new("warden.yaml")), unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(!with.contains("--config"), "{with}");
+        let other = with_connector_note(None, || bail!("policies: no such directory"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(other, "policies: no such directory");
+    }
 
     /// Every argument of every subcommand, as `(command path, argument id)`, that `--help`
     /// shows without a sentence saying what it is.
