@@ -6,43 +6,38 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs `warden ARGS` with its stdout a pipe whose read end is already closed, so that its
-/// first write fails however fast it is.
-fn into_a_closed_pipe(args: &[&str]) -> std::process::Output {
+/// first write fails however fast it is, and checks that it ended by SIGPIPE, saying nothing.
+fn ends_quietly_into_a_closed_pipe(args: &[&str]) {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_warden"))
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .output()
-        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+fn policies() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    dir.to_str().unwrap().to_owned()
 }
 
 #[test]
 fn policy_test_into_a_closed_pipe_ends_by_sigpipe_without_a_panic() {
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let out = into_a_closed_pipe(&["policy", "test", policies.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGPIPE),
-        "{:?}: {stderr}",
-        out.status
-    );
-    assert!(stderr.is_empty(), "{stderr}");
+    ends_quietly_into_a_closed_pipe(&["policy", "test", &policies()]);
 }
 
 #[test]
 fn policy_validate_into_a_closed_pipe_ends_by_sigpipe_without_an_error() {
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let out = into_a_closed_pipe(&["policy", "validate", policies.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGPIPE),
-        "{:?}: {stderr}",
-        out.status
-    );
-    assert!(stderr.is_empty(), "{stderr}");
+    ends_quietly_into_a_closed_pipe(&["policy", "validate", &policies()]);
 }

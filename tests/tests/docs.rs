@@ -239,13 +239,7 @@ async fn the_readme_and_try_it_configurations_load() {
             .args(["check", "--config", "warden.yaml"])
             .env_remove("WARDEN_CONFIG")
             .env("OPENAI_API_KEY", "fake");
-        let out = run_bounded(cmd, Duration::from_secs(60)).await.unwrap();
-        assert!(
-            out.status.success(),
-            "{name}'s configuration does not load:\n{config}\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(cmd, &format!("{name}'s configuration:\n{config}")).await;
     }
 }
 
@@ -280,10 +274,15 @@ async fn the_approvals_try_it_policies_keep_the_shipped_tests_passing() {
     std::fs::write(policies.join("approvals.cedar"), cedar).unwrap();
     let mut cmd = tokio::process::Command::new(warden_bin());
     cmd.args(["policy", "test"]).arg(&policies);
+    succeeds(cmd, &format!("with approvals.md's policies:\n{cedar}")).await;
+}
+
+/// Runs `cmd` (a minute at most) and fails with `what`, its output and errors unless it succeeds.
+async fn succeeds(cmd: tokio::process::Command, what: &str) {
     let out = run_bounded(cmd, Duration::from_secs(60)).await.unwrap();
     assert!(
         out.status.success(),
-        "with approvals.md's policies:\n{cedar}\n{}{}",
+        "{what}\nstdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
