@@ -15,6 +15,7 @@ pub mod estimate;
 mod freshness;
 pub mod plausible;
 pub mod prices;
+pub mod reserve;
 pub mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use crate::action::{BudgetFacts, Principal};
 use crate::telemetry::metrics::Metrics;
 pub use config::{BudgetLimit, BudgetsConfig, OnStale, Period, Scope};
 pub use prices::BudgetError;
+pub use reserve::Reservation;
 
 /// The fleet's name in the spend table.
 pub const FLEET: &str = "*";
@@ -55,6 +57,12 @@ impl Spent {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.micro_usd = self.micro_usd.saturating_add(other.micro_usd);
+    }
+
+    fn sub(&mut self, other: Spent) {
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.micro_usd = self.micro_usd.saturating_sub(other.micro_usd);
     }
 
     fn is_zero(self) -> bool {
@@ -119,6 +127,8 @@ pub struct Ledger {
     /// How many times the gauges were reset (a new day): an entry's gauges made before the
     /// last reset are made again.
     resets: AtomicU64,
+    /// What the LLM calls in flight on this replica reserved ([`reserve`]).
+    reserved: Arc<reserve::Reserved>,
 }
 
 impl Ledger {
@@ -147,6 +157,7 @@ impl Ledger {
             remaining,
             fresh: freshness::Freshness::new(metrics),
             resets: AtomicU64::new(0),
+            reserved: Arc::new(reserve::Reserved::new(metrics)),
         }
     }
 
@@ -289,12 +300,25 @@ impl Ledger {
     }
 
     /// `principal`'s remaining budget at `now` (`context.budget`): each figure from the
-    /// tightest budget that bounds it; `None` when no budget is configured.
+    /// tightest budget that bounds it, what the calls in flight reserved counted as spent;
+    /// `None` when no budget is configured.
     pub fn facts(
         &self,
         config: &BudgetsConfig,
         principal: &Principal,
         now: SystemTime,
+    ) -> Option<BudgetFacts> {
+        self.facts_besides(config, principal, now, None)
+    }
+
+    /// [`Ledger::facts`] for the call that holds `own`: the other calls' reservations count as
+    /// spent, its own does not.
+    fn facts_besides(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+        own: Option<&Reservation>,
     ) -> Option<BudgetFacts> {
         if config.limits.is_empty() {
             return None;
@@ -302,7 +326,18 @@ impl Ledger {
         let mut facts = BudgetFacts::UNBOUNDED;
         for limit in &config.limits {
             for name in bounded(limit, principal) {
-                let spent = self.spent_of(limit.scope, name, limit.period, now);
+                let account = (
+                    limit.scope,
+                    Arc::clone(name),
+                    limit.period,
+                    index(limit.period, now),
+                );
+                let mut spent = self
+                    .spent
+                    .get(&account)
+                    .map(|e| e.total())
+                    .unwrap_or_default();
+                spent.add(self.reserved.on(&account, own));
                 facts.tighten(limit, spent);
             }
         }
