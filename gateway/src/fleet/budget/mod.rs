@@ -8,7 +8,8 @@
 //! waits for it; every `budgets.sync_interval` each replica adds what it charged to the state
 //! store and reads back every replica's totals ([`sync`]), so that all enforce the same
 //! remaining budget and a restart keeps what was spent. A response whose usage cannot be read
-//! is charged an estimate ([`estimate`]).
+//! is charged an estimate ([`estimate`]). While an LLM call is in flight its worst-case cost is
+//! reserved, and counted as spent by the calls judged meanwhile on this replica ([`reserve`]).
 
 pub mod config;
 pub mod estimate;
