@@ -17,6 +17,7 @@ mod freshness;
 pub mod plausible;
 pub mod prices;
 pub mod reserve;
+mod spent;
 pub mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,44 +33,14 @@ use crate::telemetry::metrics::Metrics;
 pub use config::{BudgetLimit, BudgetsConfig, OnStale, Period, Scope};
 pub use prices::BudgetError;
 pub use reserve::Reservation;
+use spent::Account;
+pub use spent::Spent;
 
 /// The fleet's name in the spend table.
 pub const FLEET: &str = "*";
 
 /// [`FLEET`], shared: looking an account up takes no allocation.
 static FLEET_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(FLEET));
-
-/// What was spent in one period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spent {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Millionths of a US dollar.
-    pub micro_usd: u64,
-}
-
-impl Spent {
-    /// Input and output tokens.
-    pub fn tokens(self) -> u64 {
-        self.input_tokens.saturating_add(self.output_tokens)
-    }
-
-    fn add(&mut self, other: Spent) {
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.micro_usd = self.micro_usd.saturating_add(other.micro_usd);
-    }
-
-    fn sub(&mut self, other: Spent) {
-        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
-        self.micro_usd = self.micro_usd.saturating_sub(other.micro_usd);
-    }
-
-    fn is_zero(self) -> bool {
-        self == Spent::default()
-    }
-}
 
 /// One account's spend as this replica knows it: the fleet's total at the last sync, what this
 /// replica charged since and has not stored yet, what it is storing now, and what it stored
@@ -103,9 +74,6 @@ impl Entry {
         total
     }
 }
-
-/// Whose spend, over which period, and which one (days or months since 1970).
-type Account = (Scope, Arc<str>, Period, u32);
 
 /// Accounts past which spend is not exported as metrics (a gauge cannot be summed into an
 /// `other` label); it is still counted.
@@ -365,6 +333,45 @@ impl Ledger {
             (a.0.as_str(), &a.1, a.2.as_str()).cmp(&(b.0.as_str(), &b.1, b.2.as_str()))
         });
         accounts
+    }
+
+    /// Reserves `input` and `output` tokens of `provider`'s `model` (priced as a charge would
+    /// price them, by the model asked for) on every account a budget of `config` bounds
+    /// `principal` by, in the periods holding `now`; `None` when no budget bounds it.
+    pub fn reserve(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        (provider, model): (&str, &str),
+        (input, output): (u64, u64),
+        now: SystemTime,
+    ) -> Option<Reservation> {
+        let mut accounts: Vec<Account> = Vec::new();
+        for limit in &config.limits {
+            for name in bounded(limit, principal) {
+                let account = (
+                    limit.scope,
+                    Arc::clone(name),
+                    limit.period,
+                    index(limit.period, now),
+                );
+                if !accounts.contains(&account) {
+                    accounts.push(account);
+                }
+            }
+        }
+        if accounts.is_empty() {
+            return None;
+        }
+        let amount = Spent {
+            input_tokens: input,
+            output_tokens: output,
+            micro_usd: config
+                .table
+                .cost_micro_usd(provider, model, input, output)
+                .unwrap_or(0),
+        };
+        Some(self.reserved.reserve(accounts, amount))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reservations: what the LLM calls in flight may still cost. Usage is known only when a
 //! response ends, so without them every call an agent starts while a budget has $1 left is
 //! judged on that same $1. Before an LLM call a budget bounds is judged, its worst-case cost is
-//! reserved on every account a budget bounds it by ([`Ledger::reserve`]); the calls judged
+//! reserved on every account a budget bounds it by (`Ledger::reserve`); the calls judged
 //! after it see that reservation as spent (`context.budget`, `exceeded` included), until its
 //! response ends, however it ends: then the real (or estimated) usage is charged and the
 //! [`Reservation`], dropped, gives its amount back — exactly once, being owned by the request.
@@ -21,8 +21,7 @@ use dashmap::DashMap;
 use prometheus::{Gauge, IntGauge};
 
 use super::plausible::Ceiling;
-use super::{Account, BudgetsConfig, Spent, bounded, index};
-use crate::action::Principal;
+use super::spent::{Account, Spent};
 use crate::protocol::{Endpoint, LlmRequest};
 use crate::telemetry::metrics::Metrics;
 
@@ -173,56 +172,21 @@ pub fn worst_case(
     Some((input, output))
 }
 
-impl super::Ledger {
-    /// Reserves `input` and `output` tokens of `provider`'s `model` (priced as a charge would
-    /// price them, by the model asked for) on every account a budget of `config` bounds
-    /// `principal` by, in the periods holding `now`; `None` when no budget bounds it.
-    pub fn reserve(
-        &self,
-        config: &BudgetsConfig,
-        principal: &Principal,
-        (provider, model): (&str, &str),
-        (input, output): (u64, u64),
-        now: std::time::SystemTime,
-    ) -> Option<Reservation> {
-        let mut accounts: Vec<Account> = Vec::new();
-        for limit in &config.limits {
-            for name in bounded(limit, principal) {
-                let account = (
-                    limit.scope,
-                    Arc::clone(name),
-                    limit.period,
-                    index(limit.period, now),
-                );
-                if !accounts.contains(&account) {
-                    accounts.push(account);
-                }
-            }
-        }
-        if accounts.is_empty() {
-            return None;
-        }
-        let amount = Spent {
-            input_tokens: input,
-            output_tokens: output,
-            micro_usd: config
-                .table
-                .cost_micro_usd(provider, model, input, output)
-                .unwrap_or(0),
-        };
+impl Reserved {
+    /// Reserves `amount` on each of `accounts` until the reservation is dropped.
+    pub(super) fn reserve(self: &Arc<Self>, accounts: Vec<Account>, amount: Spent) -> Reservation {
         for account in &accounts {
-            self.reserved
-                .by_account
+            self.by_account
                 .entry(account.clone())
                 .or_default()
                 .add(amount);
         }
-        self.reserved.totals(amount, true);
-        Some(Reservation {
-            reserved: Arc::clone(&self.reserved),
+        self.totals(amount, true);
+        Reservation {
+            reserved: Arc::clone(self),
             accounts,
             amount,
-        })
+        }
     }
 }
 

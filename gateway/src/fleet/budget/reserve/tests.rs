@@ -4,7 +4,7 @@
 use super::super::tests::{agent, config, ledger, noon};
 use super::*;
 use crate::action::BudgetFacts;
-use crate::fleet::budget::{Period, Scope};
+use crate::fleet::budget::{BudgetsConfig, Period, Scope};
 
 /// An agent's $1 and 10 000 tokens a day; gpt-4o at $2.50 and $10 per million tokens.
 fn dollar() -> BudgetsConfig {
