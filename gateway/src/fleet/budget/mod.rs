@@ -293,22 +293,14 @@ impl Ledger {
             return None;
         }
         let mut facts = BudgetFacts::UNBOUNDED;
-        for limit in &config.limits {
-            for name in bounded(limit, principal) {
-                let account = (
-                    limit.scope,
-                    Arc::clone(name),
-                    limit.period,
-                    index(limit.period, now),
-                );
-                let mut spent = self
-                    .spent
-                    .get(&account)
-                    .map(|e| e.total())
-                    .unwrap_or_default();
-                spent.add(self.reserved.on(&account, own));
-                facts.tighten(limit, spent);
-            }
+        for (limit, account) in bounding(config, principal, now) {
+            let mut spent = self
+                .spent
+                .get(&account)
+                .map(|e| e.total())
+                .unwrap_or_default();
+            spent.add(self.reserved.on(&account, own));
+            facts.tighten(limit, spent);
         }
         Some(facts)
     }
@@ -347,17 +339,9 @@ impl Ledger {
         now: SystemTime,
     ) -> Option<Reservation> {
         let mut accounts: Vec<Account> = Vec::new();
-        for limit in &config.limits {
-            for name in bounded(limit, principal) {
-                let account = (
-                    limit.scope,
-                    Arc::clone(name),
-                    limit.period,
-                    index(limit.period, now),
-                );
-                if !accounts.contains(&account) {
-                    accounts.push(account);
-                }
+        for (_, account) in bounding(config, principal, now) {
+            if !accounts.contains(&account) {
+                accounts.push(account);
             }
         }
         if accounts.is_empty() {
@@ -373,6 +357,26 @@ impl Ledger {
         };
         Some(self.reserved.reserve(accounts, amount))
     }
+}
+
+/// Each budget of `config` that bounds `principal`, with the account it bounds in the period
+/// holding `now`.
+fn bounding<'a>(
+    config: &'a BudgetsConfig,
+    principal: &'a Principal,
+    now: SystemTime,
+) -> impl Iterator<Item = (&'a BudgetLimit, Account)> + 'a {
+    config.limits.iter().flat_map(move |limit| {
+        bounded(limit, principal).map(move |name| {
+            let account = (
+                limit.scope,
+                Arc::clone(name),
+                limit.period,
+                index(limit.period, now),
+            );
+            (limit, account)
+        })
+    })
 }
 
 /// The names whose spend `limit` bounds for `principal`: its id, its groups, or the fleet.

@@ -22,7 +22,7 @@ use prometheus::{Gauge, IntGauge};
 
 use super::plausible::Ceiling;
 use super::spent::{Account, Spent};
-use crate::protocol::{Endpoint, LlmRequest};
+use crate::protocol::LlmRequest;
 use crate::telemetry::metrics::Metrics;
 
 /// What every call in flight on this replica has reserved, by account.
@@ -150,16 +150,7 @@ pub fn worst_case(
     ceiling: Option<&Ceiling>,
     default_output: u64,
 ) -> Option<(u64, u64)> {
-    let generates = match request.endpoint {
-        Endpoint::ChatCompletions
-        | Endpoint::Completions
-        | Endpoint::Responses
-        | Endpoint::Messages
-        | Endpoint::GenerateContent
-        | Endpoint::StreamGenerateContent => true,
-        Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => false,
-        Endpoint::ListModels | Endpoint::GetModel | Endpoint::CountTokens => return None,
-    };
+    let generates = super::estimate::generates(&request.endpoint)?;
     let input = ceiling
         .and_then(Ceiling::input)
         .unwrap_or(0)
