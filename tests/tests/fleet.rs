@@ -560,3 +560,107 @@ async fn a_whole_answer_too_large_to_read_its_usage_is_charged_an_estimate() {
     assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
     next_call_denied(&s).await;
 }
+
+/// The tokens this gateway's LLM calls in flight have reserved against budgets
+/// (`warden_budget_reserved_tokens`).
+async fn reserved_tokens(s: &Stack) -> u64 {
+    let metrics = s.warden.metrics().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_budget_reserved_tokens "))
+        .unwrap_or_else(|| panic!("no reservation gauge in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// The most input tokens an answer to `body` can be charged: a token per byte of the body as
+/// sent, plus the 8192 a provider may add around it (docs/fleet.md, "Usage an upstream
+/// reports").
+fn input_ceiling(body: &Value) -> u64 {
+    serde_json::to_vec(body).unwrap().len() as u64 + 8192
+}
+
+#[tokio::test]
+async fn a_call_judged_while_another_is_in_flight_counts_that_ones_worst_case_until_it_ends() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    // 5000 tokens a day: the first call's worst case (its input ceiling and 2000 output tokens)
+    // is past them, what it really spends far below.
+    let s = budgeted(5000).await;
+    let gate = s.fake.hold_streams();
+    let mut body = openai_chat("gpt-4o-mini", true);
+    body["max_tokens"] = json!(2000);
+    let mut first = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(first.status(), 200, "judged on the whole budget");
+    let id = request_id(&first);
+    // The provider holds the stream after its first chunks: the call is in flight.
+    read_events(&mut first, 1).await;
+    assert_eq!(reserved_tokens(&s).await, input_ceiling(&body) + 2000);
+
+    // A call judged now counts the first one's worst case as spent: the budget is exceeded.
+    next_call_denied(&s).await;
+    let record = s
+        .audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert_eq!(
+        record["policies"],
+        json!(["budget-exceeded-deny"]),
+        "{record}"
+    );
+
+    // The first call ends: its real usage is charged and its reservation given back.
+    gate.release();
+    let events = first.text().await.unwrap();
+    assert!(events.contains("[DONE]"), "{events}");
+    charged(&s, &id, PROMPT_TOKENS, COMPLETION_TOKENS).await;
+    assert_eq!(reserved_tokens(&s).await, 0);
+    let after = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    let after = after.text().await.unwrap();
+    assert!(
+        !after.contains("budget is spent") && after.contains("\"usage\""),
+        "judged on the tokens really spent: {after}"
+    );
+    assert_eq!(
+        s.upstream_requests(2).await.len(),
+        2,
+        "the denied call never reached the provider"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_its_agent_leaves_mid_way_gives_its_reservation_back_when_charged() {
+    let s = budgeted(100_000).await;
+    let gate = s.fake.hold_streams();
+    // The provider cuts the stream too, before its usage: an estimate is charged.
+    s.fake.cut_streams_after(2);
+    let mut streamed = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let id = request_id(&streamed);
+    let first = read_events(&mut streamed, 1).await;
+    // No output limit: the configured default (4096) is reserved.
+    let body = openai_chat("gpt-4o-mini", true);
+    assert_eq!(reserved_tokens(&s).await, input_ceiling(&body) + 4096);
+    drop(streamed);
+    gate.release();
+
+    let outcome = s.audit("outcome", |r| r["request_id"] == id).await.unwrap();
+    assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
+    // Charged the estimate of what Warden read (at least what the agent read), its
+    // reservation given back.
+    let output = outcome["outcome"]["output_tokens"].as_u64().unwrap();
+    assert!(output >= (first.len() as u64).div_ceil(4), "{outcome}");
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+}

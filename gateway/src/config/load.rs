@@ -501,6 +501,7 @@ mod tests {
                 "budgets",
                 "limits[].",
             ),
+            ("budgets: {reserve: {zz: 1}}", "budgets", "reserve."),
             (
                 "state: {postgres: {url: {env: U}, zz: 1}}",
                 "state",

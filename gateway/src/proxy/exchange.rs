@@ -3,7 +3,7 @@
 //! written.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response};
@@ -22,6 +22,7 @@ use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
 use crate::fleet::budget::estimate::Estimate;
 use crate::fleet::budget::plausible::{self, Ceiling, Implausible};
+use crate::fleet::budget::{BudgetsConfig, Reservation, reserve};
 use crate::fleet::limits::Permit;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
@@ -140,6 +141,9 @@ pub struct Exchange {
     asked_usage: bool,
     /// What usage an answer to this LLM request can report (`fleet/budget/plausible.rs`).
     ceiling: Option<Ceiling>,
+    /// This LLM call's worst-case cost, reserved against its agent's budgets until the
+    /// response ends (`fleet/budget/reserve.rs`).
+    reservation: Option<Reservation>,
     /// The agent reads trailers (`TE: trailers`).
     accepts_trailers: bool,
 }
@@ -208,6 +212,7 @@ impl Exchange {
             streamed: None,
             asked_usage: false,
             ceiling: None,
+            reservation: None,
             accepts_trailers: false,
         }
     }
@@ -644,6 +649,35 @@ impl Exchange {
         self.ceiling = Some(ceiling);
     }
 
+    /// recall: reserves this LLM call's worst-case cost (`fleet/budget/reserve.rs`) against
+    /// the budgets of `config` that bound `principal`, at `now`, before it is judged; held until
+    /// its response ends, however it ends.
+    pub fn reserve(&mut self, config: &BudgetsConfig, principal: &Principal, now: SystemTime) {
+        if config.limits.is_empty() || self.reservation.is_some() {
+            return;
+        }
+        let (Some(Shape::Llm(request)), Some(provider)) = (&self.shape, &self.provider) else {
+            return;
+        };
+        let Some(worst) = reserve::worst_case(
+            request,
+            self.ceiling.as_ref(),
+            config.reserve.default_output_tokens,
+        ) else {
+            return;
+        };
+        let model = self.model.as_deref().unwrap_or("");
+        self.reservation =
+            self.shared
+                .budgets
+                .reserve(config, principal, (provider, model), worst, now);
+    }
+
+    /// What this call reserved against its budgets ([`Exchange::reserve`]).
+    pub fn reservation(&self) -> Option<&Reservation> {
+        self.reservation.as_ref()
+    }
+
     /// Whether Warden asked for a usage the agent did not ([`Exchange::ask_usage`]).
     pub fn asked_usage(&self) -> bool {
         self.asked_usage
@@ -680,6 +714,7 @@ impl Exchange {
             ceiling: self.ceiling,
             spans: self.spans(status, None),
             permit: self.permit.take(),
+            reservation: self.reservation.take(),
             streamed: self.streamed.take(),
         }
     }
@@ -1105,6 +1140,9 @@ pub struct PendingOutcome {
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
     permit: Option<Permit>,
+    /// The call's worst-case cost reserved against its budgets, given back once its usage is
+    /// charged (or when this is dropped uncompleted).
+    reservation: Option<Reservation>,
     /// What was redacted in a streamed request body.
     streamed: Option<StreamFindings>,
 }
@@ -1156,6 +1194,8 @@ impl Complete for PendingOutcome {
                 std::time::SystemTime::now(),
             );
         }
+        // Charged, its reservation is given back: never a moment when neither counts.
+        drop(self.reservation.take());
         let response_model = usage
             .model
             .as_deref()

@@ -34,6 +34,7 @@ pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
 use stages::{
     Held, context, decide, hold, inspect, inspect_head, limit, quarantine, read_body, recall,
+    reserve,
 };
 
 use crate::action::{Action, Facts, Principal};
@@ -137,6 +138,7 @@ async fn walk(
     ex.read_content_type(&request.head.headers);
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
+    reserve(snap, ex, &action);
     recall(
         snap,
         ex,

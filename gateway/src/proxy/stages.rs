@@ -199,8 +199,10 @@ pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Resu
 
 /// Session: what the agent's session did before `action` (`context.session`), when a loaded
 /// policy reads it; the action is remembered in it once decided and not denied. And what the
-/// agent has left of its budgets (`context.budget`), when a loaded policy reads that: refused
-/// when the fleet's spend is too old to decide on (`budgets.on_stale: refuse`).
+/// agent has left of its budgets (`context.budget`), when a loaded policy reads that, the
+/// other calls in flight's reservations counted as spent (an LLM call reserves its own first:
+/// [`reserve`]): refused when the fleet's spend is too old to decide on
+/// (`budgets.on_stale: refuse`).
 pub(super) fn recall(
     snap: &Snapshot,
     ex: &Exchange,
@@ -212,6 +214,7 @@ pub(super) fn recall(
             &snap.config.budgets,
             &action.principal,
             action.context.time,
+            ex.reservation(),
         )?;
     }
     if snap.policy.reads_session() {
@@ -222,6 +225,14 @@ pub(super) fn recall(
         action.context.session = Some(Box::new(facts));
     }
     Ok(())
+}
+
+/// Reserve: an LLM call a budget bounds reserves its worst-case cost before it is judged, so
+/// that every call judged after it counts it as spent until its response ends
+/// (`fleet/budget/reserve.rs`). Reserved before, not after, the decision: two calls judged at
+/// once each see the other's (the later always sees the earlier's), never the same budget twice.
+pub(super) fn reserve(snap: &Snapshot, ex: &mut Exchange, action: &Action) {
+    ex.reserve(&snap.config.budgets, &action.principal, action.context.time);
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;

@@ -31,6 +31,8 @@ pub struct BudgetsConfig {
     /// `budgets.drain_bytes`: how many more bytes of a response are read, for its usage, once
     /// its agent has gone.
     pub drain_bytes: u64,
+    /// `budgets.reserve`: what an LLM call in flight reserves against its budgets.
+    pub reserve: ReserveConfig,
     /// The price table in force (`prices`, else the shipped one), read when the configuration
     /// is loaded.
     pub table: Arc<Prices>,
@@ -46,6 +48,7 @@ impl Default for BudgetsConfig {
             on_stale: OnStale::Refuse,
             drain_timeout: DRAIN_TIMEOUT,
             drain_bytes: DRAIN_BYTES,
+            reserve: ReserveConfig::default(),
             table: Arc::new(Prices::shipped()),
         }
     }
@@ -65,6 +68,7 @@ struct RawBudgets {
     #[serde(with = "humantime_serde")]
     drain_timeout: Duration,
     drain_bytes: u64,
+    reserve: ReserveConfig,
 }
 
 impl Default for RawBudgets {
@@ -77,9 +81,31 @@ impl Default for RawBudgets {
             on_stale: OnStale::Refuse,
             drain_timeout: DRAIN_TIMEOUT,
             drain_bytes: DRAIN_BYTES,
+            reserve: ReserveConfig::default(),
         }
     }
 }
+
+/// `budgets.reserve`: what an LLM call reserves against its agent's budgets while it is in
+/// flight (`reserve.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReserveConfig {
+    /// `budgets.reserve.default_output_tokens`: the output tokens reserved for a call that
+    /// sets no output limit (`max_tokens` and the like).
+    pub default_output_tokens: u64,
+}
+
+impl Default for ReserveConfig {
+    fn default() -> Self {
+        ReserveConfig {
+            default_output_tokens: DEFAULT_OUTPUT_TOKENS,
+        }
+    }
+}
+
+/// `budgets.reserve.default_output_tokens` unless set.
+const DEFAULT_OUTPUT_TOKENS: u64 = 4096;
 
 /// `budgets.sync_interval` unless set.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -136,6 +162,7 @@ impl TryFrom<RawBudgets> for BudgetsConfig {
             on_stale: raw.on_stale,
             drain_timeout: raw.drain_timeout,
             drain_bytes: raw.drain_bytes,
+            reserve: raw.reserve,
             table: Arc::new(table),
         })
     }
@@ -247,6 +274,14 @@ impl BudgetsConfig {
                 ),
             ));
         }
+        if self.reserve.default_output_tokens == 0 {
+            errors.push((
+                "budgets.reserve.default_output_tokens".to_owned(),
+                "must be at least 1: a call that sets no output limit can generate tokens, and \
+                 reserving none would let calls in flight overspend a budget unseen"
+                    .into(),
+            ));
+        }
         for (i, limit) in self.limits.iter().enumerate() {
             let key = format!("budgets.limits[{i}]");
             match (limit.scope, &limit.name) {
@@ -348,5 +383,21 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(parse("limit: []").is_err());
+        assert!(parse("reserve: { default_output: 10 }").is_err());
+    }
+
+    #[test]
+    fn the_default_output_reserved_is_4096_unless_set_and_never_zero() {
+        assert_eq!(
+            parse("{}").expect("parses").reserve.default_output_tokens,
+            4096
+        );
+        let config = parse("reserve: { default_output_tokens: 1000 }").expect("parses");
+        assert_eq!(config.reserve.default_output_tokens, 1000);
+        let errors = parse("reserve: { default_output_tokens: 0 }")
+            .expect("parses")
+            .validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "budgets.reserve.default_output_tokens");
     }
 }

@@ -26,24 +26,29 @@ pub struct Estimate {
     generates: bool,
 }
 
+/// Whether an answer from `endpoint` has output tokens (generation, not embeddings); `None`
+/// for calls that cost nothing (model lists, token counts).
+pub fn generates(endpoint: &Endpoint) -> Option<bool> {
+    match endpoint {
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Responses
+        | Endpoint::Messages
+        | Endpoint::GenerateContent
+        | Endpoint::StreamGenerateContent => Some(true),
+        Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => Some(false),
+        Endpoint::ListModels | Endpoint::GetModel | Endpoint::CountTokens => None,
+    }
+}
+
 impl Estimate {
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
     /// token counts).
     pub fn of(request: &LlmRequest) -> Option<Estimate> {
-        let generates = match request.endpoint {
-            Endpoint::ChatCompletions
-            | Endpoint::Completions
-            | Endpoint::Responses
-            | Endpoint::Messages
-            | Endpoint::GenerateContent
-            | Endpoint::StreamGenerateContent => true,
-            Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => false,
-            Endpoint::ListModels | Endpoint::GetModel | Endpoint::CountTokens => return None,
-        };
         Some(Estimate {
             input_tokens: request.input_tokens,
             max_output: request.max_tokens,
-            generates,
+            generates: generates(&request.endpoint)?,
         })
     }
 

@@ -8,13 +8,16 @@
 //! waits for it; every `budgets.sync_interval` each replica adds what it charged to the state
 //! store and reads back every replica's totals ([`sync`]), so that all enforce the same
 //! remaining budget and a restart keeps what was spent. A response whose usage cannot be read
-//! is charged an estimate ([`estimate`]).
+//! is charged an estimate ([`estimate`]). While an LLM call is in flight its worst-case cost is
+//! reserved, and counted as spent by the calls judged meanwhile on this replica ([`reserve`]).
 
 pub mod config;
 pub mod estimate;
 mod freshness;
 pub mod plausible;
 pub mod prices;
+pub mod reserve;
+mod spent;
 pub mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,38 +32,15 @@ use crate::action::{BudgetFacts, Principal};
 use crate::telemetry::metrics::Metrics;
 pub use config::{BudgetLimit, BudgetsConfig, OnStale, Period, Scope};
 pub use prices::BudgetError;
+pub use reserve::Reservation;
+use spent::Account;
+pub use spent::Spent;
 
 /// The fleet's name in the spend table.
 pub const FLEET: &str = "*";
 
 /// [`FLEET`], shared: looking an account up takes no allocation.
 static FLEET_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(FLEET));
-
-/// What was spent in one period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spent {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Millionths of a US dollar.
-    pub micro_usd: u64,
-}
-
-impl Spent {
-    /// Input and output tokens.
-    pub fn tokens(self) -> u64 {
-        self.input_tokens.saturating_add(self.output_tokens)
-    }
-
-    fn add(&mut self, other: Spent) {
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.micro_usd = self.micro_usd.saturating_add(other.micro_usd);
-    }
-
-    fn is_zero(self) -> bool {
-        self == Spent::default()
-    }
-}
 
 /// One account's spend as this replica knows it: the fleet's total at the last sync, what this
 /// replica charged since and has not stored yet, what it is storing now, and what it stored
@@ -95,9 +75,6 @@ impl Entry {
     }
 }
 
-/// Whose spend, over which period, and which one (days or months since 1970).
-type Account = (Scope, Arc<str>, Period, u32);
-
 /// Accounts past which spend is not exported as metrics (a gauge cannot be summed into an
 /// `other` label); it is still counted.
 const METRIC_ACCOUNTS_MAX: usize = 4096;
@@ -119,6 +96,8 @@ pub struct Ledger {
     /// How many times the gauges were reset (a new day): an entry's gauges made before the
     /// last reset are made again.
     resets: AtomicU64,
+    /// What the LLM calls in flight on this replica reserved ([`reserve`]).
+    reserved: Arc<reserve::Reserved>,
 }
 
 impl Ledger {
@@ -147,6 +126,7 @@ impl Ledger {
             remaining,
             fresh: freshness::Freshness::new(metrics),
             resets: AtomicU64::new(0),
+            reserved: Arc::new(reserve::Reserved::new(metrics)),
         }
     }
 
@@ -289,22 +269,38 @@ impl Ledger {
     }
 
     /// `principal`'s remaining budget at `now` (`context.budget`): each figure from the
-    /// tightest budget that bounds it; `None` when no budget is configured.
+    /// tightest budget that bounds it, what the calls in flight reserved counted as spent;
+    /// `None` when no budget is configured.
     pub fn facts(
         &self,
         config: &BudgetsConfig,
         principal: &Principal,
         now: SystemTime,
     ) -> Option<BudgetFacts> {
+        self.facts_besides(config, principal, now, None)
+    }
+
+    /// [`Ledger::facts`] for the call that holds `own`: the other calls' reservations count as
+    /// spent, its own does not.
+    fn facts_besides(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+        own: Option<&Reservation>,
+    ) -> Option<BudgetFacts> {
         if config.limits.is_empty() {
             return None;
         }
         let mut facts = BudgetFacts::UNBOUNDED;
-        for limit in &config.limits {
-            for name in bounded(limit, principal) {
-                let spent = self.spent_of(limit.scope, name, limit.period, now);
-                facts.tighten(limit, spent);
-            }
+        for (limit, account) in bounding(config, principal, now) {
+            let mut spent = self
+                .spent
+                .get(&account)
+                .map(|e| e.total())
+                .unwrap_or_default();
+            spent.add(self.reserved.on(&account, own));
+            facts.tighten(limit, spent);
         }
         Some(facts)
     }
@@ -330,6 +326,57 @@ impl Ledger {
         });
         accounts
     }
+
+    /// Reserves `input` and `output` tokens of `provider`'s `model` (priced as a charge would
+    /// price them, by the model asked for) on every account a budget of `config` bounds
+    /// `principal` by, in the periods holding `now`; `None` when no budget bounds it.
+    pub fn reserve(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        (provider, model): (&str, &str),
+        (input, output): (u64, u64),
+        now: SystemTime,
+    ) -> Option<Reservation> {
+        let mut accounts: Vec<Account> = Vec::new();
+        for (_, account) in bounding(config, principal, now) {
+            if !accounts.contains(&account) {
+                accounts.push(account);
+            }
+        }
+        if accounts.is_empty() {
+            return None;
+        }
+        let amount = Spent {
+            input_tokens: input,
+            output_tokens: output,
+            micro_usd: config
+                .table
+                .cost_micro_usd(provider, model, input, output)
+                .unwrap_or(0),
+        };
+        Some(self.reserved.reserve(accounts, amount))
+    }
+}
+
+/// Each budget of `config` that bounds `principal`, with the account it bounds in the period
+/// holding `now`.
+fn bounding<'a>(
+    config: &'a BudgetsConfig,
+    principal: &'a Principal,
+    now: SystemTime,
+) -> impl Iterator<Item = (&'a BudgetLimit, Account)> + 'a {
+    config.limits.iter().flat_map(move |limit| {
+        bounded(limit, principal).map(move |name| {
+            let account = (
+                limit.scope,
+                Arc::clone(name),
+                limit.period,
+                index(limit.period, now),
+            );
+            (limit, account)
+        })
+    })
 }
 
 /// The names whose spend `limit` bounds for `principal`: its id, its groups, or the fleet.

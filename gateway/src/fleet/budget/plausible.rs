@@ -98,6 +98,11 @@ impl Ceiling {
         }
     }
 
+    /// The most input tokens the answer can be charged, when the request bounds them.
+    pub fn input(&self) -> Option<u64> {
+        self.input
+    }
+
     /// Clamps what `usage` reports to the ceiling: the figures that were past it.
     pub fn clamp(&self, usage: &mut Usage) -> Vec<Implausible> {
         let mut past = Vec::new();

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::action::{BudgetFacts, Principal};
 use crate::fleet::budget::config::OnStale;
-use crate::fleet::budget::{BudgetsConfig, Ledger, Period, Scope, Spent, bounded, index};
+use crate::fleet::budget::{
+    BudgetsConfig, Ledger, Period, Reservation, Scope, Spent, bounded, index,
+};
 
 /// Budget decisions were refused: the fleet's spend is too old to decide on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,41 +38,57 @@ impl BudgetUnknown {
 }
 
 impl Ledger {
-    /// `principal`'s remaining budget at `now` for a decision (`context.budget`): the fleet's
-    /// totals when they are fresh; past `budgets.stale_after`, a refusal or this replica's
-    /// share, as `budgets.on_stale` says. `None` when no budget is configured.
+    /// `principal`'s remaining budget at `now` for a decision (`context.budget`) of the call
+    /// that holds `own` (the others' reservations counted as spent): the fleet's totals when
+    /// they are fresh; past `budgets.stale_after`, a refusal or this replica's share, as
+    /// `budgets.on_stale` says. `None` when no budget is configured.
     pub fn judge(
         &self,
         config: &BudgetsConfig,
         principal: &Principal,
         now: SystemTime,
+        own: Option<&Reservation>,
     ) -> Result<Option<BudgetFacts>, BudgetUnknown> {
         let Some(stale_for) = self.fresh.stale_for(config, now) else {
-            return Ok(self.facts(config, principal, now));
+            return Ok(self.facts_besides(config, principal, now, own));
         };
         let bounding = config
             .limits
             .iter()
             .any(|limit| bounded(limit, principal).next().is_some());
         match config.on_stale {
-            _ if !bounding => Ok(self.facts(config, principal, now)),
+            _ if !bounding => Ok(self.facts_besides(config, principal, now, own)),
             OnStale::Refuse => Err(BudgetUnknown {
                 stale_for,
                 stale_after: config.stale_after,
             }),
-            OnStale::Share => Ok(Some(self.share(config, principal, now))),
+            OnStale::Share => Ok(Some(self.share(config, principal, now, own))),
         }
     }
 
     /// `principal`'s remaining budget when the others' spend is unknown: of what each budget
     /// had left at the last read, 1/N is this replica's (N the replicas seen then), the rest
-    /// counted as spent by the others.
-    fn share(&self, config: &BudgetsConfig, principal: &Principal, now: SystemTime) -> BudgetFacts {
+    /// counted as spent by the others; what this replica's calls in flight reserved (but
+    /// `own`) counted as its own spend.
+    fn share(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+        own: Option<&Reservation>,
+    ) -> BudgetFacts {
         let replicas = self.fresh.replicas.load(Ordering::Relaxed).max(1);
         let mut facts = BudgetFacts::UNBOUNDED;
         for limit in &config.limits {
             for name in bounded(limit, principal) {
-                let (read, own) = self.split(limit.scope, name, limit.period, now);
+                let (read, mut mine) = self.split(limit.scope, name, limit.period, now);
+                let account = (
+                    limit.scope,
+                    std::sync::Arc::clone(name),
+                    limit.period,
+                    index(limit.period, now),
+                );
+                mine.add(self.reserved.on(&account, own));
                 let others = |limit: Option<u64>, read: u64| {
                     let left = limit.map_or(0, |l| l.saturating_sub(read));
                     left - left / replicas
@@ -80,12 +98,12 @@ impl Ledger {
                     input_tokens: read
                         .tokens()
                         .saturating_add(others(limit.tokens, read.tokens()))
-                        .saturating_add(own.tokens()),
+                        .saturating_add(mine.tokens()),
                     output_tokens: 0,
                     micro_usd: read
                         .micro_usd
                         .saturating_add(others(usd, read.micro_usd))
-                        .saturating_add(own.micro_usd),
+                        .saturating_add(mine.micro_usd),
                 };
                 facts.tighten(limit, assumed);
             }

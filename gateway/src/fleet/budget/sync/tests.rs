@@ -180,7 +180,9 @@ async fn past_stale_after_without_a_read_budget_decisions_are_refused_until_it_a
     a.sync(&*store, Some(&config), noon()).await.unwrap();
     store.set_down(true);
     assert!(a.sync(&*store, Some(&config), at(2)).await.is_err());
-    let facts = a.judge(&config, &bot, at(2)).expect("within stale_after");
+    let facts = a
+        .judge(&config, &bot, at(2), None)
+        .expect("within stale_after");
     assert_eq!(facts.unwrap().tokens_left, 10_000);
     assert_eq!(a.fresh.gauge.get(), 0);
     assert!(a.sync(&*store, Some(&config), at(4)).await.is_err());
@@ -189,7 +191,9 @@ async fn past_stale_after_without_a_read_budget_decisions_are_refused_until_it_a
         1,
         "stale is shown as soon as a tick fails past it"
     );
-    let refused = a.judge(&config, &bot, at(4)).expect_err("fails closed");
+    let refused = a
+        .judge(&config, &bot, at(4), None)
+        .expect_err("fails closed");
     assert_eq!(refused.stale_for, Duration::from_secs(4));
     let message = refused.to_string();
     assert!(
@@ -202,12 +206,12 @@ async fn past_stale_after_without_a_read_budget_decisions_are_refused_until_it_a
         PRICES,
     );
     let free = a
-        .judge(&config_for_bot_only, &agent("free", &[]), at(4))
+        .judge(&config_for_bot_only, &agent("free", &[]), at(4), None)
         .expect("no budget bounds it");
     assert_eq!(free.unwrap().tokens_left, super::super::UNLIMITED);
     store.set_down(false);
     a.sync(&*store, Some(&config), at(5)).await.unwrap();
-    assert!(a.judge(&config, &bot, at(5)).is_ok(), "fresh again");
+    assert!(a.judge(&config, &bot, at(5), None).is_ok(), "fresh again");
     assert_eq!(a.fresh.gauge.get(), 0);
 }
 
@@ -226,23 +230,30 @@ async fn with_on_stale_share_a_replica_spends_its_share_of_what_was_left() {
     a.sync(&*store, Some(&config), noon()).await.unwrap();
     store.set_down(true);
     // Fresh: the fleet's 9000 left.
-    let facts = a.judge(&config, &bot, at(1)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(1), None).unwrap().unwrap();
     assert_eq!(facts.tokens_left, 9000);
     // Stale: a third of it, this replica's spend since counted against it.
-    let facts = a.judge(&config, &bot, at(4)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(4), None).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (3000, false));
     a.charge(&config, &bot, ("p", "m", None), (2000, 0), at(4));
     assert!(a.sync(&*store, Some(&config), at(4)).await.is_err());
-    let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(5), None).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (1000, false));
+    // A call in flight on this replica spends its share too, for the calls judged after it.
+    let reserved = a.reserve(&config, &bot, ("p", "m"), (400, 0), at(5));
+    let facts = a.judge(&config, &bot, at(5), reserved.as_ref()).unwrap();
+    assert_eq!(facts.unwrap().tokens_left, 1000);
+    let facts = a.judge(&config, &bot, at(5), None).unwrap().unwrap();
+    assert_eq!(facts.tokens_left, 600);
+    drop(reserved);
     a.charge(&config, &bot, ("p", "m", None), (1000, 0), at(5));
-    let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(5), None).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (0, true));
     assert_eq!(facts.used_ratio_percent, 100);
     // Back: the fleet's totals again (this replica's 4000 stored, 6000 left).
     store.set_down(false);
     a.sync(&*store, Some(&config), at(6)).await.unwrap();
-    let facts = a.judge(&config, &bot, at(6)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(6), None).unwrap().unwrap();
     assert_eq!(facts.tokens_left, 6000);
 }
 
@@ -264,6 +275,6 @@ async fn stored_but_unread_spend_counts_as_this_replicas_own_when_stale() {
     a.settle();
     store.set_down(true);
     // Of the 10 000 left at the last read, half is A's, and A spent 1000 of it since.
-    let facts = a.judge(&config, &bot, at(4)).unwrap().unwrap();
+    let facts = a.judge(&config, &bot, at(4), None).unwrap().unwrap();
     assert_eq!(facts.tokens_left, 4000);
 }

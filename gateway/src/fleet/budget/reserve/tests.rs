@@ -1,0 +1,183 @@
+//! Reservations: a call in flight counts as spent for the calls judged after it, not for
+//! itself, and is given back exactly once, however its response ends.
+
+use super::super::tests::{agent, config, ledger, noon};
+use super::*;
+use crate::action::BudgetFacts;
+use crate::fleet::budget::{BudgetsConfig, Period, Scope};
+
+/// An agent's $1 and 10 000 tokens a day; gpt-4o at $2.50 and $10 per million tokens.
+fn dollar() -> BudgetsConfig {
+    config(
+        "limits:\n\
+         - { scope: agent, name: '*', period: day, usd: 1 }\n\
+         - { scope: agent, name: '*', period: day, tokens: 10000 }\n",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    )
+}
+
+const GPT4O: (&str, &str) = ("openai", "gpt-4o");
+
+fn judged(ledger: &super::super::Ledger, own: Option<&Reservation>) -> BudgetFacts {
+    ledger
+        .judge(&dollar(), &agent("a", &[]), noon(), own)
+        .expect("fresh")
+        .expect("bounded")
+}
+
+#[test]
+fn a_call_judged_while_another_is_in_flight_sees_its_reservation_as_spent() {
+    let ledger = ledger();
+    let a = agent("a", &[]);
+    // 1000 input and 4000 output tokens: $0.0025 + $0.04.
+    let first = ledger
+        .reserve(&dollar(), &a, GPT4O, (1000, 4000), noon())
+        .expect("a budget bounds the agent");
+    assert_eq!(first.amount().micro_usd, 42_500);
+    // The first call is judged on the whole budget: its own reservation is not spent yet.
+    let own = judged(&ledger, Some(&first));
+    assert_eq!(
+        (own.cost_left_micro_usd, own.tokens_left),
+        (1_000_000, 10_000)
+    );
+    // The second, started while the first is in flight, is judged on what the first leaves.
+    let second = ledger
+        .reserve(&dollar(), &a, GPT4O, (1000, 4000), noon())
+        .expect("reserved");
+    let after = judged(&ledger, Some(&second));
+    assert_eq!(after.cost_left_micro_usd, 1_000_000 - 42_500);
+    assert_eq!((after.tokens_left, after.used_ratio_percent), (5000, 50));
+    assert!(!after.exceeded);
+    // A third sees both: the tokens budget is spent by the calls in flight.
+    let third = judged(&ledger, None);
+    assert_eq!(third.tokens_left, 0);
+    assert!(third.exceeded, "{third:?}");
+    // Another agent's budget is its own.
+    let b = ledger
+        .judge(&dollar(), &agent("b", &[]), noon(), None)
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(b.tokens_left, 10_000);
+    drop((first, second));
+}
+
+#[test]
+fn a_reservation_is_given_back_when_dropped_and_the_gauges_follow() {
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    let ledger = super::super::Ledger::new(&metrics);
+    let a = agent("a", &[]);
+    let gauge = |name: &str| {
+        metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let first = ledger.reserve(&dollar(), &a, GPT4O, (1000, 4000), noon());
+    let second = ledger.reserve(&dollar(), &a, GPT4O, (0, 1000), noon());
+    assert_eq!(
+        gauge("warden_budget_reserved_usd"),
+        "warden_budget_reserved_usd 0.0525"
+    );
+    assert_eq!(
+        gauge("warden_budget_reserved_tokens"),
+        "warden_budget_reserved_tokens 6000"
+    );
+    drop(first);
+    assert_eq!(judged(&ledger, None).tokens_left, 9000);
+    drop(second);
+    assert_eq!(judged(&ledger, None).tokens_left, 10_000);
+    assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
+    assert_eq!(
+        gauge("warden_budget_reserved_usd"),
+        "warden_budget_reserved_usd 0"
+    );
+    assert_eq!(
+        gauge("warden_budget_reserved_tokens"),
+        "warden_budget_reserved_tokens 0"
+    );
+}
+
+#[test]
+fn the_charge_replaces_the_reservation_and_counts_once() {
+    let ledger = ledger();
+    let config = dollar();
+    let a = agent("a", &["research"]);
+    let reserved = ledger
+        .reserve(&config, &a, GPT4O, (1000, 4000), noon())
+        .expect("reserved");
+    // The response ends: its real usage is charged, then the reservation given back.
+    ledger.charge(&config, &a, ("openai", "gpt-4o", None), (1000, 200), noon());
+    drop(reserved);
+    let facts = judged(&ledger, None);
+    assert_eq!(facts.tokens_left, 10_000 - 1200);
+    assert_eq!(facts.cost_left_micro_usd, 1_000_000 - 4500);
+    // Reservations are not spend: the ledger's spend is the charge alone.
+    assert_eq!(
+        ledger
+            .spent(Scope::Agent, "a", Period::Day, noon())
+            .tokens(),
+        1200
+    );
+}
+
+#[test]
+fn only_what_a_budget_bounds_is_reserved() {
+    let ledger = ledger();
+    let config = config(
+        "limits: [{ scope: group, name: research, period: month, tokens: 100 }]",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    );
+    // No budget bounds an agent outside the group: nothing reserved.
+    assert!(
+        ledger
+            .reserve(&config, &agent("a", &[]), GPT4O, (10, 10), noon())
+            .is_none()
+    );
+    let reserved = ledger
+        .reserve(&config, &agent("b", &["research"]), GPT4O, (10, 10), noon())
+        .expect("the group's budget bounds it");
+    assert_eq!(ledger.reserved.by_account.len(), 1);
+    // Another member of the group sees it.
+    let other = ledger
+        .judge(&config, &agent("c", &["research"]), noon(), None)
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(other.tokens_left, 80);
+    drop(reserved);
+}
+
+#[test]
+fn the_worst_case_is_the_input_ceiling_and_the_output_limit_or_the_default() {
+    use crate::protocol::{Endpoint, LlmRequest};
+    let request = |endpoint: Endpoint, max: Option<u64>| LlmRequest {
+        max_tokens: max,
+        input_tokens: 9,
+        ..LlmRequest::bare(endpoint)
+    };
+    let body = br#"{"messages":[{"role":"user","content":"Hello"}]}"#;
+    let chat = request(Endpoint::ChatCompletions, Some(300));
+    let ceiling = Ceiling::of(&chat, body);
+    let input_max = body.len() as u64 + super::super::plausible::INPUT_SLACK;
+    assert_eq!(
+        worst_case(&chat, Some(&ceiling), 4096),
+        Some((input_max, 300))
+    );
+    // No output limit: the configured default.
+    let unbounded = request(Endpoint::Messages, None);
+    assert_eq!(worst_case(&unbounded, None, 4096), Some((9, 4096)));
+    // No input ceiling (a Responses request): Warden's input estimate.
+    let responses = request(Endpoint::Responses, Some(50));
+    let ceiling = Ceiling::of(&responses, body);
+    assert_eq!(worst_case(&responses, Some(&ceiling), 4096), Some((9, 50)));
+    // Embeddings generate nothing; a model list costs nothing.
+    assert_eq!(
+        worst_case(&request(Endpoint::Embeddings, None), None, 4096),
+        Some((9, 0))
+    );
+    assert_eq!(
+        worst_case(&request(Endpoint::ListModels, None), None, 4096),
+        None
+    );
+}
