@@ -888,7 +888,7 @@ async fn concurrency_limited(response: reqwest::Response) -> bool {
 async fn a_request_whose_wait_ends_gives_its_place_in_flight_back() {
     let upstream = FakeLlm::start().await.unwrap();
     let mut config = approvals("wait");
-    config["wait_timeout"] = json!("8s");
+    config["wait_timeout"] = json!("10s");
     let w = WardenBuilder::new(&upstream)
         .policy("needs-sre.cedar", NEEDS_SRE)
         .set("/approvals", config)
@@ -906,18 +906,15 @@ async fn a_request_whose_wait_ends_gives_its_place_in_flight_back() {
             .send()
     };
     // While the held request waits it holds the agent's one place: a cheap chat is refused.
+    // (Sent once the held one is decided, so that it cannot take the place first.)
     let held = chat(&w, &token, "summarise the invoices");
     let meanwhile = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
-        loop {
-            if concurrency_limited(cheap().await.unwrap()).await {
-                return true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        w.wait_for_audit(Duration::from_secs(30), |r| {
+            r["kind"] == "decision" && r["decision"] == "approval_required"
+        })
+        .await
+        .expect("the held request's decision record");
+        concurrency_limited(cheap().await.unwrap()).await
     };
     let (held, refused_meanwhile) = tokio::join!(held, meanwhile);
     assert!(refused_meanwhile, "the waiting request held no place");
