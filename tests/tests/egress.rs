@@ -1653,30 +1653,44 @@ async fn open_tunnels_get_the_shutdown_grace_then_are_closed_each_with_its_outco
     );
 }
 
-#[tokio::test]
-async fn an_agent_at_its_tunnel_cap_has_a_tunnel_idle_past_the_threshold_closed_for_a_new_one() {
-    use tokio::io::AsyncReadExt;
+/// Warden with `egress.max_tunnels_per_agent: 2` (and `settings`), an agent's two tunnels
+/// to a raw service open, waiting for first bytes they never send while the test runs: the
+/// DNS server (kept alive), Warden, its proxy, the tunnels' target, the agent's token and the
+/// tunnels.
+async fn two_tunnels_open(
+    settings: &[(&str, Value)],
+) -> (
+    Dns,
+    Warden,
+    SocketAddr,
+    String,
+    String,
+    [tokio::net::TcpStream; 2],
+) {
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
         .unwrap();
-    let (warden, proxy) = warden_with(
-        &dns,
-        &[("egress.cedar", ALLOWLIST)],
-        &[
-            ("/egress/max_tunnels_per_agent", json!(2)),
-            ("/egress/evict_idle_after", json!("1s")),
-            // The open tunnels wait for first bytes they never send while the test runs.
-            ("/egress/first_bytes_timeout", json!("120s")),
-        ],
-    )
-    .await;
+    let mut all = vec![
+        ("/egress/max_tunnels_per_agent", json!(2)),
+        ("/egress/first_bytes_timeout", json!("120s")),
+    ];
+    all.extend(settings.iter().cloned());
+    let (warden, proxy) = warden_with(&dns, &[("egress.cedar", ALLOWLIST)], &all).await;
     let (port, _) = raw_service().await;
     let target = format!("allowed.test:{port}");
     let token = warden.token("build-bot").await.unwrap();
-    let (mut first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    let (first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let (mut second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    let (second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (dns, warden, proxy, target, token, [first, second])
+}
+
+#[tokio::test]
+async fn an_agent_at_its_tunnel_cap_has_a_tunnel_idle_past_the_threshold_closed_for_a_new_one() {
+    use tokio::io::AsyncReadExt;
+    let (_dns, warden, proxy, target, token, [mut first, mut second]) =
+        two_tunnels_open(&[("/egress/evict_idle_after", json!("1s"))]).await;
     // Once one of the two has carried nothing for egress.evict_idle_after (1 s, not the
     // default 30 s), a third is let in and the longest idle is closed for it.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -1712,26 +1726,7 @@ async fn an_agent_at_its_tunnel_cap_has_a_tunnel_idle_past_the_threshold_closed_
 
 #[tokio::test]
 async fn an_agent_may_have_only_so_many_tunnels_open_at_once() {
-    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
-        .await
-        .unwrap();
-    let (warden, proxy) = warden_with(
-        &dns,
-        &[("egress.cedar", ALLOWLIST)],
-        &[
-            ("/egress/max_tunnels_per_agent", json!(2)),
-            // The open tunnels wait for first bytes they never send while the test runs.
-            ("/egress/first_bytes_timeout", json!("120s")),
-        ],
-    )
-    .await;
-    let (port, _) = raw_service().await;
-    let target = format!("allowed.test:{port}");
-    let token = warden.token("build-bot").await.unwrap();
-    let (mut first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let (_second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_dns, warden, proxy, target, token, [mut first, _second]) = two_tunnels_open(&[]).await;
 
     // A third is refused: 429, when to retry, the code, a rejected record, the metric.
     let (_, head) = open_tunnel(proxy, &target, &token).await.unwrap();
