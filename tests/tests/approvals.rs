@@ -7,7 +7,8 @@
 //! MCP tool call that waits is a tool result naming its approval (the official MCP SDK against
 //! a real MCP server), and goes through when called again once approved; an agent past
 //! `approvals.max_pending_per_agent` is refused 429 before an approval is opened or approvers
-//! told.
+//! told; a request whose wait ends undecided gives its place in flight
+//! (`limits.max_in_flight_per_agent`) back.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -869,5 +870,69 @@ async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sen
             .await
             .unwrap();
         assert_eq!(used["detail"]["approval_id"], json!(id), "{mode}");
+    }
+}
+
+/// Whether `response` is a refusal for the agent's requests in flight.
+async fn concurrency_limited(response: reqwest::Response) -> bool {
+    let status = response.status().as_u16();
+    status == 429
+        && response
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("concurrency_limited")
+}
+
+#[tokio::test]
+async fn a_request_whose_wait_ends_gives_its_place_in_flight_back() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let mut config = approvals("wait");
+    config["wait_timeout"] = json!("10s");
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", config)
+        .set("/limits/max_in_flight_per_agent", json!(1))
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let cheap = || {
+        w.http()
+            .post(w.url("/openai/chat/completions"))
+            .bearer_auth(&token)
+            .json(&openai_chat("gpt-4o-mini", false))
+            .timeout(Duration::from_secs(30))
+            .send()
+    };
+    // While the held request waits it holds the agent's one place: a cheap chat is refused.
+    // (Sent once the held one is decided, so that it cannot take the place first.)
+    let held = chat(&w, &token, "summarise the invoices");
+    let meanwhile = async {
+        w.wait_for_audit(Duration::from_secs(30), |r| {
+            r["kind"] == "decision" && r["decision"] == "approval_required"
+        })
+        .await
+        .expect("the held request's decision record");
+        concurrency_limited(cheap().await.unwrap()).await
+    };
+    let (held, refused_meanwhile) = tokio::join!(held, meanwhile);
+    assert!(refused_meanwhile, "the waiting request held no place");
+    assert_eq!(held.status(), 200);
+    assert_eq!(held.headers()["x-warden-decision"], "approval_required");
+    // The wait ended undecided: the place comes back (bounded poll).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = cheap().await.unwrap();
+        let status = response.status().as_u16();
+        if !concurrency_limited(response).await {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held request's place in flight never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

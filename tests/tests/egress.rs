@@ -1653,28 +1653,80 @@ async fn open_tunnels_get_the_shutdown_grace_then_are_closed_each_with_its_outco
     );
 }
 
-#[tokio::test]
-async fn an_agent_may_have_only_so_many_tunnels_open_at_once() {
+/// Warden with `egress.max_tunnels_per_agent: 2` (and `settings`), an agent's two tunnels
+/// to a raw service open, waiting for first bytes they never send while the test runs: the
+/// DNS server (kept alive), Warden, its proxy, the tunnels' target, the agent's token and the
+/// tunnels.
+async fn two_tunnels_open(
+    settings: &[(&str, Value)],
+) -> (
+    Dns,
+    Warden,
+    SocketAddr,
+    String,
+    String,
+    [tokio::net::TcpStream; 2],
+) {
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
         .unwrap();
-    let (warden, proxy) = warden_with(
-        &dns,
-        &[("egress.cedar", ALLOWLIST)],
-        &[
-            ("/egress/max_tunnels_per_agent", json!(2)),
-            // The open tunnels wait for first bytes they never send while the test runs.
-            ("/egress/first_bytes_timeout", json!("120s")),
-        ],
-    )
-    .await;
+    let mut all = vec![
+        ("/egress/max_tunnels_per_agent", json!(2)),
+        ("/egress/first_bytes_timeout", json!("120s")),
+    ];
+    all.extend(settings.iter().cloned());
+    let (warden, proxy) = warden_with(&dns, &[("egress.cedar", ALLOWLIST)], &all).await;
     let (port, _) = raw_service().await;
     let target = format!("allowed.test:{port}");
     let token = warden.token("build-bot").await.unwrap();
-    let (mut first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    let (first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let (_second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    let (second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (dns, warden, proxy, target, token, [first, second])
+}
+
+#[tokio::test]
+async fn an_agent_at_its_tunnel_cap_has_a_tunnel_idle_past_the_threshold_closed_for_a_new_one() {
+    use tokio::io::AsyncReadExt;
+    let (_dns, warden, proxy, target, token, [mut first, mut second]) =
+        two_tunnels_open(&[("/egress/evict_idle_after", json!("1s"))]).await;
+    // Once one of the two has carried nothing for egress.evict_idle_after (1 s, not the
+    // default 30 s), a third is let in and the longest idle is closed for it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _third = loop {
+        let (third, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+        if head.starts_with("HTTP/1.1 200") {
+            break third;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no idle tunnel was closed to make room"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tunnel_closed(
+        &warden,
+        "to make room",
+        "closed after 1s or more without a byte either way, to make room for another of its \
+         agent's tunnels (egress.max_tunnels_per_agent, egress.evict_idle_after)",
+        "egress_tunnel_evicted",
+    )
+    .await;
+    // The first opened is the longest idle: it is the one closed, the second stays open.
+    assert_closed(&mut first).await;
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(200), second.read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "the second tunnel stays open: {still_open:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_may_have_only_so_many_tunnels_open_at_once() {
+    let (_dns, warden, proxy, target, token, [mut first, _second]) = two_tunnels_open(&[]).await;
 
     // A third is refused: 429, when to retry, the code, a rejected record, the metric.
     let (_, head) = open_tunnel(proxy, &target, &token).await.unwrap();

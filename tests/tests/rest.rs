@@ -737,6 +737,55 @@ async fn a_nested_form_field_is_read_as_the_api_reads_it() {
     assert!(fake.requests().is_empty());
 }
 
+#[tokio::test]
+async fn a_method_key_in_a_read_body_is_refused() {
+    let (fake, warden, token) = start(&[("rest.cedar", REPO_POLICY)], false).await;
+    let form = "application/x-www-form-urlencoded";
+    // Rails, Laravel and Symfony take a body's `_method` for the method: a permitted post
+    // could run as a DELETE the policy never judged.
+    for (content_type, body) in [
+        (form, "channel=C1&text=hi&_method=DELETE"),
+        (form, "channel=C1&text=hi&.method=DELETE"),
+        (
+            "application/json",
+            r#"{"channel":"C1","text":"hi","_method":"DELETE"}"#,
+        ),
+    ] {
+        let (status, answer) = post_raw(
+            &warden,
+            &token,
+            "/slack/chat.postMessage",
+            content_type,
+            None,
+            body.into(),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "method_override",
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("_method") || m.contains(".method")),
+            "the refusal names the key: {answer}"
+        );
+    }
+    assert!(fake.requests().is_empty(), "nothing reached the API");
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        form,
+        None,
+        b"channel=C1&text=hi".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(fake.requests().len(), 1);
+}
+
 const ISSUES_NEED_APPROVAL: &str = r#"
 @id("issues-need-sre")
 @reason("opening an issue needs an SRE")

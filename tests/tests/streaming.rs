@@ -1,5 +1,6 @@
 //! Warden streams: each upstream chunk reaches the agent as it comes, before the upstream has
-//! finished, for every provider.
+//! finished, for every provider; a stream the agent drops mid-way gives its place in flight
+//! (`limits.max_in_flight_per_agent`) back.
 
 use serde_json::json;
 use std::time::Duration;
@@ -139,4 +140,66 @@ async fn gemini_stream_first_event_reaches_agent_before_upstream_finishes() {
         sse::parse_events(&(first + &sse::text_of(&rest))).len(),
         fake_llm::TEXT_CHUNKS.len()
     );
+}
+
+/// `s`'s agent sends a non-streamed chat until it is not refused for concurrency, within 20 s;
+/// its status then.
+async fn admitted_again(s: &Stack) -> u16 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = s
+            .post(
+                "/openai/chat/completions",
+                &openai_chat("gpt-4o-mini", false),
+            )
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if !(status == 429 && body.contains("concurrency_limited")) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped stream's place in flight never came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stream_dropped_mid_way_gives_its_place_in_flight_back() {
+    let s = Stack::start_with(|b| b.set("/limits/max_in_flight_per_agent", json!(1)))
+        .await
+        .unwrap();
+    let gate = s.fake.hold_streams();
+    let mut response = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    first_chunk(&mut response).await;
+    // The stream holds the agent's one place: another request is refused meanwhile.
+    let refused = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("concurrency_limited"), "{body}");
+    // The agent goes away mid-stream, the upstream still held: the place comes back.
+    drop(response);
+    assert_eq!(admitted_again(&s).await, 200);
+    assert_eq!(
+        s.fake.streams_completed(),
+        0,
+        "the dropped stream never ended"
+    );
+    gate.release();
 }

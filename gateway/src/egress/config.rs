@@ -42,6 +42,10 @@ pub struct EgressConfig {
     pub tunnel_idle_timeout: Duration,
     /// Tunnels (`CONNECT`) one agent may have open at once: beyond it, 429.
     pub max_tunnels_per_agent: u32,
+    /// An agent at `max_tunnels_per_agent` that opens another has its longest-idle tunnel
+    /// closed if that one carried no byte for this long (none closed otherwise: 429).
+    #[serde(with = "humantime_serde")]
+    pub evict_idle_after: Duration,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
     /// Destination ports where the server speaks first (off by default).
@@ -84,6 +88,7 @@ impl Default for EgressConfig {
             response_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_tunnels_per_agent: 64,
+            evict_idle_after: Duration::from_secs(30),
             intercept: Default::default(),
             server_first: Default::default(),
             internal_networks: Vec::new(),
@@ -143,6 +148,7 @@ impl EgressConfig {
             ("first_bytes_timeout", self.first_bytes_timeout),
             ("response_timeout", self.response_timeout),
             ("tunnel_idle_timeout", self.tunnel_idle_timeout),
+            ("evict_idle_after", self.evict_idle_after),
         ] {
             if timeout.is_zero() {
                 errors.push((
@@ -150,6 +156,17 @@ impl EgressConfig {
                     "must be longer than 0s (e.g. 5s)".to_owned(),
                 ));
             }
+        }
+        if self.evict_idle_after > self.tunnel_idle_timeout {
+            errors.push((
+                "egress.evict_idle_after".to_owned(),
+                format!(
+                    "is {}, longer than egress.tunnel_idle_timeout ({}), which closes an idle \
+                     tunnel first: set it at most that long (default 30s)",
+                    humantime::format_duration(self.evict_idle_after),
+                    humantime::format_duration(self.tunnel_idle_timeout)
+                ),
+            ));
         }
         errors
     }
@@ -174,6 +191,37 @@ mod tests {
             ..Default::default()
         };
         assert!(loopback.validate(false, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_eviction_threshold_is_above_zero_and_at_most_the_idle_timeout() {
+        let listening = |evict: u64, idle: u64| EgressConfig {
+            listen: Some("127.0.0.1:3128".parse().unwrap()),
+            evict_idle_after: Duration::from_secs(evict),
+            tunnel_idle_timeout: Duration::from_secs(idle),
+            ..Default::default()
+        };
+        assert!(listening(30, 3600).validate(true, &[]).is_empty());
+        assert!(listening(60, 60).validate(true, &[]).is_empty());
+        let errors = listening(0, 60).validate(true, &[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "egress.evict_idle_after");
+        assert!(errors[0].1.contains("longer than 0s"), "{errors:?}");
+        let errors = listening(61, 60).validate(true, &[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "egress.evict_idle_after");
+        assert!(
+            errors[0]
+                .1
+                .contains("is 1m 1s, longer than egress.tunnel_idle_timeout (1m)"),
+            "{errors:?}"
+        );
+        let config: EgressConfig = serde_saphyr::from_str("evict_idle_after: 1s").unwrap();
+        assert_eq!(config.evict_idle_after, Duration::from_secs(1));
+        assert_eq!(
+            EgressConfig::default().evict_idle_after,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod floor_reset;
 mod fragment;
 pub mod from_mcp;
 mod load;
+mod named_models;
 mod native;
 mod policy_file;
 mod records;
@@ -126,6 +127,8 @@ pub struct PolicyEngine {
     /// Whether a loaded policy names `mcp:receive_result` in its action scope (servers'
     /// answers are judged only then).
     judges_answers: bool,
+    /// The models its policies name (`Model::"openai/gpt-4o"`).
+    models: named_models::NamedModels,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -457,6 +460,7 @@ impl PolicyEngine {
             by_name.insert(Arc::from(slice.verb.as_str()), index);
             slices.push(slice);
         }
+        let models = named_models::NamedModels::of(loaded.set.policies());
         Ok(PolicyEngine {
             schema: loaded.schema,
             meta: loaded.meta.into_iter().map(|m| (m.id.clone(), m)).collect(),
@@ -478,6 +482,7 @@ impl PolicyEngine {
             reads_addresses: read.contains(Key::Addresses),
             reads_budget: read.contains(Key::Budget),
             judges_answers,
+            models,
         })
     }
 
@@ -506,6 +511,13 @@ impl PolicyEngine {
     /// too (by this set as well, whose decision alone applies), to say what it would decide.
     pub fn judges_answers(&self) -> bool {
         self.judges_answers || self.shadow.as_ref().is_some_and(|s| s.judges_answers)
+    }
+
+    /// Whether a loaded policy (enforced or shadow) names `model` (`Model::"<provider>/<model>"`,
+    /// in its scope or a condition): a real model, which a `model` rate rule matching `*`
+    /// counts by its name before an upstream has answered it.
+    pub fn names_model(&self, model: &str) -> bool {
+        self.models.contains(model) || self.shadow.as_ref().is_some_and(|s| s.names_model(model))
     }
 
     /// Number of loaded policies.

@@ -2335,3 +2335,27 @@ forbid (principal, action, resource) when { context.findings.contains("email_add
         Decision::Allow { .. }
     ));
 }
+
+#[test]
+fn models_the_loaded_policies_name_are_known_and_a_reload_takes_them_again() {
+    let named = load(&[(
+        "models.cedar",
+        r#"
+permit (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o");
+forbid (principal, action == Action::"llm:chat", resource)
+when { resource == Model::"anthropic/claude-opus-4-1" };
+"#,
+    )])
+    .expect("loads");
+    assert!(named.names_model("gpt-4o"));
+    assert!(named.names_model("claude-opus-4-1"));
+    assert!(!named.names_model("gpt-made-up"));
+    // A set loaded without them (a reload) knows them no more.
+    let reloaded = load(&[(
+        "models.cedar",
+        r#"permit (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1");"#,
+    )])
+    .expect("loads");
+    assert!(reloaded.names_model("gpt-4.1"));
+    assert!(!reloaded.names_model("gpt-4o"));
+}

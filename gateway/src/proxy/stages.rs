@@ -186,9 +186,10 @@ pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Resu
             .then_some(snap.config.egress.max_tunnels_per_agent),
     };
     let mut subject = Subject::of(action);
-    subject.model_configured = subject
-        .model
-        .is_some_and(|model| snap.config.budgets.table.names(model));
+    // A model priced or named by a loaded policy is a real one: counted by its name.
+    subject.model_configured = subject.model.is_some_and(|model| {
+        snap.config.budgets.table.names(model) || snap.policy.names_model(model)
+    });
     let permit = ex
         .shared()
         .limits

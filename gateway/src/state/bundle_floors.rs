@@ -77,8 +77,9 @@ pub trait BundleFloorRepository: Send + Sync {
 
     /// Removes `set`'s floor for `keys` (`warden policy floor reset`) when it is still at
     /// `signed_ns` (the floor the operator saw, and signed), and records who removed it, why
-    /// and the signature, in one transaction; the reset recorded (`None`: there was no such
-    /// floor, and nothing is recorded).
+    /// and the signature, in one transaction, dropping the resets of `set` for `keys` older
+    /// than the newest [`RESETS_KEPT`]; the reset recorded (`None`: there was no such floor,
+    /// and nothing is recorded).
     fn reset<'a>(
         &'a self,
         keys: &'a str,
@@ -91,6 +92,11 @@ pub trait BundleFloorRepository: Send + Sync {
     /// first.
     fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>>;
 }
+
+/// How many resets of one set's floor for one fingerprint of trusted keys the store keeps:
+/// recording one more drops the oldest beyond it ([`BundleFloorRepository::reset`]), so that
+/// the table does not grow for ever. Far more than [`RESETS_READ`]: a gateway reads no older.
+pub const RESETS_KEPT: i64 = 1000;
 
 /// How many of the newest resets [`BundleFloorRepository::resets`] reads: each reload reads
 /// them, and older ones were named and applied long ago.

@@ -98,8 +98,9 @@ pub struct Subject<'a> {
     pub route: &'a str,
     /// An LLM call's model.
     pub model: Option<&'a str>,
-    /// Whether the configuration names the model (the price table in force): counted by its
-    /// name before any upstream has answered it.
+    /// Whether the configuration names the model (the price table in force, or a loaded
+    /// policy's `Model::"<provider>/<model>"`): counted by its name before any upstream has
+    /// answered it.
     pub model_configured: bool,
     /// An MCP tool (server, tool) or a REST operation (API, operation).
     pub tool: Option<(&'a str, &'a str)>,

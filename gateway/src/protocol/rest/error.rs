@@ -54,6 +54,14 @@ pub enum RestError {
          send the request with the method you mean"
     )]
     MethodParameter { parameter: Quoted, method: Quoted },
+    /// The body asks the upstream to take the request for another method: a `_method` key in
+    /// a form body (Rails, Laravel, Symfony) or a JSON body (Laravel), read where policy reads
+    /// the body.
+    #[error(
+        "the {place} {key} is refused: the method is judged as sent; send the request with the \
+         method you mean, without {key}"
+    )]
+    BodyMethod { place: &'static str, key: Quoted },
     /// A header naming another path than the request's, which some servers route by (IIS's
     /// URL Rewrite module: `X-Original-URL`, `X-Rewrite-URL`).
     #[error(
@@ -111,9 +119,9 @@ impl RestError {
             RestError::Parameter { .. }
             | RestError::FoldedSeparator { .. }
             | RestError::FieldIdentifier { .. } => "invalid_identifier",
-            RestError::MethodOverride { .. } | RestError::MethodParameter { .. } => {
-                "method_override"
-            }
+            RestError::MethodOverride { .. }
+            | RestError::MethodParameter { .. }
+            | RestError::BodyMethod { .. } => "method_override",
             RestError::PathOverride { .. } => "path_override",
             RestError::RepeatedField { .. } => "repeated_field",
             RestError::FoldedKey { .. } => "folded_key",

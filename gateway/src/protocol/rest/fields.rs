@@ -69,6 +69,7 @@ pub fn read_with_undeclared(
     } else {
         Body::Empty
     };
+    refuse_method_key(&body)?;
     let mut out = Vec::with_capacity(fields.len());
     for field in fields {
         let value = match &field.source {
@@ -124,6 +125,31 @@ pub fn read_with_undeclared(
         Vec::new()
     };
     Ok((out, undeclared))
+}
+
+/// Refuses a read body with a top-level `_method` key (any spelling a server reads so:
+/// [`super::names_method`]), which Rails, Laravel and Symfony take for the request's method:
+/// the method is judged as sent. A form key counts by its first part (`_method[x]` too).
+fn refuse_method_key(body: &Body) -> Result<(), RestError> {
+    let found = match body {
+        Body::Json(Value::Object(members)) => members
+            .keys()
+            .find(|k| super::names_method(k))
+            .map(|k| ("body key", k.as_str())),
+        Body::Form(pairs) => pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| super::names_method(k) || super::names_method(form_key(k).0[0]))
+            .map(|k| ("form key", k)),
+        _ => None,
+    };
+    match found {
+        Some((place, key)) => Err(RestError::BodyMethod {
+            place,
+            key: crate::text::Quoted::of(key),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The top-level keys of a JSON object or form body that are the first step of no body field
@@ -627,6 +653,67 @@ pub(super) mod tests {
         let (_, none) =
             read_with_undeclared(&q, None, &HeaderMap::new(), b"{\"x\":1}").expect("reads");
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_method_key_in_a_read_body_is_refused() {
+        let f = fields(&[("channel", "body.channel", FieldKind::String)]);
+        for body in [
+            &br#"{"channel":"C","_method":"DELETE"}"#[..],
+            br#"{"_METHOD":"delete"}"#,
+        ] {
+            let refused = read(&f, None, &json_headers(), body);
+            assert!(
+                matches!(
+                    &refused,
+                    Err(RestError::BodyMethod {
+                        place: "body key",
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        // Form keys as Rails, Laravel and Symfony (PHP) read them.
+        for body in [
+            &b"channel=C&_method=DELETE"[..],
+            b"_METHOD=delete",
+            b"%5Fmethod=DELETE",
+            b".method=DELETE",
+            b"+method=DELETE",
+            b"[method=DELETE",
+            b"_method[x]=DELETE",
+            b"_method%00x=DELETE",
+        ] {
+            let refused = read(&f, None, &form_headers(), body);
+            assert!(
+                matches!(
+                    &refused,
+                    Err(RestError::BodyMethod {
+                        place: "form key",
+                        ..
+                    })
+                ),
+                "{}: {refused:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A body read to see that a query field is not given twice is held to it too.
+        let q = fields(&[("state", "query.state", FieldKind::String)]);
+        let refused = read(&q, None, &form_headers(), b"_method=PUT");
+        assert!(
+            matches!(refused, Err(RestError::BodyMethod { .. })),
+            "{refused:?}"
+        );
+        // Not `_method`: read as before.
+        for body in [
+            &b"channel=_method&method=DELETE&x_method=1&a.method=1&_methods=1"[..],
+            b"meta[_method]=1",
+        ] {
+            assert!(read(&f, None, &form_headers(), body).is_ok());
+        }
+        let nested = br#"{"channel":"C","meta":{"_method":"DELETE"}}"#;
+        assert!(read(&f, None, &json_headers(), nested).is_ok());
     }
 
     #[test]

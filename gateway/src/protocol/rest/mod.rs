@@ -52,8 +52,8 @@ const METHOD_OVERRIDES: [&str; 3] = [
 /// Rewrite module honours both): refused, since the path is judged as sent.
 const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
-/// The query parameter that has Rails (form bodies), Laravel and Symfony take a POST for
-/// another method.
+/// The query parameter (or form or JSON body key: `fields.rs`) that has Rails (form bodies),
+/// Laravel and Symfony take a POST for another method.
 const METHOD_PARAMETER: &str = "_method";
 
 /// The REST dialect.
@@ -246,11 +246,7 @@ fn refuse_rerouting(
     }
     let named = |key: &str| {
         let key = key.replace('+', " ");
-        let key = percent_encoding::percent_decode_str(&key).decode_utf8_lossy();
-        // PHP drops a key's leading spaces; read with them made `_` too, to refuse either way.
-        [&*key, key.trim_start_matches(' ')]
-            .iter()
-            .any(|key| php_key(key).eq_ignore_ascii_case(METHOD_PARAMETER))
+        names_method(&percent_encoding::percent_decode_str(&key).decode_utf8_lossy())
     };
     let pairs = query.into_iter().flat_map(|q| q.split(['&', ';']));
     match pairs
@@ -263,6 +259,15 @@ fn refuse_rerouting(
         }),
         None => Ok(()),
     }
+}
+
+/// Whether a decoded query or body key is `_method` as a server reads it: however cased, or
+/// spelled as PHP reads it so ([`php_key`]).
+pub(super) fn names_method(key: &str) -> bool {
+    // PHP drops a key's leading spaces; read with them made `_` too, to refuse either way.
+    [key, key.trim_start_matches(' ')]
+        .iter()
+        .any(|key| php_key(key).eq_ignore_ascii_case(METHOD_PARAMETER))
 }
 
 /// A decoded query key as PHP names the variable (Laravel and Symfony read `_method` from

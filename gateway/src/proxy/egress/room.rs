@@ -1,6 +1,6 @@
 //! Each agent's open tunnels and when each last carried a byte. An agent at its
 //! `egress.max_tunnels_per_agent` that asks for another has its longest-idle tunnel (idle for
-//! [`IDLE_ENOUGH`] at least) closed to make room: a client that keeps one tunnel per host open
+//! `egress.evict_idle_after` at least) closed to make room: a client that keeps one tunnel per host open
 //! would otherwise be refused for as long as `egress.tunnel_idle_timeout`. When all of them
 //! carry bytes, nothing is closed and the cap refuses the new one.
 
@@ -10,9 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-
-/// How long a tunnel must have carried nothing before it is closed for another of its agent's.
-pub(super) const IDLE_ENOUGH: Duration = Duration::from_secs(30);
 
 /// Longest wait for the tunnel closed to make room to have closed (its place given back).
 const CLOSING_WAIT: Duration = Duration::from_secs(5);
@@ -169,6 +166,9 @@ impl AgentTunnels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `egress.evict_idle_after`'s default.
+    const IDLE_ENOUGH: Duration = Duration::from_secs(30);
 
     /// Closes `registered` once it is told to, as a tunnel does.
     fn closes_when_told(registered: Registered) -> tokio::task::JoinHandle<()> {

@@ -111,7 +111,7 @@ pub(super) async fn open(
         .make_room(
             &action.principal.id,
             snap.config.egress.max_tunnels_per_agent,
-            room::IDLE_ENOUGH,
+            snap.config.egress.evict_idle_after,
         )
         .await;
     // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
@@ -259,9 +259,10 @@ impl Tunnel {
             () = registered.close.notified() => Err((
                 "egress_tunnel_evicted",
                 format!(
-                    "closed after {}s without a byte either way, to make room for another of \
-                     its agent's tunnels (egress.max_tunnels_per_agent)",
-                    room::IDLE_ENOUGH.as_secs()
+                    "closed after {} or more without a byte either way, to make room for \
+                     another of its agent's tunnels (egress.max_tunnels_per_agent, \
+                     egress.evict_idle_after)",
+                    humantime::format_duration(self.worker.config.evict_idle_after)
                 ),
             )),
         };

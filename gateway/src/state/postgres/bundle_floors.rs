@@ -6,10 +6,17 @@ use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
 use crate::state::bundle_floors::{
-    BundleFloorRepository, BundleSet, FloorReset, RESETS_READ, Resetter, StoredFloor,
+    BundleFloorRepository, BundleSet, FloorReset, RESETS_KEPT, RESETS_READ, Resetter, StoredFloor,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
+
+/// Drops the resets of one set's floor for one fingerprint ($1, $2) older than the newest
+/// $3 ([`RESETS_KEPT`]); none while there are no more.
+const PRUNE_RESETS: &str = "DELETE FROM policy_bundle_floor_resets \
+     WHERE trusted_keys = $1 AND bundle = $2 AND id <= \
+     (SELECT id FROM policy_bundle_floor_resets WHERE trusted_keys = $1 AND bundle = $2 \
+     ORDER BY id DESC LIMIT 1 OFFSET $3)";
 
 impl BundleFloorRepository for PostgresStore {
     fn floor(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<Option<i64>, StateError>> {
@@ -121,6 +128,9 @@ impl BundleFloorRepository for PostgresStore {
                 .await
                 .map_err(err())?
                 .get(0);
+            tx.execute(PRUNE_RESETS, &[&keys, &set.as_str(), &RESETS_KEPT])
+                .await
+                .map_err(err())?;
             tx.commit().await.map_err(err())?;
             Ok(Some(FloorReset::new(
                 id,

@@ -3,7 +3,7 @@
 //! lowered, also when many replicas raise them at once.
 
 use super::Backend;
-use crate::state::bundle_floors::{BundleSet, RESETS_READ, Resetter, StoredFloor};
+use crate::state::bundle_floors::{BundleSet, RESETS_KEPT, RESETS_READ, Resetter, StoredFloor};
 
 /// The fingerprint of the trusted keys the floors are kept for.
 const KEYS: &str = "sha256:one-deployment";
@@ -14,6 +14,7 @@ on_both_backends!(
     deployments_trusting_other_keys_keep_floors_of_their_own,
     a_reset_removes_the_floor_and_records_who_why_and_what,
     only_the_newest_resets_are_read,
+    only_the_newest_resets_of_a_set_are_kept,
 );
 
 async fn a_floor_rises_is_shared_and_is_never_lowered(backend: Backend) {
@@ -237,4 +238,48 @@ async fn only_the_newest_resets_are_read(backend: Backend) {
         read.iter().map(|r| r.floor.signed_ns).collect::<Vec<_>>(),
         (3..=RESETS_READ + 2).collect::<Vec<_>>()
     );
+}
+
+async fn only_the_newest_resets_of_a_set_are_kept(backend: Backend) {
+    let floors = backend.open().await.bundle_floors();
+    // An old reset of the enforced set, then as many of the shadow set as are kept (written
+    // at once: the resets of years), numbered 1 to RESETS_KEPT.
+    backend
+        .execute(&format!(
+            "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
+             old_raised_ms, reset_by, reason, reset_at_ms) \
+             VALUES ('{KEYS}', 'enforced', 7, 0, 'alice', 'old', 0)"
+        ))
+        .await;
+    backend
+        .execute(&format!(
+            "INSERT INTO policy_bundle_floor_resets (trusted_keys, bundle, old_signed_ns, \
+             old_raised_ms, reset_by, reason, reset_at_ms) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {RESETS_KEPT}) \
+             SELECT '{KEYS}', 'shadow', i, 0, 'alice', 'old', 0 FROM n"
+        ))
+        .await;
+    // One more: the oldest of the shadow set's is dropped, the enforced set's is kept.
+    let at = RESETS_KEPT + 1;
+    floors.raise(KEYS, BundleSet::Shadow, at).await.unwrap();
+    floors
+        .reset(KEYS, BundleSet::Shadow, at, &resetter())
+        .await
+        .unwrap()
+        .unwrap();
+    // Left to read: those at 100 or before, all of them within what a gateway reads.
+    backend
+        .execute("DELETE FROM policy_bundle_floor_resets WHERE old_signed_ns > 100")
+        .await;
+    let read: Vec<(BundleSet, i64)> = floors
+        .resets(KEYS)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.floor.set, r.floor.signed_ns))
+        .collect();
+    let mut kept = vec![(BundleSet::Enforced, 7)];
+    kept.extend((2..=100).map(|at| (BundleSet::Shadow, at)));
+    assert!(kept.len() <= RESETS_READ as usize);
+    assert_eq!(read, kept);
 }
