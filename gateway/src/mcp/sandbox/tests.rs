@@ -297,9 +297,8 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
     let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = outside.local_addr().unwrap().port();
     let script = format!(
-        "echo \"env=$HTTPS_PROXY $https_proxy $HTTP_PROXY $http_proxy $ALL_PROXY $all_proxy \
+        "read go; echo \"env=$HTTPS_PROXY $https_proxy $HTTP_PROXY $http_proxy $ALL_PROXY $all_proxy \
          node=$NODE_USE_ENV_PROXY no=[$NO_PROXY$no_proxy]\"; \
-         ls -l /proc/$$/fd | grep -c socket; \
          (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo outside-reached || echo outside-refused; \
          (exec 3<>/dev/tcp/93.184.215.14/{p}) 2>/dev/null && echo public-reached || echo public-refused; \
          getent ahosts example.com >/dev/null 2>&1 && echo dns-resolved || echo dns-failed; \
@@ -312,13 +311,30 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    command.stdout(std::process::Stdio::piped());
+    command
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped());
     let mut entered = prepared.apply(&mut command);
-    let child = command.spawn().expect("bash runs");
+    let mut child = command.spawn().expect("bash runs");
     let listener = entered
         .listener()
         .unwrap()
         .expect("the listener is handed over");
+    // The program (waiting for its go) holds no copy of it: the listener is Warden's alone.
+    use std::os::fd::AsRawFd as _;
+    let socket = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    let pid = child.id().unwrap();
+    let held: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    assert!(!held.is_empty() && !held.contains(&socket), "{held:?}");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+    }
     assert_eq!(
         listener.local_addr().unwrap(),
         std::net::SocketAddr::from(([127, 0, 0, 1], netns::PROXY_PORT))
@@ -344,9 +360,6 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
         )),
         "{out}"
     );
-    let mut lines = out.lines().skip(1);
-    // The program holds no socket: the listener is Warden's alone.
-    assert_eq!(lines.next(), Some("0"), "{out}");
     for expected in [
         "outside-refused",
         "public-refused",
@@ -382,4 +395,37 @@ fn network_egress_without_namespaces_runs_without_network_under_best_effort_only
     assert!(s.channel(Ok(())).unwrap().is_some());
     s.network = Network::None;
     assert!(s.channel(Ok(())).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_sandboxed_process_cannot_remove_nor_replace_its_directory_s_lock() {
+    if !landlock() {
+        return;
+    }
+    let root = layout();
+    let s = sandbox(root.path(), Network::Any);
+    let prepared = s.prepare(&exec("sh")).unwrap();
+    let mut command = tokio::process::Command::new("sh");
+    let script = "rm -f \"$HOME.lock\" 2>/dev/null; echo x > \"$HOME.lock\" 2>/dev/null; \
+                  mv \"$HOME\" \"$HOME.moved\" 2>/dev/null; echo done";
+    command.arg("-c").arg(script).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let entered = prepared.apply(&mut command);
+    let lock = {
+        let mut p = entered.run().path().as_os_str().to_owned();
+        p.push(".lock");
+        PathBuf::from(p)
+    };
+    let before = std::fs::metadata(&lock).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("sh ends")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    let after = std::fs::metadata(&lock).expect("the lock is still there");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((before.ino(), after.len()), (after.ino(), 0));
+    assert!(entered.run().path().exists());
 }
