@@ -227,21 +227,35 @@ union Control {
     buf: [u8; 64],
 }
 
+/// `byte` as the data of a message.
+fn one_byte(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message of `iov` with room for `control` (all of it).
+fn message(iov: &mut libc::iovec, control: &mut Control) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid (no data, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: any view of the union's bytes is valid.
+    msg.msg_control = unsafe { control.buf.as_mut_ptr().cast() };
+    msg.msg_controllen = size_of::<Control>() as _;
+    msg
+}
+
 /// Sends `fd` over the Unix socket `channel` (`SCM_RIGHTS`), with one byte of data.
 fn send_fd(channel: RawFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [1u8];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = Control { buf: [0; 64] };
-    // SAFETY: an all-zero msghdr is valid; its pointers are set to live stack values below,
-    // and the control message written lies within `control` (CMSG_SPACE(4) <= 64).
+    // SAFETY: the message's pointers are to live stack values, and the control message
+    // written lies within `control` (CMSG_SPACE(4) <= 64).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf.as_mut_ptr().cast();
+        let mut msg = message(&mut iov, &mut control);
         msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -258,18 +272,11 @@ fn send_fd(channel: RawFd, fd: RawFd) -> io::Result<()> {
 /// The descriptor waiting on `channel`, without waiting: none there is an error.
 fn receive_fd(channel: RawFd) -> io::Result<OwnedFd> {
     let mut byte = [0u8];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = Control { buf: [0; 64] };
     // SAFETY: as in `send_fd`; the descriptor read is checked to be one the kernel put there.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf.as_mut_ptr().cast();
-        msg.msg_controllen = size_of::<Control>() as _;
+        let mut msg = message(&mut iov, &mut control);
         let n = libc::recvmsg(
             channel,
             &mut msg,
