@@ -540,6 +540,9 @@ pub struct EgressFacts {
     pub method: Option<String>,
     /// A plain-HTTP request's path, without the query (`egress:request` only).
     pub path: Option<String>,
+    /// The local MCP server whose sandboxed process made the connection
+    /// (`sandbox.network: egress`), by its configured name; `None` for the agent's own.
+    pub server: Option<String>,
 }
 
 /// What a tool call (or prompt, or completion) asks for.

@@ -461,6 +461,14 @@ pub async fn serve(
     // grace and wait for their outcome records before they stop.
     let tunnels = listener::Detached::default();
     let agent_tunnels = crate::proxy::egress::AgentTunnels::default();
+    // Local MCP servers' processes with sandbox.network: egress are served as the egress
+    // listener is, whether or not egress.listen is set.
+    shared.set_local_egress(crate::proxy::egress::local::LocalParts {
+        interceptor: interceptor.clone(),
+        tunnels: tunnels.clone(),
+        agent_tunnels: agent_tunnels.clone(),
+        cap: ConnectionCap::new("mcp_egress", listen.max_connections.egress, &caps),
+    });
     let egress = match egress_listeners {
         Some(listeners) => Some(workers::spawn(
             "warden-egress",

@@ -57,6 +57,9 @@ pub struct Shared {
     /// The fleet's rollback floors of signed policy bundles, once the state store is open
     /// (unset: reloads check only this gateway's own floors, as in tests of other parts).
     bundle_floors: std::sync::OnceLock<Arc<dyn BundleFloorRepository>>,
+    /// What the egress of local MCP servers' processes shares with the egress listener, once
+    /// serving (unset: such a process's egress cannot be served, and it is stopped).
+    local_egress: std::sync::OnceLock<crate::proxy::egress::local::LocalParts>,
     ready: AtomicBool,
 }
 
@@ -94,6 +97,7 @@ impl Shared {
             gate: std::sync::OnceLock::new(),
             canaries: std::sync::OnceLock::new(),
             bundle_floors: std::sync::OnceLock::new(),
+            local_egress: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })
     }
@@ -127,6 +131,16 @@ impl Shared {
     /// store.
     pub fn bundle_floors(&self) -> Option<&Arc<dyn BundleFloorRepository>> {
         self.bundle_floors.get()
+    }
+
+    /// Sets what the egress of local MCP servers' processes shares (once, at start).
+    pub fn set_local_egress(&self, parts: crate::proxy::egress::local::LocalParts) {
+        let _ = self.local_egress.set(parts);
+    }
+
+    /// What the egress of local MCP servers' processes shares, once serving.
+    pub fn local_egress(&self) -> Option<&crate::proxy::egress::local::LocalParts> {
+        self.local_egress.get()
     }
 
     /// Marks the gateway ready (or not) for `/readyz`.

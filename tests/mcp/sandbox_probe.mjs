@@ -4,7 +4,8 @@
 //
 // Tools: read_file(path), write_file(path, content) (a path `~/…` in its HOME), connect(port) (TCP to 127.0.0.1),
 // unix_connect(path) (to a Unix socket with a path), signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
-// parent's pid). No dependencies beyond Node.
+// parent's pid, its proxy variables), proxy_get(url) (a plain-HTTP GET through the proxy HTTP_PROXY names, raw: Node 20's
+// fetch ignores proxies; `connect` takes a `host` too). No dependencies beyond Node.
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
@@ -12,7 +13,7 @@ import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -48,7 +49,7 @@ async function run(name, args) {
     case "unix_connect":
       return await new Promise((resolve) => {
         const socket =
-          name === "connect" ? connect({ port: args.port, host: "127.0.0.1" }) : connect(args.path);
+          name === "connect" ? connect({ port: args.port, host: args.host ?? "127.0.0.1" }) : connect(args.path);
         socket.setTimeout(5000, () => {
           socket.destroy();
           resolve({ ok: false, code: "ETIMEDOUT" });
@@ -67,10 +68,44 @@ async function run(name, args) {
         return failed(e);
       }
     case "env":
-      return { ok: true, home: process.env.HOME, tmpdir: process.env.TMPDIR, ppid: process.ppid };
+      return {
+        ok: true,
+        home: process.env.HOME,
+        tmpdir: process.env.TMPDIR,
+        ppid: process.ppid,
+        http_proxy: process.env.HTTP_PROXY,
+        https_proxy: process.env.https_proxy,
+        node_use_env_proxy: process.env.NODE_USE_ENV_PROXY,
+      };
+    case "proxy_get":
+      return await proxyGet(args.url);
     default:
       return undefined;
   }
+}
+
+/** GET `url` through the proxy of HTTP_PROXY: the status code and body it answered. */
+function proxyGet(url) {
+  const proxy = new URL(process.env.HTTP_PROXY ?? "http://127.0.0.1:1");
+  const target = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect({ port: Number(proxy.port), host: proxy.hostname });
+    const chunks = [];
+    socket.setTimeout(10000, () => {
+      socket.destroy();
+      resolve({ ok: false, code: "ETIMEDOUT" });
+    });
+    socket.on("connect", () => {
+      socket.write(`GET ${url} HTTP/1.1\r\nHost: ${target.host}\r\nConnection: close\r\n\r\n`);
+    });
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("end", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const [head, ...rest] = text.split("\r\n\r\n");
+      resolve({ ok: true, status: Number(head.split(" ")[1]), body: rest.join("\r\n\r\n").slice(0, 200) });
+    });
+    socket.on("error", (e) => resolve(failed(e)));
+  });
 }
 
 createInterface({ input: process.stdin }).on("line", async (line) => {

@@ -332,3 +332,122 @@ async fn warden_check_refuses_a_listed_parent_of_the_data_directory() {
         "{text}"
     );
 }
+
+/// The upstream a sandboxed server may reach through the proxy (on loopback, so its permit
+/// says `@egress("internal")`), only when the connection comes from the local server
+/// `probe`; `127.0.0.2` is forbidden.
+const LOCAL_EGRESS: &str = r#"
+@id("probe-reaches-its-upstream")
+@egress("internal")
+permit (
+  principal is Agent,
+  action in [Action::"egress:connect", Action::"egress:request"],
+  resource == Host::"127.0.0.1"
+) when { context has server && context.server == "probe" };
+
+@id("no-second-loopback")
+@reason("127.0.0.2 is not for local servers")
+forbid (principal, action, resource == Host::"127.0.0.2");
+"#;
+
+/// A plain-HTTP upstream on `ip` answering `hello` to every request: its port, and how many
+/// requests it saw.
+async fn upstream(ip: [u8; 4]) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn network_egress_goes_out_only_through_warden_s_egress_judge() {
+    use std::sync::atomic::Ordering;
+    let (port, seen) = upstream([127, 0, 0, 1]).await;
+    let (forbidden_port, forbidden_seen) = upstream([127, 0, 0, 2]).await;
+    // No egress.listen: the process's proxy needs none.
+    let w = builder(probe(json!({"network": "egress"})))
+        .policy("local-egress.cedar", LOCAL_EGRESS)
+        .start()
+        .await
+        .expect("warden starts");
+    let found = ask(
+        &w,
+        &[
+            ("env", json!({})),
+            (
+                "proxy_get",
+                json!({"url": format!("http://127.0.0.1:{port}/data")}),
+            ),
+            (
+                "proxy_get",
+                json!({"url": format!("http://127.0.0.2:{forbidden_port}/data")}),
+            ),
+            // Straight to the upstream, or to Warden's own proxy listener: no way.
+            ("connect", json!({"port": port})),
+            ("connect", json!({"port": w.setup.proxy.port()})),
+        ],
+    )
+    .await;
+    assert_eq!(found[0]["http_proxy"], "http://127.0.0.1:3128", "{found:?}");
+    assert_eq!(
+        found[0]["https_proxy"], "http://127.0.0.1:3128",
+        "{found:?}"
+    );
+    assert_eq!(found[0]["node_use_env_proxy"], "1", "{found:?}");
+    assert_eq!(found[1]["status"], 200, "{found:?}");
+    assert_eq!(found[1]["body"], "hello", "{found:?}");
+    assert_eq!(found[2]["status"], 403, "{found:?}");
+    assert_eq!(found[3]["ok"], false, "{found:?}");
+    assert_eq!(found[4]["ok"], false, "{found:?}");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "only the proxied request reached it"
+    );
+    assert_eq!(forbidden_seen.load(Ordering::SeqCst), 0);
+    // Recorded as the agent's egress, naming the server.
+    let records = w.audit_records();
+    let decision = |host: &str| {
+        records
+            .iter()
+            .find(|r| {
+                r["kind"] == "decision"
+                    && r["action"] == "egress:request"
+                    && r["detail"]["egress"]["host"] == host
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no decision on {host}: {records:?}"))
+    };
+    let allowed = decision("127.0.0.1");
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["principal"]["id"], "e2e-agent", "{allowed}");
+    assert_eq!(allowed["detail"]["egress"]["server"], "probe", "{allowed}");
+    let denied = decision("127.0.0.2");
+    assert_eq!(denied["decision"], "deny", "{denied}");
+    assert_eq!(denied["principal"]["id"], "e2e-agent", "{denied}");
+    assert_eq!(denied["detail"]["egress"]["server"], "probe", "{denied}");
+    assert!(
+        denied.to_string().contains("not for local servers"),
+        "{denied}"
+    );
+}

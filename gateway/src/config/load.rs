@@ -185,6 +185,16 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
+    // A local server with network: egress that must run sandboxed where no network
+    // namespace can be made.
+    errors.extend(
+        crate::mcp::sandbox::kernel::check_namespaces(
+            &config.mcp,
+            crate::mcp::sandbox::netns::available,
+        )
+        .into_iter()
+        .map(|(key, message)| error(&key, message)),
+    );
     // Checked here, and again at every start of a sandboxed server against what it opens.
     let protected = crate::mcp::sandbox::protected::protected(&config, file, &raw);
     errors.extend(

@@ -75,7 +75,8 @@ impl Link {
     /// `client` (the agent's `initialize` params: capabilities, client info, revision). The
     /// caller asked `breaker` (the server's) first; a restart of the server later asks it
     /// itself. The server's status notifications reach the agent for the session's `tasks`
-    /// only.
+    /// only. A local server's sandboxed process with `network: egress` has its egress served
+    /// by `egress` (the agent session's).
     #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         server: &Arc<Server>,
@@ -86,6 +87,7 @@ impl Link {
         http: &reqwest::Client,
         timeout: Duration,
         breaker: Arc<BreakerSlot>,
+        egress: Option<Arc<dyn super::sandbox::ServeEgress>>,
     ) -> Result<Link, LinkError> {
         let router = Arc::new(
             Router::new(Arc::clone(&server.name), events, requests, breaker)
@@ -96,7 +98,7 @@ impl Link {
         let init = initialize_params(client);
         let transport = match &server.kind {
             ServerKind::Stdio(command) => Transport::Stdio(
-                StdioTransport::start(command, &router, &next_id, init, timeout).await?,
+                StdioTransport::start(command, &router, &next_id, init, timeout, egress).await?,
             ),
             ServerKind::Http(remote) => Transport::Http(
                 HttpTransport::start(remote, &router, &next_id, init, http.clone(), timeout)

@@ -93,7 +93,8 @@ impl Sessions {
     /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
     /// over the transport `over`: one upstream session per server whose circuit breaker (in
     /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent or a
-    /// revocation of its token; the servers' requests to the agent are judged by `judge`.
+    /// revocation of its token; the servers' requests to the agent are judged by `judge`, the
+    /// egress of its local servers' processes (`sandbox.network: egress`) served by `egress`.
     /// Returns the session and the `initialize` result.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
@@ -105,6 +106,7 @@ impl Sessions {
         cut: Option<Cut>,
         breakers: &Breakers,
         judge: Arc<dyn Judge>,
+        egress: Option<Arc<dyn super::sandbox::ServeEgress>>,
     ) -> Result<(Arc<Session>, Value), McpError> {
         self.sweep();
         if let Over::LegacySse(stream) = over
@@ -143,6 +145,7 @@ impl Sessions {
             let tasks = Arc::clone(&tasks);
             let client = &client;
             let breaker = breakers.slot(&server.upstream, &server.breaker);
+            let egress = egress.clone();
             async move {
                 let link = match breaker.admit() {
                     Ok(admitted) => {
@@ -155,6 +158,7 @@ impl Sessions {
                             &endpoint.http,
                             endpoint.request_timeout,
                             breaker,
+                            egress,
                         )
                         .await;
                         match &link {

@@ -45,6 +45,7 @@ impl StdioTransport {
         next_id: &Arc<AtomicI64>,
         init: Map<String, Value>,
         timeout: Duration,
+        egress: Option<Arc<dyn sandbox::ServeEgress>>,
     ) -> Result<StdioTransport, LinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let process = Process {
@@ -54,6 +55,7 @@ impl StdioTransport {
             init,
             timeout,
             rx,
+            egress,
         };
         supervise::start(process, router).await?;
         Ok(StdioTransport { tx })
@@ -76,6 +78,8 @@ struct Process {
     timeout: Duration,
     /// The messages for the process.
     rx: mpsc::Receiver<Value>,
+    /// Who serves a process's egress (`sandbox.network: egress`) for the agent session.
+    egress: Option<Arc<dyn sandbox::ServeEgress>>,
 }
 
 impl Connection for Process {
@@ -98,8 +102,8 @@ impl Connection for Process {
         };
         // What the process could quote back of its secrets is redacted from its messages.
         self.router.redact(&echoed(&secret_env));
-        // `_run`, the process's own directory, is removed when this returns: it has ended.
-        let (mut child, _run) = match self.spawn(&secret_env) {
+        // `entered`, the process's own directory, is removed when this returns: it has ended.
+        let (mut child, mut entered) = match self.spawn(&secret_env) {
             Ok(started) => started,
             Err(Spawn::Sandbox(e)) => {
                 // How to opt out goes to the log; the agent is told the server cannot start.
@@ -111,6 +115,16 @@ impl Connection for Process {
                     "cannot start {}: {e}",
                     crate::text::Quoted::of(&self.command.program)
                 ));
+            }
+        };
+        // Its egress listener served until this returns (the process has ended): the guard
+        // closes it.
+        let _egress = match self.serve_egress(entered.as_mut()) {
+            Ok(guard) => guard,
+            Err(reason) => {
+                tracing::error!(server = %self.router.server, error = %reason, "a local MCP server's egress (sandbox.network: egress) cannot be served; it is stopped (fail closed)");
+                kill(&mut child).await;
+                return Exit::Died(format!("the server's egress cannot be served: {reason}"));
             }
         };
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -172,12 +186,33 @@ impl Connection for Process {
 }
 
 impl Process {
+    /// Serves the egress listener the process handed over (`sandbox.network: egress`) for the
+    /// session's agent; `None` when it has none.
+    fn serve_egress(
+        &self,
+        entered: Option<&mut sandbox::Entered>,
+    ) -> Result<Option<sandbox::EgressGuard>, String> {
+        let Some(listener) = entered
+            .map(sandbox::Entered::listener)
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        match &self.egress {
+            Some(egress) => egress.serve(&self.router.server, listener).map(Some),
+            None => Err("no egress proxy serves this session".to_owned()),
+        }
+    }
+
     /// Starts the process, in its sandbox unless it runs unsandboxed.
-    /// Returns it with its own directory when sandboxed, to be kept until it has ended.
+    /// Returns it with what its sandbox keeps (its own directory, its egress listener) when
+    /// sandboxed, to be kept until it has ended.
     fn spawn(
         &self,
         secret_env: &[(String, Zeroizing<String>)],
-    ) -> Result<(Child, Option<sandbox::RunDir>), Spawn> {
+    ) -> Result<(Child, Option<sandbox::Entered>), Spawn> {
         let c = &self.command;
         // Built before the fork: the child only enters it.
         let prepared = match &c.sandbox {

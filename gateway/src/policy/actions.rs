@@ -132,6 +132,7 @@ impl FactsKind {
                 sni: full.then(|| "pypi.org".into()),
                 method: full.then(|| "GET".into()),
                 path: full.then(|| "/simple/".into()),
+                server: full.then(|| "fetch".into()),
             }),
             FactsKind::Tool => Facts::Tool(ToolFacts {
                 arguments: Arc::new(serde_json::json!({ "path": "/tmp/a" })),

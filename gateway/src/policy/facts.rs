@@ -142,7 +142,12 @@ impl Serialize for RecordedContext<'_> {
                 map.serialize_entry("port", &e.port)?;
                 map.serialize_entry("addresses", &e.addresses)?;
                 map.serialize_entry("scheme", &e.scheme)?;
-                for (key, value) in [("sni", &e.sni), ("method", &e.method), ("path", &e.path)] {
+                for (key, value) in [
+                    ("sni", &e.sni),
+                    ("method", &e.method),
+                    ("path", &e.path),
+                    ("server", &e.server),
+                ] {
                     match value {
                         Some(_) if key == "path" && crate::inspect::found_in_url(&c.findings) => {
                             map.serialize_entry(key, crate::inspect::WITHHELD_PATH)?;
@@ -433,6 +438,7 @@ mod tests {
                 sni: Some("pypi.org".into()),
                 method: None,
                 path: None,
+                server: Some("fetch".into()),
             }),
         );
         assert_round_trip(&egress, false);

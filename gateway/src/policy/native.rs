@@ -414,7 +414,8 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
                 || answer(ctx).is_ok()
         }
         Key::Path => http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some()),
-        Key::Server | Key::Locations => answer(ctx).is_ok(),
+        Key::Server => answer(ctx).is_ok() || egress(ctx).is_ok_and(|e| e.server.is_some()),
+        Key::Locations => answer(ctx).is_ok(),
         Key::Uri => answer(ctx).is_ok_and(|answer| answer.uri.is_some()),
         Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
@@ -516,7 +517,10 @@ impl<'a> Env<'a> {
             Key::Messages => Value::Long(long(sample(ctx)?.messages)),
             Key::Mode => Value::Str(&elicit(ctx)?.mode),
             Key::FieldNames => Value::Strings(&elicit(ctx)?.field_names),
-            Key::Server => Value::Str(&answer(ctx)?.server),
+            Key::Server => Value::Str(match answer(ctx) {
+                Ok(answer) => &answer.server,
+                Err(_) => egress(ctx)?.server.as_deref().ok_or(AskCedar)?,
+            }),
             Key::Locations => Value::Strings(&answer(ctx)?.locations),
             Key::Uri => Value::Str(answer(ctx)?.uri.as_deref().ok_or(AskCedar)?),
             // Not compiled: extension values, records, tool arguments.
@@ -805,6 +809,7 @@ mod tests {
                 sni: Some("pypi.org".into()),
                 method: None,
                 path: None,
+                server: Some("fetch".into()),
             }),
             Facts::Egress(EgressFacts {
                 port: 22,
@@ -813,6 +818,7 @@ mod tests {
                 sni: None,
                 method: Some("POST".into()),
                 path: Some("/upload".into()),
+                server: None,
             }),
             Facts::Tool(ToolFacts {
                 arguments: Arc::new(serde_json::json!({ "path": "/etc/passwd" })),

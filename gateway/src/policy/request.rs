@@ -363,6 +363,9 @@ pub(crate) fn context(
             if let Some(path) = &egress.path {
                 add(Key::Path, &|| string(path));
             }
+            if let Some(server) = &egress.server {
+                add(Key::Server, &|| string(server));
+            }
         }
         Facts::Tool(tool) => {
             if keys.contains(Key::Arguments) {

@@ -346,7 +346,8 @@ struct ContextSpec {
     // A server's elicitation request's (`mcp:elicit`).
     mode: Option<String>,
     field_names: Option<Vec<String>>,
-    // A server's answer's (`mcp:receive_result`; `method` and `arguments` too).
+    // A server's answer's (`mcp:receive_result`; `method` and `arguments` too); egress's, the
+    // local server whose process connects.
     server: Option<String>,
     locations: Option<Vec<String>>,
     uri: Option<String>,
@@ -461,7 +462,8 @@ impl ContextSpec {
             of_kind(
                 FactsKind::Answer,
                 &[
-                    ("server", self.server.is_some()),
+                    // Egress has it too: the local server whose process connects.
+                    ("server", self.server.is_some() && kind != FactsKind::Egress),
                     ("locations", self.locations.is_some()),
                     ("uri", self.uri.is_some()),
                 ],
@@ -538,6 +540,7 @@ impl ContextSpec {
                 sni: self.sni.clone(),
                 method: self.method.clone(),
                 path: self.path.clone(),
+                server: self.server.clone(),
             }),
             FactsKind::Tool => Facts::Tool(ToolFacts {
                 arguments: Arc::new(object_arguments(

@@ -962,6 +962,7 @@ fn egress(port: u16, sni: Option<&str>) -> Facts {
         sni: sni.map(Into::into),
         method: None,
         path: None,
+        server: None,
     })
 }
 

@@ -34,23 +34,33 @@ pub struct Confinement {
     pub ruleset: Option<RulesetCreated>,
     /// The seccomp filter refusing it Unix sockets; `None` with `sandbox.unix_sockets`.
     pub filter: Option<BpfProgram>,
+    /// With `network: egress`: the child's end of the socket pair over which it hands Warden
+    /// the listener of its own network namespace (`netns.rs`), open until the spawn returns.
+    pub netns: Option<std::os::fd::RawFd>,
 }
 
 /// Sets `command`'s child up: it dies with Warden, writes no core dump and inherits no
-/// descriptor but its stdio; with `confinement`, it also drops every capability, sets
-/// `no_new_privs`, enters the Landlock domain and installs the seccomp filter.
+/// descriptor but its stdio; with `confinement`, it also enters a network namespace of its
+/// own and hands Warden its listener there (`network: egress`: before the rest, which then
+/// holds in that namespace's user namespace too, and while a Unix socket may still be
+/// used), drops every capability, sets `no_new_privs`, enters the Landlock domain (no TCP
+/// bind, connect to the proxy's port only) and installs the seccomp filter.
 pub fn confine(command: &mut tokio::process::Command, confinement: Option<Confinement>) {
     let parent = std::process::id();
     let mut confinement = confinement;
     // SAFETY: the closure makes only async-signal-safe system calls (prctl, getppid,
-    // setrlimit, close_range, capset, landlock_restrict_self, seccomp) and allocates nothing:
-    // the ruleset and the filter were built before the fork.
+    // setrlimit, close_range, unshare, open, write, socket, ioctl, bind, listen, sendmsg,
+    // close, capset, landlock_restrict_self, seccomp) and allocates nothing: the ruleset,
+    // the filter and the socket pair were made before the fork.
     unsafe {
         command.pre_exec(move || {
             die_with_parent(parent)?;
             no_core_dump()?;
             descriptors_close_on_exec();
             if let Some(confinement) = &mut confinement {
+                if let Some(channel) = confinement.netns {
+                    super::netns::enter(channel)?;
+                }
                 drop_capabilities()?;
                 no_new_privs()?;
                 if let Some(ruleset) = confinement.ruleset.take() {

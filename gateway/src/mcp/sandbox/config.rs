@@ -89,6 +89,9 @@ pub enum Network {
     None,
     /// TCP connections to these ports only (on any address); no TCP listener.
     Ports(Vec<u16>),
+    /// Through Warden's egress proxy only: a network namespace of its own with loopback alone,
+    /// where Warden listens as the agent's egress proxy (`netns.rs`).
+    Egress,
 }
 
 /// `network:` as written: a word or a list of ports.
@@ -106,9 +109,11 @@ impl TryFrom<NetworkSpec> for Network {
         match spec {
             NetworkSpec::Word(w) if w == "any" => Ok(Network::Any),
             NetworkSpec::Word(w) if w == "none" => Ok(Network::None),
+            NetworkSpec::Word(w) if w == "egress" => Ok(Network::Egress),
             NetworkSpec::Word(w) => Err(format!(
-                "{w:?} is not a network setting: use `any`, `none` or a list of the TCP ports \
-                 the server may connect to, such as [443]"
+                "{w:?} is not a network setting: use `egress` (through Warden's egress proxy \
+                 only), `any`, `none` or a list of the TCP ports the server may connect to, \
+                 such as [443]"
             )),
             NetworkSpec::Ports(ports) => ports
                 .into_iter()
@@ -165,6 +170,7 @@ mod tests {
     fn network_is_any_none_or_a_list_of_ports() {
         assert_eq!(sandbox("{}").unwrap().network, Network::Any);
         assert_eq!(sandbox("network: none").unwrap().network, Network::None);
+        assert_eq!(sandbox("network: egress").unwrap().network, Network::Egress);
         assert_eq!(
             sandbox("network: [443, 8443]").unwrap().network,
             Network::Ports(vec![443, 8443])

@@ -2,7 +2,7 @@
 //! mode makes of it, and the refusal at load (`warden check`, start, reload) of a local server
 //! that must run sandboxed on a kernel that cannot confine it.
 
-use super::config::SandboxMode;
+use super::config::{Network, SandboxMode};
 use crate::mcp::config::McpConfig;
 
 /// The Landlock ABI the sandbox needs: filesystem rights up to `ioctl` on devices (5), TCP
@@ -101,6 +101,48 @@ pub fn check(config: &McpConfig, abi: i32) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `(key, message)` for each local server of `config` with `sandbox.network: egress` that
+/// must run sandboxed (`enforce`) when the system does not let Warden's user make the
+/// network namespace it needs (`namespaces`, from [`super::netns::available`], asked only
+/// when such a server is configured).
+pub fn check_namespaces(
+    config: &McpConfig,
+    namespaces: impl FnOnce() -> Result<(), String>,
+) -> Vec<(String, String)> {
+    let enforced: Vec<_> = config
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.command.is_some() && s.sandbox.network == Network::Egress)
+        .filter(|(_, s)| s.sandbox.mode(config.sandbox.mode) == SandboxMode::Enforce)
+        .collect();
+    if enforced.is_empty() {
+        return Vec::new();
+    }
+    let Err(why) = namespaces() else {
+        return Vec::new();
+    };
+    enforced
+        .into_iter()
+        .map(|(i, s)| {
+            (
+                format!("mcp.servers[{i}].sandbox.network"),
+                format!(
+                    "the local server {:?} has network: egress and must run sandboxed \
+                     (enforce), which needs a network namespace of its own, and this system \
+                     does not let Warden's user make one ({why}); allow unprivileged user \
+                     namespaces (sysctl kernel.unprivileged_userns_clone=1, \
+                     user.max_user_namespaces above 0, kernel.apparmor_restrict_unprivileged_userns=0 \
+                     or an AppArmor profile allowing Warden userns), or set the server's \
+                     sandbox.mode to best_effort (it then runs with no network at all), or its \
+                     sandbox.network to none",
+                    s.name
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The Landlock ABI of the running kernel; 0 or less when it has none.
 pub fn abi() -> i32 {
     // LANDLOCK_CREATE_RULESET_VERSION: no ruleset, the ABI version.
@@ -183,5 +225,34 @@ mod tests {
             "mcp:\n  sandbox: {mode: best_effort}\n  servers:\n    - {name: a, command: x}\n  endpoints: [{name: e, servers: [a]}]\n",
         );
         assert!(check(&c, 0).is_empty());
+    }
+
+    #[test]
+    fn network_egress_without_namespaces_is_refused_when_enforced() {
+        let c = config(
+            "mcp:\n  servers:\n    - {name: a, command: srv1, sandbox: {network: egress}}\n    - {name: b, command: srv2, sandbox: {network: egress, mode: best_effort}}\n    - {name: c, command: z, sandbox: {network: none}}\n  endpoints: [{name: e, servers: [a, b, c]}]\n",
+        );
+        let none = || Err("Operation not permitted".to_owned());
+        let errors = check_namespaces(&c, none);
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["mcp.servers[0].sandbox.network"]);
+        for part in [
+            "\"a\"",
+            "Operation not permitted",
+            "best_effort",
+            "unprivileged_userns_clone",
+        ] {
+            assert!(
+                errors[0].1.contains(part),
+                "{part} missing: {}",
+                errors[0].1
+            );
+        }
+        assert!(check_namespaces(&c, || Ok(())).is_empty());
+        // Not probed when no enforced server needs it.
+        let c = config(
+            "mcp:\n  servers:\n    - {name: c, command: z, sandbox: {network: none}}\n  endpoints: [{name: e, servers: [c]}]\n",
+        );
+        assert!(check_namespaces(&c, || panic!("probed")).is_empty());
     }
 }

@@ -22,6 +22,8 @@
 mod child;
 pub mod config;
 pub mod kernel;
+pub mod local_egress;
+pub mod netns;
 pub mod protected;
 mod reach;
 pub mod run_dir;
@@ -43,6 +45,7 @@ pub use config::{Guard, Protected};
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
 use kernel::Coverage;
 pub use kernel::{NEEDED_ABI, abi as kernel_abi};
+pub use local_egress::{EgressGuard, ServeEgress};
 pub use run_dir::RunDir;
 
 use super::config::McpConfig;
@@ -96,7 +99,7 @@ fn report_on(config: &McpConfig, abi: i32) {
         PARTIAL
             .with_label_values(&[name])
             .set(i64::from(matches!(coverage, Coverage::Partial(_))));
-        match coverage {
+        match &coverage {
             Coverage::None => {
                 tracing::warn!(server = %name, "a local MCP server runs unsandboxed (sandbox.mode: off): it can read and write everything Warden's user can, Warden's keys included");
             }
@@ -106,6 +109,16 @@ fn report_on(config: &McpConfig, abi: i32) {
             }
             // A kernel that cannot confine an enforced server was refused at load.
             Coverage::Full | Coverage::Refused => {}
+        }
+        // Without the namespace `network: egress` needs, an enforced server was refused at
+        // load; one under best_effort runs with no network.
+        if s.sandbox.network == Network::Egress
+            && coverage != Coverage::None
+            && let Err(why) = netns::available()
+        {
+            PARTIAL.with_label_values(&[name]).set(1);
+            SANDBOXED.with_label_values(&[name]).set(0);
+            tracing::warn!(server = %name, reason = %why, "a local MCP server with sandbox.network: egress runs with no network at all (sandbox.mode: best_effort): this system does not let Warden's user make the network namespace it needs");
         }
     }
 }
@@ -148,6 +161,16 @@ pub enum SandboxError {
     },
     #[error("cannot build the server's Landlock ruleset: {0}")]
     Ruleset(#[from] landlock::RulesetError),
+    #[error(
+        "the server's sandbox has network: egress, which needs a network namespace of its \
+         own, and this system does not let Warden's user make one ({why}); allow unprivileged \
+         user namespaces (kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, \
+         no AppArmor restriction on them for Warden), or set the server's sandbox.mode to \
+         best_effort (it then runs without any network), or its sandbox.network to none"
+    )]
+    Namespaces { why: String },
+    #[error("cannot hand the server's egress listener to Warden: {0}")]
+    Handoff(std::io::Error),
 }
 
 /// One local server's sandbox, as configured.
@@ -186,6 +209,32 @@ pub struct Exec<'a> {
 pub struct Prepared {
     confinement: child::Confinement,
     run: RunDir,
+    /// With `network: egress`: the socket pair of the listener's hand-off.
+    channel: Option<netns::Channel>,
+}
+
+/// A sandbox a child was set up to enter: the process's directory and, with
+/// `network: egress`, the listener it hands over; kept until the process has ended.
+#[derive(Debug)]
+pub struct Entered {
+    run: RunDir,
+    channel: Option<netns::Channel>,
+}
+
+impl Entered {
+    /// The process's directory.
+    pub fn run(&self) -> &RunDir {
+        &self.run
+    }
+
+    /// Once the child is spawned: the listener of its network namespace (`network: egress`),
+    /// which Warden must serve as its egress proxy; `None` without one. Taken once.
+    pub fn listener(&mut self) -> Result<Option<std::net::TcpListener>, SandboxError> {
+        self.channel
+            .take()
+            .map(|c| c.receive().map_err(SandboxError::Handoff))
+            .transpose()
+    }
 }
 
 impl Sandbox {
@@ -231,16 +280,45 @@ impl Sandbox {
         let filter = (!self.unix_sockets)
             .then(seccomp::no_unix_sockets)
             .transpose()?;
+        let channel = self.channel(netns::available())?;
         let run = self.run_dir()?;
         let ruleset = if abi >= 1 {
-            Some(self.ruleset(exec, run.path(), abi)?)
+            Some(self.ruleset(exec, run.path(), abi, channel.is_some())?)
         } else {
             None
         };
         Ok(Prepared {
-            confinement: child::Confinement { ruleset, filter },
+            confinement: child::Confinement {
+                ruleset,
+                filter,
+                netns: channel.as_ref().map(netns::Channel::child_fd),
+            },
             run,
+            channel,
         })
+    }
+
+    /// With `network: egress`, the socket pair of the hand-off, when `namespaces` (whether
+    /// the system lets Warden's user make them) allows; `best_effort` without them runs the
+    /// server with no network at all (a port rule alone would let it reach every host on that
+    /// port), `enforce` refuses.
+    fn channel(
+        &self,
+        namespaces: Result<(), String>,
+    ) -> Result<Option<netns::Channel>, SandboxError> {
+        if self.network != Network::Egress {
+            return Ok(None);
+        }
+        match namespaces {
+            Ok(()) => netns::Channel::new()
+                .map(Some)
+                .map_err(SandboxError::Handoff),
+            Err(why) if self.mode == SandboxMode::BestEffort => {
+                tracing::warn!(reason = %why, "a local MCP server with sandbox.network: egress runs without any network (sandbox.mode: best_effort): this system does not let Warden make the network namespace it needs");
+                Ok(None)
+            }
+            Err(why) => Err(SandboxError::Namespaces { why }),
+        }
     }
 
     /// A fresh directory for one process (`run_dir.rs`), made beneath the server's without
@@ -260,6 +338,7 @@ impl Sandbox {
         exec: &Exec<'_>,
         run: &Path,
         abi: i32,
+        egress: bool,
     ) -> Result<RulesetCreated, SandboxError> {
         let abi = ABI::from(abi.min(NEEDED_ABI));
         let mut ruleset = Ruleset::default()
@@ -293,7 +372,14 @@ impl Sandbox {
         // Made by Warden just now, inside its data directory: not checked against it.
         let own = Grant::new(run, all, true, &[]);
         created = own.add(created, abi)?;
-        if let (true, Network::Ports(ports)) = (network, &self.network) {
+        let ports = match &self.network {
+            Network::Ports(ports) => ports.as_slice(),
+            // Only the proxy's port, on the one address of the process's namespace (without
+            // the namespace, under best_effort, nothing: connect is refused on every port).
+            Network::Egress if egress => &[netns::PROXY_PORT],
+            _ => &[],
+        };
+        if network {
             for port in ports {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
             }
@@ -414,16 +500,49 @@ fn resolve_program(exec: &Exec<'_>) -> Option<PathBuf> {
 
 impl Prepared {
     /// Has `command`'s child enter the sandbox between fork and exec, with its `HOME` and
-    /// `TMPDIR` in its own directory.
-    /// Returns the process's directory, to be kept until the process has ended.
+    /// `TMPDIR` in its own directory and, with `network: egress`, the proxy variables naming
+    /// the listener of its namespace (set before `env`, which may not override them: the
+    /// caller sets these last, see [`proxy_env`]).
+    /// Returns what is to be kept until the process has ended: its directory, removed when
+    /// dropped, and the listener's hand-off.
     #[must_use = "the process's directory is removed when this is dropped"]
-    pub fn apply(self, command: &mut tokio::process::Command) -> RunDir {
+    pub fn apply(self, command: &mut tokio::process::Command) -> Entered {
         command
             .env("HOME", self.run.path())
             .env("TMPDIR", self.run.path().join("tmp"));
+        if self.channel.is_some() {
+            command.envs(proxy_env());
+        }
         child::confine(command, Some(self.confinement));
-        self.run
+        Entered {
+            run: self.run,
+            channel: self.channel,
+        }
     }
+}
+
+/// The environment of a server with `network: egress`: every proxy variable common clients
+/// read (both cases) naming the proxy in its namespace, no exception (`NO_PROXY` empty), and
+/// Node's switch to honour them (Node 22.21 / 24 and later).
+pub fn proxy_env() -> Vec<(&'static str, String)> {
+    let url = format!("http://127.0.0.1:{}", netns::PROXY_PORT);
+    let mut env: Vec<(&'static str, String)> = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, url.clone()))
+    .collect();
+    env.extend([
+        ("NO_PROXY", String::new()),
+        ("no_proxy", String::new()),
+        ("NODE_USE_ENV_PROXY", "1".to_owned()),
+    ]);
+    env
 }
 
 /// Has `command`'s child, unsandboxed, still die with Warden and write no core dump.

@@ -1,7 +1,9 @@
 //! The directory of one sandboxed process: its `HOME`, with its `TMPDIR` beneath, made fresh
 //! beneath the server's directory (`<data_dir>/mcp-servers/<server>/run-<instance>-<id>/`,
 //! `<instance>` random once per Warden process) at every start, without following a link,
-//! and removed when the process ends. Its `.lock` is held locked (`flock`) by Warden for the
+//! and removed when the process ends. Its lock, `run-<instance>-<id>.lock` beside it in the
+//! server's directory (which the process cannot write: it can neither remove nor replace the
+//! lock), is held locked (`flock`) by Warden for the
 //! process's life, through a descriptor the process does not inherit: a sweep, at start,
 //! removes only the directories whose lock it takes without waiting, so that Wardens sharing
 //! a data directory (even as the same pid in different pid namespaces) leave each other's
@@ -18,7 +20,11 @@ use std::sync::LazyLock;
 /// What each process's directory is named after: `run-<instance>-<random id>`.
 const PREFIX: &str = "run-";
 
-/// The file in each process's directory whose lock says a Warden still owns it.
+/// What the file beside each process's directory whose lock says a Warden still owns it adds
+/// to the directory's name.
+const LOCK_SUFFIX: &str = ".lock";
+
+/// The file an earlier version kept inside each process's directory, with the same meaning.
 const LOCK: &str = ".lock";
 
 /// How many times a directory is made afresh when a sweep took the one just made.
@@ -37,9 +43,16 @@ static INSTANCE: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
-    /// Its `.lock`, locked, held until the directory is removed (close-on-exec: no process
-    /// inherits it, none can release it).
+    /// Its lock (beside it), locked, held until the directory and the lock's file are
+    /// removed (close-on-exec: no process inherits it, none can release it).
     lock: Option<OwnedFd>,
+}
+
+/// The lock file of the process directory at `path`: `<path>.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(LOCK_SUFFIX);
+    PathBuf::from(name)
 }
 
 impl RunDir {
@@ -60,6 +73,9 @@ impl Drop for RunDir {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a local MCP server's directory after its process ended");
+            } else {
+                // Gone: its lock's file goes too (a directory left keeps its lock for a sweep).
+                let _ = std::fs::remove_file(lock_path(&path));
             }
             // Only now may a sweep take what is left of it.
             drop(lock);
@@ -127,17 +143,21 @@ fn make_locked(dir: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
     lock_new(dir, &cname).inspect_err(|e| {
         // Not left without a lock (no sweep would take it), unless a sweep is taking it.
         if e.kind() != std::io::ErrorKind::WouldBlock {
-            let _ = std::fs::remove_dir_all(through(dir).join(name));
+            let path = through(dir).join(name);
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_file(lock_path(&path));
         }
     })
 }
 
-/// Makes the `.lock` of the directory `name` just made in `dir`, locked; its descriptor.
+/// Makes the lock (`<name>.lock`, beside it in `dir`) of the directory `name` just made in
+/// `dir`, locked; its descriptor.
 fn lock_new(dir: &OwnedFd, name: &CString) -> std::io::Result<OwnedFd> {
-    let run = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let lock_name = CString::new(LOCK).expect("no NUL in a constant");
+    let mut lock_name = name.as_bytes().to_vec();
+    lock_name.extend_from_slice(LOCK_SUFFIX.as_bytes());
+    let lock_name = CString::new(lock_name).expect("no NUL in a uuid nor a constant");
     let lock = open_at(
-        &run,
+        dir,
         &lock_name,
         libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
         0o600,
@@ -230,6 +250,18 @@ fn sweep(dir: &OwnedFd) -> usize {
     let mut removed = 0;
     for entry in entries.take(SWEEP_MAX).flatten() {
         let name = entry.file_name();
+        if let Some(run) = lock_of(&name) {
+            // A lock whose directory is gone (removed, its lock's file not yet): removed
+            // once no one holds it.
+            let run = base.join(run);
+            if std::fs::symlink_metadata(&run).is_err()
+                && let Some(_lock) = take_lock(&run)
+                && std::fs::symlink_metadata(&run).is_err()
+            {
+                let _ = std::fs::remove_file(lock_path(&run));
+            }
+            continue;
+        }
         let Some(owner) = owner(&name) else {
             continue;
         };
@@ -245,7 +277,9 @@ fn sweep(dir: &OwnedFd) -> usize {
                 let Some(_lock) = take_lock(&path) else {
                     continue;
                 };
-                remove(&path, true)
+                remove(&path, true).inspect(|()| {
+                    let _ = std::fs::remove_file(lock_path(&path));
+                })
             }
         };
         match result {
@@ -268,14 +302,34 @@ fn remove(path: &Path, is_dir: bool) -> std::io::Result<()> {
     }
 }
 
-/// The lock of the process directory at `path`, if no one holds it: its `.lock`, opened
-/// without following a link, locked without waiting.
+/// The lock of the process directory at `path`, if no one holds it: `<path>.lock` beside it
+/// (or, for a directory of an earlier version without one, its `.lock` inside), opened
+/// without following a link, locked without waiting. Neither there: `None` (the directory
+/// may be being made).
 fn take_lock(path: &Path) -> Option<OwnedFd> {
-    let run = open_dir(path).ok()?;
-    let name = CString::new(LOCK).expect("no NUL in a constant");
-    let lock = open_at(&run, &name, libc::O_RDWR, 0).ok()?;
+    // Its parent reached as given (`/proc/self/fd/N`, a link the kernel resolves itself).
+    let parent = std::fs::File::open(path.parent()?).ok()?;
+    let parent = OwnedFd::from(parent);
+    let mut beside = path.file_name()?.as_bytes().to_vec();
+    beside.extend_from_slice(LOCK_SUFFIX.as_bytes());
+    let beside = CString::new(beside).ok()?;
+    let lock = match open_at(&parent, &beside, libc::O_RDWR, 0) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let run = open_dir(path).ok()?;
+            let inside = CString::new(LOCK).expect("no NUL in a constant");
+            open_at(&run, &inside, libc::O_RDWR, 0).ok()?
+        }
+        Err(_) => return None,
+    };
     try_lock(&lock).ok()?;
     Some(lock)
+}
+
+/// The process directory's name a lock's file `name` is named after, if it is one's.
+fn lock_of(name: &OsStr) -> Option<&OsStr> {
+    let run = name.to_str()?.strip_suffix(LOCK_SUFFIX)?;
+    (owner(OsStr::new(run)) == Some(Owner::Instance)).then_some(OsStr::new(run))
 }
 
 /// Whose a process directory is, after its name.
@@ -369,7 +423,7 @@ mod tests {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(path.join("tmp")).unwrap();
-        std::fs::write(path.join(LOCK), "").unwrap();
+        std::fs::write(lock_path(&path), "").unwrap();
         path
     }
 
@@ -378,7 +432,7 @@ mod tests {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(path.join(LOCK))
+            .open(lock_path(path))
             .unwrap();
         // SAFETY: `file` is open.
         assert_eq!(
@@ -424,7 +478,7 @@ mod tests {
         let held = hold(&theirs);
         // One with no `.lock` (being made, or its process removed it) is kept too.
         let unlocked = other_instance(&home);
-        std::fs::remove_file(unlocked.join(LOCK)).unwrap();
+        std::fs::remove_file(lock_path(&unlocked)).unwrap();
         assert_eq!(sweep_all(&servers), 0);
         assert!(theirs.join("tmp").exists());
         assert!(unlocked.exists());
@@ -434,12 +488,53 @@ mod tests {
         assert!(!theirs.exists());
         // A `.lock` that is a link is not followed, nor what it leads to locked.
         let linked = other_instance(&home);
-        std::fs::remove_file(linked.join(LOCK)).unwrap();
+        std::fs::remove_file(lock_path(&linked)).unwrap();
         let target = root.path().join("target");
         std::fs::write(&target, "").unwrap();
-        symlink(&target, linked.join(LOCK)).unwrap();
+        symlink(&target, lock_path(&linked)).unwrap();
         assert_eq!(sweep_all(&servers), 0);
         assert!(linked.exists() && target.exists());
+    }
+
+    #[test]
+    fn the_lock_lives_beside_the_process_directory_and_goes_with_it() {
+        let root = tempfile::tempdir().unwrap();
+        let servers = root.path().join("mcp-servers");
+        let home = servers.join("s");
+        let run = make(&home).unwrap();
+        let path = run.path().to_path_buf();
+        // Not inside, where the process may write: beside it, in the server's directory.
+        assert!(!path.join(LOCK).exists());
+        assert!(lock_path(&path).is_file());
+        // The process makes a `.lock` of its own inside: it changes nothing.
+        std::fs::write(path.join(LOCK), "").unwrap();
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(path.exists());
+        drop(run);
+        assert!(!path.exists() && !lock_path(&path).exists());
+        // A lock whose directory is gone is swept once no one holds it; one held is kept.
+        let orphan = other_instance(&home);
+        let held_orphan = other_instance(&home);
+        let held = hold(&held_orphan);
+        std::fs::remove_dir_all(&orphan).unwrap();
+        std::fs::remove_dir_all(&held_orphan).unwrap();
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(!lock_path(&orphan).exists());
+        assert!(lock_path(&held_orphan).exists());
+        drop(held);
+        // A directory of an earlier version, its lock inside, not held: swept.
+        let older = other_instance(&home);
+        std::fs::rename(lock_path(&older), older.join(LOCK)).unwrap();
+        let file = std::fs::File::open(older.join(LOCK)).unwrap();
+        // SAFETY: `file` is open.
+        assert_eq!(
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        assert_eq!(sweep_all(&servers), 0, "held inside: kept");
+        drop(file);
+        assert_eq!(sweep_all(&servers), 1);
+        assert!(!older.exists());
     }
 
     #[test]

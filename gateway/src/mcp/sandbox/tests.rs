@@ -3,6 +3,7 @@
 //! they fail, unless `WARDEN_TEST_ALLOW_NO_LANDLOCK=1` has them say they skipped.
 
 use super::*;
+use std::time::Duration;
 
 /// Whether this kernel has Landlock ABI 6; without, a test fails unless told to skip.
 fn landlock() -> bool {
@@ -269,4 +270,162 @@ fn the_program_is_found_from_the_child_s_cwd_and_path() {
         path: Some("/nonexistent".into()),
     };
     assert_eq!(resolve_program(&elsewhere), None);
+}
+
+/// Whether this system lets Warden's user make the namespaces of `network: egress`; without,
+/// a test fails unless told to skip, as without Landlock.
+fn namespaces() -> bool {
+    match netns::available() {
+        Ok(()) => true,
+        Err(_) if std::env::var("WARDEN_TEST_ALLOW_NO_LANDLOCK").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED: no unprivileged user namespaces here; nothing was tested");
+            false
+        }
+        Err(why) => panic!("network: egress needs user namespaces, refused here: {why}"),
+    }
+}
+
+#[tokio::test]
+async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
+    use tokio::io::AsyncReadExt as _;
+    if !landlock() || !namespaces() {
+        return;
+    }
+    let root = layout();
+    let s = sandbox(root.path(), Network::Egress);
+    // A listener of the test's own, on Warden's loopback: not the process's.
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = outside.local_addr().unwrap().port();
+    let script = format!(
+        "read go; echo \"env=$HTTPS_PROXY $https_proxy $HTTP_PROXY $http_proxy $ALL_PROXY $all_proxy \
+         node=$NODE_USE_ENV_PROXY no=[$NO_PROXY$no_proxy]\"; \
+         (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo outside-reached || echo outside-refused; \
+         (exec 3<>/dev/tcp/93.184.215.14/{p}) 2>/dev/null && echo public-reached || echo public-refused; \
+         getent ahosts example.com >/dev/null 2>&1 && echo dns-resolved || echo dns-failed; \
+         (exec 3<>/dev/tcp/127.0.0.1/{p}; echo through-the-proxy >&3) && echo proxy-reached",
+        p = netns::PROXY_PORT
+    );
+    let prepared = s.prepare(&exec("bash")).unwrap();
+    let mut command = tokio::process::Command::new("bash");
+    command.arg("-c").arg(script).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped());
+    let mut entered = prepared.apply(&mut command);
+    let mut child = command.spawn().expect("bash runs");
+    let listener = entered
+        .listener()
+        .unwrap()
+        .expect("the listener is handed over");
+    // The program (waiting for its go) holds no copy of it: the listener is Warden's alone.
+    use std::os::fd::AsRawFd as _;
+    let socket = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    let pid = child.id().unwrap();
+    let held: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    assert!(!held.is_empty() && !held.contains(&socket), "{held:?}");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+    }
+    assert_eq!(
+        listener.local_addr().unwrap(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], netns::PROXY_PORT))
+    );
+    // Taken once.
+    assert!(entered.listener().unwrap().is_none());
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let accepted = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).await.unwrap();
+        got
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the script ends")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let url = format!("http://127.0.0.1:{}", netns::PROXY_PORT);
+    assert!(
+        out.contains(&format!(
+            "env={url} {url} {url} {url} {url} {url} node=1 no=[]"
+        )),
+        "{out}"
+    );
+    for expected in [
+        "outside-refused",
+        "public-refused",
+        "dns-failed",
+        "proxy-reached",
+    ] {
+        assert!(out.contains(expected), "{expected} missing in {out:?}");
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), accepted)
+        .await
+        .expect("the process's connection reaches Warden's listener")
+        .unwrap();
+    assert_eq!(got, "through-the-proxy\n");
+    drop(outside);
+}
+
+#[test]
+fn network_egress_without_namespaces_runs_without_network_under_best_effort_only() {
+    let root = layout();
+    let mut s = sandbox(root.path(), Network::Egress);
+    match s.channel(Err("Operation not permitted".into())) {
+        Err(e @ SandboxError::Namespaces { .. }) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("Operation not permitted") && e.contains("best_effort"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    s.mode = SandboxMode::BestEffort;
+    assert!(s.channel(Err("no".into())).unwrap().is_none());
+    assert!(s.channel(Ok(())).unwrap().is_some());
+    s.network = Network::None;
+    assert!(s.channel(Ok(())).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_sandboxed_process_cannot_remove_nor_replace_its_directory_s_lock() {
+    if !landlock() {
+        return;
+    }
+    let root = layout();
+    let s = sandbox(root.path(), Network::Any);
+    let prepared = s.prepare(&exec("sh")).unwrap();
+    let mut command = tokio::process::Command::new("sh");
+    let script = "rm -f \"$HOME.lock\" 2>/dev/null; echo x > \"$HOME.lock\" 2>/dev/null; \
+                  mv \"$HOME\" \"$HOME.moved\" 2>/dev/null; echo done";
+    command.arg("-c").arg(script).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let entered = prepared.apply(&mut command);
+    let lock = {
+        let mut p = entered.run().path().as_os_str().to_owned();
+        p.push(".lock");
+        PathBuf::from(p)
+    };
+    let before = std::fs::metadata(&lock).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("sh ends")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    let after = std::fs::metadata(&lock).expect("the lock is still there");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((before.ino(), after.len()), (after.ino(), 0));
+    assert!(entered.run().path().exists());
 }

@@ -13,6 +13,8 @@
 
 pub(super) mod answer;
 mod intercepted;
+pub mod local;
+pub mod local_server;
 mod quiet;
 mod request;
 mod room;
@@ -56,6 +58,8 @@ struct Worker {
     tunnels: Detached,
     /// Each agent's open tunnels, shared by every worker: its idlest is closed to make room.
     agent_tunnels: AgentTunnels,
+    /// Serving a local server's process (`sandbox.network: egress`): who it speaks for.
+    local: Option<local::Local>,
 }
 
 /// The egress proxy's handler for one worker thread, with that worker's own resolver (built
@@ -72,17 +76,56 @@ pub fn handler(
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
 > {
-    let worker = Arc::new(Worker {
+    let worker = Worker {
         resolver: Resolver::new(config)?,
         config: config.clone(),
         interceptor,
         tunnels: tunnels.clone(),
         agent_tunnels: agent_tunnels.clone(),
-    });
+        local: None,
+    };
+    Ok(serving(shared, worker))
+}
+
+impl Worker {
+    /// The local server whose process this serves, for its facts.
+    fn server(&self) -> Option<String> {
+        self.local.as_ref().map(|l| l.server.to_string())
+    }
+}
+
+/// The egress proxy's handler for the listener of one local server's process, speaking for
+/// `local` (`local_server.rs`); otherwise as [`handler`].
+fn local_handler(
+    shared: &Arc<Shared>,
+    config: &EgressConfig,
+    parts: &local::LocalParts,
+    local: local::Local,
+) -> Result<
+    impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
+    ResolverSetupError,
+> {
+    let worker = Worker {
+        resolver: Resolver::new(config)?,
+        config: config.clone(),
+        interceptor: parts.interceptor.clone(),
+        tunnels: parts.tunnels.clone(),
+        agent_tunnels: parts.agent_tunnels.clone(),
+        local: Some(local),
+    };
+    Ok(serving(shared, worker))
+}
+
+/// The handler serving `worker`.
+fn serving(
+    shared: &Arc<Shared>,
+    worker: Worker,
+) -> impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static {
+    let worker = Arc::new(worker);
     let shared = Arc::clone(shared);
-    Ok(move |req, conn| -> BoxedResponse {
+    move |req, conn| -> BoxedResponse {
         Box::pin(handle(Arc::clone(&shared), Arc::clone(&worker), req, conn))
-    })
+    }
 }
 
 /// Handles one `CONNECT` or plain-HTTP request.
@@ -113,7 +156,15 @@ async fn walk(
     ex: &mut Exchange,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let principal = identify(snap, ex, &req).await?;
+    let principal = match &worker.local {
+        // The listener of a local server's process speaks for the agent that started it.
+        Some(local) => {
+            tracing::Span::current().record("principal", &*local.principal.id);
+            ex.identified(&local.principal);
+            Arc::clone(&local.principal)
+        }
+        None => identify(snap, ex, &req).await?,
+    };
     quarantine(ex, &principal)?;
     let target = Target::of(&req)?;
     let head = head(&req);
@@ -236,6 +287,7 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
         ("sni", &facts.sni),
         ("method", &facts.method),
         ("path", &facts.path),
+        ("server", &facts.server),
     ] {
         if let Some(value) = value {
             // Bounded as a REST path is: a long path makes no long record.

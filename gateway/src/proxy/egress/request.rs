@@ -80,6 +80,7 @@ pub(super) async fn forward(
         },
         method: Some(head.method.to_string()),
         path: Some(head.uri.path().to_owned()),
+        server: worker.server(),
     };
     let detail = destination(&dest, &facts);
     let mut action = action(

@@ -77,6 +77,7 @@ pub(super) async fn open(
         port: dest.port,
         addresses: dest.addresses.clone(),
         scheme: ASKED.to_owned(),
+        server: worker.server(),
         ..Default::default()
     };
     let mut detail = destination(&dest, &facts);

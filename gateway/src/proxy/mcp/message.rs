@@ -245,6 +245,11 @@ async fn initialize(
             ex.cut(),
             &shared.breakers,
             judge,
+            // The egress of its local servers' processes speaks for this agent.
+            Some(crate::proxy::egress::local_server::LocalServers::new(
+                shared,
+                &Arc::new(principal.clone()),
+            )),
         )
         .await
         .map_err(|e| match e {
