@@ -142,6 +142,11 @@ pub struct Exchange {
     ceiling: Option<Ceiling>,
     /// The agent reads trailers (`TE: trailers`).
     accepts_trailers: bool,
+    /// A decision was recorded and nothing has yet taken on the request's outcome record
+    /// (an observed response, a refusal, [`Exchange::finish`]): should the exchange be dropped
+    /// now (the agent went away while the upstream was called, or while an approval was
+    /// awaited), its drop records the outcome.
+    owes_outcome: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -209,6 +214,7 @@ impl Exchange {
             asked_usage: false,
             ceiling: None,
             accepts_trailers: false,
+            owes_outcome: false,
         }
     }
 
@@ -514,6 +520,8 @@ impl Exchange {
         self.action_digest = Arc::clone(&event.action_digest);
         let policies = self.receipts.then(|| event.policies.clone());
         let t = Instant::now();
+        // Owed from here: the agent may go away while the record is written, which it still is.
+        self.owes_outcome = true;
         let appended = self.shared.audit.append(event).await;
         self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());
         match appended {
@@ -661,6 +669,7 @@ impl Exchange {
 
     /// observe: the outcome record of a response with `status`, completed when its body ends.
     pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
+        self.owes_outcome = false;
         let mut event = self.event(EventKind::Outcome);
         event.outcome = Some(AuditOutcome {
             status: status.as_u16(),
@@ -710,6 +719,9 @@ impl Exchange {
     /// came to (a refusal's record; an observed response records its own outcome when its body
     /// ends), counts it, logs it, and stamps the response with the request and decision ids.
     pub fn finish(mut self, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+        // Whatever the answer, it records its outcome (a refusal's below, a response's when its
+        // body ends) or has none to record.
+        self.owes_outcome = false;
         let mut response = match result {
             Ok(response) => response,
             Err(refusal) => self.refused(&refusal).map(Either::Left),
@@ -780,6 +792,7 @@ impl Exchange {
 
     /// The answer to `refusal`, and its record and log line.
     pub(super) fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
+        self.owes_outcome = false;
         let mut response = if self.egress.is_some() {
             egress_answer(refusal, &self.decision_id)
         } else {
@@ -902,9 +915,26 @@ impl Exchange {
     }
 }
 
+/// The outcome record of a decided request dropped before it was answered.
+pub const AGENT_WENT_AWAY: &str = "the agent went away before its request was answered: \
+     the upstream may have received it, and what it answered was not read";
+
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.shared.metrics.in_flight.dec();
+        // Dropped between its decision and its answer: the agent closed its connection while
+        // the upstream was called (or an approval awaited), and the request's future went with
+        // it. The decision must not stand alone, as if Warden had crashed.
+        if std::mem::take(&mut self.owes_outcome) {
+            let mut event = self.event(EventKind::Outcome);
+            event.outcome = Some(AuditOutcome {
+                latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
+                error: Some(AGENT_WENT_AWAY.to_owned()),
+                ..Default::default()
+            });
+            self.shared.audit.append_detached(event);
+        }
     }
 }
 
