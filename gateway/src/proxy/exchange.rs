@@ -916,8 +916,9 @@ impl Exchange {
 }
 
 /// The outcome record of a decided request dropped before it was answered.
-pub const AGENT_WENT_AWAY: &str = "the agent went away before its request was answered: \
-     the upstream may have received it, and what it answered was not read";
+pub const AGENT_WENT_AWAY: &str = "the request ended before its answer: the agent went away \
+     (or Warden stopped) while the upstream was called or an approval awaited; the upstream \
+     may have received it, and what it answered was not read";
 
 impl Drop for Exchange {
     fn drop(&mut self) {
