@@ -1406,7 +1406,11 @@ fn audit_print(
     let mut written = Ok(());
     warden::audit::read::Reader::new(dir).each_new(|record| {
         if written.is_ok() && filter.keeps(&record) {
-            written = writeln!(out, "{}", shape.of(&record));
+            written = writeln!(
+                out,
+                "{}",
+                warden::audit::shape::terminal_line(&shape.of(&record))
+            );
         }
     })?;
     written?;
@@ -1427,7 +1431,11 @@ fn audit_tail(
     let records = reader.next_batch()?;
     let mut out = std::io::stdout().lock();
     for record in &records[records.len().saturating_sub(lines)..] {
-        writeln!(out, "{}", shape.of(record))?;
+        writeln!(
+            out,
+            "{}",
+            warden::audit::shape::terminal_line(&shape.of(record))
+        )?;
     }
     out.flush()?;
     if !follow {
@@ -1436,7 +1444,11 @@ fn audit_tail(
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
         for record in reader.next_batch()? {
-            writeln!(out, "{}", shape.of(&record))?;
+            writeln!(
+                out,
+                "{}",
+                warden::audit::shape::terminal_line(&shape.of(&record))
+            )?;
         }
         out.flush()?;
     }

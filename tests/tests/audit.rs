@@ -481,3 +481,45 @@ async fn a_live_logs_copy_cut_back_and_given_a_fresh_start_record_is_refused() {
         "{said}"
     );
 }
+
+/// An agent that closes its connection once its request is upstream, before the answer:
+/// its decision is not left alone (the mark of a Warden that crashed), an outcome record
+/// says it went away while the upstream had the request.
+#[tokio::test]
+async fn an_agent_gone_while_the_upstream_answers_leaves_an_outcome_record() {
+    use tokio::io::AsyncWriteExt;
+    let s = Stack::start().await.unwrap();
+    // The answer never comes while the agent is there.
+    s.fake.set_response_delay(Duration::from_secs(600));
+    let body = serde_json::to_vec(&openai_chat("gpt-4o-mini", false)).unwrap();
+    let mut request = format!(
+        "POST /openai/chat/completions HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.token,
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let mut agent = tokio::net::TcpStream::connect(s.warden.setup.proxy)
+        .await
+        .unwrap();
+    agent.write_all(&request).await.unwrap();
+    let seen = s.fake.wait_for_requests(1, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 1, "the request reached the upstream");
+    drop(agent);
+
+    let decision = s.audit("decision", |_| true).await.unwrap();
+    assert_eq!(decision["decision"], "allow");
+    let outcome = s
+        .audit("outcome", |r| r["request_id"] == decision["request_id"])
+        .await
+        .unwrap();
+    assert_eq!(outcome["decision_id"], decision["decision_id"]);
+    assert_eq!(outcome["principal"]["id"], AGENT);
+    let error = outcome["outcome"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("went away"), "{outcome}");
+    assert!(
+        outcome["outcome"].get("status").is_none(),
+        "no answer reached the agent: {outcome}"
+    );
+}

@@ -28,6 +28,32 @@ impl Shape {
     }
 }
 
+/// `value` as one line of JSON that a terminal shows as it is: every control, bidirectional or
+/// invisible character written as its `\uXXXX` escape, which JSON reads as the same value.
+/// Text in records that an agent or an upstream chose (an MCP server's error message, say)
+/// then cannot move the cursor, recolour the screen (a C1 `CSI`, U+009B, which JSON leaves
+/// as it is) or make a line read in another order (U+202E) in `warden audit tail`, `search`
+/// and `export`.
+pub fn terminal_line(value: &Value) -> String {
+    let text = value.to_string();
+    let shown = |c: char| !(c.is_control() || crate::text::is_hidden(c));
+    if text.chars().all(shown) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if shown(c) {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
 /// Whether the record says the action succeeded: `success`, `failure` or `unknown` (ECS
 /// `event.outcome`).
 fn outcome(v: &Value) -> &'static str {
@@ -277,6 +303,34 @@ mod tests {
             "route": "github", "source_ip": "127.0.0.1", "decision": "deny",
             "reasons": ["no policy permits it"], "policies": ["p1"]
         }))
+    }
+
+    #[test]
+    fn a_terminal_line_escapes_what_would_act_on_the_terminal_and_reads_as_the_same_json() {
+        let record = json!({"kind": "outcome", "principal": {"id": "ci-bot"},
+            "outcome": {"error": "boom\u{9b}2J\u{1b}[31m\u{7f} ci-bot\u{202e}tob-live \u{200b}\u{2028} caf\u{e9} \u{e0041}"}});
+        let line = terminal_line(&record);
+        assert!(
+            line.chars()
+                .all(|c| !c.is_control() && !crate::text::is_hidden(c)),
+            "{line}"
+        );
+        for escape in [
+            r"\u009b",
+            r"\u001b",
+            r"\u007f",
+            r"\u202e",
+            r"\u200b",
+            r"\u2028",
+            r"\udb40\udc41",
+        ] {
+            assert!(line.contains(escape), "{escape} in {line}");
+        }
+        assert!(line.contains("café"), "readable text stays: {line}");
+        let back: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, record);
+        let plain = json!({"kind": "decision", "principal": {"id": "ci-bot"}});
+        assert_eq!(terminal_line(&plain), plain.to_string());
     }
 
     #[test]

@@ -50,6 +50,14 @@ impl ClaimMapper {
                 });
             }
         };
+        // Records, the CLI and SIEMs show this id: `ci-bot` followed by U+202E must not read
+        // as `ci-bot`, nor an id carry a terminal's control sequence.
+        if let Some(problem) = crate::protocol::unreadable_identifier(&id) {
+            return Err(AuthError::UnreadableClaim {
+                claim: self.agent.clone(),
+                problem,
+            });
+        }
         Ok(Principal {
             kind: PrincipalKind::Agent,
             id,
@@ -223,6 +231,32 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.code(), "missing_claim");
             assert!(err.to_string().contains("`sub`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_an_agent_id_that_does_not_read_as_it_is() {
+        let mapper = ClaimMapper::new(&ClaimMapping::default());
+        for (id, problem) in [
+            ("ci-bot\u{202e}", "bidirectional control U+202E"),
+            ("ci\u{200b}-bot", "invisible formatting character U+200B"),
+            ("evil\u{9b}31m", "control character U+009B"),
+            ("ci-bot\u{2028}x", "control character U+2028"),
+            ("ci-bot ", "whitespace"),
+        ] {
+            let err = mapper
+                .principal(&claims(json!({"sub": id})), &Arc::from("i"), 1)
+                .unwrap_err();
+            assert_eq!(err.code(), "invalid_claim", "{id:?}");
+            let text = err.to_string();
+            assert!(text.contains("`sub`") && text.contains(problem), "{text}");
+        }
+        // Other scripts and accents read as they are.
+        for id in ["café-bot", "通义-agent", "ci bot"] {
+            let p = mapper
+                .principal(&claims(json!({"sub": id})), &Arc::from("i"), 1)
+                .unwrap();
+            assert_eq!(&*p.id, id);
         }
     }
 

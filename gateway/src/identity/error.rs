@@ -185,6 +185,17 @@ pub enum AuthError {
         claim: Arc<str>,
         expected: &'static str,
     },
+    /// The claim naming the agent would not read as it is in records and logs (a control,
+    /// bidirectional or invisible character, whitespace at either end).
+    #[error(
+        "claim `{claim}` names the agent with a value that does not read as it is: {problem}; \
+         the identity provider must issue ids without control, bidirectional or invisible \
+         characters"
+    )]
+    UnreadableClaim {
+        claim: Arc<str>,
+        problem: crate::protocol::IdentifierProblem,
+    },
     /// The token's `kid` is not in the issuer's key set, even after a refetch.
     #[error("no key {kid} in the JWKS of {issuer} ({fetched})")]
     UnknownKey {
@@ -327,7 +338,7 @@ impl AuthError {
             AuthError::UntrustedIssuer { .. } => "untrusted_issuer",
             AuthError::WrongAudience { .. } => "wrong_audience",
             AuthError::MissingClaim { .. } => "missing_claim",
-            AuthError::InvalidClaim { .. } => "invalid_claim",
+            AuthError::InvalidClaim { .. } | AuthError::UnreadableClaim { .. } => "invalid_claim",
             AuthError::UnknownKey { .. }
             | AuthError::NoFittingKey { .. }
             | AuthError::KidRequired { .. } => "unknown_key",

@@ -137,6 +137,13 @@ impl TokenIssuer {
                 "the agent name is empty".into(),
             ));
         }
+        // A gateway refuses such a token (`identity/claims.rs`): say so now.
+        if let Some(problem) = crate::protocol::unreadable_identifier(agent) {
+            return Err(IdentityError::InvalidRequest(format!(
+                "the agent name does not read as it is: {problem}; records and SIEMs would show \
+                 it as another name"
+            )));
+        }
         if ttl.as_secs() == 0 {
             return Err(IdentityError::InvalidRequest(
                 "the TTL must be at least 1s".into(),
@@ -390,6 +397,18 @@ mod tests {
                 .is_err()
         );
         assert!(issuer.issue(" ", hour, &[]).is_err());
+        for unreadable in [
+            "ci-bot\u{202e}",
+            "ci-bot\u{200b}",
+            "evil\u{9b}31m",
+            " ci-bot",
+        ] {
+            let err = issuer.issue(unreadable, hour, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("does not read as it is"),
+                "{unreadable:?}: {err}"
+            );
+        }
         assert!(issuer.issue("a", Duration::from_millis(10), &[]).is_err());
     }
 

@@ -1,5 +1,6 @@
 //! The identity a verified client certificate names: first DNS SAN, else first URI SAN
-//! (e.g. a SPIFFE id), else the subject's common name.
+//! (e.g. a SPIFFE id), else the subject's common name, unless that holds a control,
+//! bidirectional or invisible character (records and SIEMs would show it as another name).
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ pub(crate) fn client_identity(cert: &CertificateDer<'_>) -> Option<Arc<str>> {
     if let Some(uri) = cert.valid_uri_names().next() {
         return Some(Arc::from(uri));
     }
-    common_name(cert.subject()).map(Arc::from)
+    common_name(cert.subject())
+        .filter(|cn| crate::protocol::unreadable_identifier(cn).is_none())
+        .map(Arc::from)
 }
 
 /// DER tag of an OBJECT IDENTIFIER.
@@ -98,6 +101,20 @@ mod tests {
         let ca = TestCa::new("ids");
         let leaf = ca.client_cert(&[], Some("agent-cn-9"));
         assert_eq!(client_identity(&leaf.der).as_deref(), Some("agent-cn-9"));
+    }
+
+    #[test]
+    fn a_common_name_that_does_not_read_as_it_is_names_no_one() {
+        let ca = TestCa::new("ids");
+        for cn in [
+            "agent-cn-9\u{202e}",
+            "agent\u{200b}-cn-9",
+            "agent\u{9b}2J",
+            "agent-cn-9 ",
+        ] {
+            let leaf = ca.client_cert(&[], Some(cn));
+            assert_eq!(client_identity(&leaf.der), None, "{cn:?}");
+        }
     }
 
     #[test]

@@ -101,6 +101,18 @@ pub fn check(value: &str) -> Result<Option<String>, IdentifierProblem> {
     Ok((folded != value).then_some(folded))
 }
 
+/// Why `value` would not read as it is, if it would not: a control, bidirectional or
+/// invisible character, or whitespace at either end (as [`check`], without its bound on the
+/// length and without folding). For names Warden does not judge as sent but records and shows
+/// (an agent's id from its token's claims), so that no record shows one agent as another.
+pub fn unreadable(value: &str) -> Option<IdentifierProblem> {
+    let edge = |c: Option<char>| c.is_some_and(char::is_whitespace);
+    if edge(value.chars().next()) || edge(value.chars().next_back()) {
+        return Some(IdentifierProblem::EdgeWhitespace);
+    }
+    value.chars().find_map(problem)
+}
+
 /// What is wrong with one character, if anything.
 fn problem(c: char) -> Option<IdentifierProblem> {
     if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {

@@ -41,6 +41,7 @@ pub use dialect::{Dialect, Inbound, Interpreted, Shape};
 pub use errors::ProtocolError;
 pub use identifier::{
     IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES, check as check_identifier,
+    unreadable as unreadable_identifier,
 };
 pub use refusal::{
     DECISION_HEADER, DECISION_ID_HEADER, Pending, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,

@@ -146,6 +146,11 @@ pub struct Exchange {
     reservation: Option<Reservation>,
     /// The agent reads trailers (`TE: trailers`).
     accepts_trailers: bool,
+    /// A decision was recorded and nothing has yet taken on the request's outcome record
+    /// (an observed response, a refusal, [`Exchange::finish`]): should the exchange be dropped
+    /// now (the agent went away while the upstream was called, or while an approval was
+    /// awaited), its drop records the outcome.
+    owes_outcome: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -214,6 +219,7 @@ impl Exchange {
             ceiling: None,
             reservation: None,
             accepts_trailers: false,
+            owes_outcome: false,
         }
     }
 
@@ -519,6 +525,8 @@ impl Exchange {
         self.action_digest = Arc::clone(&event.action_digest);
         let policies = self.receipts.then(|| event.policies.clone());
         let t = Instant::now();
+        // Owed from here: the agent may go away while the record is written, which it still is.
+        self.owes_outcome = true;
         let appended = self.shared.audit.append(event).await;
         self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());
         match appended {
@@ -695,6 +703,7 @@ impl Exchange {
 
     /// observe: the outcome record of a response with `status`, completed when its body ends.
     pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
+        self.owes_outcome = false;
         let mut event = self.event(EventKind::Outcome);
         event.outcome = Some(AuditOutcome {
             status: status.as_u16(),
@@ -745,6 +754,9 @@ impl Exchange {
     /// came to (a refusal's record; an observed response records its own outcome when its body
     /// ends), counts it, logs it, and stamps the response with the request and decision ids.
     pub fn finish(mut self, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+        // Whatever the answer, it records its outcome (a refusal's below, a response's when its
+        // body ends) or has none to record.
+        self.owes_outcome = false;
         let mut response = match result {
             Ok(response) => response,
             Err(refusal) => self.refused(&refusal).map(Either::Left),
@@ -815,6 +827,7 @@ impl Exchange {
 
     /// The answer to `refusal`, and its record and log line.
     pub(super) fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
+        self.owes_outcome = false;
         let mut response = if self.egress.is_some() {
             egress_answer(refusal, &self.decision_id)
         } else {
@@ -937,9 +950,27 @@ impl Exchange {
     }
 }
 
+/// The outcome record of a decided request dropped before it was answered.
+pub const AGENT_WENT_AWAY: &str = "the request ended before its answer: the agent went away \
+     (or Warden stopped) while the upstream was called or an approval awaited; the upstream \
+     may have received it, and what it answered was not read";
+
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.shared.metrics.in_flight.dec();
+        // Dropped between its decision and its answer: the agent closed its connection while
+        // the upstream was called (or an approval awaited), and the request's future went with
+        // it. The decision must not stand alone, as if Warden had crashed.
+        if std::mem::take(&mut self.owes_outcome) {
+            let mut event = self.event(EventKind::Outcome);
+            event.outcome = Some(AuditOutcome {
+                latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
+                error: Some(AGENT_WENT_AWAY.to_owned()),
+                ..Default::default()
+            });
+            self.shared.audit.append_detached(event);
+        }
     }
 }
 

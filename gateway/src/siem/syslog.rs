@@ -242,13 +242,14 @@ fn sd_escape(text: &str) -> String {
     out
 }
 
-/// `text` with control characters and line separators written as `\u{…}`: a value an agent
-/// chose (its id, from a claim it may edit) cannot split the message for a relay that writes
-/// one line per message, nor forge a line of its own.
+/// `text` with control characters, line separators and bidirectional and invisible characters
+/// written as `\u{…}`: a value an agent chose (its id, from a claim it may edit) cannot split
+/// the message for a relay that writes one line per message, nor forge a line of its own, nor
+/// read as another value in a collector's table (U+202E reverses what follows it).
 fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+        if c.is_control() || crate::text::is_hidden(c) {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -305,6 +306,28 @@ mod tests {
         );
         assert!(s.ends_with(r"allow\u{2028}x"), "{s}");
         assert!(!s.contains('\u{2028}'), "{s}");
+    }
+
+    #[test]
+    fn a_value_with_bidi_or_invisible_characters_shows_them_escaped() {
+        let mut forged = entry();
+        forged.record.value["principal"]["id"] = json!("ci-bot\u{202e}\u{200b}x");
+        forged.record.value["request_id"] = json!("r\u{2066}1");
+        for format in [SyslogFormat::Json, SyslogFormat::Structured] {
+            let m = message(&config(format), EventShape::Ecs, "gw-1", &forged);
+            assert!(
+                m.contains(r#"principal="ci-bot\\u{202e}\\u{200b}x""#),
+                "{m}"
+            );
+            assert!(m.contains(r#"request_id="r\\u{2066}1""#), "{m}");
+        }
+        let s = message(
+            &config(SyslogFormat::Structured),
+            EventShape::Ecs,
+            "gw-1",
+            &forged,
+        );
+        assert!(s.ends_with(r"ci-bot\u{202e}\u{200b}x"), "{s}");
     }
 
     #[test]
