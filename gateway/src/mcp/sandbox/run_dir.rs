@@ -769,13 +769,26 @@ mod tests {
         (Box::leak(Box::new(reaper)), open)
     }
 
+    /// A process directory under `root`'s `mcp-servers/s`, removed by a [`gated_reaper`]:
+    /// the servers' directory, the reaper, its gate, the directory.
+    fn gated_run(
+        root: &Path,
+    ) -> (
+        PathBuf,
+        &'static Reaper,
+        std::sync::mpsc::Sender<()>,
+        RunDir,
+    ) {
+        let servers = root.join("mcp-servers");
+        let (reaper, gate) = gated_reaper();
+        let run = make_with(&servers.join("s"), reaper).unwrap();
+        (servers, reaper, gate, run)
+    }
+
     #[test]
     fn a_runtime_stops_without_waiting_for_the_removal_of_a_process_directory() {
         let root = tempfile::tempdir().unwrap();
-        let servers = root.path().join("mcp-servers");
-        let home = servers.join("s");
-        let (reaper, open) = gated_reaper();
-        let run = make_with(&home, reaper).unwrap();
+        let (servers, reaper, open, run) = gated_run(root.path());
         let path = run.path().to_path_buf();
         assert_eq!(reaper.pending(), (1, 0));
         // A worker's runtime stops with a session's process (and its directory) in a task.
@@ -818,10 +831,7 @@ mod tests {
     #[test]
     fn a_directory_whose_removal_was_given_up_on_is_swept_at_the_next_start() {
         let root = tempfile::tempdir().unwrap();
-        let servers = root.path().join("mcp-servers");
-        let home = servers.join("s");
-        let (reaper, _gate) = gated_reaper();
-        let run = make_with(&home, reaper).unwrap();
+        let (servers, reaper, _gate, run) = gated_run(root.path());
         let path = run.path().to_path_buf();
         std::fs::write(path.join("tmp/f"), "x").unwrap();
         // The Warden exits while the removal waits: its lock is released with it (here, its
