@@ -557,6 +557,18 @@ pub async fn serve(
     // the server answered while its connection is up) before the listeners stop.
     shared.mcp.withdraw_held(listen.shutdown_grace).await;
     stop.trigger();
+    // Local MCP servers' processes end with their sessions as the workers stop; their
+    // directories are removed by a thread of their own, which the workers do not wait for.
+    let reaper = crate::mcp::sandbox::run_dir::reaper();
+    let processes = crate::mcp::local_processes();
+    let (live, queued) = reaper.pending();
+    if processes > 0 || live + queued > 0 {
+        tracing::info!(
+            processes,
+            directories = live + queued,
+            "stopping local MCP server processes and removing their directories"
+        );
+    }
     proxy.join().await;
     if let Some(egress) = egress {
         egress.join().await;
@@ -596,6 +608,23 @@ pub async fn serve(
         shipper
             .stop(listen.shutdown_grace.min(std::time::Duration::from_secs(5)))
             .await;
+    }
+    // After the audit log is closed (its lock released: a new Warden may start): what the
+    // reaper has not removed within its bound is left, locked until this process exits, for
+    // the next start's sweep.
+    let within = crate::mcp::sandbox::run_dir::FINISH_WITHIN;
+    match tokio::task::spawn_blocking(move || reaper.finish(within)).await {
+        Ok(finished) if finished.left > 0 => {
+            tracing::info!(
+                left = finished.left,
+                ?within,
+                "directories of local MCP server processes not yet removed are left for the next start to remove"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "waiting for the removal of local MCP server processes' directories failed")
+        }
     }
     tracing::info!("warden stopped");
     Ok(())

@@ -5,15 +5,19 @@
 // Tools: read_file(path), write_file(path, content) (a path `~/…` in its HOME), connect(port) (TCP to 127.0.0.1),
 // unix_connect(path) (to a Unix socket with a path), signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
 // parent's pid, its proxy variables), proxy_get(url) (a plain-HTTP GET through the proxy HTTP_PROXY names, raw: Node 20's
-// fetch ignores proxies; `connect` takes a `host` too). No dependencies beyond Node.
+// fetch ignores proxies; `connect` takes a `host` too), fill(from, dirs, files) (`dirs` directories
+// `~/fill/d<from + i>` of `files` empty files each: a tree slow to remove), https_connect(url) (a CONNECT
+// through the proxy HTTPS_PROXY names, then a TLS GET through the tunnel, trusting only the CA `ca`, PEM).
+// No dependencies beyond Node.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "fill", "https_connect"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -79,6 +83,19 @@ async function run(name, args) {
       };
     case "proxy_get":
       return await proxyGet(args.url);
+    case "fill":
+      try {
+        for (let d = args.from ?? 0; d < (args.from ?? 0) + args.dirs; d++) {
+          const dir = `${process.env.HOME}/fill/d${d}`;
+          mkdirSync(dir, { recursive: true });
+          for (let f = 0; f < args.files; f++) writeFileSync(`${dir}/f${f}`, "");
+        }
+        return { ok: true };
+      } catch (e) {
+        return failed(e);
+      }
+    case "https_connect":
+      return await httpsConnect(args.url, args.ca);
     default:
       return undefined;
   }
@@ -105,6 +122,50 @@ function proxyGet(url) {
       resolve({ ok: true, status: Number(head.split(" ")[1]), body: rest.join("\r\n\r\n").slice(0, 200) });
     });
     socket.on("error", (e) => resolve(failed(e)));
+  });
+}
+
+/** CONNECT to `url`'s host through the proxy of HTTPS_PROXY, then GET `url` over TLS in the
+ * tunnel, trusting only `ca`: the CONNECT's status, and the GET's status and body. */
+function httpsConnect(url, ca) {
+  const proxy = new URL(process.env.HTTPS_PROXY ?? process.env.https_proxy ?? "http://127.0.0.1:1");
+  const target = new URL(url);
+  return new Promise((resolve) => {
+    const done = (found) => {
+      socket.destroy();
+      resolve(found);
+    };
+    const socket = connect({ port: Number(proxy.port), host: proxy.hostname });
+    socket.setTimeout(10000, () => done({ ok: false, code: "ETIMEDOUT" }));
+    socket.on("error", (e) => done(failed(e)));
+    socket.on("connect", () => socket.write(`CONNECT ${target.host} HTTP/1.1\r\nHost: ${target.host}\r\n\r\n`));
+    let head = Buffer.alloc(0);
+    const onHead = (d) => {
+      head = Buffer.concat([head, d]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      socket.off("data", onHead);
+      const connectStatus = Number(head.subarray(0, end).toString("utf8").split(" ")[1]);
+      if (connectStatus !== 200) return done({ ok: false, connect_status: connectStatus });
+      const secure = tlsConnect({ socket, ca, host: target.hostname });
+      const chunks = [];
+      secure.on("error", (e) => done({ ...failed(e), connect_status: connectStatus }));
+      secure.on("secureConnect", () =>
+        secure.write(`GET ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nConnection: close\r\n\r\n`),
+      );
+      secure.on("data", (c) => chunks.push(c));
+      secure.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        const [status, ...rest] = text.split("\r\n\r\n");
+        done({
+          ok: true,
+          connect_status: connectStatus,
+          status: Number(status.split(" ")[1]),
+          body: rest.join("\r\n\r\n").slice(0, 400),
+        });
+      });
+    };
+    socket.on("data", onHead);
   });
 }
 

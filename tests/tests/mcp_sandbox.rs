@@ -451,3 +451,136 @@ async fn network_egress_goes_out_only_through_warden_s_egress_judge() {
         "{denied}"
     );
 }
+
+#[tokio::test]
+async fn network_egress_carries_https_through_a_tunnel_warden_s_egress_judge_allowed() {
+    use warden_e2e::egress::{Origin, Pki};
+    let pki = Pki::new();
+    let origin = Origin::start([127, 0, 0, 1].into(), 0, Some(pki.server(&["127.0.0.1"])))
+        .await
+        .unwrap();
+    let w = builder(probe(json!({"network": "egress"})))
+        .policy("local-egress.cedar", LOCAL_EGRESS)
+        .start()
+        .await
+        .expect("warden starts");
+    let url = format!("https://127.0.0.1:{}/secure", origin.addr.port());
+    let found = ask(
+        &w,
+        &[("https_connect", json!({"url": url, "ca": pki.ca_pem}))],
+    )
+    .await;
+    // The CONNECT answered 200, and the tunnel carried TLS end to end: the origin's own
+    // certificate, which only the test's CA signs, was verified by the process.
+    assert_eq!(found[0]["connect_status"], 200, "{found:?}");
+    assert_eq!(found[0]["status"], 200, "{found:?}");
+    let body = found[0]["body"].as_str().unwrap_or_default();
+    assert!(body.contains("/secure"), "{found:?}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["path"], "/secure");
+    // Recorded as the agent's egress connect, naming the server.
+    let records = w.audit_records();
+    let connect = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["action"] == "egress:connect")
+        .cloned()
+        .unwrap_or_else(|| panic!("no egress:connect decision: {records:?}"));
+    assert_eq!(connect["decision"], "allow", "{connect}");
+    assert_eq!(connect["principal"]["id"], "e2e-agent", "{connect}");
+    assert_eq!(
+        connect["detail"]["egress"]["host"], "127.0.0.1",
+        "{connect}"
+    );
+    assert_eq!(connect["detail"]["egress"]["server"], "probe", "{connect}");
+}
+
+/// The tool call `tool` with `arguments` in the raw session `session`: what the probe
+/// reported.
+async fn call_raw(
+    w: &Warden,
+    agent: &str,
+    session: &str,
+    id: u64,
+    tool: &str,
+    arguments: Value,
+) -> Value {
+    let response = mcp::post_raw(
+        w,
+        "/mcp/tools",
+        agent,
+        Some(session),
+        &mcp::tool_call(id, tool, arguments),
+    )
+    .await
+    .unwrap();
+    let answer = mcp::answered(response).await;
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+#[tokio::test]
+async fn stopping_leaves_a_slow_removal_of_a_local_server_s_directory_to_the_next_start() {
+    use std::time::Duration;
+    let w = builder(probe(json!({})))
+        .set("/listen/shutdown_grace", json!("2s"))
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    // A session left open, whose process's directory holds a tree slow to remove (as the
+    // package an `npx` downloads): 300 000 files.
+    let session = mcp::initialize_raw(&w, "/mcp/tools", &agent).await.unwrap();
+    let env = call_raw(&w, &agent, &session, 2, "probe_env", json!({})).await;
+    let home = std::path::PathBuf::from(env["home"].as_str().unwrap());
+    // In calls short enough for the client's 30 s timeout on a loaded machine.
+    for (i, from) in (0..300).step_by(10).enumerate() {
+        let filled = call_raw(
+            &w,
+            &agent,
+            &session,
+            3 + i as u64,
+            "probe_fill",
+            json!({"from": from, "dirs": 10, "files": 1000}),
+        )
+        .await;
+        assert_eq!(filled["ok"], true, "{filled}");
+    }
+    assert!(home.join("fill/d299/f999").exists());
+    let mut w = w;
+    w.signal(libc::SIGTERM).unwrap();
+    let signalled = std::time::Instant::now();
+    // A bound on failure only.
+    let status = w.wait_exit(Duration::from_secs(120)).await.unwrap();
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "{}", w.output());
+    let output = w.output();
+    // Warden exited before the removal could finish (it waits for it at most 2 s): the
+    // directory is still there, and the log says so.
+    assert!(
+        home.exists(),
+        "Warden waited for the removal of its local server's directory:\n{output}"
+    );
+    assert!(
+        output.contains("stopping local MCP server processes and removing their directories"),
+        "{output}"
+    );
+    assert!(
+        output.contains("left for the next start to remove"),
+        "{output}"
+    );
+    // Its audit log closed, its lock released: a new Warden on the same data directory
+    // starts, and its sweep removes what was left.
+    let setup = w.stop_and_take_setup().await;
+    let mut again = setup.spawn().unwrap();
+    again
+        .wait_ready(Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", again.output()));
+    assert!(!home.exists(), "{}", again.output());
+    let mut lock = home.clone().into_os_string();
+    lock.push(".lock");
+    assert!(!std::path::Path::new(&lock).exists());
+}

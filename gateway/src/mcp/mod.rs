@@ -56,6 +56,7 @@ pub use server_requests::{
     Asked, Held, Judge, ServerRequests, Ticket, Verdict, Withdrawal, Withdrawn,
 };
 pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructions, negotiate};
+pub use stdio::running as local_processes;
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};
 pub use tasks::{

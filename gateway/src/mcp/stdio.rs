@@ -6,7 +6,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -30,6 +30,30 @@ const MAX_LINE: usize = 16 * 1024 * 1024;
 const MAX_LOG_LINE: usize = FIELD_MAX;
 /// Messages waiting to be written to the process at most.
 const QUEUE: usize = 256;
+
+/// Local servers' processes running now (for the line Warden logs when it stops).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many local servers' processes run now.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// One process counted in [`RUNNING`] while it lives.
+struct Running;
+
+impl Running {
+    fn count() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Sends messages to a supervised local server.
 pub struct StdioTransport {
@@ -103,7 +127,7 @@ impl Connection for Process {
         // What the process could quote back of its secrets is redacted from its messages.
         self.router.redact(&echoed(&secret_env));
         // `entered`, the process's own directory, is removed when this returns: it has ended.
-        let (mut child, mut entered) = match self.spawn(&secret_env) {
+        let (mut child, _running, mut entered) = match self.spawn(&secret_env) {
             Ok(started) => started,
             Err(Spawn::Sandbox(e)) => {
                 // How to opt out goes to the log; the agent is told the server cannot start.
@@ -207,12 +231,12 @@ impl Process {
     }
 
     /// Starts the process, in its sandbox unless it runs unsandboxed.
-    /// Returns it with what its sandbox keeps (its own directory, its egress listener) when
-    /// sandboxed, to be kept until it has ended.
+    /// Returns it, counted as running, with what its sandbox keeps (its own directory, its
+    /// egress listener) when sandboxed, to be kept until it has ended.
     fn spawn(
         &self,
         secret_env: &[(String, Zeroizing<String>)],
-    ) -> Result<(Child, Option<sandbox::Entered>), Spawn> {
+    ) -> Result<(Child, Running, Option<sandbox::Entered>), Spawn> {
         let c = &self.command;
         // Built before the fork: the child only enters it.
         let prepared = match &c.sandbox {
@@ -261,7 +285,7 @@ impl Process {
             command.current_dir(dir);
         }
         let child = command.spawn().map_err(Spawn::Io)?;
-        Ok((child, run))
+        Ok((child, Running::count(), run))
     }
 }
 

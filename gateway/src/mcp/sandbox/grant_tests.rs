@@ -14,6 +14,12 @@ fn sandbox(root: &Path) -> Sandbox {
     Sandbox::new("s", &config, SandboxMode::Enforce, &root.join("data"), &[])
 }
 
+/// Waits (bounded) until the reaper removed the directories handed over so far.
+fn removed() {
+    let finished = run_dir::reaper().finish(std::time::Duration::from_secs(60));
+    assert_eq!(finished.left, 0);
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap()
@@ -74,6 +80,7 @@ fn each_process_gets_a_fresh_directory_of_its_own_removed_when_it_ends() {
     std::fs::write(first.path().join("tmp/left"), "x").unwrap();
     let path = first.path().to_path_buf();
     drop(first);
+    removed();
     assert!(!path.exists());
     assert!(second.path().exists());
 }
@@ -92,6 +99,7 @@ fn links_planted_in_the_server_s_directory_are_not_followed() {
     assert_eq!(mode(&victim), 0o755);
     assert!(!run.path().join("tmp").starts_with(&victim));
     drop(run);
+    removed();
     // The server's directory itself a link: nothing is made or changed through it.
     std::fs::remove_file(s.home.join("tmp")).unwrap();
     std::fs::remove_dir(&s.home).unwrap();

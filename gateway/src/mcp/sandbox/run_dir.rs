@@ -1,7 +1,11 @@
 //! The directory of one sandboxed process: its `HOME`, with its `TMPDIR` beneath, made fresh
 //! beneath the server's directory (`<data_dir>/mcp-servers/<server>/run-<instance>-<id>/`,
 //! `<instance>` random once per Warden process) at every start, without following a link,
-//! and removed when the process ends. Its lock, `run-<instance>-<id>.lock` beside it in the
+//! and removed when the process ends, off every runtime: by one thread of its own (the reaper),
+//! so that no runtime (a worker's, stopping) waits for a removal, which can take seconds for a
+//! tree an `npx` downloaded. Warden stopping waits for the reaper at most [`FINISH_WITHIN`];
+//! what is left then keeps its lock until Warden exits, and the next start's sweep removes
+//! it. Its lock, `run-<instance>-<id>.lock` beside it in the
 //! server's directory (which the process cannot write: it can neither remove nor replace the
 //! lock), is held locked (`flock`) by Warden for the
 //! process's life, through a descriptor the process does not inherit: a sweep, at start,
@@ -15,7 +19,9 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What each process's directory is named after: `run-<instance>-<random id>`.
 const PREFIX: &str = "run-";
@@ -35,17 +41,184 @@ const MAKE_ATTEMPTS: usize = 3;
 /// walked for ever.
 pub const SWEEP_MAX: usize = 4096;
 
+/// The most directories waiting for the reaper at once: beyond, a directory is left (its
+/// lock released) for the next start's sweep.
+const QUEUE: usize = 1024;
+
+/// How long Warden stopping waits for the reaper to remove the directories waiting for it.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(2);
+
 /// This Warden process's id in the names of its processes' directories: random, since pids
 /// repeat across pid namespaces (two containers' Wardens are both pid 1).
 static INSTANCE: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
 
-/// The directory of one process, removed when dropped.
+/// The directory of one process, handed to the reaper when dropped.
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
     /// Its lock (beside it), locked, held until the directory and the lock's file are
     /// removed (close-on-exec: no process inherits it, none can release it).
     lock: Option<OwnedFd>,
+    /// Who removes it.
+    reaper: &'static Reaper,
+}
+
+/// A directory to remove, with its lock, released once it is gone (or given up on).
+#[derive(Debug)]
+struct Removal {
+    path: PathBuf,
+    lock: Option<OwnedFd>,
+}
+
+/// How the reaper removes a directory (`remove_dir_all`, which follows no link the process
+/// may have left there; another in tests).
+type Remove = Box<dyn Fn(&Path) -> std::io::Result<()> + Send>;
+
+/// Removes the directories of ended processes, one at a time, on a thread of its own.
+#[derive(Debug)]
+pub struct Reaper {
+    queue: Option<SyncSender<Removal>>,
+    counts: Arc<(Mutex<Counts>, Condvar)>,
+}
+
+/// What the reaper has to do.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Directories made whose process has not ended.
+    live: usize,
+    /// Directories handed over, not yet removed.
+    queued: usize,
+}
+
+/// What Warden stopping found of the directories of local MCP server processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// Still there once the wait ended: removed by the next start's sweep.
+    pub left: usize,
+}
+
+/// The reaper of this Warden's process directories (its thread started at the first use).
+static REAPER: LazyLock<Reaper> =
+    LazyLock::new(|| Reaper::start(Box::new(|path: &Path| std::fs::remove_dir_all(path))));
+
+/// The reaper of this Warden's process directories.
+pub fn reaper() -> &'static Reaper {
+    &REAPER
+}
+
+impl Reaper {
+    /// A reaper removing with `remove` on a thread of its own; without one (the thread cannot
+    /// start), directories are removed where they are dropped.
+    fn start(remove: Remove) -> Reaper {
+        let counts = Arc::new((Mutex::new(Counts::default()), Condvar::new()));
+        let (queue, removals) = std::sync::mpsc::sync_channel(QUEUE);
+        let reaped = Arc::clone(&counts);
+        let started = std::thread::Builder::new()
+            .name("warden-run-dirs".into())
+            .spawn(move || reap(&removals, &remove, &reaped));
+        let queue = match started {
+            Ok(_) => Some(queue),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the thread that removes local MCP server processes' directories; they are removed as their processes end");
+                None
+            }
+        };
+        Reaper { queue, counts }
+    }
+
+    /// Runs `f` on the counts, and wakes who waits for them.
+    fn count<T>(&self, f: impl FnOnce(&mut Counts) -> T) -> T {
+        let (counts, changed) = &*self.counts;
+        let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut counts);
+        changed.notify_all();
+        out
+    }
+
+    /// Directories made whose process has not ended, and directories waiting to be removed.
+    pub fn pending(&self) -> (usize, usize) {
+        self.count(|c| (c.live, c.queued))
+    }
+
+    /// Hands `removal` over: removed by the reaper's thread, never on the caller's.
+    fn hand_over(&self, removal: Removal) {
+        let Some(queue) = &self.queue else {
+            self.count(|c| c.live = c.live.saturating_sub(1));
+            remove_now(removal);
+            return;
+        };
+        self.count(|c| {
+            c.live = c.live.saturating_sub(1);
+            c.queued += 1;
+        });
+        match queue.try_send(removal) {
+            Ok(()) => {}
+            Err(TrySendError::Full(removal)) => {
+                self.count(|c| c.queued = c.queued.saturating_sub(1));
+                tracing::warn!(path = %removal.path.display(), "too many local MCP server processes' directories wait for their removal; this one is left for the next start to remove");
+                // Its lock released: the next start's sweep takes it.
+                drop(removal);
+            }
+            Err(TrySendError::Disconnected(removal)) => {
+                self.count(|c| c.queued = c.queued.saturating_sub(1));
+                remove_now(removal);
+            }
+        }
+    }
+
+    /// Warden stops: waits at most `within` until every directory handed over is removed.
+    /// What is left keeps its lock until Warden exits, then the next start's sweep removes
+    /// it.
+    pub fn finish(&self, within: Duration) -> Finished {
+        let (counts, changed) = &*self.counts;
+        let deadline = Instant::now() + within;
+        let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        while counts.queued > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            counts = changed
+                .wait_timeout(counts, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Finished {
+            left: counts.queued,
+        }
+    }
+}
+
+/// The reaper's thread: removes each directory handed over, in turn, until the reaper is
+/// gone.
+fn reap(removals: &Receiver<Removal>, remove: &Remove, counts: &(Mutex<Counts>, Condvar)) {
+    for removal in removals {
+        remove_with(removal, remove);
+        let (counts, changed) = counts;
+        let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.queued = counts.queued.saturating_sub(1);
+        changed.notify_all();
+    }
+}
+
+/// Removes `removal` here, with `remove_dir_all`.
+fn remove_now(removal: Removal) {
+    remove_with(removal, &|path: &Path| std::fs::remove_dir_all(path));
+}
+
+/// Removes the directory of `removal` with `remove`, then its lock's file, then lets go of
+/// its lock. A directory that cannot be removed keeps its lock's file, for a sweep.
+fn remove_with(removal: Removal, remove: &dyn Fn(&Path) -> std::io::Result<()>) {
+    let Removal { path, lock } = removal;
+    if let Err(e) = remove(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a local MCP server's directory after its process ended");
+    } else {
+        // Gone: its lock's file goes too (a directory left keeps its lock for a sweep).
+        let _ = std::fs::remove_file(lock_path(&path));
+    }
+    // Only now may a sweep take what is left of it.
+    drop(lock);
 }
 
 /// The lock file of the process directory at `path`: `<path>.lock`.
@@ -64,26 +237,11 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        // `remove_dir_all` follows no link the process may have left there; it runs off the
-        // runtime's workers.
-        let path = std::mem::take(&mut self.path);
-        let lock = self.lock.take();
-        let remove = move || {
-            if let Err(e) = std::fs::remove_dir_all(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a local MCP server's directory after its process ended");
-            } else {
-                // Gone: its lock's file goes too (a directory left keeps its lock for a sweep).
-                let _ = std::fs::remove_file(lock_path(&path));
-            }
-            // Only now may a sweep take what is left of it.
-            drop(lock);
+        let removal = Removal {
+            path: std::mem::take(&mut self.path),
+            lock: self.lock.take(),
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
+        self.reaper.hand_over(removal);
     }
 }
 
@@ -98,6 +256,11 @@ pub struct MakeError {
 /// missing, refused if it is a link), `0700`, its `.lock` locked, with `tmp/` beneath. It
 /// sweeps nothing: that is done once, at start ([`sweep_all`]).
 pub fn make(home: &Path) -> Result<RunDir, MakeError> {
+    make_with(home, reaper())
+}
+
+/// [`make`], the directory removed by `reaper` once dropped.
+fn make_with(home: &Path, reaper: &'static Reaper) -> Result<RunDir, MakeError> {
     let failed = |source| MakeError {
         path: home.to_path_buf(),
         source,
@@ -119,9 +282,11 @@ pub fn make(home: &Path) -> Result<RunDir, MakeError> {
             Err(e) => return Err(failed(e)),
         }
     };
+    reaper.count(|c| c.live += 1);
     let run = RunDir {
         path: home.join(&name),
         lock: Some(lock),
+        reaper,
     };
     let tmp = run.path.join("tmp");
     std::fs::DirBuilder::new()
@@ -408,6 +573,12 @@ mod tests {
         max + 1
     }
 
+    /// Waits (bounded) for the reaper to have removed what was handed over: `path` is gone.
+    fn removed(path: &Path) {
+        assert_eq!(reaper().finish(Duration::from_secs(60)).left, 0);
+        assert!(!path.exists(), "{}", path.display());
+    }
+
     fn stale(home: &Path, pid: u32) -> PathBuf {
         let path = home.join(format!("run-{pid}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(path.join("tmp/.npm")).unwrap();
@@ -511,7 +682,8 @@ mod tests {
         assert_eq!(sweep_all(&servers), 0);
         assert!(path.exists());
         drop(run);
-        assert!(!path.exists() && !lock_path(&path).exists());
+        removed(&path);
+        assert!(!lock_path(&path).exists());
         // A lock whose directory is gone is swept once no one holds it; one held is kept.
         let orphan = other_instance(&home);
         let held_orphan = other_instance(&home);
@@ -552,10 +724,10 @@ mod tests {
         // SAFETY: `lock` is open.
         let flags = unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_GETFD) };
         assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0);
-        // Dropped outside a runtime: removed at once, and its lock released with it.
+        // Dropped: removed by the reaper, and its lock released with it.
         let path = first.path().to_path_buf();
         drop(first);
-        assert!(!path.exists());
+        removed(&path);
         assert_eq!(sweep_all(&servers), 0);
         assert!(second.path().exists());
     }
@@ -583,6 +755,98 @@ mod tests {
         assert!(target.join("f").exists());
         // No directory at all: nothing to do.
         assert_eq!(sweep_all(&root.path().join("none")), 0);
+    }
+
+    /// A reaper whose removals each wait for a word on the channel it returns.
+    fn gated_reaper() -> (&'static Reaper, std::sync::mpsc::Sender<()>) {
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let reaper = Reaper::start(Box::new(move |path: &Path| {
+            // Bounded: a test that fails does not hang.
+            let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(120));
+            std::fs::remove_dir_all(path)
+        }));
+        (Box::leak(Box::new(reaper)), open)
+    }
+
+    /// A process directory under `root`'s `mcp-servers/s`, removed by a [`gated_reaper`]:
+    /// the servers' directory, the reaper, its gate, the directory.
+    fn gated_run(
+        root: &Path,
+    ) -> (
+        PathBuf,
+        &'static Reaper,
+        std::sync::mpsc::Sender<()>,
+        RunDir,
+    ) {
+        let servers = root.join("mcp-servers");
+        let (reaper, gate) = gated_reaper();
+        let run = make_with(&servers.join("s"), reaper).unwrap();
+        (servers, reaper, gate, run)
+    }
+
+    #[test]
+    fn a_runtime_stops_without_waiting_for_the_removal_of_a_process_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let (servers, reaper, open, run) = gated_run(root.path());
+        let path = run.path().to_path_buf();
+        assert_eq!(reaper.pending(), (1, 0));
+        // A worker's runtime stops with a session's process (and its directory) in a task.
+        let (stopped, runtime_gone) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    let _run = run;
+                    std::future::pending::<()>().await;
+                });
+                tokio::task::yield_now().await;
+            });
+            drop(runtime);
+            let _ = stopped.send(());
+        });
+        // A bound on failure only: a runtime that waited for the removal would wait until
+        // the gate opens, which it does not before this.
+        runtime_gone
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runtime stopped while the removal waits");
+        assert!(path.exists());
+        assert_eq!(reaper.pending(), (0, 1));
+        // Warden stopping gives the reaper a bound: the directory is left, its lock held
+        // (no sweep takes it while this Warden runs).
+        assert_eq!(
+            reaper.finish(Duration::from_millis(10)),
+            Finished { left: 1 }
+        );
+        assert_eq!(sweep_all(&servers), 0);
+        assert!(path.exists());
+        open.send(()).unwrap();
+        assert_eq!(reaper.finish(Duration::from_secs(60)), Finished { left: 0 });
+        assert!(!path.exists() && !lock_path(&path).exists());
+    }
+
+    #[test]
+    fn a_directory_whose_removal_was_given_up_on_is_swept_at_the_next_start() {
+        let root = tempfile::tempdir().unwrap();
+        let (servers, reaper, _gate, run) = gated_run(root.path());
+        let path = run.path().to_path_buf();
+        std::fs::write(path.join("tmp/f"), "x").unwrap();
+        // The Warden exits while the removal waits: its lock is released with it (here, its
+        // descriptor closed as an exit closes it).
+        let copy = run.lock.as_ref().unwrap().try_clone().unwrap();
+        drop(run);
+        assert_eq!(reaper.finish(Duration::from_millis(10)).left, 1);
+        assert_eq!(sweep_all(&servers), 0, "held while the Warden runs");
+        // A lock belongs to the open file its descriptors share: let go through the copy, as
+        // an exit lets go of it.
+        // SAFETY: `copy` is open.
+        assert_eq!(unsafe { libc::flock(copy.as_raw_fd(), libc::LOCK_UN) }, 0);
+        drop(copy);
+        assert_eq!(sweep_all(&servers), 1);
+        assert!(!path.exists() && !lock_path(&path).exists());
     }
 
     #[test]
