@@ -41,6 +41,18 @@ pub fn generates(endpoint: &Endpoint) -> Option<bool> {
     }
 }
 
+/// The most output tokens an answer to `request` can be charged: its output limit (times the
+/// choices it asks for, as the dialect read it), else `default_output` times those choices;
+/// none for embeddings; `None` for calls that cost nothing (model lists, token counts).
+pub fn most_output(request: &LlmRequest, default_output: u64) -> Option<u64> {
+    let generates = generates(&request.endpoint)?;
+    Some(match (generates, request.max_tokens) {
+        (false, _) => 0,
+        (true, Some(limit)) => limit,
+        (true, None) => default_output.saturating_mul(request.choices.max(1)),
+    })
+}
+
 impl Estimate {
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
     /// token counts).
