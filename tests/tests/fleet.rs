@@ -665,26 +665,6 @@ async fn a_stream_its_agent_leaves_mid_way_gives_its_reservation_back_when_charg
     assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
 }
 
-/// Sends `body` to `path` as the agent over a connection of its own, which the caller drops to
-/// leave before the answer.
-async fn call_to_leave(s: &Stack, path: &str, body: &Value) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let body = serde_json::to_vec(body).unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        s.token,
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
-    let mut agent = tokio::net::TcpStream::connect(s.warden.setup.proxy)
-        .await
-        .unwrap();
-    agent.write_all(&request).await.unwrap();
-    agent
-}
-
 /// The outcome record of the request decided `decision` ("allow", "approval_required"), once
 /// its agent went away before the answer.
 async fn went_away(s: &Stack, decision: &str) -> Value {
@@ -713,7 +693,7 @@ async fn an_agent_gone_before_the_answer_is_charged_the_most_its_call_could_gene
     s.fake.set_response_delay(Duration::from_secs(600));
     let mut body = openai_chat("gpt-4o-mini", false);
     body["max_tokens"] = json!(50);
-    let agent = call_to_leave(&s, "/openai/chat/completions", &body).await;
+    let agent = s.call_to_leave("/openai/chat/completions", &body).await;
     let seen = s.fake.wait_for_requests(1, Duration::from_secs(10)).await;
     assert_eq!(seen.len(), 1, "the call reached the upstream");
     drop(agent);
@@ -724,16 +704,7 @@ async fn an_agent_gone_before_the_answer_is_charged_the_most_its_call_could_gene
     assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
     assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
     // The budget's spend: the estimate, priced as gpt-4o-mini (0.15 and 0.60 $/M).
-    let metrics = s.warden.metrics().await.unwrap();
-    let spent: f64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("warden_budget_spent_usd{")
-                && l.contains(&format!("name=\"{AGENT}\""))
-                && l.contains("period=\"day\"")
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("the agent's spend: {metrics}"));
+    let spent = s.spent_usd_today().await;
     let estimate = (CHAT_INPUT_ESTIMATE as f64 * 0.15 + 50.0 * 0.6) / 1e6;
     assert!((spent - estimate).abs() < 2e-6, "{spent} for {estimate}");
     next_call_denied(&s).await;
@@ -761,12 +732,8 @@ async fn an_agent_gone_while_its_call_awaits_approval_is_charged_nothing() {
     })
     .await
     .unwrap();
-    let agent = call_to_leave(
-        &s,
-        "/openai/chat/completions",
-        &openai_chat("gpt-4o", false),
-    )
-    .await;
+    let chat = openai_chat("gpt-4o", false);
+    let agent = s.call_to_leave("/openai/chat/completions", &chat).await;
     s.audit("decision", |r| r["decision"] == "approval_required")
         .await
         .unwrap();
