@@ -89,6 +89,40 @@ impl Stack {
             .wait_for_audit(Duration::from_secs(10), |r| r["kind"] == kind && pred(r))
             .await
     }
+
+    /// Sends `body` to `path` as the agent over a connection of its own, which the caller
+    /// drops to leave before the answer.
+    pub async fn call_to_leave(&self, path: &str, body: &Value) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let body = serde_json::to_vec(body).unwrap();
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.token,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let mut agent = tokio::net::TcpStream::connect(self.warden.setup.proxy)
+            .await
+            .unwrap();
+        agent.write_all(&request).await.unwrap();
+        agent
+    }
+
+    /// The US dollars [`AGENT`] spent today (`warden_budget_spent_usd`).
+    pub async fn spent_usd_today(&self) -> f64 {
+        let metrics = self.warden.metrics().await.unwrap();
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("warden_budget_spent_usd{")
+                    && l.contains(&format!("name=\"{AGENT}\""))
+                    && l.contains("period=\"day\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the agent's spend: {metrics}"))
+    }
 }
 
 /// A policy that forbids `openai/gpt-4.1` (`e2e-forbid-gpt41`, reason "no gpt-4.1"): a deny

@@ -487,23 +487,11 @@ async fn a_live_logs_copy_cut_back_and_given_a_fresh_start_record_is_refused() {
 /// says it went away while the upstream had the request.
 #[tokio::test]
 async fn an_agent_gone_while_the_upstream_answers_leaves_an_outcome_record() {
-    use tokio::io::AsyncWriteExt;
     let s = Stack::start().await.unwrap();
     // The answer never comes while the agent is there.
     s.fake.set_response_delay(Duration::from_secs(600));
-    let body = serde_json::to_vec(&openai_chat("gpt-4o-mini", false)).unwrap();
-    let mut request = format!(
-        "POST /openai/chat/completions HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        s.token,
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
-    let mut agent = tokio::net::TcpStream::connect(s.warden.setup.proxy)
-        .await
-        .unwrap();
-    agent.write_all(&request).await.unwrap();
+    let chat = openai_chat("gpt-4o-mini", false);
+    let agent = s.call_to_leave("/openai/chat/completions", &chat).await;
     let seen = s.fake.wait_for_requests(1, Duration::from_secs(10)).await;
     assert_eq!(seen.len(), 1, "the request reached the upstream");
     drop(agent);

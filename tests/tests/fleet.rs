@@ -664,3 +664,85 @@ async fn a_stream_its_agent_leaves_mid_way_gives_its_reservation_back_when_charg
     assert!(output >= (first.len() as u64).div_ceil(4), "{outcome}");
     assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
 }
+
+/// The outcome record of the request decided `decision` ("allow", "approval_required"), once
+/// its agent went away before the answer.
+async fn went_away(s: &Stack, decision: &str) -> Value {
+    let decided = s
+        .audit("decision", |r| r["decision"] == decision)
+        .await
+        .unwrap();
+    let outcome = s
+        .audit("outcome", |r| r["request_id"] == decided["request_id"])
+        .await
+        .unwrap();
+    let error = outcome["outcome"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("went away"), "{outcome}");
+    outcome
+}
+
+/// An agent that leaves once its call is upstream, before any answer: the provider may still
+/// generate (and bill) the whole answer, so the call is charged the most it could generate —
+/// the input estimate and its `max_tokens` — marked estimated, and its reservation given back.
+#[tokio::test]
+async fn an_agent_gone_before_the_answer_is_charged_the_most_its_call_could_generate() {
+    use std::time::Duration;
+    // The estimate below spends it exactly.
+    let s = budgeted(CHAT_INPUT_ESTIMATE + 50).await;
+    // The answer does not come while the agent is there.
+    s.fake.set_response_delay(Duration::from_secs(600));
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["max_tokens"] = json!(50);
+    let agent = s.call_to_leave("/openai/chat/completions", &body).await;
+    let seen = s.fake.wait_for_requests(1, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 1, "the call reached the upstream");
+    drop(agent);
+
+    let outcome = went_away(&s, "allow").await;
+    let id = outcome["request_id"].as_str().unwrap();
+    let outcome = charged(&s, id, CHAT_INPUT_ESTIMATE, 50).await;
+    assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+    // The budget's spend: the estimate, priced as gpt-4o-mini (0.15 and 0.60 $/M).
+    let spent = s.spent_usd_today().await;
+    let estimate = (CHAT_INPUT_ESTIMATE as f64 * 0.15 + 50.0 * 0.6) / 1e6;
+    assert!((spent - estimate).abs() < 2e-6, "{spent} for {estimate}");
+    next_call_denied(&s).await;
+}
+
+/// An agent that leaves while its call waits for an approval: the call never went upstream,
+/// and costs nothing.
+#[tokio::test]
+async fn an_agent_gone_while_its_call_awaits_approval_is_charged_nothing() {
+    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+        @approvers(\"Group::\\\"sre\\\"\")\n\
+        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/budgets",
+            json!({"limits": [{"scope": "agent", "name": "*", "period": "day", "tokens": 100_000}]}),
+        )
+        .set(
+            "/approvals",
+            json!({"mode": "wait", "wait_timeout": "3m",
+                   "console_url": "https://warden.example.com",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .policy("needs-sre.cedar", NEEDS_SRE)
+    })
+    .await
+    .unwrap();
+    let chat = openai_chat("gpt-4o", false);
+    let agent = s.call_to_leave("/openai/chat/completions", &chat).await;
+    s.audit("decision", |r| r["decision"] == "approval_required")
+        .await
+        .unwrap();
+    drop(agent);
+
+    let outcome = went_away(&s, "approval_required").await;
+    assert_eq!(outcome["outcome"].get("input_tokens"), None, "{outcome}");
+    assert_eq!(outcome["outcome"].get("output_tokens"), None, "{outcome}");
+    assert_eq!(outcome["outcome"].get("usage_estimated"), None, "{outcome}");
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+    assert!(s.fake.requests().is_empty(), "never sent upstream");
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::hostile::{self, Hostile};
-use warden_e2e::stack::{AGENT, Stack, openai_chat};
+use warden_e2e::stack::{Stack, openai_chat};
 use warden_e2e::trailing_echo::get_with_trailers;
 
 const FORGED: &[(&str, &str)] = &[
@@ -362,17 +362,7 @@ async fn implausible_usage_is_clamped_and_recorded_and_tokens_are_priced_by_the_
         "{outcome}"
     );
     // Priced as gpt-4o-mini (the model asked for), not as a model the table does not price.
-    let metrics = s.warden.metrics().await.unwrap();
-    let spent: f64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("warden_budget_spent_usd{")
-                && l.contains(&format!("name=\"{AGENT}\""))
-                && l.contains("period=\"day\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("the agent's spend: {metrics}"));
+    let spent = s.spent_usd_today().await;
     assert!(spent > 0.0, "the tokens cost something: {spent}");
     // And what the clamped tokens cost at gpt-4o-mini's price (0.15 and 0.60 $/M), not what
     // fifty million would (7.50 $).

@@ -91,8 +91,13 @@ pub struct LlmRequest {
     pub folded_model: Option<String>,
     /// The response is requested as a stream.
     pub stream: bool,
-    /// Output token limit the request sets, if any (the larger, when it sets several).
+    /// Output token limit the request sets, if any (the larger, when it sets several), times
+    /// the choices it asks for ([`output_limit`]).
     pub max_tokens: Option<u64>,
+    /// The most choices the request asks for (OpenAI `n`, `best_of`, Gemini `candidateCount`;
+    /// one when none is given), each of which may generate up to the per-choice output limit:
+    /// what a default output limit is multiplied by when the request sets none.
+    pub choices: u64,
     /// Names of the tools the request declares (function names; built-in tool types).
     pub tools: Vec<String>,
     /// Estimated input tokens of prompt, system and tool definitions (see `estimate`).
@@ -115,8 +120,13 @@ pub fn output_limit<const N: usize>(
     per_choice: Option<u64>,
     choices: [Option<u64>; N],
 ) -> Option<u64> {
-    let choices = choices.into_iter().flatten().max().unwrap_or(1).max(1);
+    let choices = most_choices(choices);
     per_choice.map(|limit| limit.saturating_mul(choices))
+}
+
+/// The most choices any of `choices` asks for; one when none is given (or one asks for none).
+pub fn most_choices<const N: usize>(choices: [Option<u64>; N]) -> u64 {
+    choices.into_iter().flatten().max().unwrap_or(1).max(1)
 }
 
 impl LlmRequest {
@@ -128,6 +138,7 @@ impl LlmRequest {
             folded_model: None,
             stream: false,
             max_tokens: None,
+            choices: 1,
             tools: Vec::new(),
             input_tokens: 0,
             endpoint,

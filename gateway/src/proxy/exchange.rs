@@ -151,6 +151,9 @@ pub struct Exchange {
     /// now (the agent went away while the upstream was called, or while an approval was
     /// awaited), its drop records the outcome.
     owes_outcome: bool,
+    /// The request went upstream ([`Exchange::calls_upstream`]): the provider may have received
+    /// it, and billed it, whatever becomes of the agent.
+    upstream_called: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -220,6 +223,7 @@ impl Exchange {
             reservation: None,
             accepts_trailers: false,
             owes_outcome: false,
+            upstream_called: false,
         }
     }
 
@@ -589,6 +593,14 @@ impl Exchange {
         self.echo.take().and_then(Redactor::new)
     }
 
+    /// forward: the request goes upstream now: from here the provider may receive it (and bill
+    /// it), so a call its agent leaves before the answer is charged ([`Exchange`]'s drop). The
+    /// instant it goes, to time the upstream's answer by.
+    pub fn calls_upstream(&mut self) -> Instant {
+        self.upstream_called = true;
+        Instant::now()
+    }
+
     /// forward: the upstream answered (or failed) after `seconds`.
     pub fn forwarded(&mut self, seconds: f64) {
         self.upstream_seconds = Some(seconds);
@@ -955,6 +967,42 @@ pub const AGENT_WENT_AWAY: &str = "the request ended before its answer: the agen
      (or Warden stopped) while the upstream was called or an approval awaited; the upstream \
      may have received it, and what it answered was not read";
 
+impl Exchange {
+    /// An LLM call dropped before its answer, once it had gone upstream: the provider may have
+    /// generated (and billed) the whole answer, so it is charged the estimate of a call left
+    /// before any answer came (`Estimate::unanswered`: the input estimate, the most output it
+    /// could generate), then its reservation is given back. The tokens charged; `None` when the
+    /// upstream was never called (dropped while an approval was awaited, or before forward) or
+    /// the call costs nothing.
+    fn charge_unanswered(&mut self) -> Option<(u64, u64)> {
+        if !self.upstream_called {
+            return None;
+        }
+        let (Some(Shape::Llm(request)), Some(principal), Some(provider)) =
+            (&self.shape, &self.principal, &self.provider)
+        else {
+            return None;
+        };
+        let snap = self.shared.snapshot.load();
+        let budgets = &snap.config.budgets;
+        let (input, output) = Estimate::unanswered(request, budgets.reserve.default_output_tokens)?;
+        let model = self.model.as_deref().unwrap_or("");
+        self.shared.budgets.charge(
+            budgets,
+            principal,
+            (provider, model, None),
+            (input, output),
+            SystemTime::now(),
+        );
+        self.shared
+            .metrics
+            .tokens(&principal.id, model, (Some(input), Some(output)), false);
+        // Charged, its reservation is given back: never a moment when neither counts.
+        drop(self.reservation.take());
+        Some((input, output))
+    }
+}
+
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.shared.metrics.in_flight.dec();
@@ -962,11 +1010,15 @@ impl Drop for Exchange {
         // the upstream was called (or an approval awaited), and the request's future went with
         // it. The decision must not stand alone, as if Warden had crashed.
         if std::mem::take(&mut self.owes_outcome) {
+            let charged = self.charge_unanswered();
             let mut event = self.event(EventKind::Outcome);
             event.outcome = Some(AuditOutcome {
                 latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
                 upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
                 error: Some(AGENT_WENT_AWAY.to_owned()),
+                input_tokens: charged.map(|(input, _)| input),
+                output_tokens: charged.map(|(_, output)| output),
+                usage_estimated: charged.is_some(),
                 ..Default::default()
             });
             self.shared.audit.append_detached(event);

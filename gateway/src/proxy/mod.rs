@@ -22,7 +22,6 @@ mod streamed;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -452,7 +451,7 @@ async fn forward(
         .breakers
         .of(&route.name, snap.config.upstream.breaker_for(&route.name));
     let admitted = breaker.admit()?;
-    let t = Instant::now();
+    let t = ex.calls_upstream();
     let result = upstream.send_outbound(outbound).await;
     ex.forwarded(t.elapsed().as_secs_f64());
     match &result {

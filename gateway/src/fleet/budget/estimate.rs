@@ -9,6 +9,12 @@
 //! - output: a quarter of the bytes of the answer Warden read (its framing counts as text, so
 //!   this is an upper bound), at least what the provider reported so far, at most the
 //!   request's `max_tokens` (the provider stops there); nothing for embeddings.
+//!
+//! A request its agent left while the upstream had it, before any answer came, has nothing
+//! read to count ([`Estimate::unanswered`]): the provider may have generated (and billed) the
+//! whole answer, a non-streamed one certainly, so it is charged the most it could generate —
+//! its output limit, else `budgets.reserve.default_output_tokens` — times the choices it asks
+//! for: what its reservation held.
 
 use crate::protocol::{Endpoint, LlmRequest, Usage};
 
@@ -41,7 +47,27 @@ pub fn generates(endpoint: &Endpoint) -> Option<bool> {
     }
 }
 
+/// The most output tokens an answer to `request` can be charged: its output limit (times the
+/// choices it asks for, as the dialect read it), else `default_output` times those choices;
+/// none for embeddings; `None` for calls that cost nothing (model lists, token counts).
+pub fn most_output(request: &LlmRequest, default_output: u64) -> Option<u64> {
+    let generates = generates(&request.endpoint)?;
+    Some(match (generates, request.max_tokens) {
+        (false, _) => 0,
+        (true, Some(limit)) => limit,
+        (true, None) => default_output.saturating_mul(request.choices.max(1)),
+    })
+}
+
 impl Estimate {
+    /// What a request its agent left before any answer came, while the upstream had it, is
+    /// charged (`default_output`: `budgets.reserve.default_output_tokens`): input, Warden's own
+    /// estimate of the request (nothing was reported); output, the most it could generate
+    /// ([`most_output`]), erring towards charging more. `None` for calls that cost nothing.
+    pub fn unanswered(request: &LlmRequest, default_output: u64) -> Option<(u64, u64)> {
+        Some((request.input_tokens, most_output(request, default_output)?))
+    }
+
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
     /// token counts).
     pub fn of(request: &LlmRequest) -> Option<Estimate> {
@@ -118,6 +144,26 @@ mod tests {
         assert_eq!(embed.tokens(&Usage::default(), 5_000_000), (700, 0));
         assert_eq!(Estimate::of(&request(Endpoint::ListModels, 0, None)), None);
         assert_eq!(Estimate::of(&request(Endpoint::CountTokens, 9, None)), None);
+    }
+
+    #[test]
+    fn a_request_left_before_its_answer_is_charged_the_most_it_could_generate() {
+        // Its output limit (times its choices, as the dialect read it)...
+        let limited = request(Endpoint::ChatCompletions, 12, Some(300));
+        assert_eq!(Estimate::unanswered(&limited, 4096), Some((12, 300)));
+        // ...else the default output, times the choices it asks for.
+        let unlimited = LlmRequest {
+            choices: 3,
+            ..request(Endpoint::ChatCompletions, 12, None)
+        };
+        assert_eq!(Estimate::unanswered(&unlimited, 4096), Some((12, 3 * 4096)));
+        let one = request(Endpoint::GenerateContent, 5, None);
+        assert_eq!(Estimate::unanswered(&one, 1000), Some((5, 1000)));
+        // Embeddings generate nothing; model lists and token counts cost nothing.
+        let embed = request(Endpoint::Embeddings, 700, None);
+        assert_eq!(Estimate::unanswered(&embed, 4096), Some((700, 0)));
+        let count = request(Endpoint::CountTokens, 9, None);
+        assert_eq!(Estimate::unanswered(&count, 4096), None);
     }
 
     #[test]

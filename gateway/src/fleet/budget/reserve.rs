@@ -9,7 +9,8 @@
 //! The worst case ([`worst_case`]): input, the request's input ceiling where it has one
 //! (`plausible.rs`: no answer can be charged more), else Warden's input estimate; output, the
 //! request's output limit times the choices it asks for, or
-//! `budgets.reserve.default_output_tokens` when it sets none; no output for embeddings. Priced
+//! `budgets.reserve.default_output_tokens` times those choices when it sets none; no output for
+//! embeddings. Priced
 //! by the model asked for, as a charge is.
 //!
 //! Reservations are this replica's, in memory: they are not shared through the state store.
@@ -144,22 +145,18 @@ impl Drop for Reservation {
 
 /// The most input and output tokens an answer to `request` can be charged (its input
 /// `ceiling`, when it has one, else its input estimate; its output limit, else
-/// `default_output`); `None` for calls that cost nothing (model lists, token counts).
+/// `default_output`, times its choices: `estimate::most_output`); `None` for calls that cost
+/// nothing (model lists, token counts).
 pub fn worst_case(
     request: &LlmRequest,
     ceiling: Option<&Ceiling>,
     default_output: u64,
 ) -> Option<(u64, u64)> {
-    let generates = super::estimate::generates(&request.endpoint)?;
+    let output = super::estimate::most_output(request, default_output)?;
     let input = ceiling
         .and_then(Ceiling::input)
         .unwrap_or(0)
         .max(request.input_tokens);
-    let output = if generates {
-        request.max_tokens.unwrap_or(default_output)
-    } else {
-        0
-    };
     Some((input, output))
 }
 

@@ -11,7 +11,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
 use crate::protocol::parse::{check_path_model, parse_body_as, percent_decode, require_method};
-use crate::protocol::request::{Endpoint, LlmRequest, output_limit};
+use crate::protocol::request::{Endpoint, LlmRequest, most_choices, output_limit};
 use crate::protocol::strict_json::Spellings;
 use crate::text::Quoted;
 
@@ -140,7 +140,10 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
     }
     let config = req.generation_config;
     LlmRequest {
-        max_tokens: config.and_then(|g| output_limit(g.max_output_tokens, [g.candidate_count])),
+        max_tokens: config
+            .as_ref()
+            .and_then(|g| output_limit(g.max_output_tokens, [g.candidate_count])),
+        choices: most_choices([config.and_then(|g| g.candidate_count)]),
         tools,
         input_tokens: tokens_from_chars(chars),
         cached_content: req.cached_content.is_some(),
@@ -546,14 +549,19 @@ mod tests {
         for (body, want) in [
             (
                 r#"{"generationConfig":{"maxOutputTokens":100,"candidateCount":8}}"#,
-                Some(800),
+                (Some(800), 8),
             ),
             (
                 r#"{"generation_config":{"max_output_tokens":100,"candidate_count":2}}"#,
-                Some(200),
+                (Some(200), 2),
             ),
-            (r#"{"generationConfig":{"maxOutputTokens":100}}"#, Some(100)),
-            (r#"{"generationConfig":{"candidateCount":8}}"#, None),
+            (
+                r#"{"generationConfig":{"maxOutputTokens":100}}"#,
+                (Some(100), 1),
+            ),
+            // No output limit: the candidates are kept, for a default limit to be multiplied by.
+            (r#"{"generationConfig":{"candidateCount":8}}"#, (None, 8)),
+            (r#"{}"#, (None, 1)),
         ] {
             let got = interpret(
                 Method::POST,
@@ -561,7 +569,7 @@ mod tests {
                 None,
                 body,
             )
-            .map(|i| i.max_tokens);
+            .map(|i| (i.max_tokens, i.choices));
             assert_eq!(got, Ok(want), "{body}");
         }
     }

@@ -9,7 +9,7 @@ use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
 use crate::protocol::parse::{
     checked_model, model_from_path, parse_body, require_method, require_model,
 };
-use crate::protocol::request::{Endpoint, LlmRequest, output_limit};
+use crate::protocol::request::{Endpoint, LlmRequest, most_choices, output_limit};
 
 /// The dialect's name in configuration, logs and errors.
 pub const NAME: &str = "openai";
@@ -104,6 +104,7 @@ fn chat(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
         // Both limits are honoured by the API; policy sees the larger, so that neither hides
         // behind the other, times the choices asked for.
         max_tokens: output_limit(req.max_completion_tokens.max(req.max_tokens), [req.n]),
+        choices: most_choices([req.n]),
         tools,
         input_tokens: tokens_from_chars(chars),
         include_usage: req
@@ -139,6 +140,7 @@ fn completions(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let request = LlmRequest {
         stream,
         max_tokens: output_limit(req.max_tokens, [req.n, req.best_of]),
+        choices: most_choices([req.n, req.best_of]),
         input_tokens: tokens_from_chars(req.prompt.0 + req.suffix.0),
         include_usage: req
             .stream_options
@@ -393,36 +395,43 @@ mod tests {
             (
                 "/chat/completions",
                 r#"{"model":"m","messages":[],"n":128,"max_tokens":32768}"#,
-                Some(128 * 32768),
+                (Some(128 * 32768), 128),
             ),
             (
                 "/chat/completions",
                 r#"{"model":"m","messages":[],"n":3,"max_tokens":5,"max_completion_tokens":10}"#,
-                Some(30),
+                (Some(30), 3),
             ),
             (
                 "/chat/completions",
                 r#"{"model":"m","n":0,"max_tokens":7}"#,
-                Some(7),
+                (Some(7), 1),
             ),
-            ("/chat/completions", r#"{"model":"m","n":4}"#, None),
+            // No output limit: the choices are kept, for a default limit to be multiplied by.
+            ("/chat/completions", r#"{"model":"m","n":4}"#, (None, 4)),
+            ("/chat/completions", r#"{"model":"m"}"#, (None, 1)),
             (
                 "/chat/completions",
                 r#"{"model":"m","n":18446744073709551615,"max_tokens":2}"#,
-                Some(u64::MAX),
+                (Some(u64::MAX), u64::MAX),
             ),
             (
                 "/completions",
                 r#"{"model":"m","prompt":"x","n":2,"best_of":5,"max_tokens":10}"#,
-                Some(50),
+                (Some(50), 5),
             ),
             (
                 "/completions",
                 r#"{"model":"m","prompt":"x","best_of":3,"max_tokens":10}"#,
-                Some(30),
+                (Some(30), 3),
+            ),
+            (
+                "/completions",
+                r#"{"model":"m","prompt":"x","n":6}"#,
+                (None, 6),
             ),
         ] {
-            let got = interpret(Method::POST, path, body).map(|i| i.max_tokens);
+            let got = interpret(Method::POST, path, body).map(|i| (i.max_tokens, i.choices));
             assert_eq!(got, Ok(want), "{body}");
         }
     }

@@ -167,6 +167,18 @@ fn the_worst_case_is_the_input_ceiling_and_the_output_limit_or_the_default() {
     // No output limit: the configured default.
     let unbounded = request(Endpoint::Messages, None);
     assert_eq!(worst_case(&unbounded, None, 4096), Some((9, 4096)));
+    // No output limit and n choices: the default for each of them.
+    let choices = LlmRequest {
+        choices: 3,
+        ..request(Endpoint::ChatCompletions, None)
+    };
+    assert_eq!(worst_case(&choices, None, 4096), Some((9, 3 * 4096)));
+    // An output limit already counts the choices (the dialect multiplied it).
+    let limited = LlmRequest {
+        choices: 3,
+        ..request(Endpoint::ChatCompletions, Some(300))
+    };
+    assert_eq!(worst_case(&limited, None, 4096), Some((9, 300)));
     // No input ceiling (a Responses request): Warden's input estimate.
     let responses = request(Endpoint::Responses, Some(50));
     let ceiling = Ceiling::of(&responses, body);
