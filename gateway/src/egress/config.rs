@@ -43,9 +43,10 @@ pub struct EgressConfig {
     /// Tunnels (`CONNECT`) one agent may have open at once: beyond it, 429.
     pub max_tunnels_per_agent: u32,
     /// An agent at `max_tunnels_per_agent` that opens another has its longest-idle tunnel
-    /// closed if that one carried no byte for this long (none closed otherwise: 429).
+    /// closed if that one carried no byte for this long (none closed otherwise: 429); unset,
+    /// 30 s or `tunnel_idle_timeout` if that is shorter ([`EgressConfig::evict_idle_after`]).
     #[serde(with = "humantime_serde")]
-    pub evict_idle_after: Duration,
+    pub evict_idle_after: Option<Duration>,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
     /// Destination ports where the server speaks first (off by default).
@@ -88,7 +89,7 @@ impl Default for EgressConfig {
             response_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_tunnels_per_agent: 64,
-            evict_idle_after: Duration::from_secs(30),
+            evict_idle_after: None,
             intercept: Default::default(),
             server_first: Default::default(),
             internal_networks: Vec::new(),
@@ -96,7 +97,18 @@ impl Default for EgressConfig {
     }
 }
 
+/// `egress.evict_idle_after` when it is not set (and `tunnel_idle_timeout` is longer).
+pub const DEFAULT_EVICT_IDLE_AFTER: Duration = Duration::from_secs(30);
+
 impl EgressConfig {
+    /// How long a tunnel must have carried no byte before it is closed to make room for
+    /// another of its agent's: `egress.evict_idle_after`, else 30 s, or `tunnel_idle_timeout`
+    /// if that is shorter (a configuration that shortens only the idle timeout keeps loading).
+    pub fn evict_idle_after(&self) -> Duration {
+        self.evict_idle_after
+            .unwrap_or(DEFAULT_EVICT_IDLE_AFTER.min(self.tunnel_idle_timeout))
+    }
+
     /// `(key, message)` for every mistake; `identity_required`: whether agents must
     /// authenticate; `taken`: the other listeners' addresses.
     pub fn validate(
@@ -148,7 +160,7 @@ impl EgressConfig {
             ("first_bytes_timeout", self.first_bytes_timeout),
             ("response_timeout", self.response_timeout),
             ("tunnel_idle_timeout", self.tunnel_idle_timeout),
-            ("evict_idle_after", self.evict_idle_after),
+            ("evict_idle_after", self.evict_idle_after()),
         ] {
             if timeout.is_zero() {
                 errors.push((
@@ -157,13 +169,16 @@ impl EgressConfig {
                 ));
             }
         }
-        if self.evict_idle_after > self.tunnel_idle_timeout {
+        if let Some(evict) = self.evict_idle_after
+            && evict > self.tunnel_idle_timeout
+        {
             errors.push((
                 "egress.evict_idle_after".to_owned(),
                 format!(
                     "is {}, longer than egress.tunnel_idle_timeout ({}), which closes an idle \
-                     tunnel first: set it at most that long (default 30s)",
-                    humantime::format_duration(self.evict_idle_after),
+                     tunnel first: set it at most that long, or leave it unset (30s, or \
+                     tunnel_idle_timeout if shorter)",
+                    humantime::format_duration(evict),
                     humantime::format_duration(self.tunnel_idle_timeout)
                 ),
             ));
@@ -197,7 +212,7 @@ mod tests {
     fn the_eviction_threshold_is_above_zero_and_at_most_the_idle_timeout() {
         let listening = |evict: u64, idle: u64| EgressConfig {
             listen: Some("127.0.0.1:3128".parse().unwrap()),
-            evict_idle_after: Duration::from_secs(evict),
+            evict_idle_after: Some(Duration::from_secs(evict)),
             tunnel_idle_timeout: Duration::from_secs(idle),
             ..Default::default()
         };
@@ -217,11 +232,23 @@ mod tests {
             "{errors:?}"
         );
         let config: EgressConfig = serde_saphyr::from_str("evict_idle_after: 1s").unwrap();
-        assert_eq!(config.evict_idle_after, Duration::from_secs(1));
+        assert_eq!(config.evict_idle_after(), Duration::from_secs(1));
         assert_eq!(
-            EgressConfig::default().evict_idle_after,
+            EgressConfig::default().evict_idle_after(),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn a_shorter_idle_timeout_alone_shortens_the_eviction_threshold_and_still_loads() {
+        let config: EgressConfig =
+            serde_saphyr::from_str("listen: 127.0.0.1:3128\ntunnel_idle_timeout: 1s").unwrap();
+        assert!(
+            config.validate(true, &[]).is_empty(),
+            "{:?}",
+            config.validate(true, &[])
+        );
+        assert_eq!(config.evict_idle_after(), Duration::from_secs(1));
     }
 
     #[test]

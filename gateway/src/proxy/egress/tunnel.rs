@@ -112,7 +112,7 @@ pub(super) async fn open(
         .make_room(
             &action.principal.id,
             snap.config.egress.max_tunnels_per_agent,
-            snap.config.egress.evict_idle_after,
+            snap.config.egress.evict_idle_after(),
         )
         .await;
     // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
@@ -263,7 +263,7 @@ impl Tunnel {
                     "closed after {} or more without a byte either way, to make room for \
                      another of its agent's tunnels (egress.max_tunnels_per_agent, \
                      egress.evict_idle_after)",
-                    humantime::format_duration(self.worker.config.evict_idle_after)
+                    humantime::format_duration(self.worker.config.evict_idle_after())
                 ),
             )),
         };
