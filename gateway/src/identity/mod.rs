@@ -6,7 +6,7 @@
 pub mod config;
 
 mod cache;
-mod claims;
+pub(crate) mod claims;
 mod clock;
 mod credential;
 mod error;
