@@ -252,13 +252,7 @@ mod tests {
 
     #[test]
     fn bidi_and_invisible_text_is_shipped_escaped_in_every_shape_and_reads_the_same() {
-        let entry = Entry {
-            record: crate::audit::shape::hostile_record(),
-            seq: 3,
-            segment: 1,
-            end: 10,
-            bytes: 10,
-        };
+        let entry = Entry::hostile();
         for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
             let body = String::from_utf8(encode(shape, &[&entry])).unwrap();
             crate::audit::shape::assert_escaped(&body);

@@ -305,13 +305,7 @@ mod tests {
             json!({"url": "https://splunk.example:8088", "token": {"file": token}}),
         )
         .unwrap();
-        let entry = Entry {
-            record: crate::audit::shape::hostile_record(),
-            seq: 3,
-            segment: 1,
-            end: 10,
-            bytes: 10,
-        };
+        let entry = Entry::hostile();
         for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
             let token = Secret::read(&config.token, "splunk_hec.token", None)
                 .await

@@ -289,10 +289,7 @@ mod tests {
 
     #[test]
     fn bidi_and_invisible_text_is_shipped_escaped_in_every_shape_and_reads_the_same() {
-        let hostile = Entry {
-            record: crate::audit::shape::hostile_record(),
-            ..entry()
-        };
+        let hostile = Entry::hostile();
         for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
             let m = message(&config(SyslogFormat::Json), shape, "gw-1", &hostile);
             let (_, body) = m.split_once('\u{feff}').unwrap();
