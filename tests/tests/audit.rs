@@ -511,3 +511,38 @@ async fn an_agent_gone_while_the_upstream_answers_leaves_an_outcome_record() {
         "no answer reached the agent: {outcome}"
     );
 }
+
+/// A look-alike agent id (`сi-bot`, its first letter the Cyrillic `с`) is served, not
+/// refused, and its decision record notes that it mixes scripts; the Latin `ci-bot`'s does not.
+#[tokio::test]
+async fn a_look_alike_agent_id_is_noted_in_its_decision_record_not_refused() {
+    let mut s = Stack::start().await.unwrap();
+    for (agent, findings) in [
+        (
+            "\u{441}i-bot",
+            serde_json::json!([{"detector": "confusable_identifier",
+                                "location": "principal.id: Latin and Cyrillic letters"}]),
+        ),
+        ("ci-bot", Value::Null),
+    ] {
+        s.token = s.warden.token(agent).await.unwrap();
+        let response = s
+            .post(
+                "/openai/chat/completions",
+                &openai_chat("gpt-4o-mini", false),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{agent}");
+        let _ = response.text().await.unwrap();
+        let decision = s
+            .warden
+            .wait_for_audit(Duration::from_secs(10), |r| {
+                r["kind"] == "decision" && r["principal"]["id"] == agent
+            })
+            .await
+            .unwrap();
+        assert_eq!(decision["decision"], "allow", "{decision}");
+        assert_eq!(decision["findings"], findings, "{decision}");
+    }
+}

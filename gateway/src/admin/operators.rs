@@ -121,4 +121,42 @@ mod tests {
         assert!(claims.fleet.is_empty() && claims.owner.is_empty() && claims.scopes.is_empty());
         assert_eq!(settings.issuers[0].audiences, ["warden-admin"]);
     }
+
+    #[test]
+    fn an_operator_whose_name_does_not_read_as_it_is_is_refused_as_an_agent_would_be() {
+        let operators: OperatorIdentity = serde_saphyr::from_str(
+            "issuers: [{issuer: 'https://sso.example.com', audiences: [warden-admin], \
+             subject_claim: email}]",
+        )
+        .unwrap();
+        let settings = settings(&operators, &IdentityConfig::default());
+        // The operators' identifier reads their claim as an agent's id is read.
+        let mapper =
+            crate::identity::claims::ClaimMapper::new(settings.issuers[0].claims.as_ref().unwrap());
+        let issuer: std::sync::Arc<str> = "https://sso.example.com".into();
+        for (email, problem) in [
+            ("alice\u{202e}moc.elpmaxe@", "bidirectional control U+202E"),
+            ("al\u{2066}ice@example.com", "bidirectional control U+2066"),
+            (
+                "alice@example.com\u{200b}",
+                "invisible formatting character U+200B",
+            ),
+        ] {
+            let claims = serde_json::json!({"email": email, "groups": ["sre"]});
+            let refused = mapper
+                .principal(claims.as_object().unwrap(), &issuer, 1)
+                .unwrap_err();
+            assert_eq!(refused.status(), axum::http::StatusCode::UNAUTHORIZED);
+            let refused = super::super::error::ApiError::Unauthenticated(refused);
+            assert_eq!(refused.code(), "invalid_claim");
+            let text = refused.to_string();
+            assert!(text.contains("`email`") && text.contains(problem), "{text}");
+            assert!(!text.contains(email), "the value is not repeated: {text}");
+        }
+        let claims = serde_json::json!({"email": "alice@example.com"});
+        let alice = mapper
+            .principal(claims.as_object().unwrap(), &issuer, 1)
+            .unwrap();
+        assert_eq!(&*alice.id, "alice@example.com");
+    }
 }

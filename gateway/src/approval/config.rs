@@ -297,6 +297,19 @@ impl ApprovalsConfig {
                 _ => {}
             }
         }
+        for (i, o) in self.operators.iter().enumerate() {
+            // Votes, records and `warden approvals show` name the approver by this subject.
+            if let Some(problem) = crate::protocol::unreadable_identifier(&o.subject) {
+                err(
+                    &format!("operators[{i}].subject"),
+                    format!(
+                        "does not read as it is: {problem}; votes and records would show one \
+                         approver as another: write the subject without control, bidirectional \
+                         or invisible characters"
+                    ),
+                );
+            }
+        }
         errors
     }
 }
@@ -376,6 +389,25 @@ approvals:
         assert_eq!(
             parse("", None).unwrap().approvals,
             ApprovalsConfig::default()
+        );
+    }
+
+    #[test]
+    fn an_operator_subject_that_does_not_read_as_it_is_is_refused() {
+        let text = errors_of(
+            "approvals:\n  operators:\n    - subject: alice\n    - subject: \"alice\\u202Eecila\"\n",
+        );
+        assert!(
+            text.contains(
+                "approvals.operators[1].subject: does not read as it is: it contains the \
+                 bidirectional control U+202E"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("operators[0]"), "{text}");
+        assert!(
+            !text.contains('\u{202e}'),
+            "the value is not repeated: {text}"
         );
     }
 

@@ -28,12 +28,14 @@ impl Shape {
     }
 }
 
-/// `value` as one line of JSON that a terminal shows as it is: every control, bidirectional or
-/// invisible character written as its `\uXXXX` escape, which JSON reads as the same value.
-/// Text in records that an agent or an upstream chose (an MCP server's error message, say)
-/// then cannot move the cursor, recolour the screen (a C1 `CSI`, U+009B, which JSON leaves
-/// as it is) or make a line read in another order (U+202E) in `warden audit tail`, `search`
-/// and `export`.
+/// `value` as one line of JSON that a terminal or a SIEM's table shows as it is: every control,
+/// bidirectional or invisible character written as its `\uXXXX` escape, which any JSON reader
+/// reads as the same value. Text in records that an agent or an upstream chose (an MCP
+/// server's error message, a tool's description, a reason, a path) then cannot move the
+/// cursor, recolour the screen (a C1 `CSI`, U+009B, which JSON leaves as it is) or make a line
+/// read in another order (U+202E) in `warden audit tail`, `search` and `export`, nor in the
+/// events the SIEM sinks ship (ECS, OCSF and raw documents to Elastic, Splunk and syslog):
+/// every JSON Warden prints or ships of a record is written by this one function.
 pub fn terminal_line(value: &Value) -> String {
     let text = value.to_string();
     let shown = |c: char| !(c.is_control() || crate::text::is_hidden(c));
@@ -281,6 +283,38 @@ pub fn ocsf(record: &Record) -> Value {
     }
     put(&mut doc, "unmapped.warden.kind", json!(kind));
     Value::Object(doc)
+}
+
+/// For the sinks' tests: an outcome whose free text (an MCP server's error message, a reason,
+/// the resource's path, a tool's description in `detail`) carries a C1 control, bidirectional
+/// overrides and isolates, zero-width characters and a line separator, each of which a SIEM's
+/// table would show reordered, hidden or split if shipped raw.
+#[cfg(test)]
+pub fn hostile_record() -> Record {
+    Record {
+        value: json!({
+            "seq": 3, "time": "2026-12-01T00:00:00Z", "kind": "outcome",
+            "principal": {"kind": "agent", "id": "ci-bot", "issuer": "warden"},
+            "action": "mcp:tools/call", "route": "tools",
+            "resource": "Operation::\"/repos/\u{2066}x\u{2069}/issues\"",
+            "reasons": ["tool ok\u{202e}deny"],
+            "outcome": {"status": 500, "error": "boom\u{9b}2J \u{200b}ci-bot\u{200f}\u{2028}x"},
+            "detail": "Reads files\u{2067}\u{200d}",
+        }),
+        id: "ef".repeat(32),
+    }
+}
+
+/// For the sinks' tests: panics unless `shipped` carries none of the characters
+/// [`terminal_line`] escapes, raw.
+#[cfg(test)]
+pub fn assert_escaped(shipped: &str) {
+    let raw: Vec<String> = shipped
+        .chars()
+        .filter(|&c| c != '\n' && (c.is_control() || crate::text::is_hidden(c)))
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+        .collect();
+    assert!(raw.is_empty(), "shipped raw: {raw:?} in {shipped}");
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ impl ConsoleError {
                 SsoError::Discovery { .. } | SsoError::Exchange(_) | SsoError::UserInfo(_),
             ) => StatusCode::BAD_GATEWAY,
             ConsoleError::Sso(SsoError::Config(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ConsoleError::Sso(SsoError::UnreadableSubject { .. }) => StatusCode::FORBIDDEN,
             ConsoleError::Sso(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Recheck(e) => match e {
                 RecheckError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +104,7 @@ impl ConsoleError {
             ConsoleError::SignIn => "sign_in",
             ConsoleError::Csrf => "csrf",
             ConsoleError::CrossOrigin => "cross_origin",
+            ConsoleError::Sso(SsoError::UnreadableSubject { .. }) => "unreadable_principal",
             ConsoleError::Sso(_) => "sso",
             ConsoleError::Recheck(e) => match e {
                 RecheckError::Unavailable(_) => "idp_unavailable",

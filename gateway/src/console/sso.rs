@@ -106,6 +106,16 @@ pub enum SsoError {
     #[error("the sign-in has no {0:?} claim naming the approver")]
     NoSubject(String),
     #[error(
+        "the sign-in's {claim:?} claim names the approver with a value that does not read as it \
+         is: {problem}; votes, records and the console would show one person as another, so the \
+         identity provider must issue names without control, bidirectional or invisible \
+         characters (console.oidc.subject_claim picks the claim)"
+    )]
+    UnreadableSubject {
+        claim: String,
+        problem: crate::protocol::IdentifierProblem,
+    },
+    #[error(
         "console.oidc.subject_claim is email, and the provider does not say this e-mail address \
          is verified (email_verified): verify it at the provider, or name approvers by sub"
     )]
@@ -672,6 +682,14 @@ fn identity(
     };
     let subject = text(&config.subject_claim)
         .ok_or_else(|| SsoError::NoSubject(config.subject_claim.clone()))?;
+    // Votes, records and the console show this name: `alice` followed by U+202E must not read
+    // as `alice`, as an agent's id may not (`identity::claims`).
+    if let Some(problem) = crate::protocol::unreadable_identifier(&subject) {
+        return Err(SsoError::UnreadableSubject {
+            claim: config.subject_claim.clone(),
+            problem,
+        });
+    }
     let email_verified = claims.get("email_verified") == Some(&Value::Bool(true));
     if config.subject_claim == "email" && !email_verified {
         return Err(SsoError::EmailNotVerified);
@@ -682,8 +700,11 @@ fn identity(
     // a preferred username, which is neither unique nor stable, unless the operator says so.
     let email = text("email").filter(|_| email_verified);
     let username = text("preferred_username").filter(|_| config.match_preferred_username);
+    // A name that does not read as it is names no one: an `@approvers` entry that looks like
+    // it would name someone else.
+    let readable = |a: &String| crate::protocol::unreadable_identifier(a).is_none();
     for alias in [text("sub"), username, email].into_iter().flatten() {
-        if alias != subject && !aliases.contains(&alias) {
+        if alias != subject && !aliases.contains(&alias) && readable(&alias) {
             aliases.push(alias);
         }
     }
@@ -875,6 +896,37 @@ pub(crate) mod tests {
             identity(&claims, &missing, "/".into()),
             Err(SsoError::NoSubject(c)) if c == "upn"
         ));
+    }
+
+    #[test]
+    fn an_approver_whose_name_does_not_read_as_it_is_cannot_sign_in() {
+        for (sub, problem) in [
+            ("alice\u{202e}ecila", "bidirectional control U+202E"),
+            ("al\u{200b}ice", "invisible formatting character U+200B"),
+            ("alice\u{9b}31m", "control character U+009B"),
+        ] {
+            let claims: Map<String, Value> =
+                serde_json::from_value(serde_json::json!({"sub": sub})).unwrap();
+            let e = identity(&claims, &oidc(), "/".into()).unwrap_err();
+            assert!(matches!(e, SsoError::UnreadableSubject { .. }), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains("\"sub\"") && text.contains(problem), "{text}");
+            assert!(!text.contains(sub), "the value is not repeated: {text}");
+            let page = crate::console::error::ConsoleError::from(e);
+            assert_eq!(page.status(), axum::http::StatusCode::FORBIDDEN);
+            assert_eq!(page.code(), "unreadable_principal");
+        }
+        // An alias that does not read as it is names no one; a readable subject still signs in.
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "sub": "u-1", "email": "bob\u{2066}@example.com", "email_verified": true,
+            "preferred_username": "Алиса",
+        }))
+        .unwrap();
+        let mut by_username = oidc();
+        by_username.match_preferred_username = true;
+        let who = identity(&claims, &by_username, "/".into()).unwrap();
+        assert_eq!(who.subject, "u-1");
+        assert_eq!(who.aliases, ["Алиса"], "other scripts read as they are");
     }
 
     #[tokio::test]

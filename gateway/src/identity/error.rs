@@ -185,12 +185,13 @@ pub enum AuthError {
         claim: Arc<str>,
         expected: &'static str,
     },
-    /// The claim naming the agent would not read as it is in records and logs (a control,
-    /// bidirectional or invisible character, whitespace at either end).
+    /// The claim naming the principal (an agent; an operator of the admin API, whose
+    /// `admin.identity` claim is read the same way) would not read as it is in records and
+    /// logs (a control, bidirectional or invisible character, whitespace at either end).
     #[error(
-        "claim `{claim}` names the agent with a value that does not read as it is: {problem}; \
-         the identity provider must issue ids without control, bidirectional or invisible \
-         characters"
+        "claim `{claim}` names the principal with a value that does not read as it is: \
+         {problem}; the identity provider must issue ids without control, bidirectional or \
+         invisible characters"
     )]
     UnreadableClaim {
         claim: Arc<str>,

@@ -6,8 +6,9 @@
 pub mod config;
 
 mod cache;
-mod claims;
+pub(crate) mod claims;
 mod clock;
+mod confusable;
 mod credential;
 mod error;
 mod fetch;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+pub use confusable::{CONFUSABLE_FINDING, mixed_scripts};
 pub use credential::credential_from_headers;
 pub use error::{AuthError, ClaimArgError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
 pub use issuer::{TokenIssuer, key_path as issuer_key_path, parse_claim_arg};

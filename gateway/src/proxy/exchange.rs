@@ -1073,6 +1073,13 @@ fn decided(
             location: bounded(&f.location, FIELD_MAX).into_owned(),
         })
         .collect();
+    // A look-alike id (`сi-bot` beside `ci-bot`) is noted, not refused (identity::confusable).
+    if let Some(location) = crate::identity::mixed_scripts(&event.principal.id) {
+        event.findings.push(AuditFinding {
+            detector: Arc::from(crate::identity::CONFUSABLE_FINDING),
+            location,
+        });
+    }
     match judged.facts {
         Some(Ok(facts)) => event.facts = Some(facts),
         Some(Err(why)) => event.facts_omitted = why.into(),

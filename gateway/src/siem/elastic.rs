@@ -10,6 +10,7 @@ use super::elastic_template::{Template, TemplateError};
 use super::http::{error_text, gzip, short};
 use super::spool::Entry;
 use super::verdict::{SendError, Verdict};
+use crate::audit::shape::terminal_line;
 
 pub use super::elastic_auth::Auth;
 
@@ -189,7 +190,8 @@ pub fn encode(shape: EventShape, batch: &[&Entry]) -> Vec<u8> {
         }
         let _ = serde_json::to_writer(&mut body, &action);
         body.push(b'\n');
-        let _ = serde_json::to_writer(&mut body, &doc);
+        // Escaped as the CLI prints it: a SIEM's table shows no raw bidi or invisible text.
+        body.extend_from_slice(terminal_line(&doc).as_bytes());
         body.push(b'\n');
     }
     body
@@ -245,6 +247,27 @@ mod tests {
                 .collect();
             assert_eq!(lines[0], json!({"create": {"_id": "ab".repeat(32)}}));
             assert_eq!(lines[1]["@timestamp"], "2026-12-01T00:00:00Z", "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn bidi_and_invisible_text_is_shipped_escaped_in_every_shape_and_reads_the_same() {
+        let entry = Entry::hostile();
+        for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
+            let body = String::from_utf8(encode(shape, &[&entry])).unwrap();
+            crate::audit::shape::assert_escaped(&body);
+            assert!(
+                body.contains(r"\u202e") && body.contains(r"\u2066"),
+                "{body}"
+            );
+            let doc: Value = serde_json::from_str(body.lines().nth(1).unwrap()).unwrap();
+            let mut expected = shape.shape().of(&entry.record);
+            expected
+                .as_object_mut()
+                .unwrap()
+                .entry("@timestamp")
+                .or_insert(json!("2026-12-01T00:00:00Z"));
+            assert_eq!(doc, expected, "{shape:?}: the same value for a JSON reader");
         }
     }
 }

@@ -149,8 +149,8 @@ impl SplunkSink {
             if let Some(index) = &self.config.index {
                 event["index"] = json!(index);
             }
-            // Serializing a Value to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut body, &event);
+            // Escaped as the CLI prints it: a SIEM's table shows no raw bidi or invisible text.
+            body.extend_from_slice(crate::audit::shape::terminal_line(&event).as_bytes());
             body.push(b'\n');
         }
         body
@@ -295,6 +295,37 @@ impl SplunkSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bidi_and_invisible_text_is_shipped_escaped_in_every_shape_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("hec");
+        std::fs::write(&token, "t").unwrap();
+        let config: SplunkConfig = serde_json::from_value(
+            json!({"url": "https://splunk.example:8088", "token": {"file": token}}),
+        )
+        .unwrap();
+        let entry = Entry::hostile();
+        for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
+            let token = Secret::read(&config.token, "splunk_hec.token", None)
+                .await
+                .unwrap();
+            let sink =
+                SplunkSink::new(config.clone(), shape, reqwest::Client::new(), token).unwrap();
+            let body = String::from_utf8(sink.encode(&[&entry])).unwrap();
+            crate::audit::shape::assert_escaped(&body);
+            assert!(
+                body.contains(r"\u202e") && body.contains(r"\u200b"),
+                "{body}"
+            );
+            let event: Value = serde_json::from_str(body.trim_end()).unwrap();
+            assert_eq!(
+                event["event"],
+                shape.shape().of(&entry.record),
+                "{shape:?}: the same value for a JSON reader"
+            );
+        }
+    }
 
     #[test]
     fn replies_are_read_by_their_documented_codes() {

@@ -46,6 +46,19 @@ impl Entry {
             mac: String::new(),
         }
     }
+
+    /// For the sinks' tests: [`hostile_record`](crate::audit::shape::hostile_record) as the
+    /// spool's third entry.
+    #[cfg(test)]
+    pub fn hostile() -> Entry {
+        Entry {
+            record: crate::audit::shape::hostile_record(),
+            seq: 3,
+            segment: 1,
+            end: 10,
+            bytes: 10,
+        }
+    }
 }
 
 /// Why the spool cannot be read.

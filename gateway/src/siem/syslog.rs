@@ -193,7 +193,8 @@ pub fn message(config: &SyslogConfig, shape: EventShape, host: &str, entry: &Ent
     let body = match config.format {
         SyslogFormat::Json => {
             let event: Value = shape.shape().of(&entry.record);
-            format!("\u{feff}{event}")
+            // Escaped as the CLI prints it: a SIEM's table shows no raw bidi or invisible text.
+            format!("\u{feff}{}", crate::audit::shape::terminal_line(&event))
         }
         SyslogFormat::Structured => {
             let words: Vec<String> = [
@@ -283,6 +284,22 @@ mod tests {
             segment: 1,
             end: 100,
             bytes: 100,
+        }
+    }
+
+    #[test]
+    fn bidi_and_invisible_text_is_shipped_escaped_in_every_shape_and_reads_the_same() {
+        let hostile = Entry::hostile();
+        for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
+            let m = message(&config(SyslogFormat::Json), shape, "gw-1", &hostile);
+            let (_, body) = m.split_once('\u{feff}').unwrap();
+            crate::audit::shape::assert_escaped(body);
+            assert!(
+                body.contains(r"\u202e") && body.contains(r"\u2028"),
+                "{body}"
+            );
+            let event: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event, shape.shape().of(&hostile.record), "{shape:?}");
         }
     }
 
