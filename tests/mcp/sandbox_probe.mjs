@@ -5,15 +5,17 @@
 // Tools: read_file(path), write_file(path, content) (a path `~/…` in its HOME), connect(port) (TCP to 127.0.0.1),
 // unix_connect(path) (to a Unix socket with a path), signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
 // parent's pid, its proxy variables), proxy_get(url) (a plain-HTTP GET through the proxy HTTP_PROXY names, raw: Node 20's
-// fetch ignores proxies; `connect` takes a `host` too). No dependencies beyond Node.
+// fetch ignores proxies; `connect` takes a `host` too), udp_send(port, host) (one datagram, to 127.0.0.1 unless `host`
+// says). No dependencies beyond Node.
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { createSocket } from "node:dgram";
 import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "udp_send"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -79,6 +81,24 @@ async function run(name, args) {
       };
     case "proxy_get":
       return await proxyGet(args.url);
+    case "udp_send":
+      return await new Promise((resolve) => {
+        const host = args.host ?? "127.0.0.1";
+        let socket;
+        try {
+          socket = createSocket(host.includes(":") ? "udp6" : "udp4");
+        } catch (e) {
+          return resolve(failed(e));
+        }
+        const done = (result) => {
+          try {
+            socket.close();
+          } catch {}
+          resolve(result);
+        };
+        socket.on("error", (e) => done(failed(e)));
+        socket.send("from-the-probe", args.port, host, (e) => done(e ? failed(e) : { ok: true }));
+      });
     default:
       return undefined;
   }

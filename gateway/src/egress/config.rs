@@ -113,6 +113,34 @@ impl EgressConfig {
             ));
         }
         errors.extend(self.server_first.validate(self.first_bytes_timeout));
+        // Checked whether or not egress.listen is set: the egress of local MCP servers'
+        // processes (sandbox.network: egress) uses them without it.
+        for (key, timeout) in [
+            ("resolve_timeout", self.resolve_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("first_bytes_timeout", self.first_bytes_timeout),
+            ("response_timeout", self.response_timeout),
+            ("tunnel_idle_timeout", self.tunnel_idle_timeout),
+            ("evict_idle_after", self.evict_idle_after),
+        ] {
+            if timeout.is_zero() {
+                errors.push((
+                    format!("egress.{key}"),
+                    "must be longer than 0s (e.g. 5s)".to_owned(),
+                ));
+            }
+        }
+        if self.evict_idle_after > self.tunnel_idle_timeout {
+            errors.push((
+                "egress.evict_idle_after".to_owned(),
+                format!(
+                    "is {}, longer than egress.tunnel_idle_timeout ({}), which closes an idle \
+                     tunnel first: set it at most that long (default 30s)",
+                    humantime::format_duration(self.evict_idle_after),
+                    humantime::format_duration(self.tunnel_idle_timeout)
+                ),
+            ));
+        }
         let Some(listen) = self.listen else {
             if self.tls.is_some() {
                 errors.push((
@@ -142,32 +170,6 @@ impl EgressConfig {
                 ));
             }
         }
-        for (key, timeout) in [
-            ("resolve_timeout", self.resolve_timeout),
-            ("connect_timeout", self.connect_timeout),
-            ("first_bytes_timeout", self.first_bytes_timeout),
-            ("response_timeout", self.response_timeout),
-            ("tunnel_idle_timeout", self.tunnel_idle_timeout),
-            ("evict_idle_after", self.evict_idle_after),
-        ] {
-            if timeout.is_zero() {
-                errors.push((
-                    format!("egress.{key}"),
-                    "must be longer than 0s (e.g. 5s)".to_owned(),
-                ));
-            }
-        }
-        if self.evict_idle_after > self.tunnel_idle_timeout {
-            errors.push((
-                "egress.evict_idle_after".to_owned(),
-                format!(
-                    "is {}, longer than egress.tunnel_idle_timeout ({}), which closes an idle \
-                     tunnel first: set it at most that long (default 30s)",
-                    humantime::format_duration(self.evict_idle_after),
-                    humantime::format_duration(self.tunnel_idle_timeout)
-                ),
-            ));
-        }
         errors
     }
 }
@@ -191,6 +193,26 @@ mod tests {
             ..Default::default()
         };
         assert!(loopback.validate(false, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_timeouts_are_checked_without_a_listener_too() {
+        let unlistened = EgressConfig {
+            connect_timeout: Duration::ZERO,
+            evict_idle_after: Duration::from_secs(7200),
+            ..Default::default()
+        };
+        assert!(unlistened.listen.is_none());
+        let keys: Vec<String> = unlistened
+            .validate(true, &[])
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            ["egress.connect_timeout", "egress.evict_idle_after"],
+            "{keys:?}"
+        );
     }
 
     #[test]
