@@ -361,6 +361,12 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
         .expect("the script ends")
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The script has ended: had a datagram of its reached a socket, it would be queued there
+    // before the test's own marker, sent now from outside.
+    nothing_but_a_marker(&udp4);
+    if let Some(udp6) = &udp6 {
+        nothing_but_a_marker(udp6);
+    }
     let url = format!("http://127.0.0.1:{}", netns::PROXY_PORT);
     assert!(
         out.contains(&format!(
@@ -382,12 +388,6 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
         .unwrap();
     assert_eq!(got, "through-the-proxy\n");
     drop(outside);
-    // The script has ended: had a datagram of its reached a socket, it would be queued there
-    // before the test's own marker, sent now from outside.
-    nothing_but_a_marker(&udp4);
-    if let Some(udp6) = &udp6 {
-        nothing_but_a_marker(udp6);
-    }
 }
 
 /// `socket` received nothing before a marker the test sends it now.
