@@ -8,16 +8,17 @@
 // fetch ignores proxies; `connect` takes a `host` too), fill(from, dirs, files) (`dirs` directories
 // `~/fill/d<from + i>` of `files` empty files each: a tree slow to remove), https_connect(url) (a CONNECT
 // through the proxy HTTPS_PROXY names, then a TLS GET through the tunnel, trusting only the CA `ca`, PEM).
-// No dependencies beyond Node.
+// udp_send(port, host) (one datagram, to 127.0.0.1 unless `host` says). No dependencies beyond Node.
 
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
+import { createSocket } from "node:dgram";
 import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "fill", "https_connect"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "fill", "https_connect", "udp_send"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -96,6 +97,24 @@ async function run(name, args) {
       }
     case "https_connect":
       return await httpsConnect(args.url, args.ca);
+    case "udp_send":
+      return await new Promise((resolve) => {
+        const host = args.host ?? "127.0.0.1";
+        let socket;
+        try {
+          socket = createSocket(host.includes(":") ? "udp6" : "udp4");
+        } catch (e) {
+          return resolve(failed(e));
+        }
+        const done = (result) => {
+          try {
+            socket.close();
+          } catch {}
+          resolve(result);
+        };
+        socket.on("error", (e) => done(failed(e)));
+        socket.send("from-the-probe", args.port, host, (e) => done(e ? failed(e) : { ok: true }));
+      });
     default:
       return undefined;
   }

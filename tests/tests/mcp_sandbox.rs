@@ -385,6 +385,10 @@ async fn network_egress_goes_out_only_through_warden_s_egress_judge() {
     let (port, seen) = upstream([127, 0, 0, 1]).await;
     let (forbidden_port, forbidden_seen) = upstream([127, 0, 0, 2]).await;
     // No egress.listen: the process's proxy needs none.
+    // UDP sockets of the test's own on both loopbacks: Landlock filters no UDP, so only the
+    // namespace keeps the probe's datagrams from them.
+    let udp4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
     let w = builder(probe(json!({"network": "egress"})))
         .policy("local-egress.cedar", LOCAL_EGRESS)
         .start()
@@ -405,9 +409,23 @@ async fn network_egress_goes_out_only_through_warden_s_egress_judge() {
             // Straight to the upstream, or to Warden's own proxy listener: no way.
             ("connect", json!({"port": port})),
             ("connect", json!({"port": w.setup.proxy.port()})),
+            (
+                "udp_send",
+                json!({"port": udp4.local_addr().unwrap().port()}),
+            ),
+            (
+                "udp_send",
+                json!({"port": udp6.as_ref().map_or(9, |s| s.local_addr().unwrap().port()), "host": "::1"}),
+            ),
         ],
     )
     .await;
+    // The probe has sent them: had one reached its socket, it would be queued before the
+    // test's own marker, sent now.
+    nothing_but_a_marker(&udp4);
+    if let Some(udp6) = &udp6 {
+        nothing_but_a_marker(udp6);
+    }
     assert_eq!(found[0]["http_proxy"], "http://127.0.0.1:3128", "{found:?}");
     assert_eq!(
         found[0]["https_proxy"], "http://127.0.0.1:3128",
@@ -583,4 +601,26 @@ async fn stopping_leaves_a_slow_removal_of_a_local_server_s_directory_to_the_nex
     let mut lock = home.clone().into_os_string();
     lock.push(".lock");
     assert!(!std::path::Path::new(&lock).exists());
+}
+
+/// `socket` received nothing before a marker the test sends it now.
+fn nothing_but_a_marker(socket: &std::net::UdpSocket) {
+    let to = socket.local_addr().unwrap();
+    let from = std::net::UdpSocket::bind((to.ip(), 0)).unwrap();
+    from.send_to(b"marker", to).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("the marker arrives");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        "marker",
+        "a datagram of the probe's reached {to}"
+    );
+    socket.set_nonblocking(true).unwrap();
+    assert_eq!(
+        socket.recv(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
 }

@@ -125,35 +125,8 @@ impl EgressConfig {
             ));
         }
         errors.extend(self.server_first.validate(self.first_bytes_timeout));
-        let Some(listen) = self.listen else {
-            if self.tls.is_some() {
-                errors.push((
-                    "egress.tls".to_owned(),
-                    "is set but egress.listen is not: name the address the egress proxy \
-                     listens on (e.g. 127.0.0.1:3128), or remove egress.tls"
-                        .to_owned(),
-                ));
-            }
-            return errors;
-        };
-        if !identity_required && !listen.ip().is_loopback() {
-            errors.push((
-                "egress.listen".to_owned(),
-                format!(
-                    "refusing to listen on {listen} while agent authentication is off \
-                     (identity.required: false): anyone who reaches this address could reach \
-                     whatever Warden reaches. Turn authentication on or listen on 127.0.0.1"
-                ),
-            ));
-        }
-        for (name, addr) in taken {
-            if *addr == listen {
-                errors.push((
-                    "egress.listen".to_owned(),
-                    format!("the egress proxy must not share the address {listen} of {name}"),
-                ));
-            }
-        }
+        // Checked whether or not egress.listen is set: the egress of local MCP servers'
+        // processes (sandbox.network: egress) uses them without it.
         for (key, timeout) in [
             ("resolve_timeout", self.resolve_timeout),
             ("connect_timeout", self.connect_timeout),
@@ -183,6 +156,35 @@ impl EgressConfig {
                 ),
             ));
         }
+        let Some(listen) = self.listen else {
+            if self.tls.is_some() {
+                errors.push((
+                    "egress.tls".to_owned(),
+                    "is set but egress.listen is not: name the address the egress proxy \
+                     listens on (e.g. 127.0.0.1:3128), or remove egress.tls"
+                        .to_owned(),
+                ));
+            }
+            return errors;
+        };
+        if !identity_required && !listen.ip().is_loopback() {
+            errors.push((
+                "egress.listen".to_owned(),
+                format!(
+                    "refusing to listen on {listen} while agent authentication is off \
+                     (identity.required: false): anyone who reaches this address could reach \
+                     whatever Warden reaches. Turn authentication on or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        for (name, addr) in taken {
+            if *addr == listen {
+                errors.push((
+                    "egress.listen".to_owned(),
+                    format!("the egress proxy must not share the address {listen} of {name}"),
+                ));
+            }
+        }
         errors
     }
 }
@@ -206,6 +208,26 @@ mod tests {
             ..Default::default()
         };
         assert!(loopback.validate(false, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_timeouts_are_checked_without_a_listener_too() {
+        let unlistened = EgressConfig {
+            connect_timeout: Duration::ZERO,
+            evict_idle_after: Some(Duration::from_secs(7200)),
+            ..Default::default()
+        };
+        assert!(unlistened.listen.is_none());
+        let keys: Vec<String> = unlistened
+            .validate(true, &[])
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            ["egress.connect_timeout", "egress.evict_idle_after"],
+            "{keys:?}"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct ConnectionCap {
 struct Inner {
     listener: &'static str,
     max: usize,
+    /// The cap this one lies within ([`ConnectionCap::within`]): a slot takes one of each.
+    parent: Option<ConnectionCap>,
     slots: Arc<Semaphore>,
     open: IntGauge,
     reached: IntCounter,
@@ -96,9 +98,28 @@ impl ConnectionCap {
             inner: Arc::new(Inner {
                 listener,
                 max,
+                parent: None,
                 slots: Arc::new(Semaphore::new(max)),
                 open: metrics.open.with_label_values(&[listener]),
                 reached: metrics.reached.with_label_values(&[listener]),
+                last_logged: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A cap of at most `max` (at least 1) connections within this one: each of its slots
+    /// holds one of this cap's too. Its own counts are not exported (this cap's are).
+    pub fn within(&self, max: usize) -> ConnectionCap {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        let metrics = CapMetrics::new();
+        ConnectionCap {
+            inner: Arc::new(Inner {
+                listener: self.inner.listener,
+                max,
+                parent: Some(self.clone()),
+                slots: Arc::new(Semaphore::new(max)),
+                open: metrics.open.with_label_values(&[self.inner.listener]),
+                reached: metrics.reached.with_label_values(&[self.inner.listener]),
                 last_logged: Mutex::new(None),
             }),
         }
@@ -120,13 +141,21 @@ impl ConnectionCap {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        self.taken(permit)
+        let parent = match &self.inner.parent {
+            Some(parent) => Some(Box::pin(parent.slot()).await),
+            None => None,
+        };
+        self.taken(permit, parent)
     }
 
     /// A slot at once when one is free; `None` at the cap (counted as reached, and logged).
     pub fn try_slot(&self) -> Option<Slot> {
         match Arc::clone(&self.inner.slots).try_acquire_owned() {
-            Ok(permit) => Some(self.taken(permit)),
+            Ok(permit) => match &self.inner.parent {
+                // The permit taken here is given back when the parent has none.
+                Some(parent) => Some(self.taken(permit, Some(parent.try_slot()?))),
+                None => Some(self.taken(permit, None)),
+            },
             Err(_) => {
                 self.inner.reached.inc();
                 self.log_reached();
@@ -135,11 +164,12 @@ impl ConnectionCap {
         }
     }
 
-    fn taken(&self, permit: OwnedSemaphorePermit) -> Slot {
+    fn taken(&self, permit: OwnedSemaphorePermit, parent: Option<Slot>) -> Slot {
         self.inner.open.inc();
         Slot {
             _permit: permit,
             open: self.inner.open.clone(),
+            _parent: parent.map(Box::new),
         }
     }
 
@@ -162,6 +192,8 @@ impl ConnectionCap {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
+    /// The slot of the cap this one lies within, if any.
+    _parent: Option<Box<Slot>>,
 }
 
 impl std::fmt::Debug for Slot {

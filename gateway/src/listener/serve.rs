@@ -50,6 +50,10 @@ pub struct HttpOptions {
     /// Work its requests hand off that outlives their connections (egress tunnels): each
     /// worker serving the listener gives it the shutdown grace and waits for it before it stops.
     pub detached: Option<super::detached::Detached>,
+    /// Take a connection's slot once it is accepted, and close it at once when none is free,
+    /// instead of waiting for a slot before accepting: a listener that is one of many sharing
+    /// a cap (a local server's process's) then holds no slot while it waits.
+    pub slot_after_accept: bool,
 }
 
 impl HttpOptions {
@@ -60,6 +64,7 @@ impl HttpOptions {
             max_concurrent_streams,
             extended_connect: false,
             detached: None,
+            slot_after_accept: false,
         }
     }
 }
@@ -114,7 +119,8 @@ pub async fn serve<H, F, B>(
 /// `hyper::upgrade::on`.
 ///
 /// At most `cap` connections are open at once: at the cap the loop stops accepting (new
-/// connections wait in the kernel's backlog) until one closes. A connection's slot is held
+/// connections wait in the kernel's backlog) until one closes; with
+/// `options.slot_after_accept`, it accepts and closes them at once instead. A connection's slot is held
 /// by its socket, so a tunnel that keeps the socket after an upgrade still counts.
 ///
 /// A connection with no request in flight for `options.idle_timeout` is closed gracefully
@@ -160,11 +166,11 @@ pub async fn serve_with<H, F, B>(
                 }
                 continue;
             }
-            taken = cap.slot(), if slot.is_none() => {
+            taken = cap.slot(), if slot.is_none() && !options.slot_after_accept => {
                 slot = Some(taken);
                 continue;
             }
-            accepted = listener.accept(), if slot.is_some() => accepted,
+            accepted = listener.accept(), if slot.is_some() || options.slot_after_accept => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
@@ -187,7 +193,18 @@ pub async fn serve_with<H, F, B>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
-        let Some(slot) = slot.take() else { continue };
+        let slot = match slot.take() {
+            Some(slot) => slot,
+            // None free: closed at once (the client sees its connection reset or closed).
+            None if options.slot_after_accept => match cap.try_slot() {
+                Some(slot) => slot,
+                None => {
+                    tracing::debug!(%peer, "no connection slot free: closed");
+                    continue;
+                }
+            },
+            None => continue,
+        };
         connections.spawn(connection(
             stream,
             peer,

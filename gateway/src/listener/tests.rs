@@ -627,6 +627,72 @@ async fn beyond_its_cap_a_listener_accepts_only_once_a_connection_closes() {
     .await;
 }
 
+/// An HTTP/1 connection to `addr` with one request answered (so it is served).
+async fn served_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert!(
+        sender
+            .send_request(req)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    sender
+}
+
+#[tokio::test]
+async fn a_listener_taking_slots_after_accept_holds_none_idle_and_closes_what_finds_none() {
+    bounded(async {
+        // One cap shared by many listeners (local servers' processes), each within a cap of
+        // its own.
+        let shared = ConnectionCap::for_tests(3);
+        let options = HttpOptions {
+            slot_after_accept: true,
+            ..HttpOptions::default()
+        };
+        let first = TestServer::start_with(
+            None,
+            Duration::from_secs(1),
+            shared.within(2),
+            options.clone(),
+        )
+        .await;
+        let _second =
+            TestServer::start_with(None, Duration::from_secs(1), shared.within(2), options).await;
+        // Listening takes no slot: all three are free.
+        let taken: Vec<_> = (0..3).map(|_| shared.try_slot()).collect();
+        assert!(taken.iter().all(Option::is_some), "a listener holds a slot");
+        drop(taken);
+        // The first listener serves two connections at most, whatever the shared cap has.
+        let held = [
+            served_connection(first.addr).await,
+            served_connection(first.addr).await,
+        ];
+        let third = TcpStream::connect(first.addr).await.expect("connect");
+        assert!(
+            get(third, false, "/").await.is_err(),
+            "served beyond its own cap"
+        );
+        // The shared cap has one left, which the other listener's process may take.
+        let left = shared.try_slot();
+        assert!(left.is_some());
+        assert!(shared.try_slot().is_none());
+        drop((held, left));
+    })
+    .await;
+}
+
 fn render(caps: &super::CapMetrics) -> String {
     let metrics = crate::telemetry::metrics::Metrics::new();
     metrics.register(caps.collectors());

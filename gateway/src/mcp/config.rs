@@ -312,6 +312,24 @@ impl McpConfig {
                             );
                         }
                     }
+                    // With network: egress Warden sets the proxy variables (its listener in
+                    // the process's namespace): none of them is the operator's to set.
+                    if s.sandbox.network == super::sandbox::config::Network::Egress {
+                        let proxy = super::sandbox::proxy_env();
+                        let names = s.env.keys().map(|n| ("env", n));
+                        let secret = s.secret_env.keys().map(|n| ("secret_env", n));
+                        for (field, name) in names.chain(secret) {
+                            if proxy.iter().any(|(p, _)| p == name) {
+                                err(
+                                    format!("{key}.{field}.{name}"),
+                                    "with sandbox.network: egress Warden sets the proxy \
+                                     variables itself (to its egress proxy in the server's \
+                                     network namespace): remove this one"
+                                        .into(),
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -433,6 +451,21 @@ mod tests {
         assert_eq!(
             keys,
             ["mcp.servers[0].secret_env", "mcp.servers[1].secret_env.K"]
+        );
+    }
+
+    #[test]
+    fn with_network_egress_the_proxy_variables_are_warden_s_alone() {
+        let c = config(
+            "servers:\n  - {name: a, command: x, sandbox: {network: egress}, env: {HTTPS_PROXY: 'http://evil:1', LANG: C}, secret_env: {no_proxy: {env: X}}}\n  - {name: b, command: x, env: {HTTPS_PROXY: 'http://corp:3128'}}\nendpoints:\n  - {name: e, servers: [a, b]}\n",
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "mcp.servers[0].env.HTTPS_PROXY",
+                "mcp.servers[0].secret_env.no_proxy"
+            ]
         );
     }
 

@@ -281,6 +281,10 @@ impl Process {
         for (name, value) in secret_env {
             command.env(name, value.as_str());
         }
+        // Last: no variable of the configuration overrides the proxy (refused at load too).
+        if run.as_ref().is_some_and(sandbox::Entered::proxied) {
+            command.envs(sandbox::proxy_env());
+        }
         if let Some(dir) = &c.cwd {
             command.current_dir(dir);
         }

@@ -66,8 +66,10 @@ impl Receipt {
 }
 
 /// `sha256:<hex>` over who asked for what: principal (kind, issuer, id), action, resource and
-/// the arguments' digest, each on a line of its own after `warden-action/v1`. The decision
-/// record carries it; approvals bind to it.
+/// the arguments' digest, each on a line of its own after `warden-action/v1`, then, for the
+/// egress of a local MCP server's process, `server` and the server's name (its
+/// `detail.egress.server`: an approval given to the agent's own egress, or to one server's,
+/// is not another's). The decision record carries it; approvals bind to it.
 pub fn action_digest(event: &AuditEvent) -> String {
     let mut hash = Sha256::new();
     hash.update(b"warden-action/v1\n");
@@ -80,6 +82,16 @@ pub fn action_digest(event: &AuditEvent) -> String {
         &*event.content_digest,
     ] {
         hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    let server = event
+        .detail
+        .as_ref()
+        .and_then(|detail| detail.pointer("/egress/server"))
+        .and_then(serde_json::Value::as_str);
+    if let Some(server) = server {
+        hash.update(b"server\n");
+        hash.update(server.as_bytes());
         hash.update(b"\n");
     }
     let mut out = String::with_capacity(71);
@@ -135,5 +147,28 @@ mod tests {
         );
         event.principal.id = "bot2".into();
         assert_ne!(action_digest(&event), base);
+    }
+
+    #[test]
+    fn the_action_digest_of_a_local_server_s_egress_covers_the_server() {
+        let mut event = AuditEvent::now(EventKind::Decision);
+        event.principal.id = "bot".into();
+        event.action = "egress:connect".into();
+        event.resource = "Host::\"api.example.com\"".into();
+        event.detail = Some(serde_json::json!({"egress": {"host": "api.example.com"}}));
+        let agents = action_digest(&event);
+        event.detail =
+            Some(serde_json::json!({"egress": {"host": "api.example.com", "server": "fs"}}));
+        let fs = action_digest(&event);
+        event.detail =
+            Some(serde_json::json!({"egress": {"host": "api.example.com", "server": "git"}}));
+        let git = action_digest(&event);
+        assert_ne!(agents, fs);
+        assert_ne!(fs, git);
+        assert_ne!(agents, git);
+        // Nothing else of the detail counts.
+        event.detail =
+            Some(serde_json::json!({"egress": {"host": "api.example.com", "port": 443}}));
+        assert_eq!(action_digest(&event), agents);
     }
 }

@@ -32,7 +32,8 @@ struct CapData {
 pub struct Confinement {
     /// Its Landlock domain; `None` only under `best_effort` on a kernel without Landlock.
     pub ruleset: Option<RulesetCreated>,
-    /// The seccomp filter refusing it Unix sockets; `None` with `sandbox.unix_sockets`.
+    /// The seccomp filter refusing it Unix sockets (and IPv4 and IPv6 ones for `network:
+    /// egress` without its namespace); `None` when it refuses nothing.
     pub filter: Option<BpfProgram>,
     /// With `network: egress`: the child's end of the socket pair over which it hands Warden
     /// the listener of its own network namespace (`netns.rs`), open until the spawn returns.

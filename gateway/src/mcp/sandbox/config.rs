@@ -154,6 +154,18 @@ impl ServerSandbox {
                 }
             }
         }
+        // A Unix socket with a path is reached from any network namespace: the Docker
+        // socket or D-Bus would be a way out the egress proxy never sees.
+        if self.unix_sockets && self.network == Network::Egress {
+            errors.push((
+                format!("{key}.sandbox.unix_sockets"),
+                "cannot be true with sandbox.network: egress: a Unix socket with a path (the \
+                 Docker socket, D-Bus) is reachable from the server's network namespace, a \
+                 way out past Warden's egress proxy; remove unix_sockets, or give network \
+                 another value (`any`, `none`, a list of ports)"
+                    .to_owned(),
+            ));
+        }
         errors
     }
 }
@@ -164,6 +176,22 @@ mod tests {
 
     fn sandbox(yaml: &str) -> Result<ServerSandbox, String> {
         serde_saphyr::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unix_sockets_are_refused_with_network_egress() {
+        let both = sandbox("{network: egress, unix_sockets: true}").unwrap();
+        let errors = both.validate("mcp.servers[0]");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "mcp.servers[0].sandbox.unix_sockets");
+        assert!(errors[0].1.contains("network: egress"), "{}", errors[0].1);
+        for fine in [
+            "{network: egress}",
+            "{network: any, unix_sockets: true}",
+            "{network: [443], unix_sockets: true}",
+        ] {
+            assert!(sandbox(fine).unwrap().validate("k").is_empty(), "{fine}");
+        }
     }
 
     #[test]

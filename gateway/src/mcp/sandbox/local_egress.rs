@@ -17,20 +17,30 @@ pub trait ServeEgress: Send + Sync {
     ) -> Result<EgressGuard, String>;
 }
 
-/// Serving one process's listener: stopped, and the listener closed, when dropped.
+/// Serving one process's listener: stopped, the listener closed, and the tunnels it opened
+/// told to close (`ended`'s receivers see its sender dropped), when dropped.
 #[derive(Debug)]
-pub struct EgressGuard(tokio::task::AbortHandle);
+pub struct EgressGuard {
+    task: tokio::task::AbortHandle,
+    _ended: tokio::sync::watch::Sender<()>,
+}
 
 impl EgressGuard {
-    /// Guards the task serving the listener.
-    pub fn new(task: tokio::task::AbortHandle) -> EgressGuard {
-        EgressGuard(task)
+    /// Guards the task serving the listener, and what its tunnels watch.
+    pub fn new(
+        task: tokio::task::AbortHandle,
+        ended: tokio::sync::watch::Sender<()>,
+    ) -> EgressGuard {
+        EgressGuard {
+            task,
+            _ended: ended,
+        }
     }
 }
 
 impl Drop for EgressGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -57,9 +67,11 @@ mod tests {
                 let _ = listener.accept().await;
             }
         });
-        let guard = EgressGuard::new(task.abort_handle());
+        let (ended_tx, mut ended) = tokio::sync::watch::channel(());
+        let guard = EgressGuard::new(task.abort_handle(), ended_tx);
         drop(guard);
         assert!(task.await.unwrap_err().is_cancelled());
+        assert!(ended.changed().await.is_err(), "the tunnels are told");
         assert!(
             !holds(&link),
             "the listener {} is still open",

@@ -111,14 +111,15 @@ fn report_on(config: &McpConfig, abi: i32) {
             Coverage::Full | Coverage::Refused => {}
         }
         // Without the namespace `network: egress` needs, an enforced server was refused at
-        // load; one under best_effort runs with no network.
+        // load; one under best_effort runs with no network (its IPv4 and IPv6 sockets refused
+        // by seccomp; Unix sockets it may not have with `network: egress`).
         if s.sandbox.network == Network::Egress
             && coverage != Coverage::None
             && let Err(why) = netns::available()
         {
             PARTIAL.with_label_values(&[name]).set(1);
             SANDBOXED.with_label_values(&[name]).set(0);
-            tracing::warn!(server = %name, reason = %why, "a local MCP server with sandbox.network: egress runs with no network at all (sandbox.mode: best_effort): this system does not let Warden's user make the network namespace it needs");
+            tracing::warn!(server = %name, reason = %why, "a local MCP server with sandbox.network: egress runs with no network at all (sandbox.mode: best_effort): this system does not let Warden's user make the network namespace it needs, so its IPv4 and IPv6 sockets are refused (seccomp) and it has no way out, not even through Warden's egress proxy");
         }
     }
 }
@@ -227,6 +228,12 @@ impl Entered {
         &self.run
     }
 
+    /// Whether the process goes out through Warden's egress proxy (`network: egress` with
+    /// its namespace): its proxy variables are then set, last ([`proxy_env`]).
+    pub fn proxied(&self) -> bool {
+        self.channel.is_some()
+    }
+
     /// Once the child is spawned: the listener of its network namespace (`network: egress`),
     /// which Warden must serve as its egress proxy; `None` without one. Taken once.
     pub fn listener(&mut self) -> Result<Option<std::net::TcpListener>, SandboxError> {
@@ -266,21 +273,27 @@ impl Sandbox {
     /// Makes the server's directory and builds the ruleset and filter for a process running
     /// `exec`'s program (allowed to be read and executed wherever it is).
     pub fn prepare(&self, exec: &Exec<'_>) -> Result<Prepared, SandboxError> {
-        self.prepare_on(exec, kernel_abi())
+        self.prepare_on(exec, kernel_abi(), netns::available())
     }
 
-    /// [`Sandbox::prepare`] on a kernel of Landlock ABI `abi`: refused below ABI 6 unless
+    /// [`Sandbox::prepare`] on a kernel of Landlock ABI `abi`, where the network namespace
+    /// `network: egress` needs can be made or not (`namespaces`): refused below ABI 6 unless
     /// `best_effort`, which then applies what that ABI has.
-    fn prepare_on(&self, exec: &Exec<'_>, abi: i32) -> Result<Prepared, SandboxError> {
+    fn prepare_on(
+        &self,
+        exec: &Exec<'_>,
+        abi: i32,
+        namespaces: Result<(), String>,
+    ) -> Result<Prepared, SandboxError> {
         if kernel::coverage(self.mode, abi) == Coverage::Refused {
             let found = kernel::found(abi);
             return Err(SandboxError::Unsupported { found });
         }
+        // `network: egress` without its namespace (best_effort): no IPv4 nor IPv6 socket.
+        let no_inet = self.network == Network::Egress && namespaces.is_err();
         // Built first: a filter that cannot be built leaves nothing made.
-        let filter = (!self.unix_sockets)
-            .then(seccomp::no_unix_sockets)
-            .transpose()?;
-        let channel = self.channel(netns::available())?;
+        let filter = seccomp::filter(self.unix_sockets, no_inet)?;
+        let channel = self.channel(namespaces)?;
         let run = self.run_dir()?;
         let ruleset = if abi >= 1 {
             Some(self.ruleset(exec, run.path(), abi, channel.is_some())?)
@@ -301,7 +314,7 @@ impl Sandbox {
     /// With `network: egress`, the socket pair of the hand-off, when `namespaces` (whether
     /// the system lets Warden's user make them) allows; `best_effort` without them runs the
     /// server with no network at all (a port rule alone would let it reach every host on that
-    /// port), `enforce` refuses.
+    /// port; the seccomp filter refuses its IPv4 and IPv6 sockets), `enforce` refuses.
     fn channel(
         &self,
         namespaces: Result<(), String>,
@@ -314,7 +327,7 @@ impl Sandbox {
                 .map(Some)
                 .map_err(SandboxError::Handoff),
             Err(why) if self.mode == SandboxMode::BestEffort => {
-                tracing::warn!(reason = %why, "a local MCP server with sandbox.network: egress runs without any network (sandbox.mode: best_effort): this system does not let Warden make the network namespace it needs");
+                tracing::warn!(reason = %why, "a local MCP server with sandbox.network: egress runs without any network (sandbox.mode: best_effort): this system does not let Warden make the network namespace it needs, so its IPv4 and IPv6 sockets are refused (seccomp)");
                 Ok(None)
             }
             Err(why) => Err(SandboxError::Namespaces { why }),
@@ -501,8 +514,8 @@ fn resolve_program(exec: &Exec<'_>) -> Option<PathBuf> {
 impl Prepared {
     /// Has `command`'s child enter the sandbox between fork and exec, with its `HOME` and
     /// `TMPDIR` in its own directory and, with `network: egress`, the proxy variables naming
-    /// the listener of its namespace (set before `env`, which may not override them: the
-    /// caller sets these last, see [`proxy_env`]).
+    /// the listener of its namespace (the caller sets them again after its own variables,
+    /// which may not override them: [`Entered::proxied`]).
     /// Returns what is to be kept until the process has ended: its directory, removed when
     /// dropped, and the listener's hand-off.
     #[must_use = "the process's directory is removed when this is dropped"]

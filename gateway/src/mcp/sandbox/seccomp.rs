@@ -1,4 +1,4 @@
-//! The seccomp filter of a sandboxed server without `sandbox.unix_sockets`: no Unix socket of
+//! The seccomp filter of a sandboxed server (`filter`). Without `sandbox.unix_sockets`: no Unix socket of
 //! its own making, so no `connect` to one with a path (the Docker socket, D-Bus at
 //! `/run/user/<uid>/bus`, systemd's private socket, through which a root Warden's server could
 //! have systemd run anything as root), which Landlock up to ABI 8 does not control.
@@ -9,6 +9,10 @@
 //! (`socketpair(AF_UNIX, SOCK_STREAM)`, Node's and Python's IPC with their children) stays
 //! allowed: it reaches nothing but itself. A system call of another architecture (32-bit x86
 //! or Arm, x32) kills the process: its numbers are not these.
+//!
+//! With `network: egress` under `best_effort` where the network namespace cannot be made,
+//! `socket(AF_INET | AF_INET6, …)` is refused too: the server has no network at all (Landlock
+//! filters TCP only, and not at all below ABI 4).
 //!
 //! Built before the fork (it allocates); the child only installs it (`child.rs`).
 
@@ -30,8 +34,15 @@ pub enum SeccompError {
     Build(#[from] seccompiler::BackendError),
 }
 
-/// The filter, compiled for the running architecture.
-pub fn no_unix_sockets() -> Result<BpfProgram, SeccompError> {
+/// The filter, compiled for the running architecture: refusing Unix sockets unless
+/// `unix_sockets`, and IPv4 and IPv6 sockets (`socket(AF_INET | AF_INET6, …)`) when `no_inet`
+/// (`network: egress` under `best_effort` where the network namespace cannot be made: no
+/// network at all, UDP included, which Landlock does not filter). `None` when it refuses
+/// nothing.
+pub fn filter(unix_sockets: bool, no_inet: bool) -> Result<Option<BpfProgram>, SeccompError> {
+    if unix_sockets && !no_inet {
+        return Ok(None);
+    }
     let arch = if cfg!(target_arch = "x86_64") {
         TargetArch::x86_64
     } else if cfg!(target_arch = "aarch64") {
@@ -42,27 +53,33 @@ pub fn no_unix_sockets() -> Result<BpfProgram, SeccompError> {
     let arg = |index, op, value| SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value);
     // A socket's type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off.
     let type_is = |t: libc::c_int| arg(1, SeccompCmpOp::MaskedEq(0xf), t as u64);
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = [
-        (
-            libc::SYS_socket,
-            vec![SeccompRule::new(vec![arg(
-                0,
-                SeccompCmpOp::Eq,
-                libc::AF_UNIX as u64,
-            )?])?],
-        ),
-        (
-            libc::SYS_socketpair,
-            // AF_UNIX turns SOCK_RAW into SOCK_DGRAM.
-            vec![
-                SeccompRule::new(vec![type_is(libc::SOCK_DGRAM)?])?,
-                SeccompRule::new(vec![type_is(libc::SOCK_RAW)?])?,
-            ],
-        ),
+    let family_is = |f: libc::c_int| -> Result<SeccompRule, seccompiler::BackendError> {
+        SeccompRule::new(vec![arg(0, SeccompCmpOp::Eq, f as u64)?])
+    };
+    let mut families = Vec::new();
+    if !unix_sockets {
+        families.push(family_is(libc::AF_UNIX)?);
+    }
+    if no_inet {
+        families.push(family_is(libc::AF_INET)?);
+        families.push(family_is(libc::AF_INET6)?);
+    }
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = [
+        (libc::SYS_socket, families),
+        // io_uring makes sockets without passing the filter.
         (libc::SYS_io_uring_setup, vec![]),
     ]
     .into_iter()
     .collect();
+    if !unix_sockets {
+        rules.insert(
+            libc::SYS_socketpair,
+            vec![
+                SeccompRule::new(vec![type_is(libc::SOCK_DGRAM)?])?,
+                SeccompRule::new(vec![type_is(libc::SOCK_RAW)?])?,
+            ],
+        );
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -73,7 +90,7 @@ pub fn no_unix_sockets() -> Result<BpfProgram, SeccompError> {
     if arch == TargetArch::x86_64 {
         refuse_x32(&mut program);
     }
-    Ok(program)
+    Ok(Some(program))
 }
 
 /// x32 system calls carry x86_64's architecture and their own numbers (bit 30 set): after the
@@ -112,7 +129,8 @@ mod tests {
 
     #[test]
     fn the_filter_builds_for_this_architecture_and_checks_it_first() {
-        let program = no_unix_sockets().unwrap();
+        assert!(filter(true, false).unwrap().is_none(), "refusing nothing");
+        let program = filter(false, false).unwrap().unwrap();
         // Load the architecture, compare, kill on a mismatch.
         assert_eq!(program[2].k, libc::SECCOMP_RET_KILL_PROCESS);
         if cfg!(target_arch = "x86_64") {

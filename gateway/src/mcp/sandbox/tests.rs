@@ -41,7 +41,7 @@ async fn run_in(sandbox: &Sandbox, script: &str) -> Result<String, SandboxError>
 
 /// [`run_in`] as on a kernel of Landlock ABI `abi`.
 async fn run_on(sandbox: &Sandbox, script: &str, abi: i32) -> Result<String, SandboxError> {
-    let prepared = sandbox.prepare_on(&exec("sh"), abi)?;
+    let prepared = sandbox.prepare_on(&exec("sh"), abi, netns::available())?;
     let mut command = tokio::process::Command::new("sh");
     command.arg("-c").arg(script).env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -112,7 +112,7 @@ fn enforce_on_an_older_kernel_refuses_the_start_saying_how_to_opt_out() {
     let root = layout();
     let s = sandbox(root.path(), Network::Any);
     for abi in [0, 5] {
-        match s.prepare_on(&exec("sh"), abi) {
+        match s.prepare_on(&exec("sh"), abi, netns::available()) {
             Err(e @ SandboxError::Unsupported { .. }) => {
                 let e = e.to_string();
                 assert!(e.contains("best_effort") && e.contains("off"), "{e}");
@@ -296,10 +296,18 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
     // A listener of the test's own, on Warden's loopback: not the process's.
     let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = outside.local_addr().unwrap().port();
+    // UDP sockets of the test's own on both loopbacks: Landlock filters no UDP, so only the
+    // namespace keeps the process's datagrams from them.
+    let udp4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
+    let u4 = udp4.local_addr().unwrap().port();
+    let u6 = udp6.as_ref().map_or(0, |s| s.local_addr().unwrap().port());
     let script = format!(
         "read go; echo \"env=$HTTPS_PROXY $https_proxy $HTTP_PROXY $http_proxy $ALL_PROXY $all_proxy \
          node=$NODE_USE_ENV_PROXY no=[$NO_PROXY$no_proxy]\"; \
          (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo outside-reached || echo outside-refused; \
+         (echo from-the-process >/dev/udp/127.0.0.1/{u4}) 2>/dev/null; \
+         (echo from-the-process >/dev/udp/::1/{u6}) 2>/dev/null; \
          (exec 3<>/dev/tcp/93.184.215.14/{p}) 2>/dev/null && echo public-reached || echo public-refused; \
          getent ahosts example.com >/dev/null 2>&1 && echo dns-resolved || echo dns-failed; \
          (exec 3<>/dev/tcp/127.0.0.1/{p}; echo through-the-proxy >&3) && echo proxy-reached",
@@ -353,6 +361,12 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
         .expect("the script ends")
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The script has ended: had a datagram of its reached a socket, it would be queued there
+    // before the test's own marker, sent now from outside.
+    nothing_but_a_marker(&udp4);
+    if let Some(udp6) = &udp6 {
+        nothing_but_a_marker(udp6);
+    }
     let url = format!("http://127.0.0.1:{}", netns::PROXY_PORT);
     assert!(
         out.contains(&format!(
@@ -376,6 +390,28 @@ async fn network_egress_reaches_nothing_but_the_listener_it_hands_warden() {
     drop(outside);
 }
 
+/// `socket` received nothing before a marker the test sends it now.
+fn nothing_but_a_marker(socket: &std::net::UdpSocket) {
+    let to = socket.local_addr().unwrap();
+    let from = std::net::UdpSocket::bind((to.ip(), 0)).unwrap();
+    from.send_to(b"marker", to).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("the marker arrives");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        "marker",
+        "a datagram of the process's reached {to}"
+    );
+    socket.set_nonblocking(true).unwrap();
+    assert_eq!(
+        socket.recv(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+}
+
 #[test]
 fn network_egress_without_namespaces_runs_without_network_under_best_effort_only() {
     let root = layout();
@@ -395,6 +431,50 @@ fn network_egress_without_namespaces_runs_without_network_under_best_effort_only
     assert!(s.channel(Ok(())).unwrap().is_some());
     s.network = Network::None;
     assert!(s.channel(Ok(())).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn network_egress_without_namespaces_under_best_effort_has_no_network_at_all() {
+    let root = layout();
+    let mut s = sandbox(root.path(), Network::Egress);
+    s.mode = SandboxMode::BestEffort;
+    // Listeners of the test's own: TCP (which Landlock from ABI 4 would refuse anyway) and
+    // UDP (which nothing but the seccomp filter keeps the process from).
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
+    let script = format!(
+        "(exec 3<>/dev/tcp/127.0.0.1/{t}) 2>/dev/null && echo tcp-reached || echo tcp-refused; \
+         (echo from-the-process >/dev/udp/127.0.0.1/{u4}) 2>/dev/null && echo udp-sent; \
+         (echo from-the-process >/dev/udp/::1/{u6}) 2>/dev/null && echo udp6-sent; \
+         echo done",
+        t = tcp.local_addr().unwrap().port(),
+        u4 = udp4.local_addr().unwrap().port(),
+        u6 = udp6.as_ref().map_or(0, |s| s.local_addr().unwrap().port()),
+    );
+    let prepared = s
+        .prepare_on(
+            &exec("bash"),
+            kernel_abi(),
+            Err("not on this system".into()),
+        )
+        .unwrap();
+    let mut command = tokio::process::Command::new("bash");
+    command.arg("-c").arg(script).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let _run = prepared.apply(&mut command);
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("bash ends")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out, "tcp-refused\ndone\n");
+    nothing_but_a_marker(&udp4);
+    if let Some(udp6) = &udp6 {
+        nothing_but_a_marker(udp6);
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::action::Principal;
 use crate::egress::intercept::Interceptor;
+use crate::identity::revocation::TokenStamp;
 use crate::listener::{ConnectionCap, Detached};
 
 use super::room::AgentTunnels;
@@ -25,6 +26,20 @@ pub struct LocalParts {
 pub struct Local {
     /// The agent whose session started the process.
     pub principal: Arc<Principal>,
+    /// The stamp of the Warden token that session was opened with: once it is revoked, the
+    /// listener's requests are refused and its tunnels closed, as the agent's own are.
+    pub token: Option<TokenStamp>,
     /// The server, by its configured name (`context.server`, `detail.egress.server`).
     pub server: Arc<str>,
+    /// Changes (its sender dropped) once the listener's guard is dropped (the process
+    /// ended): the tunnels it opened close then.
+    pub ended: tokio::sync::watch::Receiver<()>,
+}
+
+impl Local {
+    /// Resolves once the process's listener is no longer served.
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move { while ended.changed().await.is_ok() {} }
+    }
 }

@@ -9,24 +9,37 @@
 use std::sync::{Arc, Weak};
 
 use crate::action::Principal;
+use crate::identity::revocation::TokenStamp;
 use crate::listener::{self, HttpOptions, config::Listener};
 use crate::mcp::sandbox::{EgressGuard, ServeEgress};
 use crate::shared::Shared;
 
 use super::local::Local;
 
+/// The most connections one process holds open on its listener at once (its tunnels count
+/// among its agent's too, `egress.max_tunnels_per_agent`); the connections of every
+/// process's listener together are capped by `listen.max_connections.egress`.
+pub const MAX_CONNECTIONS_PER_PROCESS: usize = 64;
+
 /// Serves the egress of the local servers of one agent session.
 pub struct LocalServers {
     shared: Weak<Shared>,
     principal: Arc<Principal>,
+    token: Option<TokenStamp>,
 }
 
 impl LocalServers {
-    /// For the session `principal` opens through `shared`'s proxy.
-    pub fn new(shared: &Arc<Shared>, principal: &Arc<Principal>) -> Arc<LocalServers> {
+    /// For the session `principal` opens through `shared`'s proxy with the Warden token
+    /// stamped `token` (revoking it cuts the processes' egress as it cuts the agent's).
+    pub fn new(
+        shared: &Arc<Shared>,
+        principal: &Arc<Principal>,
+        token: Option<TokenStamp>,
+    ) -> Arc<LocalServers> {
         Arc::new(LocalServers {
             shared: Arc::downgrade(shared),
             principal: Arc::clone(principal),
+            token,
         })
     }
 }
@@ -42,9 +55,13 @@ impl ServeEgress for LocalServers {
             .local_egress()
             .ok_or("this Warden serves no egress (it is not running as a server)")?;
         let snap = shared.snapshot.load_full();
+        // Dropped with the guard: the tunnels the listener opened close then.
+        let (ended_tx, ended) = tokio::sync::watch::channel(());
         let local = Local {
             principal: Arc::clone(&self.principal),
+            token: self.token.clone(),
             server: Arc::clone(server),
+            ended,
         };
         let handler = super::local_handler(&shared, &snap.config.egress, parts, local)
             .map_err(|e| e.to_string())?;
@@ -54,19 +71,22 @@ impl ServeEgress for LocalServers {
         let options = HttpOptions {
             extended_connect: true,
             detached: Some(parts.tunnels.clone()),
+            // Every process's listener shares one cap: an idle one holds no slot, and one
+            // process holds at most `MAX_CONNECTIONS_PER_PROCESS` of them.
+            slot_after_accept: true,
             ..HttpOptions::of(listen, Listener::Egress)
         };
         let task = tokio::spawn(listener::serve_with(
             listener,
             None,
             options,
-            parts.cap.clone(),
+            parts.cap.within(MAX_CONNECTIONS_PER_PROCESS),
             handler,
             // Served until the guard is dropped (the process ended): aborted then.
             std::future::pending::<()>(),
             listen.shutdown_grace,
         ));
         tracing::debug!(server = %server, principal = %self.principal.id, "serving a local MCP server's egress");
-        Ok(EgressGuard::new(task.abort_handle()))
+        Ok(EgressGuard::new(task.abort_handle(), ended_tx))
     }
 }

@@ -161,6 +161,10 @@ async fn walk(
         Some(local) => {
             tracing::Span::current().record("principal", &*local.principal.id);
             ex.identified(&local.principal);
+            // The session's token: revoked, its processes' egress is refused too.
+            ex.identified_by_token(local.token.clone());
+            ex.token_still_valid()
+                .map_err(|e| Refusal::from(EgressError::Auth(e)))?;
             Arc::clone(&local.principal)
         }
         None => identify(snap, ex, &req).await?,

@@ -168,6 +168,9 @@ pub(super) async fn open(
     // Held while the tunnel is open: a shutdown gives it the grace, then closes it.
     let held = worker.tunnels.hold();
     let closing = worker.tunnels.closing();
+    // A local server's process's tunnel closes once the process's listener is no longer
+    // served (the process ended).
+    let ended = worker.local.as_ref().map(|local| local.ended());
     // Counted among its agent's tunnels until its outcome (which gives its places back).
     let registered = worker.agent_tunnels.register(&tunnel.action.principal.id);
     tokio::spawn(async move {
@@ -178,6 +181,7 @@ pub(super) async fn open(
                 cut,
                 reloads,
                 closing,
+                ended,
                 outcome,
                 &registered,
             )
@@ -222,7 +226,8 @@ impl intercepted::Walk for Tunnel {
 impl Tunnel {
     /// Carries the tunnel until either side closes it, its agent is quarantined or the token
     /// it was opened with revoked (`cut`), a reload (`reloads`) brings policies that deny
-    /// it, Warden shuts down and the grace is over (`closing`), or it is closed to make room
+    /// it, Warden shuts down and the grace is over (`closing`), the local server's process
+    /// whose listener it came on ended (`ended`), or it is closed to make room
     /// for another of its agent's (`registered`) — both connections closed then — and
     /// records how it ended.
     #[allow(clippy::too_many_arguments)]
@@ -233,6 +238,7 @@ impl Tunnel {
         mut cut: Option<Cut>,
         reloads: watch::Receiver<u64>,
         closing: impl Future<Output = ()>,
+        ended: Option<impl Future<Output = ()>>,
         outcome: PendingOutcome,
         registered: &room::Registered,
     ) {
@@ -257,6 +263,15 @@ impl Tunnel {
             cause = stopped => Err((cause.code(), cause.outcome())),
             denied = self.denied_by_reload(reloads) => Err((denied.code(), denied.to_string())),
             () = closing => Err((EgressError::Shutdown.code(), EgressError::Shutdown.to_string())),
+            () = async {
+                match ended {
+                    Some(ended) => ended.await,
+                    None => std::future::pending().await,
+                }
+            } => Err((
+                "egress_process_ended",
+                "closed: the MCP server's process it served ended".to_owned(),
+            )),
             () = registered.close.notified() => Err((
                 "egress_tunnel_evicted",
                 format!(

@@ -249,6 +249,7 @@ async fn initialize(
             Some(crate::proxy::egress::local_server::LocalServers::new(
                 shared,
                 &Arc::new(principal.clone()),
+                ex.token(),
             )),
         )
         .await
