@@ -315,11 +315,11 @@ impl McpConfig {
                     // With network: egress Warden sets the proxy variables (its listener in
                     // the process's namespace): none of them is the operator's to set.
                     if s.sandbox.network == super::sandbox::config::Network::Egress {
-                        let proxy = super::sandbox::proxy_env();
+                        let proxy = super::sandbox::config::PROXY_VARIABLES;
                         let names = s.env.keys().map(|n| ("env", n));
                         let secret = s.secret_env.keys().map(|n| ("secret_env", n));
                         for (field, name) in names.chain(secret) {
-                            if proxy.iter().any(|(p, _)| p == name) {
+                            if proxy.contains(&name.as_str()) {
                                 err(
                                     format!("{key}.{field}.{name}"),
                                     "with sandbox.network: egress Warden sets the proxy \

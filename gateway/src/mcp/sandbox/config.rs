@@ -282,3 +282,18 @@ pub enum Guard {
     /// Write it: something Warden trusts, which reading reveals nothing of.
     Write,
 }
+
+/// The variables Warden sets for a server with `network: egress` (`super::proxy_env`): every
+/// proxy variable common clients read, both cases, naming the proxy in its namespace; no
+/// exception (`NO_PROXY` empty); Node's switch to honour them (Node 22.21 / 24 and later).
+pub const PROXY_VARIABLES: [&str; 9] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "NODE_USE_ENV_PROXY",
+];

@@ -539,23 +539,14 @@ impl Prepared {
 /// Node's switch to honour them (Node 22.21 / 24 and later).
 pub fn proxy_env() -> Vec<(&'static str, String)> {
     let url = format!("http://127.0.0.1:{}", netns::PROXY_PORT);
-    let mut env: Vec<(&'static str, String)> = [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ]
-    .into_iter()
-    .map(|k| (k, url.clone()))
-    .collect();
-    env.extend([
-        ("NO_PROXY", String::new()),
-        ("no_proxy", String::new()),
-        ("NODE_USE_ENV_PROXY", "1".to_owned()),
-    ]);
-    env
+    config::PROXY_VARIABLES
+        .iter()
+        .map(|&k| match k {
+            "NO_PROXY" | "no_proxy" => (k, String::new()),
+            "NODE_USE_ENV_PROXY" => (k, "1".to_owned()),
+            _ => (k, url.clone()),
+        })
+        .collect()
 }
 
 /// Has `command`'s child, unsandboxed, still die with Warden and write no core dump.
