@@ -76,18 +76,30 @@ pub fn handler(
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
 > {
-    let worker = Worker {
-        resolver: Resolver::new(config)?,
-        config: config.clone(),
-        interceptor,
-        tunnels: tunnels.clone(),
-        agent_tunnels: agent_tunnels.clone(),
-        local: None,
-    };
+    let worker = Worker::new(config, interceptor, tunnels, agent_tunnels, None)?;
     Ok(serving(shared, worker))
 }
 
 impl Worker {
+    /// A worker with its own resolver (built here, so a bad resolver setting fails the start),
+    /// serving the agents' listener or, with `local`, one local server's process.
+    fn new(
+        config: &EgressConfig,
+        interceptor: Option<Arc<Interceptor>>,
+        tunnels: &Detached,
+        agent_tunnels: &AgentTunnels,
+        local: Option<local::Local>,
+    ) -> Result<Self, ResolverSetupError> {
+        Ok(Worker {
+            resolver: Resolver::new(config)?,
+            config: config.clone(),
+            interceptor,
+            tunnels: tunnels.clone(),
+            agent_tunnels: agent_tunnels.clone(),
+            local,
+        })
+    }
+
     /// The local server whose process this serves, for its facts.
     fn server(&self) -> Option<String> {
         self.local.as_ref().map(|l| l.server.to_string())
@@ -105,14 +117,13 @@ fn local_handler(
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
 > {
-    let worker = Worker {
-        resolver: Resolver::new(config)?,
-        config: config.clone(),
-        interceptor: parts.interceptor.clone(),
-        tunnels: parts.tunnels.clone(),
-        agent_tunnels: parts.agent_tunnels.clone(),
-        local: Some(local),
-    };
+    let worker = Worker::new(
+        config,
+        parts.interceptor.clone(),
+        &parts.tunnels,
+        &parts.agent_tunnels,
+        Some(local),
+    )?;
     Ok(serving(shared, worker))
 }
 
