@@ -180,9 +180,10 @@ pub async fn serve(
             })?;
     snapshot.warn_of_unavailable_credentials();
     crate::mcp::sandbox::report(&snapshot.config.mcp);
-    // What the local servers' processes of a Warden that did not stop cleanly left behind.
-    crate::mcp::sandbox::run_dir::sweep_all(
-        &snapshot
+    // What the local servers' processes of a Warden that did not stop cleanly left behind,
+    // removed in the background: readiness does not wait for a huge tree.
+    crate::mcp::sandbox::run_dir::sweep_all_in_background(
+        snapshot
             .config
             .data_dir
             .join(crate::mcp::sandbox::SERVERS_DIR),

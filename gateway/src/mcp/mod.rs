@@ -25,6 +25,7 @@ mod legacy_sse;
 mod link;
 mod package_pin;
 mod per_agent;
+mod process_group;
 mod relay;
 mod remote;
 mod resume;

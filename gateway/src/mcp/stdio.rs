@@ -2,7 +2,9 @@
 //! directory), writes one JSON-RPC message per line to its stdin, reads one per line from its
 //! stdout, and logs its stderr line by line at `info` with the server's name. When the process
 //! dies, the requests in flight fail, and Warden starts it again with backoff (100 ms,
-//! doubling, at most 30 s) and initialises it again: the agent's session goes on.
+//! doubling, at most 30 s) and initialises it again: the agent's session goes on. The process
+//! leads a process group of its own, ended with it (`process_group.rs`): what it started and
+//! left in its group does not outlive it.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,12 +13,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::{Mutex, mpsc, watch};
 use zeroize::Zeroizing;
 
 use super::endpoint::StdioCommand;
 use super::error::LinkError;
+use super::process_group::{ProcessGroup, STOP_GRACE};
 use super::router::{Router, State, closed as link_closed, handshake};
 use super::sandbox;
 use super::supervise::{self, Connection, Exit, Up};
@@ -127,7 +130,8 @@ impl Connection for Process {
         // What the process could quote back of its secrets is redacted from its messages.
         self.router.redact(&echoed(&secret_env));
         // `entered`, the process's own directory, is removed when this returns: it has ended.
-        let (mut child, _running, mut entered) = match self.spawn(&secret_env) {
+        // `group` ends the process with its group, when this returns at the latest.
+        let (mut group, _running, mut entered) = match self.spawn(&secret_env) {
             Ok(started) => started,
             Err(Spawn::Sandbox(e)) => {
                 // How to opt out goes to the log; the agent is told the server cannot start.
@@ -147,10 +151,11 @@ impl Connection for Process {
             Ok(guard) => guard,
             Err(reason) => {
                 tracing::error!(server = %self.router.server, error = %reason, "a local MCP server's egress (sandbox.network: egress) cannot be served; it is stopped (fail closed)");
-                kill(&mut child).await;
+                group.stop(STOP_GRACE).await;
                 return Exit::Died(format!("the server's egress cannot be served: {reason}"));
             }
         };
+        let child = group.child();
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -178,7 +183,7 @@ impl Connection for Process {
             _ = &mut reader => Err("the process exited during initialize".into()),
         };
         if let Err(reason) = shaken {
-            kill(&mut child).await;
+            group.stop(STOP_GRACE).await;
             return Exit::Died(reason);
         }
         up.ready();
@@ -187,21 +192,21 @@ impl Connection for Process {
                 message = self.rx.recv() => match message {
                     Some(m) => {
                         if let Err(e) = write_line(&stdin, &m).await {
-                            kill(&mut child).await;
+                            group.stop(STOP_GRACE).await;
                             return Exit::Died(e.to_string());
                         }
                     }
                     None => {
-                        kill(&mut child).await;
+                        group.stop(STOP_GRACE).await;
                         return Exit::Closed;
                     }
                 },
                 _ = &mut reader => {
-                    let status = child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let status = group.ended(STOP_GRACE).await;
                     return Exit::Died(format!("the process exited ({status})"));
                 }
                 _ = link_closed(closed) => {
-                    kill(&mut child).await;
+                    group.stop(STOP_GRACE).await;
                     return Exit::Closed;
                 }
             }
@@ -224,8 +229,17 @@ impl Process {
         else {
             return Ok(None);
         };
+        let max_connections = self
+            .command
+            .sandbox
+            .as_ref()
+            .map_or(sandbox::config::DEFAULT_EGRESS_MAX_CONNECTIONS, |s| {
+                s.egress_max_connections
+            });
         match &self.egress {
-            Some(egress) => egress.serve(&self.router.server, listener).map(Some),
+            Some(egress) => egress
+                .serve(&self.router.server, listener, max_connections)
+                .map(Some),
             None => Err("no egress proxy serves this session".to_owned()),
         }
     }
@@ -236,7 +250,7 @@ impl Process {
     fn spawn(
         &self,
         secret_env: &[(String, Zeroizing<String>)],
-    ) -> Result<(Child, Running, Option<sandbox::Entered>), Spawn> {
+    ) -> Result<(ProcessGroup, Running, Option<sandbox::Entered>), Spawn> {
         let c = &self.command;
         // Built before the fork: the child only enters it.
         let prepared = match &c.sandbox {
@@ -288,8 +302,9 @@ impl Process {
         if let Some(dir) = &c.cwd {
             command.current_dir(dir);
         }
+        // A group of its own (`sandbox::harden` and `Prepared::apply` make it its leader).
         let child = command.spawn().map_err(Spawn::Io)?;
-        Ok((child, Running::count(), run))
+        Ok((ProcessGroup::new(child), Running::count(), run))
     }
 }
 
@@ -298,11 +313,6 @@ enum Spawn {
     /// Its sandbox could not be built.
     Sandbox(sandbox::SandboxError),
     Io(std::io::Error),
-}
-
-/// Stops the process and reaps it.
-async fn kill(child: &mut Child) {
-    let _ = child.kill().await;
 }
 
 /// Writes `message` as one line.

@@ -40,7 +40,9 @@ pub struct Confinement {
     pub netns: Option<std::os::fd::RawFd>,
 }
 
-/// Sets `command`'s child up: it dies with Warden, writes no core dump and inherits no
+/// Sets `command`'s child up: it leads a session and process group of its own (so that
+/// Warden ends it with every descendant that stayed in its group, `mcp/process_group.rs`, and
+/// it has no controlling terminal), dies with Warden, writes no core dump and inherits no
 /// descriptor but its stdio; with `confinement`, it also enters a network namespace of its
 /// own and hands Warden its listener there (`network: egress`: before the rest, which then
 /// holds in that namespace's user namespace too, and while a Unix socket may still be
@@ -49,12 +51,13 @@ pub struct Confinement {
 pub fn confine(command: &mut tokio::process::Command, confinement: Option<Confinement>) {
     let parent = std::process::id();
     let mut confinement = confinement;
-    // SAFETY: the closure makes only async-signal-safe system calls (prctl, getppid,
+    // SAFETY: the closure makes only async-signal-safe system calls (setsid, prctl, getppid,
     // setrlimit, close_range, unshare, open, write, socket, ioctl, bind, listen, sendmsg,
     // close, capset, landlock_restrict_self, seccomp) and allocates nothing: the ruleset,
     // the filter and the socket pair were made before the fork.
     unsafe {
         command.pre_exec(move || {
+            new_session()?;
             die_with_parent(parent)?;
             no_core_dump()?;
             descriptors_close_on_exec();
@@ -76,6 +79,17 @@ pub fn confine(command: &mut tokio::process::Command, confinement: Option<Confin
             Ok(())
         });
     }
+}
+
+/// A session and process group of its own, whose id is the process's pid: signalling the
+/// group reaches its descendants too, unless one left it (`setsid`, `setpgid`).
+fn new_session() -> io::Result<()> {
+    // SAFETY: a plain system call; a freshly forked child leads no group, so it cannot fail
+    // for that reason.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `no_new_privs`: no setuid or file capability gives the process more at exec; what a

@@ -75,7 +75,14 @@ pub struct ServerSandbox {
     /// Whether it may create Unix sockets (`socket(AF_UNIX)`), and so connect to those with a
     /// path, which Landlock does not control: the Docker socket, D-Bus, systemd's.
     pub unix_sockets: bool,
+    /// With `network: egress`: the most connections one process holds open on its egress
+    /// listener at once (default [`DEFAULT_EGRESS_MAX_CONNECTIONS`]).
+    pub egress_max_connections: Option<usize>,
 }
+
+/// How many connections one process with `network: egress` holds open on its listener at
+/// once, unless its `sandbox.egress_max_connections` says.
+pub const DEFAULT_EGRESS_MAX_CONNECTIONS: usize = 64;
 
 /// What a sandboxed server may do on the network: Landlock filters TCP `connect` and `bind` by
 /// port, nothing else (not the address, not UDP).
@@ -136,9 +143,31 @@ impl ServerSandbox {
         self.mode.unwrap_or(default)
     }
 
+    /// With `network: egress`: the most connections one process holds open on its listener.
+    pub fn egress_max_connections(&self) -> usize {
+        self.egress_max_connections
+            .unwrap_or(DEFAULT_EGRESS_MAX_CONNECTIONS)
+    }
+
     /// `(key, message)` for every mistake; `key` is the server's (`mcp.servers[0]`).
     pub fn validate(&self, key: &str) -> Vec<(String, String)> {
         let mut errors = Vec::new();
+        match self.egress_max_connections {
+            Some(0) => errors.push((
+                format!("{key}.sandbox.egress_max_connections"),
+                "must be more than 0: a process that may hold no connection has no way out; \
+                 give the most connections one process may hold open through Warden's egress \
+                 proxy at once (default 64), or set network to `none`"
+                    .to_owned(),
+            )),
+            Some(_) if self.network != Network::Egress => errors.push((
+                format!("{key}.sandbox.egress_max_connections"),
+                "applies only with sandbox.network: egress (the connections a process holds \
+                 on its egress listener); remove it, or set network to `egress`"
+                    .to_owned(),
+            )),
+            _ => {}
+        }
         for (field, paths) in [("read", &self.read), ("write", &self.write)] {
             for (j, path) in paths.iter().enumerate() {
                 if !path.is_absolute() {
@@ -192,6 +221,31 @@ mod tests {
         ] {
             assert!(sandbox(fine).unwrap().validate("k").is_empty(), "{fine}");
         }
+    }
+
+    #[test]
+    fn egress_max_connections_is_more_than_zero_and_only_with_network_egress() {
+        let default = sandbox("{network: egress}").unwrap();
+        assert_eq!(default.egress_max_connections(), 64);
+        let set = sandbox("{network: egress, egress_max_connections: 8}").unwrap();
+        assert!(set.validate("k").is_empty());
+        assert_eq!(set.egress_max_connections(), 8);
+        for (yaml, says) in [
+            (
+                "{network: egress, egress_max_connections: 0}",
+                "more than 0",
+            ),
+            (
+                "{network: [443], egress_max_connections: 8}",
+                "only with sandbox.network: egress",
+            ),
+        ] {
+            let errors = sandbox(yaml).unwrap().validate("mcp.servers[0]");
+            assert_eq!(errors.len(), 1, "{yaml}: {errors:?}");
+            assert_eq!(errors[0].0, "mcp.servers[0].sandbox.egress_max_connections");
+            assert!(errors[0].1.contains(says), "{}", errors[0].1);
+        }
+        assert!(sandbox("{network: egress, egress_max_connections: -1}").is_err());
     }
 
     #[test]

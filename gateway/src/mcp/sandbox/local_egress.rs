@@ -8,12 +8,14 @@ use std::sync::Arc;
 /// Serves the egress of local servers' processes for one agent session.
 pub trait ServeEgress: Send + Sync {
     /// Serves `listener` (the process's, in its namespace) as `server`'s egress proxy, for
-    /// the agent whose session started it, until the guard is dropped; `Err` says why it
-    /// cannot (the process is then stopped: it would have no way out).
+    /// the agent whose session started it, holding at most `max_connections` of its
+    /// connections open at once, until the guard is dropped; `Err` says why it cannot (the
+    /// process is then stopped: it would have no way out).
     fn serve(
         &self,
         server: &Arc<str>,
         listener: std::net::TcpListener,
+        max_connections: usize,
     ) -> Result<EgressGuard, String>;
 }
 

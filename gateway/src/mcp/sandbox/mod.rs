@@ -190,6 +190,8 @@ pub struct Sandbox {
     pub unix_sockets: bool,
     /// What of Warden's it must not reach, checked at every start against what is opened.
     pub protected: Arc<[Protected]>,
+    /// With `network: egress`: the most connections one process holds on its listener.
+    pub egress_max_connections: usize,
 }
 
 /// What the child will run, found as `exec` will find it: from the child's working directory
@@ -267,6 +269,7 @@ impl Sandbox {
             mode,
             unix_sockets: config.unix_sockets,
             protected: protected.iter().cloned().chain([data]).collect(),
+            egress_max_connections: config.egress_max_connections(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! so that no runtime (a worker's, stopping) waits for a removal, which can take seconds for a
 //! tree an `npx` downloaded. Warden stopping waits for the reaper at most [`FINISH_WITHIN`];
 //! what is left then keeps its lock until Warden exits, and the next start's sweep removes
-//! it. Its lock, `run-<instance>-<id>.lock` beside it in the
+//! it (on a thread of its own: Warden is ready without waiting for it). Its lock, `run-<instance>-<id>.lock` beside it in the
 //! server's directory (which the process cannot write: it can neither remove nor replace the
 //! lock), is held locked (`flock`) by Warden for the
 //! process's life, through a descriptor the process does not inherit: a sweep, at start,
@@ -370,7 +370,24 @@ fn try_lock(lock: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// At start: sweeps the directory of every server under `servers` (`<data_dir>/mcp-servers`),
+/// At start, without waiting for it: [`sweep_all`] of `servers` on a thread of its own, so
+/// that a huge tree left behind does not hold up Warden's readiness. Running beside this
+/// Warden's own processes is safe: their directories are named after this Warden process
+/// (no stale one has that name) and locked before the sweep could take them (a lock taken
+/// between a directory's making and its locking makes the maker try another name). Without
+/// a thread, the sweep runs here.
+pub fn sweep_all_in_background(servers: PathBuf) {
+    let swept = servers.clone();
+    let started = std::thread::Builder::new()
+        .name("warden-sweep".into())
+        .spawn(move || sweep_all(&swept));
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot start a thread to remove what local MCP server processes left behind; removing it before starting");
+        sweep_all(&servers);
+    }
+}
+
+/// Sweeps the directory of every server under `servers` (`<data_dir>/mcp-servers`),
 /// configured or not; how many directories it removed.
 pub fn sweep_all(servers: &Path) -> usize {
     let dir = match open_dir(servers) {

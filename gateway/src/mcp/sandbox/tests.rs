@@ -62,6 +62,7 @@ fn sandbox(root: &Path, network: Network) -> Sandbox {
         mode: SandboxMode::Enforce,
         unix_sockets: false,
         protected: Arc::from(Vec::new()),
+        egress_max_connections: super::config::DEFAULT_EGRESS_MAX_CONNECTIONS,
     }
 }
 

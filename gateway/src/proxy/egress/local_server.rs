@@ -16,11 +16,6 @@ use crate::shared::Shared;
 
 use super::local::Local;
 
-/// The most connections one process holds open on its listener at once (its tunnels count
-/// among its agent's too, `egress.max_tunnels_per_agent`); the connections of every
-/// process's listener together are capped by `listen.max_connections.egress`.
-pub const MAX_CONNECTIONS_PER_PROCESS: usize = 64;
-
 /// Serves the egress of the local servers of one agent session.
 pub struct LocalServers {
     shared: Weak<Shared>,
@@ -49,6 +44,7 @@ impl ServeEgress for LocalServers {
         &self,
         server: &Arc<str>,
         listener: std::net::TcpListener,
+        max_connections: usize,
     ) -> Result<EgressGuard, String> {
         let shared = self.shared.upgrade().ok_or("Warden is stopping")?;
         let parts = shared
@@ -72,7 +68,9 @@ impl ServeEgress for LocalServers {
             extended_connect: true,
             detached: Some(parts.tunnels.clone()),
             // Every process's listener shares one cap: an idle one holds no slot, and one
-            // process holds at most `MAX_CONNECTIONS_PER_PROCESS` of them.
+            // process holds at most `max_connections` of them
+            // (`sandbox.egress_max_connections`; its tunnels count among its agent's too,
+            // `egress.max_tunnels_per_agent`).
             slot_after_accept: true,
             ..HttpOptions::of(listen, Listener::Egress)
         };
@@ -80,7 +78,7 @@ impl ServeEgress for LocalServers {
             listener,
             None,
             options,
-            parts.cap.within(MAX_CONNECTIONS_PER_PROCESS),
+            parts.cap.within(max_connections),
             handler,
             // Served until the guard is dropped (the process ended): aborted then.
             std::future::pending::<()>(),
