@@ -8,9 +8,17 @@
 // fetch ignores proxies; `connect` takes a `host` too), fill(from, dirs, files) (`dirs` directories
 // `~/fill/d<from + i>` of `files` empty files each: a tree slow to remove), https_connect(url) (a CONNECT
 // through the proxy HTTPS_PROXY names, then a TLS GET through the tunnel, trusting only the CA `ca`, PEM).
-// udp_send(port, host) (one datagram, to 127.0.0.1 unless `host` says). No dependencies beyond Node.
+// udp_send(port, host) (one datagram, to 127.0.0.1 unless `host` says).
+// heartbeat(path, detached, ignore_term) starts a child (stdio ignored, not waited for; with `detached`, in
+// a session of its own: setsid) that writes the time to `path` every 100 ms for at most two minutes,
+// ignoring SIGTERM with `ignore_term`: its pid. hold_tunnel(url, ca, status) starts a child in a session
+// of its own that opens a CONNECT tunnel through HTTPS_PROXY, GETs `url` over TLS in it (keep-alive),
+// writes `open <status>` to `status`, then holds the tunnel and writes `closed` there once it is closed
+// (and exits): what it wrote first. No dependencies beyond Node.
 
+import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { createSocket } from "node:dgram";
@@ -18,7 +26,7 @@ import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "fill", "https_connect", "udp_send"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env", "proxy_get", "fill", "https_connect", "udp_send", "heartbeat", "hold_tunnel"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -115,9 +123,99 @@ async function run(name, args) {
         socket.on("error", (e) => done(failed(e)));
         socket.send("from-the-probe", args.port, host, (e) => done(e ? failed(e) : { ok: true }));
       });
+    case "heartbeat":
+      return child("--heartbeat", args, args.detached === true);
+    case "hold_tunnel": {
+      const started = child("--hold-tunnel", args, true);
+      if (!started.ok) return started;
+      // What the child wrote first: the tunnel open, or why not.
+      for (let i = 0; i < 300; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        let text = "";
+        try {
+          text = readFileSync(args.status, "utf8");
+        } catch {}
+        if (text) return { ok: text.startsWith("open"), pid: started.pid, status: text };
+      }
+      return { ok: false, code: "ETIMEDOUT", pid: started.pid };
+    }
     default:
       return undefined;
   }
+}
+
+/** Starts this script in `mode` with `args` as a child not waited for, stdio ignored, in a session of
+ * its own when `detached`: its pid. */
+function child(mode, args, detached) {
+  try {
+    const c = spawn(process.execPath, [fileURLToPath(import.meta.url), mode, JSON.stringify(args)], {
+      detached,
+      stdio: "ignore",
+    });
+    c.unref();
+    return { ok: true, pid: c.pid };
+  } catch (e) {
+    return failed(e);
+  }
+}
+
+/** `--heartbeat`: the time written to `path` every 100 ms, for at most two minutes. */
+function heartbeat({ path, ignore_term }) {
+  if (ignore_term) process.on("SIGTERM", () => {});
+  const beat = setInterval(() => writeFileSync(path, String(Date.now())), 100);
+  setTimeout(() => {
+    clearInterval(beat);
+    process.exit(0);
+  }, 120000);
+}
+
+/** `--hold-tunnel`: a CONNECT tunnel to `url`'s host through HTTPS_PROXY, a TLS GET of `url` in it
+ * kept alive (trusting only `ca`), `open <status>` written to `status`; `closed` once the tunnel is
+ * closed, then the process exits (after two minutes at most). */
+function holdTunnel({ url, ca, status }) {
+  const proxy = new URL(process.env.HTTPS_PROXY ?? "http://127.0.0.1:1");
+  const target = new URL(url);
+  const end = (text) => {
+    try {
+      writeFileSync(status, text);
+    } catch {}
+    process.exit(0);
+  };
+  setTimeout(() => end("closed: still open after two minutes"), 120000);
+  const socket = connect({ port: Number(proxy.port), host: proxy.hostname });
+  socket.on("error", (e) => end(`failed: ${e.code ?? e}`));
+  socket.on("connect", () => socket.write(`CONNECT ${target.host} HTTP/1.1\r\nHost: ${target.host}\r\n\r\n`));
+  let head = Buffer.alloc(0);
+  const onHead = (d) => {
+    head = Buffer.concat([head, d]);
+    const at = head.indexOf("\r\n\r\n");
+    if (at < 0) return;
+    socket.off("data", onHead);
+    const connectStatus = head.subarray(0, at).toString("utf8").split(" ")[1];
+    if (connectStatus !== "200") return end(`failed: CONNECT ${connectStatus}`);
+    const secure = tlsConnect({ socket, ca, host: target.hostname });
+    let answered = false;
+    let got = "";
+    secure.on("error", (e) => end(answered ? "closed" : `failed: ${e.code ?? e}`));
+    secure.on("close", () => end(answered ? "closed" : "failed: closed before the answer"));
+    secure.on("secureConnect", () => secure.write(`GET ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\n\r\n`));
+    secure.on("data", (c) => {
+      got += c.toString("utf8");
+      if (!answered && got.includes("\r\n\r\n")) {
+        answered = true;
+        writeFileSync(status, `open ${got.split(" ")[1]}`);
+      }
+    });
+  };
+  socket.on("data", onHead);
+}
+
+if (process.argv[2] === "--heartbeat") {
+  heartbeat(JSON.parse(process.argv[3]));
+} else if (process.argv[2] === "--hold-tunnel") {
+  holdTunnel(JSON.parse(process.argv[3]));
+} else {
+  serveProbe();
 }
 
 /** GET `url` through the proxy of HTTP_PROXY: the status code and body it answered. */
@@ -188,32 +286,35 @@ function httpsConnect(url, ca) {
   });
 }
 
-createInterface({ input: process.stdin }).on("line", async (line) => {
-  let request;
-  try {
-    request = JSON.parse(line);
-  } catch {
-    return;
-  }
-  if (request.id === undefined || request.id === null) return;
-  const params = request.params ?? {};
-  const reply = (result) => send({ jsonrpc: "2.0", id: request.id, result });
-  switch (request.method) {
-    case "initialize":
-      return reply({
-        protocolVersion: protocolVersion(params),
-        capabilities: { tools: {} },
-        serverInfo: { name: "sandbox-probe", version: "1.0.0" },
-      });
-    case "ping":
-      return reply({});
-    case "tools/list":
-      return reply({ tools: TOOLS });
-    case "tools/call": {
-      const found = await run(params.name, params.arguments ?? {});
-      if (found === undefined) break;
-      return reply({ content: [{ type: "text", text: JSON.stringify(found) }] });
+/** The MCP server: each request read from stdin answered. */
+function serveProbe() {
+  createInterface({ input: process.stdin }).on("line", async (line) => {
+    let request;
+    try {
+      request = JSON.parse(line);
+    } catch {
+      return;
     }
-  }
-  send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `not found: ${request.method}` } });
-});
+    if (request.id === undefined || request.id === null) return;
+    const params = request.params ?? {};
+    const reply = (result) => send({ jsonrpc: "2.0", id: request.id, result });
+    switch (request.method) {
+      case "initialize":
+        return reply({
+          protocolVersion: protocolVersion(params),
+          capabilities: { tools: {} },
+          serverInfo: { name: "sandbox-probe", version: "1.0.0" },
+        });
+      case "ping":
+        return reply({});
+      case "tools/list":
+        return reply({ tools: TOOLS });
+      case "tools/call": {
+        const found = await run(params.name, params.arguments ?? {});
+        if (found === undefined) break;
+        return reply({ content: [{ type: "text", text: JSON.stringify(found) }] });
+      }
+    }
+    send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `not found: ${request.method}` } });
+  });
+}

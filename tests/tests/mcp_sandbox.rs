@@ -590,17 +590,277 @@ async fn stopping_leaves_a_slow_removal_of_a_local_server_s_directory_to_the_nex
         "{output}"
     );
     // Its audit log closed, its lock released: a new Warden on the same data directory
-    // starts, and its sweep removes what was left.
+    // starts, and its sweep removes what was left (in the background: bounded on failure
+    // only).
     let setup = w.stop_and_take_setup().await;
     let mut again = setup.spawn().unwrap();
     again
         .wait_ready(Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", again.output()));
-    assert!(!home.exists(), "{}", again.output());
+    assert!(
+        gone_within(&home, Duration::from_secs(120)).await,
+        "{}",
+        again.output()
+    );
     let mut lock = home.clone().into_os_string();
     lock.push(".lock");
     assert!(!std::path::Path::new(&lock).exists());
+}
+
+/// Whether `path` is gone within `within` (a bound on failure only).
+async fn gone_within(path: &Path, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while path.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    !path.exists()
+}
+
+#[tokio::test]
+async fn a_start_is_ready_without_waiting_for_the_sweep_of_what_an_unclean_stop_left() {
+    use std::time::Duration;
+    let setup = builder(probe(json!({}))).write().unwrap();
+    // A process's directory left by a Warden that was killed (its lock free), holding what an
+    // `npx` downloads: 200 000 files.
+    let home = setup.data_dir.join("mcp-servers/probe");
+    let stale = home.join(format!("run-{}-{}", "a".repeat(32), "b".repeat(32)));
+    for d in 0..200 {
+        let dir = stale.join(format!("tmp/.npm/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::File::create(dir.join(format!("f{f}"))).unwrap();
+        }
+    }
+    let lock = home.join(format!("run-{}-{}.lock", "a".repeat(32), "b".repeat(32)));
+    std::fs::write(&lock, "").unwrap();
+    let mut w = setup.spawn().unwrap();
+    w.wait_ready(Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", w.output()));
+    // Ready while the sweep still removes it (removing 200 000 files takes seconds; the
+    // directory itself goes last).
+    assert!(
+        stale.exists(),
+        "Warden was ready only once the sweep had removed the directory:\n{}",
+        w.output()
+    );
+    assert!(
+        gone_within(&stale, Duration::from_secs(120)).await,
+        "{}",
+        w.output()
+    );
+    assert!(!lock.exists());
+    let swept = "removed directories left by local MCP server processes";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !w.output().contains(swept) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(w.output().contains(swept), "{}", w.output());
+}
+
+/// Whether the heartbeat in `path` changes within 30 s (a bound on failure only).
+async fn beating(path: &Path) -> bool {
+    let first = std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        if !now.is_empty() && now != first {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Whether the heartbeat in `path` (every 100 ms) stops within 30 s: it did not change for
+/// 2 s.
+async fn stopped(path: &Path) -> bool {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = std::fs::read_to_string(path).unwrap_or_default();
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_secs(2) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn ending_a_session_ends_the_processes_its_server_left_behind() {
+    let beats = tempfile::tempdir().unwrap();
+    let w = builder(probe(json!({"write": [beats.path()]})))
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let session = mcp::initialize_raw(&w, "/mcp/tools", &agent).await.unwrap();
+    let path = beats.path().join("beat");
+    // A child the server does not wait for, as `npx` leaves node running: its stdio its own
+    // (no end of stdin tells it to stop), SIGTERM ignored.
+    let started = call_raw(
+        &w,
+        &agent,
+        &session,
+        2,
+        "probe_heartbeat",
+        json!({"path": path, "ignore_term": true}),
+    )
+    .await;
+    assert_eq!(started["ok"], true, "{started}");
+    assert!(beating(&path).await, "the server's child never beat");
+    let status = mcp::end_session(&w, "/mcp/tools", &agent, &session)
+        .await
+        .unwrap();
+    assert!((200..300).contains(&status), "DELETE answered {status}");
+    assert!(
+        stopped(&path).await,
+        "the server's child outlived its session:\n{}",
+        w.output()
+    );
+}
+
+/// Warden with the probe under `network: egress`, writing in `dir`, allowed to reach
+/// 127.0.0.1 through its proxy; a revocation seen within 50 ms.
+async fn egress_probe(dir: &Path) -> Warden {
+    builder(probe(json!({"network": "egress", "write": [dir]})))
+        .policy("local-egress.cedar", LOCAL_EGRESS)
+        .set("/identity/warden_issuer/refresh_interval", json!("50ms"))
+        .start()
+        .await
+        .expect("warden starts")
+}
+
+/// In a session of `agent`'s, has the probe start a process of its own session (`setsid`,
+/// so that it outlives the server's process group) holding a tunnel to `origin` open
+/// through the proxy, after one TLS request in it; the session and the file where that
+/// process says `closed` once the tunnel is closed.
+async fn hold_tunnel(
+    w: &Warden,
+    agent: &str,
+    dir: &Path,
+    origin: &warden_e2e::egress::Origin,
+    pki: &warden_e2e::egress::Pki,
+) -> (String, std::path::PathBuf) {
+    let session = mcp::initialize_raw(w, "/mcp/tools", agent).await.unwrap();
+    let status = dir.join("tunnel");
+    let url = format!("https://127.0.0.1:{}/held", origin.addr.port());
+    let held = call_raw(
+        w,
+        agent,
+        &session,
+        2,
+        "probe_hold_tunnel",
+        json!({"url": url, "ca": pki.ca_pem, "status": status}),
+    )
+    .await;
+    assert_eq!(held["status"], "open 200", "{held}");
+    (session, status)
+}
+
+/// Whether the tunnel-holding process wrote `closed` in `status` within 30 s (a bound on
+/// failure only).
+async fn tunnel_closed(status: &Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(status).is_ok_and(|s| s.starts_with("closed")) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The outcome record of the probe's tunnel, whose error starts with `cut`.
+async fn tunnel_outcome(w: &Warden, cut: &str) -> Value {
+    w.wait_for_audit(std::time::Duration::from_secs(10), |r| {
+        r["kind"] == "outcome"
+            && r["action"] == "egress:connect"
+            && r["outcome"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(cut))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.output()))
+}
+
+#[tokio::test]
+async fn a_local_server_s_tunnel_is_cut_once_its_session_s_token_is_revoked() {
+    use warden_e2e::egress::{Origin, Pki};
+    let pki = Pki::new();
+    let origin = Origin::start([127, 0, 0, 1].into(), 0, Some(pki.server(&["127.0.0.1"])))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = egress_probe(dir.path()).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let (_session, status) = hold_tunnel(&w, &agent, dir.path(), &origin, &pki).await;
+    let out = w
+        .cli(&[
+            "token",
+            "revoke",
+            "--token",
+            &agent,
+            "--reason",
+            "leaked in a CI log",
+            "--as",
+            "bob",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        tunnel_closed(&status).await,
+        "the tunnel stays open after the token of its session was revoked:\n{}",
+        w.output()
+    );
+    // Cut for the revocation (before its process, the session's too, ended), the reason
+    // recorded.
+    let record = tunnel_outcome(&w, "cut: its token was revoked").await;
+    assert_eq!(record["principal"]["id"], "e2e-agent", "{record}");
+    assert!(
+        record.to_string().contains("leaked in a CI log"),
+        "{record}"
+    );
+    assert!(!record.to_string().contains(&agent), "no token is recorded");
+}
+
+#[tokio::test]
+async fn a_local_server_s_tunnel_is_cut_once_its_process_ends() {
+    use warden_e2e::egress::{Origin, Pki};
+    let pki = Pki::new();
+    let origin = Origin::start([127, 0, 0, 1].into(), 0, Some(pki.server(&["127.0.0.1"])))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = egress_probe(dir.path()).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let (session, status) = hold_tunnel(&w, &agent, dir.path(), &origin, &pki).await;
+    // The session ends: its process ends, and the tunnel held by a process that left its
+    // group is closed with the process's listener.
+    let ended = mcp::end_session(&w, "/mcp/tools", &agent, &session)
+        .await
+        .unwrap();
+    assert!((200..300).contains(&ended), "DELETE answered {ended}");
+    assert!(
+        tunnel_closed(&status).await,
+        "the tunnel stays open after the process it served ended:\n{}",
+        w.output()
+    );
+    let record = tunnel_outcome(&w, "closed: the MCP server's process it served ended").await;
+    assert_eq!(record["principal"]["id"], "e2e-agent", "{record}");
+    let metrics = w.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_tunnels_total{result="egress_process_ended"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// `socket` received nothing before a marker the test sends it now.
