@@ -127,8 +127,10 @@ impl Connection for Process {
                 return Exit::Died(crate::secrets::unavailable_to_agent(None));
             }
         };
-        // What the process could quote back of its secrets is redacted from its messages.
-        self.router.redact(&echoed(&secret_env));
+        // What the process could quote back of its secrets is redacted from its messages and
+        // from what it writes to stderr (which goes to Warden's log).
+        let echo = echoed(&secret_env);
+        self.router.redact(&echo);
         // `entered`, the process's own directory, is removed when this returns: it has ended.
         // `group` ends the process with its group, when this returns at the latest.
         let (mut group, _running, mut entered) = match self.spawn(&secret_env) {
@@ -162,7 +164,7 @@ impl Connection for Process {
             return Exit::Died("the process has no stdio".into());
         };
         let server = Arc::clone(&self.router.server);
-        tokio::spawn(log_stderr(server, BufReader::new(stderr)));
+        tokio::spawn(log_stderr(server, echo, BufReader::new(stderr)));
         let mut reader = tokio::spawn(read_stdout(
             Arc::clone(&self.router),
             BufReader::new(stdout),
@@ -356,18 +358,33 @@ async fn read_stdout(router: Arc<Router>, mut out: impl AsyncBufRead + Unpin) {
     }
 }
 
-/// Logs the server's stderr, line by line, bounded.
-async fn log_stderr(server: Arc<str>, mut err: impl AsyncBufRead + Unpin) {
+/// Logs the server's stderr, line by line, bounded, its `secret_env` values (`echo`) redacted:
+/// a server that prints its configuration, or quotes its token in an error, must not put the
+/// secret in Warden's log.
+async fn log_stderr(server: Arc<str>, echo: Arc<Echo>, mut err: impl AsyncBufRead + Unpin) {
     let mut line = Vec::new();
-    while let Ok(Line::Complete | Line::TooLong) =
+    while let Ok(read @ (Line::Complete | Line::TooLong)) =
         read_line(&mut err, &mut line, MAX_LOG_LINE).await
     {
-        let text = String::from_utf8_lossy(&line);
+        let text = stderr_text(&echo, &line, read == Line::TooLong);
         let text = text.trim_end();
         if !text.is_empty() {
             tracing::info!(server = %server, line = %bounded(text, MAX_LOG_LINE), "MCP server stderr");
         }
     }
+}
+
+/// A line of the server's stderr as it may be logged: every form of `echo` replaced, and, of a
+/// line `cut` at the bound, the bytes at its end that could begin one left out as well (the
+/// rest of that secret was never read).
+fn stderr_text(echo: &Echo, line: &[u8], cut: bool) -> String {
+    let kept = match cut {
+        true => line.len() - echo.partial(line),
+        false => line.len(),
+    };
+    let mut out = Vec::with_capacity(kept);
+    echo.replace(&line[..kept], &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What [`read_line`] read.
@@ -452,6 +469,36 @@ mod tests {
         assert!(!text.contains(&unpadded), "{text}");
         // A value too short to redact safely is left out rather than redacting noise.
         assert!(echoed(&[("K".into(), Zeroizing::new("abc".into()))]).is_empty());
+    }
+
+    #[test]
+    fn a_secret_env_value_on_stderr_is_redacted_before_it_is_logged() {
+        use base64::Engine as _;
+        let secret = "ghp_stderrSecret-4242-xyz";
+        let echo = echoed(&[("GITHUB_TOKEN".into(), Zeroizing::new(secret.into()))]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let line = format!(
+            "auth failed: token {secret} (env dump: {b64}) \\u0067hp_stderrSecret-4242-xyz"
+        );
+        let logged = stderr_text(&echo, line.as_bytes(), false);
+        assert!(
+            !logged.contains(secret) && !logged.contains(&b64),
+            "{logged}"
+        );
+        assert!(
+            logged.starts_with("auth failed: token [REDACTED]"),
+            "{logged}"
+        );
+        // A line cut at the bound in the middle of the secret keeps none of its start.
+        let cut = format!("token={}", &secret[..12]);
+        let logged = stderr_text(&echo, cut.as_bytes(), true);
+        assert_eq!(logged, "token=");
+        // Without secrets, the line is logged as written.
+        let none = echoed(&[]);
+        assert_eq!(
+            stderr_text(&none, b"listening on stdio", false),
+            "listening on stdio"
+        );
     }
 
     #[tokio::test]

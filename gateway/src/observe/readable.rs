@@ -8,7 +8,7 @@
 
 use http::HeaderMap;
 use http::StatusCode;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 
 use crate::observe::decoded::Decoder;
 use crate::text::Quoted;
@@ -109,6 +109,45 @@ fn ascii_compatible(charset: &str) -> bool {
     .any(|wide| charset.starts_with(wide))
 }
 
+/// Moves a response's transfer codings other than `chunked` (`Transfer-Encoding: gzip,
+/// chunked`) into its `Content-Encoding`, after the content codings, the order they were
+/// applied in. The HTTP client undoes only `chunked`, and `Transfer-Encoding` goes with the
+/// hop-by-hop headers; left there, a body compressed as a transfer coding would reach the
+/// agent compressed, unread by redaction and judging, for its client to inflate. Moved, it is
+/// decoded (or refused when Warden cannot decode it) like any compressed answer. Called
+/// before the hop-by-hop headers are stripped.
+pub fn transfer_codings_as_content(headers: &mut HeaderMap) {
+    let codings: Vec<String> = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|c| c.split(';').next().unwrap_or_default().trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| {
+            !c.is_empty()
+                && !c.eq_ignore_ascii_case("chunked")
+                && !c.eq_ignore_ascii_case("identity")
+        })
+        .collect();
+    if codings.is_empty() {
+        return;
+    }
+    let mut all: Vec<String> = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    all.extend(codings);
+    // Each part came from a header value, so the joined text is one too.
+    if let Ok(value) = http::HeaderValue::from_str(&all.join(", ")) {
+        headers.insert(CONTENT_ENCODING, value);
+    }
+    headers.remove(CONTENT_LENGTH);
+}
+
 /// The response's content codings, as its headers list them.
 fn encoding(headers: &HeaderMap) -> String {
     headers
@@ -166,6 +205,34 @@ mod tests {
             usage: true,
         },
     ];
+
+    #[test]
+    fn a_transfer_coding_is_decoded_as_a_content_coding_is() {
+        let mut h = headers(&[("transfer-encoding", "gzip, chunked")]);
+        transfer_codings_as_content(&mut h);
+        assert_eq!(h["content-encoding"], "gzip");
+        for needs in NEEDS {
+            let mut h = h.clone();
+            assert!(check(&mut h, needs).unwrap().is_some());
+        }
+        // After the content codings, in the order applied.
+        let mut h = headers(&[
+            ("content-encoding", "br"),
+            ("transfer-encoding", "gzip;q=1"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        transfer_codings_as_content(&mut h);
+        assert_eq!(h["content-encoding"], "br, gzip");
+        // One Warden cannot decode is refused as a content coding is.
+        let mut h = headers(&[("transfer-encoding", "compress, chunked")]);
+        transfer_codings_as_content(&mut h);
+        assert!(check(&mut h, NEEDS[1]).is_err());
+        // Only chunked: nothing changes.
+        let mut h = headers(&[("transfer-encoding", "chunked"), ("content-length", "4")]);
+        transfer_codings_as_content(&mut h);
+        assert!(h.get("content-encoding").is_none());
+        assert!(h.get("content-length").is_some());
+    }
 
     #[test]
     fn a_compressed_response_is_decoded_whatever_must_be_read_in_it() {

@@ -480,6 +480,7 @@ fn observe(
     // answer passed on as such would close the agent's keep-alive connection every time
     // (hyper still answers an HTTP/1.0 agent in HTTP/1.0).
     parts.version = http::Version::default();
+    readable::transfer_codings_as_content(&mut parts.headers);
     let event_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)

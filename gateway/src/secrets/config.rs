@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 /// Where an upstream credential is read from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    remote = "CredentialSource"
+)]
 pub enum CredentialSource {
     /// An environment variable of the Warden process.
     Env(String),
@@ -15,6 +19,19 @@ pub enum CredentialSource {
     /// A secret in Vault (or OpenBao), read when first needed and kept in memory until its
     /// lease or TTL ends (needs the `vault:` section).
     Vault(VaultSource),
+}
+
+/// What a credential source is, for a value that is not one.
+const SOURCE_SHAPE: &str =
+    "a secret source: { env: NAME }, { file: PATH } or { vault: { kv: ... } }";
+
+/// A source is a mapping. Anything else (most often the secret itself, written where its
+/// source goes: `credential: sk-live-...`) is refused without being quoted, so the mistake
+/// never copies the secret into Warden's log, `warden check`'s output or a reload's answer.
+impl<'de> Deserialize<'de> for CredentialSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::vault::config::source_mapping(d, SOURCE_SHAPE, CredentialSource::deserialize)
+    }
 }
 
 /// Why a source naming Vault cannot be used: the configuration has no `vault:` section.
@@ -114,4 +131,60 @@ pub struct InjectConfig {
 pub struct BasicAuth {
     pub username: String,
     pub password: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &str = "sk-live-written-in-place-0123456789";
+
+    #[test]
+    fn a_secret_written_where_its_source_goes_is_refused_without_being_quoted() {
+        for bad in [
+            json!(SECRET),
+            json!(1234567890123_u64),
+            json!([SECRET]),
+            json!(true),
+        ] {
+            let e = serde_json::from_value::<CredentialSource>(bad.clone())
+                .expect_err("not a source")
+                .to_string();
+            assert!(e.contains("{ env: NAME }"), "{e}");
+            assert!(!e.contains(SECRET) && !e.contains("1234567890123"), "{e}");
+        }
+        // Through the configuration as `warden check` and a reload read it.
+        let text = format!(
+            "routes:\n  - {{ prefix: /o, connector: openai, credential: {SECRET} }}\nvault:\n  address: https://vault.example:8200\n  auth: {{ method: token, token: {SECRET} }}\n"
+        );
+        let errors = crate::config::load::parse(&text, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(errors.contains("routes[0].credential"), "{errors}");
+        assert!(!errors.contains(SECRET), "{errors}");
+    }
+
+    #[test]
+    fn a_source_is_one_of_env_file_and_vault() {
+        assert_eq!(
+            serde_json::from_value::<CredentialSource>(json!({"env": "OPENAI_KEY"})).unwrap(),
+            CredentialSource::Env("OPENAI_KEY".into())
+        );
+        let vault: CredentialSource =
+            serde_json::from_value(json!({"vault": {"kv": "secret/openai", "field": "k"}}))
+                .unwrap();
+        assert!(matches!(vault, CredentialSource::Vault(v) if v.field.as_deref() == Some("k")));
+        for bad in [
+            json!({"env": "A", "file": "/b"}),
+            json!({}),
+            json!({"value": "x"}),
+            json!({"vault": {"kv": "secret/a", "path": "x"}}),
+        ] {
+            assert!(
+                serde_json::from_value::<CredentialSource>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

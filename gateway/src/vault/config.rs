@@ -146,12 +146,106 @@ fn service_account_token() -> PathBuf {
 
 /// Where one of the secrets Warden needs before it can reach Vault comes from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    remote = "BootstrapSecret"
+)]
 pub enum BootstrapSecret {
     /// An environment variable of the Warden process.
     Env(String),
     /// A file whose content (trimmed) is the secret.
     File(PathBuf),
+}
+
+/// What a bootstrap secret's source is, for a value that is not one.
+const BOOTSTRAP_SHAPE: &str = "a secret source: { env: NAME } or { file: PATH }";
+
+/// Refused without being quoted when it is not a source (see [`source_mapping`]).
+impl<'de> Deserialize<'de> for BootstrapSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        source_mapping(d, BOOTSTRAP_SHAPE, BootstrapSecret::deserialize)
+    }
+}
+
+/// Reads a secret source (`{ env: NAME }`, `{ file: PATH }`, `{ vault: ... }`): a mapping of
+/// one key, which `read` turns into the source; `shape` says what is expected. Anything else
+/// (most often the secret itself, written where its source goes: `token: hvs.CAES...`) is
+/// refused naming only its type: the mistake must not copy the secret into Warden's log,
+/// `warden check`'s output or a reload's answer.
+pub fn source_mapping<'de, D, T>(
+    d: D,
+    shape: &'static str,
+    read: fn(serde_json::Value) -> Result<T, serde_json::Error>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{Error, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+
+    struct Source<T> {
+        shape: &'static str,
+        read: fn(serde_json::Value) -> Result<T, serde_json::Error>,
+    }
+
+    impl<T> Source<T> {
+        fn refuse<E: Error>(&self, what: &str) -> E {
+            E::custom(format!(
+                "expected {}, found {what} (not shown: it may be the secret itself; keep \
+                 secrets out of the configuration and name where Warden reads them)",
+                self.shape
+            ))
+        }
+    }
+
+    impl<'de, T> Visitor<'de> for Source<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.shape)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            let map = serde_json::Map::deserialize(MapAccessDeserializer::new(map))?;
+            if map.len() != 1 {
+                return Err(A::Error::custom(format!(
+                    "expected {}: exactly one of its keys",
+                    self.shape
+                )));
+            }
+            (self.read)(serde_json::Value::Object(map)).map_err(A::Error::custom)
+        }
+
+        fn visit_str<E: Error>(self, _: &str) -> Result<T, E> {
+            Err(self.refuse("a string"))
+        }
+
+        fn visit_bool<E: Error>(self, _: bool) -> Result<T, E> {
+            Err(self.refuse("a boolean"))
+        }
+
+        fn visit_i64<E: Error>(self, _: i64) -> Result<T, E> {
+            Err(self.refuse("a number"))
+        }
+
+        fn visit_u64<E: Error>(self, _: u64) -> Result<T, E> {
+            Err(self.refuse("a number"))
+        }
+
+        fn visit_f64<E: Error>(self, _: f64) -> Result<T, E> {
+            Err(self.refuse("a number"))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<T, A::Error> {
+            Err(self.refuse("a list"))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<T, E> {
+            Err(self.refuse("nothing"))
+        }
+    }
+
+    d.deserialize_any(Source { shape, read })
 }
 
 #[cfg(test)]
