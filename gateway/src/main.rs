@@ -18,6 +18,7 @@ mod cli_budgets;
 mod cli_canary;
 mod cli_egress;
 mod cli_floor;
+mod cli_keys;
 mod cli_policy;
 mod cli_state;
 mod cli_tokens;
@@ -132,6 +133,12 @@ enum Command {
     State {
         #[command(subcommand)]
         command: cli_state::StateCommand,
+    },
+    /// Warden's own signing keys: print a key file's public half (what a key rotation keeps in
+    /// previous_keys).
+    Keys {
+        #[command(subcommand)]
+        command: cli_keys::KeysCommand,
     },
 }
 
@@ -934,6 +941,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents { command } => cli_agents::agents(command),
         Command::Budgets { command } => cli_budgets::budgets(command),
         Command::State { command } => cli_state::state(command),
+        Command::Keys { command } => cli_keys::keys(command),
     }
 }
 
