@@ -29,7 +29,8 @@ pub enum AgentsCommand {
         /// (`2026-12-05T09:00:00Z`); without it, until released.
         #[arg(long, value_parser = parse_until)]
         until: Option<i64>,
-        /// Who quarantines, as recorded: this name of the issuer `warden-cli` (default: $USER).
+        /// Who quarantines, as recorded: this name of the issuer `warden-cli` (default: $USER,
+        /// else $LOGNAME; without either, --as is required).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
         /// Configuration file the gateway runs with: the command acts on its state store
@@ -45,7 +46,7 @@ pub enum AgentsCommand {
         #[command(flatten)]
         target: TargetArgs,
         /// Who releases, as recorded by every gateway: this name of the issuer `warden-cli`
-        /// (default: $USER).
+        /// (default: $USER, else $LOGNAME; without either, --as is required).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
         /// Configuration file the gateway runs with: the command acts on its state store
@@ -85,18 +86,10 @@ impl TargetArgs {
     }
 }
 
-/// The operator of the command line: `--as`, else $USER, of the issuer `warden-cli`.
+/// The operator of the command line, of the issuer `warden-cli`: `--as`, else $USER, else
+/// $LOGNAME; refused when none names anyone ([`super::operator_name`]).
 pub fn operator_of(named: Option<String>) -> Result<Actor> {
-    let Some(named) = named else {
-        let user = std::env::var("USER").unwrap_or_default();
-        let user = user.trim();
-        return Ok(Actor::cli(if user.is_empty() { "unknown" } else { user }));
-    };
-    let id = named.trim();
-    if id.is_empty() {
-        bail!("--as is empty; name the operator the audit log should record");
-    }
-    Ok(Actor::cli(id))
+    Ok(Actor::cli(&super::operator_name(named)?))
 }
 
 fn describe(record: &QuarantineRecord) -> String {

@@ -50,7 +50,8 @@ pub enum TokenCommand {
         /// Why: shown to the agent in every refusal, and recorded.
         #[arg(long, default_value = "revoked by an operator")]
         reason: String,
-        /// Who revokes, as recorded: this name of the issuer `warden-cli` (default: $USER).
+        /// Who revokes, as recorded: this name of the issuer `warden-cli` (default: $USER,
+        /// else $LOGNAME; without either, --as is required).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
         /// Configuration file the gateway runs with: the command acts on its state store

@@ -18,6 +18,7 @@ mod cli_budgets;
 mod cli_canary;
 mod cli_egress;
 mod cli_floor;
+mod cli_keys;
 mod cli_policy;
 mod cli_state;
 mod cli_tokens;
@@ -132,6 +133,12 @@ enum Command {
     State {
         #[command(subcommand)]
         command: cli_state::StateCommand,
+    },
+    /// Warden's own signing keys: print a key file's public half (what a key rotation keeps in
+    /// previous_keys).
+    Keys {
+        #[command(subcommand)]
+        command: cli_keys::KeysCommand,
     },
 }
 
@@ -934,6 +941,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents { command } => cli_agents::agents(command),
         Command::Budgets { command } => cli_budgets::budgets(command),
         Command::State { command } => cli_state::state(command),
+        Command::Keys { command } => cli_keys::keys(command),
     }
 }
 
@@ -1155,21 +1163,34 @@ fn forgetter(
     })
 }
 
-/// The operator a command's change is recorded under: `--as`, else $USER, else $LOGNAME
-/// (`unknown` without either); `--as` given empty is refused.
+/// The operator a command's change is recorded under: `--as`, else $USER, else $LOGNAME;
+/// `--as` given empty is refused, and so is a command with none of them (a shell in a
+/// container has neither variable): the audit log names who changed what, never `unknown`.
 fn operator_name(operator: Option<String>) -> Result<String> {
-    Ok(match operator {
+    let from_env = |name| std::env::var(name).ok();
+    operator_from(operator, from_env("USER"), from_env("LOGNAME"))
+}
+
+/// [`operator_name`] from `--as` and the values of $USER and $LOGNAME.
+fn operator_from(
+    operator: Option<String>,
+    user: Option<String>,
+    logname: Option<String>,
+) -> Result<String> {
+    let named =
+        |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    match operator {
         Some(name) if name.trim().is_empty() => {
             bail!("--as is empty; name the operator the audit records should name")
         }
-        Some(name) => name.trim().to_owned(),
-        None => std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "unknown".into()),
-    })
+        Some(name) => Ok(name.trim().to_owned()),
+        None => named(user).or_else(|| named(logname)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "who is doing this? Neither $USER nor $LOGNAME is set (as in a container \
+                 shell): name yourself with --as NAME, which the audit records keep"
+            )
+        }),
+    }
 }
 
 /// The configuration at `path`, or the embedded defaults.
@@ -1855,6 +1876,20 @@ mod tests {
         };
         let err = cli_budgets::budgets(command).unwrap_err().to_string();
         assert!(err.contains("--yes"), "{err}");
+    }
+
+    #[test]
+    fn the_operator_is_as_then_user_then_logname_and_never_unknown() {
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            operator_from(s(" alice "), s("root"), None).unwrap(),
+            "alice"
+        );
+        assert_eq!(operator_from(None, s("bob"), s("carol")).unwrap(), "bob");
+        assert_eq!(operator_from(None, s(" "), s("carol")).unwrap(), "carol");
+        let err = operator_from(None, None, s("")).unwrap_err().to_string();
+        assert!(err.contains("--as NAME") && err.contains("$USER"), "{err}");
+        assert!(operator_from(s(" "), s("bob"), None).is_err());
     }
 
     #[test]

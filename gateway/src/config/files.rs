@@ -50,22 +50,28 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("identity.warden_issuer.key_file", error.to_string()));
     }
-    for (i, entry) in warden.previous_keys.iter().enumerate() {
-        if let Err(error) = crate::keys::public_from_file(&entry.path) {
-            let key = format!("identity.warden_issuer.previous_keys[{i}]");
-            errors.push(source.error(&key, error.to_string()));
-        }
-    }
+    let signing =
+        (warden.key.is_none()).then(|| crate::identity::issuer_key_path(warden, &config.data_dir));
+    check_previous_keys(
+        &warden.previous_keys,
+        signing.as_deref(),
+        "identity.warden_issuer.previous_keys",
+        source,
+        &mut errors,
+    );
     if let Err(error) = crate::audit::signer::Signer::check(&config.audit.signing, &config.data_dir)
     {
         errors.push(source.error("audit.signing.key_file", error.to_string()));
     }
-    for (i, entry) in config.audit.signing.previous_keys.iter().enumerate() {
-        if let Err(error) = crate::keys::public_from_file(&entry.path) {
-            let key = format!("audit.signing.previous_keys[{i}]");
-            errors.push(source.error(&key, error.to_string()));
-        }
-    }
+    let signing = (config.audit.signing.key.is_none())
+        .then(|| crate::audit::signer::key_path(&config.audit.signing, &config.data_dir));
+    check_previous_keys(
+        &config.audit.signing.previous_keys,
+        signing.as_deref(),
+        "audit.signing.previous_keys",
+        source,
+        &mut errors,
+    );
     if let Err(error) = crate::approval::sealed::check_key_file(&config.approvals, &config.data_dir)
     {
         errors.push(source.error("approvals.factor_key", error.to_string()));
@@ -86,6 +92,39 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
         errors.push(source.error("egress.intercept.ca_cert", error.to_string()));
     }
     errors
+}
+
+/// Each retired key of `entries` (the configuration key `key`) must be readable, and, beside
+/// the signing key in the file `signing` (when the key is a file that exists; one from a secret
+/// source is read only at start), neither be that key itself nor be listed twice: what start-up
+/// refuses (`keys::retired`).
+fn check_previous_keys(
+    entries: &[crate::keys::PreviousKey],
+    signing: Option<&std::path::Path>,
+    key: &str,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut readable = true;
+    for (i, entry) in entries.iter().enumerate() {
+        if let Err(error) = crate::keys::public_from_file(&entry.path) {
+            errors.push(source.error(&format!("{key}[{i}]"), error.to_string()));
+            readable = false;
+        }
+    }
+    // A missing or unreadable signing key file is reported on its own (or created at start).
+    let current = signing
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|pem| crate::keys::from_pem(&pem, "").ok())
+        .map(|signing| crate::keys::thumbprint(&signing.verifying_key().to_bytes()));
+    // Without a signing key to compare (none yet, or one from a secret source), an id no key
+    // has: the entries are still checked against each other.
+    if readable
+        && let Err(crate::keys::KeyError::Retired { key, problem }) =
+            crate::keys::retired(entries, current.as_deref().unwrap_or_default(), key)
+    {
+        errors.push(source.error(&key, problem));
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +173,62 @@ mod tests {
                 && errors[0].contains("bk.pubb"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_previous_key_that_is_the_signing_key_itself_is_refused_as_start_up_refuses_it() {
+        let dir = data_dir();
+        let agent = dir.path().join("keys").join("agent-signing.pem");
+        crate::keys::load_or_create(&agent, "test key").unwrap();
+        let audit = dir.path().join("keys").join("audit-signing.pem");
+        crate::keys::load_or_create(&audit, "test key").unwrap();
+        let yaml = format!(
+            "data_dir: {d}\nidentity:\n  warden_issuer:\n    previous_keys: [{a}]\n\
+             audit:\n  signing:\n    previous_keys:\n      - {{ path: {u} }}\n",
+            d = dir.path().display(),
+            a = agent.display(),
+            u = audit.display(),
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("warden.yaml:4: identity.warden_issuer.previous_keys[0]: ")
+                && errors[0].contains("holds the signing key itself"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("warden.yaml:8: audit.signing.previous_keys[0]: ")
+                && errors[1].contains("holds the signing key itself"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_previous_key_listed_twice_is_refused_without_a_signing_key_yet() {
+        let dir = data_dir();
+        let old = dir.path().join("old.pem");
+        crate::keys::load_or_create(&old, "test key").unwrap();
+        let yaml = format!(
+            "data_dir: {d}\nidentity:\n  warden_issuer:\n    previous_keys:\n      - {o}\n      - {o}\n",
+            d = dir.path().display(),
+            o = old.display(),
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("warden.yaml:6: identity.warden_issuer.previous_keys[1]: ")
+                && errors[0].contains("holds the same key"),
+            "{errors:?}"
+        );
+        // A retired key beside another signing key passes.
+        let signing = dir.path().join("keys").join("agent-signing.pem");
+        crate::keys::load_or_create(&signing, "test key").unwrap();
+        let yaml = format!(
+            "data_dir: {d}\nidentity:\n  warden_issuer:\n    previous_keys: [{o}]\n",
+            d = dir.path().display(),
+            o = old.display(),
+        );
+        assert_eq!(file_errors(&yaml), Vec::<String>::new());
     }
 
     #[test]
