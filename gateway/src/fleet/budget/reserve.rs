@@ -116,7 +116,7 @@ pub struct Reservation {
     accounts: Vec<Account>,
     amount: Spent,
     /// Held for an approval: reserved on its agent's own budgets only
-    /// ([`Reservation::hold_on_agent_only`]) until [`super::Ledger::widen`].
+    /// ([`Reservation::hold_on_agent_only`]) until `Ledger::widen`.
     narrowed: bool,
 }
 
@@ -142,7 +142,7 @@ impl Reservation {
     /// The call waits for a human's approval (minutes, maybe): it gives back what it reserved
     /// on its groups' and the fleet's budgets, so that the agents it shares them with are not
     /// judged on a call that may never go, and keeps what it reserved on its agent's own.
-    /// Once approved it reserves on them again ([`super::Ledger::widen`]).
+    /// Once approved it reserves on them again (`Ledger::widen`).
     pub fn hold_on_agent_only(&mut self) {
         if self.narrowed {
             return;
