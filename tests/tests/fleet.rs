@@ -746,3 +746,229 @@ async fn an_agent_gone_while_its_call_awaits_approval_is_charged_nothing() {
     assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
     assert!(s.fake.requests().is_empty(), "never sent upstream");
 }
+
+/// An agent of the `research` group: a Warden token for `agent` with `groups: ["research"]`.
+async fn researcher(s: &Stack, agent: &str) -> String {
+    s.warden
+        .token_with(agent, "1h", &[("groups", r#"["research"]"#)])
+        .await
+        .unwrap()
+}
+
+/// POSTs `body` to the proxy's OpenAI chat route as the agent of `token`.
+async fn chat_as(s: &Stack, token: &str, body: &Value) -> reqwest::Response {
+    s.warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The decision record of the first request of `agent`.
+async fn decided_for(s: &Stack, agent: &str) -> Value {
+    s.audit("decision", |r| r["principal"]["id"] == agent)
+        .await
+        .unwrap()
+}
+
+/// One agent asking for a billion output tokens reserves at most
+/// `budgets.reserve.max_output_tokens` (128 000): while its call is in flight, the other
+/// agents of its group are judged on what is really left, not starved by its request.
+#[tokio::test]
+async fn a_call_asking_for_a_billion_tokens_does_not_starve_the_rest_of_its_group() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/budgets",
+            json!({"limits": [{"scope": "group", "name": "research", "period": "day",
+                               "tokens": 1_000_000}]}),
+        )
+        .policy("budgets.cedar", &example_budget_rule())
+    })
+    .await
+    .unwrap();
+    let (greedy, other) = (
+        researcher(&s, "greedy-bot").await,
+        researcher(&s, "other-bot").await,
+    );
+    let gate = s.fake.hold_streams();
+    let mut body = openai_chat("gpt-4o-mini", true);
+    body["max_tokens"] = json!(1_000_000_000u64);
+    let mut first = chat_as(&s, &greedy, &body).await;
+    assert_eq!(first.status(), 200);
+    let id = request_id(&first);
+    read_events(&mut first, 1).await;
+    // In flight, it holds its input ceiling and the cap, not a billion tokens.
+    assert_eq!(reserved_tokens(&s).await, input_ceiling(&body) + 128_000);
+
+    // Another agent of the group, judged meanwhile: allowed, on what is really left.
+    let answer = chat_as(&s, &other, &openai_chat("gpt-4o-mini", false)).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(!text.contains("budget is spent"), "{text}");
+    let decided = decided_for(&s, "other-bot").await;
+    assert_eq!(decided["decision"], "allow", "{decided}");
+
+    // The greedy call ends: charged its usage, its outcome saying what it reserved.
+    gate.release();
+    assert!(first.text().await.unwrap().contains("[DONE]"));
+    let outcome = charged(&s, &id, PROMPT_TOKENS, COMPLETION_TOKENS).await;
+    assert_eq!(
+        outcome["outcome"]["reserved"]["output_tokens"],
+        json!(128_000),
+        "{outcome}"
+    );
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+}
+
+/// The outcome record of an LLM call a budget bounds says what the call reserved: its input
+/// ceiling and output limit in tokens, and their price in dollars (gpt-4o-mini: 0.15 and
+/// 0.60 $/M).
+#[tokio::test]
+async fn an_outcome_record_says_what_its_call_reserved() {
+    let s = budgeted(100_000).await;
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["max_tokens"] = json!(2000);
+    let answer = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let id = request_id(&answer);
+    answer.bytes().await.unwrap();
+
+    let outcome = s
+        .audit("outcome", |r| r["request_id"] == id.as_str())
+        .await
+        .unwrap();
+    let reserved = &outcome["outcome"]["reserved"];
+    let input = input_ceiling(&body);
+    assert_eq!(reserved["input_tokens"], json!(input), "{outcome}");
+    assert_eq!(reserved["output_tokens"], json!(2000), "{outcome}");
+    let usd = reserved["usd"].as_f64().unwrap();
+    let priced = (input as f64 * 0.15 + 2000.0 * 0.6) / 1e6;
+    assert!((usd - priced).abs() < 2e-6, "{usd} for {priced}");
+}
+
+/// A successful answer Warden refuses unread in observe (here: coded as `compress`, which
+/// it cannot decode to read its usage) was billed by the provider all the same: the call is
+/// charged the estimate of an answer never read — its input estimate and its output limit —
+/// marked estimated, and its reservation given back.
+#[tokio::test]
+async fn a_successful_answer_refused_unread_is_charged_an_estimate() {
+    use warden_e2e::fake_llm::AnswerEncoding;
+    // The estimate below spends it exactly.
+    let s = budgeted(CHAT_INPUT_ESTIMATE + 50).await;
+    s.fake.encode_answers(Some(AnswerEncoding::Compress));
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["max_tokens"] = json!(50);
+    let refused = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(refused.status(), 502);
+    let id = request_id(&refused);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("response_unreadable"), "{text}");
+
+    let outcome = charged(&s, &id, CHAT_INPUT_ESTIMATE, 50).await;
+    assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
+    assert_eq!(outcome["outcome"]["reserved"]["output_tokens"], json!(50));
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+    s.fake.encode_answers(None);
+    next_call_denied(&s).await;
+}
+
+/// A call held for approval holds its reservation on its agent's own budgets only: while it
+/// waits, the other agents of its group are judged without it. Approved once the group's
+/// budget was spent meanwhile, it is judged again on what is left: denied by the budget
+/// rule, recorded so, and never sent.
+#[tokio::test]
+async fn a_call_awaiting_approval_holds_no_group_budget_and_is_refused_if_the_group_ran_out() {
+    use std::time::Duration;
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    use warden_e2e::operator::{approve, enrol, first_pending, text};
+    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+        @approvers(\"Group::\\\"sre\\\"\")\n\
+        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+    // One call of the other agent spends the group's day.
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/budgets",
+            json!({"limits": [{"scope": "group", "name": "research", "period": "day",
+                               "tokens": PROMPT_TOKENS + COMPLETION_TOKENS}]}),
+        )
+        .set(
+            "/approvals",
+            json!({"mode": "wait", "wait_timeout": "60s",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .policy("budgets.cedar", &example_budget_rule())
+    })
+    .await
+    .unwrap();
+    let (waiting, other) = (
+        researcher(&s, "waiting-bot").await,
+        researcher(&s, "other-bot").await,
+    );
+    let alice = enrol(&s.warden, "alice").await;
+    let request = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&waiting)
+        .json(&openai_chat("gpt-4o", false))
+        .timeout(Duration::from_secs(70));
+    let held = tokio::spawn(request.send());
+    let id = first_pending(&s.warden)
+        .await
+        .expect("the waiting call's approval");
+    // It waits holding nothing of the group's (it has no budget of its own): the reservation
+    // taken before its decision is given back once its approval is open.
+    let mut reserved = reserved_tokens(&s).await;
+    for _ in 0..50 {
+        if reserved == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reserved = reserved_tokens(&s).await;
+    }
+    assert_eq!(
+        reserved, 0,
+        "the group's budget is not held while the call waits"
+    );
+
+    // The other agent is judged on the group's whole budget, and spends it.
+    let answer = chat_as(&s, &other, &openai_chat("gpt-4o-mini", false)).await;
+    assert_eq!(answer.status(), 200);
+    let spent = answer.text().await.unwrap();
+    assert!(!spent.contains("budget is spent"), "{spent}");
+    assert_eq!(decided_for(&s, "other-bot").await["decision"], "allow");
+    assert!(!held.is_finished(), "the held call still waits");
+
+    // Approved now: judged again on what the group has left, nothing, and refused.
+    let out = approve(&s.warden, &id, "alice", &alice).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let refused = held.await.unwrap().unwrap();
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("budget is spent"), "says why: {body}");
+    let record = s
+        .audit("system", |r| {
+            r["detail"]["event"] == "approved_call_refused_for_budget"
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["principal"]["id"], "waiting-bot", "{record}");
+    assert_eq!(
+        record["policies"],
+        json!(["budget-exceeded-deny"]),
+        "{record}"
+    );
+    assert_eq!(record["detail"]["budget"]["exceeded"], true, "{record}");
+    assert!(
+        s.fake
+            .requests()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("gpt-4o\"")),
+        "the refused call never reached the provider"
+    );
+    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+}

@@ -133,6 +133,22 @@ pub struct AuditOutcome {
     /// policy judges answers: withheld (`deny`) or passed (`allow`), and by which policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<AuditAnswer>,
+    /// What an LLM call a budget bounds reserved against its budgets while it was in flight
+    /// (its worst case, `fleet::budget::reserve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<AuditReserved>,
+}
+
+/// What an LLM call reserved against its budgets, on its outcome record.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AuditReserved {
+    /// Input tokens: the request's input ceiling, else Warden's input estimate.
+    pub input_tokens: u64,
+    /// Output tokens: its output limit (or the default) times its choices, at most
+    /// `budgets.reserve.max_output_tokens`.
+    pub output_tokens: u64,
+    /// US dollars, priced by the model asked for.
+    pub usd: f64,
 }
 
 /// The judgement of an MCP server's answer, on its request's outcome record.

@@ -438,6 +438,11 @@ mod tests {
                     version: "sha256:ef".into(),
                 }),
             }),
+            reserved: Some(crate::audit::event::AuditReserved {
+                input_tokens: 8201,
+                output_tokens: 128_000,
+                usd: 1.300_502_5,
+            }),
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();

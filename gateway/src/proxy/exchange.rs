@@ -15,8 +15,8 @@ use super::refusal::{Recorded, Refusal};
 use crate::action::{Action, Facts, Findings, Principal, Resource, Verb};
 use crate::audit::AuditError;
 use crate::audit::event::{
-    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, AuditShadow, EventKind,
-    Text, empty_text,
+    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditReserved, AuditSecret,
+    AuditShadow, EventKind, Text, empty_text,
 };
 use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
@@ -154,6 +154,9 @@ pub struct Exchange {
     /// The request went upstream ([`Exchange::calls_upstream`]): the provider may have received
     /// it, and billed it, whatever becomes of the agent.
     upstream_called: bool,
+    /// The upstream answered with a success and nothing has read its answer yet
+    /// ([`Exchange::upstream_answered`]): refused now, the call is charged all the same.
+    answer_unread: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -224,6 +227,7 @@ impl Exchange {
             accepts_trailers: false,
             owes_outcome: false,
             upstream_called: false,
+            answer_unread: false,
         }
     }
 
@@ -601,6 +605,12 @@ impl Exchange {
         Instant::now()
     }
 
+    /// forward: the upstream answered with `status`: a success the provider billed, whatever
+    /// Warden makes of it (observe may still refuse it unread).
+    pub fn upstream_answered(&mut self, status: http::StatusCode) {
+        self.answer_unread = status.is_success();
+    }
+
     /// forward: the upstream answered (or failed) after `seconds`.
     pub fn forwarded(&mut self, seconds: f64) {
         self.upstream_seconds = Some(seconds);
@@ -679,11 +689,8 @@ impl Exchange {
         let (Some(Shape::Llm(request)), Some(provider)) = (&self.shape, &self.provider) else {
             return;
         };
-        let Some(worst) = reserve::worst_case(
-            request,
-            self.ceiling.as_ref(),
-            config.reserve.default_output_tokens,
-        ) else {
+        let Some(worst) = reserve::worst_case(request, self.ceiling.as_ref(), &config.reserve)
+        else {
             return;
         };
         let model = self.model.as_deref().unwrap_or("");
@@ -696,6 +703,62 @@ impl Exchange {
     /// What this call reserved against its budgets ([`Exchange::reserve`]).
     pub fn reservation(&self) -> Option<&Reservation> {
         self.reservation.as_ref()
+    }
+
+    /// hold: the call waits for a human's approval: its reservation is held on its agent's own
+    /// budgets only, its groups' and the fleet's given back meanwhile
+    /// ([`Reservation::hold_on_agent_only`]).
+    pub fn reserve_on_agent_only(&mut self) {
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.hold_on_agent_only();
+        }
+    }
+
+    /// hold: the call was approved after waiting: it reserves again on its groups' and the
+    /// fleet's budgets (of `config`, for `principal`, at `now`); `true` when it had been held
+    /// on its agent's own only, and must be judged again on them.
+    pub fn reserve_again(
+        &mut self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+    ) -> bool {
+        let Some(reservation) = self.reservation.as_mut() else {
+            return false;
+        };
+        self.shared
+            .budgets
+            .widen(reservation, config, principal, now)
+    }
+
+    /// hold: policy, judging an approved call again on what its budgets have left once it waited
+    /// (`budget`), denies it (`decision`): recorded, with what was left.
+    pub fn refused_after_approval(
+        &mut self,
+        decision: &Decision,
+        budget: Option<&crate::action::BudgetFacts>,
+    ) {
+        let mut event = self.event(EventKind::System);
+        event.decision_id = Arc::clone(&self.decision_id);
+        event.policies = decision.policy_ids();
+        event.reasons = decision
+            .reasons()
+            .into_iter()
+            .map(|r| bounded(&r, FIELD_MAX).into_owned())
+            .collect();
+        event.detail = Some(serde_json::json!({
+            "event": "approved_call_refused_for_budget",
+            "action_digest": &*self.action_digest,
+            "message": "approved after waiting, the call was judged again on what its groups' \
+                        and the fleet's budgets had left then, and denied: it was not sent",
+            "budget": budget.map(|b| serde_json::json!({
+                "tokens_left": b.tokens_left,
+                "cost_left_micro_usd": b.cost_left_micro_usd,
+                "used_ratio_percent": b.used_ratio_percent,
+                "exceeded": b.exceeded,
+            })),
+        }));
+        self.shared.audit.append_detached(event);
     }
 
     /// Whether Warden asked for a usage the agent did not ([`Exchange::ask_usage`]).
@@ -716,10 +779,13 @@ impl Exchange {
     /// observe: the outcome record of a response with `status`, completed when its body ends.
     pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
         self.owes_outcome = false;
+        // The answer is read from here, and charged by what it reports.
+        self.answer_unread = false;
         let mut event = self.event(EventKind::Outcome);
         event.outcome = Some(AuditOutcome {
             status: status.as_u16(),
             upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
+            reserved: self.reservation.as_ref().map(reserved),
             ..Default::default()
         });
         PendingOutcome {
@@ -879,6 +945,11 @@ impl Exchange {
                 return response;
             }
             Recorded::Outcome => {
+                let reserved = self.reservation.as_ref().map(reserved);
+                // The provider answered (and billed) a success Warden refused unread.
+                let charged = std::mem::take(&mut self.answer_unread)
+                    .then(|| self.charge_unread())
+                    .flatten();
                 let mut event = self.event(EventKind::Outcome);
                 event.outcome = Some(AuditOutcome {
                     status: response.status().as_u16(),
@@ -886,6 +957,10 @@ impl Exchange {
                     upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
                     // A policy refusal is the decision's outcome, not a failure.
                     error: (!matches!(refusal, Refusal::Hold(_))).then_some(message),
+                    input_tokens: charged.map(|(input, _)| input),
+                    output_tokens: charged.map(|(_, output)| output),
+                    usage_estimated: charged.is_some(),
+                    reserved,
                     ..Default::default()
                 });
                 Some(event)
@@ -970,14 +1045,22 @@ pub const AGENT_WENT_AWAY: &str = "the request ended before its answer: the agen
 impl Exchange {
     /// An LLM call dropped before its answer, once it had gone upstream: the provider may have
     /// generated (and billed) the whole answer, so it is charged the estimate of a call left
-    /// before any answer came (`Estimate::unanswered`: the input estimate, the most output it
-    /// could generate), then its reservation is given back. The tokens charged; `None` when the
+    /// before any answer came ([`Exchange::charge_unread`]). The tokens charged; `None` when the
     /// upstream was never called (dropped while an approval was awaited, or before forward) or
     /// the call costs nothing.
     fn charge_unanswered(&mut self) -> Option<(u64, u64)> {
         if !self.upstream_called {
             return None;
         }
+        self.charge_unread()
+    }
+
+    /// An LLM call whose answer Warden never read (its agent left first, or Warden refused a
+    /// successful answer unread: one it must read and cannot decode) is charged
+    /// the estimate of a call left before any answer came (`Estimate::unanswered`: the input
+    /// estimate, the most output its reservation counted), then its reservation is given back.
+    /// The tokens charged; `None` for what is not an LLM call or costs nothing.
+    fn charge_unread(&mut self) -> Option<(u64, u64)> {
         let (Some(Shape::Llm(request)), Some(principal), Some(provider)) =
             (&self.shape, &self.principal, &self.provider)
         else {
@@ -985,7 +1068,7 @@ impl Exchange {
         };
         let snap = self.shared.snapshot.load();
         let budgets = &snap.config.budgets;
-        let (input, output) = Estimate::unanswered(request, budgets.reserve.default_output_tokens)?;
+        let (input, output) = Estimate::unanswered(request, &budgets.reserve)?;
         let model = self.model.as_deref().unwrap_or("");
         self.shared.budgets.charge(
             budgets,
@@ -1010,6 +1093,7 @@ impl Drop for Exchange {
         // the upstream was called (or an approval awaited), and the request's future went with
         // it. The decision must not stand alone, as if Warden had crashed.
         if std::mem::take(&mut self.owes_outcome) {
+            let reserved = self.reservation.as_ref().map(reserved);
             let charged = self.charge_unanswered();
             let mut event = self.event(EventKind::Outcome);
             event.outcome = Some(AuditOutcome {
@@ -1019,10 +1103,21 @@ impl Drop for Exchange {
                 input_tokens: charged.map(|(input, _)| input),
                 output_tokens: charged.map(|(_, output)| output),
                 usage_estimated: charged.is_some(),
+                reserved,
                 ..Default::default()
             });
             self.shared.audit.append_detached(event);
         }
+    }
+}
+
+/// What an outcome record says `reservation` reserved.
+fn reserved(reservation: &Reservation) -> AuditReserved {
+    let amount = reservation.amount();
+    AuditReserved {
+        input_tokens: amount.input_tokens,
+        output_tokens: amount.output_tokens,
+        usd: amount.micro_usd as f64 / 1e6,
     }
 }
 

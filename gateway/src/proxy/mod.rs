@@ -168,7 +168,8 @@ struct Decided {
     request: ReadRequest,
 }
 
-/// The stages after hold: credential → forward → observe.
+/// The stages after hold (an approved call judged again on its budgets first): credential →
+/// forward → observe.
 async fn go_on(
     snap: &Snapshot,
     upstream: &UpstreamClient,
@@ -177,14 +178,18 @@ async fn go_on(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let Decided {
         route,
-        action,
+        mut action,
         request,
     } = decided;
+    stages::budget_once_approved(snap, ex, &mut action)?;
     let mut verdict = streamed::Verdict::default();
     let outbound = credential(snap, ex, &route, &action, request, &mut verdict).await?;
     // Where it went, for a redirect's relative Location (a shared copy, not a new one).
     let sent = outbound.uri().path_and_query().cloned();
     let response = forward(snap, upstream, ex, &route, outbound, &verdict).await;
+    if let Ok(answered) = &response {
+        ex.upstream_answered(answered.status());
+    }
     // A body stopped mid-way by inspection is denied, whatever the upstream made of it.
     if let Some(tripped) = verdict.tripped() {
         return Err(streamed::denied_mid_body(snap, ex, action, tripped, |d| d).await);

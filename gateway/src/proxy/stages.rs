@@ -236,6 +236,38 @@ pub(super) fn reserve(snap: &Snapshot, ex: &mut Exchange, action: &Action) {
     ex.reserve(&snap.config.budgets, &action.principal, action.context.time);
 }
 
+/// Hold, once an LLM call that waited for its approval is approved: it held its reservation on
+/// its agent's own budgets only while it waited ([`open`]); it reserves on its groups' and the
+/// fleet's again, and, when a loaded policy reads `context.budget`, policy judges it again on
+/// what its budgets have left now (their spend, and the other calls in flight, may have grown
+/// while it waited; nothing else of the action has changed). Denied then — the group ran out
+/// meanwhile — it is refused with policy's reasons, recorded
+/// (`approved_call_refused_for_budget`), and never sent; spend too old to decide on refuses it
+/// as [`recall`] would.
+pub(super) fn budget_once_approved(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &mut Action,
+) -> Result<(), Refusal> {
+    let budgets = &snap.config.budgets;
+    let now = SystemTime::now();
+    if !ex.reserve_again(budgets, &action.principal, now) || !snap.policy.reads_budget() {
+        return Ok(());
+    }
+    action.context.budget =
+        ex.shared()
+            .budgets
+            .judge(budgets, &action.principal, now, ex.reservation())?;
+    let decision = snap.policy.decide(action);
+    if !matches!(decision, Decision::Deny { .. }) {
+        return Ok(());
+    }
+    ex.refused_after_approval(&decision, action.context.budget.as_ref());
+    Err(Refusal::Hold(approval::Hold::Denied {
+        reasons: decision.reasons(),
+    }))
+}
+
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
 /// the record keeps `content` (the body, or a tool call's arguments, credentials masked) with
 /// `audit.record_content`, else a REST operation's or a plain-HTTP egress request's body (and
@@ -558,6 +590,11 @@ pub(super) async fn open(
         context: approval_context(action, prompt, ex.take_shown_body(), ex.bound_headers()),
     };
     let opened = gate.open(decision, waiting).await?;
+    if opened.is_pending() {
+        // Awaiting a human, maybe for minutes: the call holds its agent's own budgets only
+        // ([`budget_once_approved`] reserves on the others again).
+        ex.reserve_on_agent_only();
+    }
     Ok(Some(Approval {
         gate,
         opened,

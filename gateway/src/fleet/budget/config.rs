@@ -94,18 +94,28 @@ pub struct ReserveConfig {
     /// `budgets.reserve.default_output_tokens`: the output tokens reserved for a call that
     /// sets no output limit (`max_tokens` and the like).
     pub default_output_tokens: u64,
+    /// `budgets.reserve.max_output_tokens`: the most output tokens one call reserves (and is
+    /// charged when it is left before any answer), whatever output limit it sets: a call
+    /// asking for 10^9 tokens does not hold its group's and the fleet's budgets for all.
+    pub max_output_tokens: u64,
 }
 
 impl Default for ReserveConfig {
     fn default() -> Self {
         ReserveConfig {
             default_output_tokens: DEFAULT_OUTPUT_TOKENS,
+            max_output_tokens: MAX_OUTPUT_TOKENS,
         }
     }
 }
 
 /// `budgets.reserve.default_output_tokens` unless set.
 const DEFAULT_OUTPUT_TOKENS: u64 = 4096;
+
+/// `budgets.reserve.max_output_tokens` unless set: the largest output limit a model of the
+/// shipped price table accepts (Claude 3.7 Sonnet's, with its extended-output option; o3's is
+/// 100 000, Gemini 2.5's 65 536).
+const MAX_OUTPUT_TOKENS: u64 = 128_000;
 
 /// `budgets.sync_interval` unless set.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -282,6 +292,16 @@ impl BudgetsConfig {
                     .into(),
             ));
         }
+        if self.reserve.max_output_tokens < self.reserve.default_output_tokens {
+            errors.push((
+                "budgets.reserve.max_output_tokens".to_owned(),
+                format!(
+                    "must be at least budgets.reserve.default_output_tokens ({}): it bounds \
+                     what one call reserves for its output, the default included",
+                    self.reserve.default_output_tokens
+                ),
+            ));
+        }
         for (i, limit) in self.limits.iter().enumerate() {
             let key = format!("budgets.limits[{i}]");
             match (limit.scope, &limit.name) {
@@ -399,5 +419,22 @@ mod tests {
             .validate();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "budgets.reserve.default_output_tokens");
+    }
+
+    #[test]
+    fn the_output_one_call_reserves_is_capped_at_128000_unless_set_and_not_below_the_default() {
+        assert_eq!(
+            parse("{}").expect("parses").reserve.max_output_tokens,
+            128_000
+        );
+        let config = parse("reserve: { max_output_tokens: 32000 }").expect("parses");
+        assert_eq!(config.reserve.max_output_tokens, 32_000);
+        assert_eq!(config.validate(), []);
+        let errors = parse("reserve: { default_output_tokens: 8192, max_output_tokens: 4096 }")
+            .expect("parses")
+            .validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "budgets.reserve.max_output_tokens");
+        assert!(errors[0].1.contains("8192"), "{errors:?}");
     }
 }

@@ -13,9 +13,10 @@
 //! A request its agent left while the upstream had it, before any answer came, has nothing
 //! read to count ([`Estimate::unanswered`]): the provider may have generated (and billed) the
 //! whole answer, a non-streamed one certainly, so it is charged the most it could generate —
-//! its output limit, else `budgets.reserve.default_output_tokens` — times the choices it asks
-//! for: what its reservation held.
+//! its output limit, else `budgets.reserve.default_output_tokens` times the choices it asks
+//! for, at most `budgets.reserve.max_output_tokens` — what its reservation held.
 
+use super::config::ReserveConfig;
 use crate::protocol::{Endpoint, LlmRequest, Usage};
 
 /// Bytes of an answer counted as one output token.
@@ -47,25 +48,30 @@ pub fn generates(endpoint: &Endpoint) -> Option<bool> {
     }
 }
 
-/// The most output tokens an answer to `request` can be charged: its output limit (times the
-/// choices it asks for, as the dialect read it), else `default_output` times those choices;
-/// none for embeddings; `None` for calls that cost nothing (model lists, token counts).
-pub fn most_output(request: &LlmRequest, default_output: u64) -> Option<u64> {
+/// The most output tokens one call reserves for `request`'s answer: its output limit (times
+/// the choices it asks for, as the dialect read it), else `reserve.default_output_tokens` times
+/// those choices, at most `reserve.max_output_tokens` (an answer can still be charged more,
+/// from its usage); none for embeddings; `None` for calls that cost nothing (model lists,
+/// token counts).
+pub fn most_output(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
     let generates = generates(&request.endpoint)?;
-    Some(match (generates, request.max_tokens) {
+    let asked = match (generates, request.max_tokens) {
         (false, _) => 0,
         (true, Some(limit)) => limit,
-        (true, None) => default_output.saturating_mul(request.choices.max(1)),
-    })
+        (true, None) => reserve
+            .default_output_tokens
+            .saturating_mul(request.choices.max(1)),
+    };
+    Some(asked.min(reserve.max_output_tokens))
 }
 
 impl Estimate {
     /// What a request its agent left before any answer came, while the upstream had it, is
-    /// charged (`default_output`: `budgets.reserve.default_output_tokens`): input, Warden's own
-    /// estimate of the request (nothing was reported); output, the most it could generate
-    /// ([`most_output`]), erring towards charging more. `None` for calls that cost nothing.
-    pub fn unanswered(request: &LlmRequest, default_output: u64) -> Option<(u64, u64)> {
-        Some((request.input_tokens, most_output(request, default_output)?))
+    /// charged (`reserve`: `budgets.reserve`): input, Warden's own estimate of the request
+    /// (nothing was reported); output, the most it could generate as its reservation counted
+    /// it ([`most_output`]), erring towards charging more. `None` for calls that cost nothing.
+    pub fn unanswered(request: &LlmRequest, reserve: &ReserveConfig) -> Option<(u64, u64)> {
+        Some((request.input_tokens, most_output(request, reserve)?))
     }
 
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
@@ -146,24 +152,59 @@ mod tests {
         assert_eq!(Estimate::of(&request(Endpoint::CountTokens, 9, None)), None);
     }
 
+    /// `budgets.reserve` with `default_output_tokens: default` (and the default cap).
+    fn reserving(default: u64) -> ReserveConfig {
+        ReserveConfig {
+            default_output_tokens: default,
+            ..ReserveConfig::default()
+        }
+    }
+
     #[test]
     fn a_request_left_before_its_answer_is_charged_the_most_it_could_generate() {
+        let reserve = reserving(4096);
         // Its output limit (times its choices, as the dialect read it)...
         let limited = request(Endpoint::ChatCompletions, 12, Some(300));
-        assert_eq!(Estimate::unanswered(&limited, 4096), Some((12, 300)));
+        assert_eq!(Estimate::unanswered(&limited, &reserve), Some((12, 300)));
         // ...else the default output, times the choices it asks for.
         let unlimited = LlmRequest {
             choices: 3,
             ..request(Endpoint::ChatCompletions, 12, None)
         };
-        assert_eq!(Estimate::unanswered(&unlimited, 4096), Some((12, 3 * 4096)));
+        assert_eq!(
+            Estimate::unanswered(&unlimited, &reserve),
+            Some((12, 3 * 4096))
+        );
         let one = request(Endpoint::GenerateContent, 5, None);
-        assert_eq!(Estimate::unanswered(&one, 1000), Some((5, 1000)));
+        assert_eq!(
+            Estimate::unanswered(&one, &reserving(1000)),
+            Some((5, 1000))
+        );
         // Embeddings generate nothing; model lists and token counts cost nothing.
         let embed = request(Endpoint::Embeddings, 700, None);
-        assert_eq!(Estimate::unanswered(&embed, 4096), Some((700, 0)));
+        assert_eq!(Estimate::unanswered(&embed, &reserve), Some((700, 0)));
         let count = request(Endpoint::CountTokens, 9, None);
-        assert_eq!(Estimate::unanswered(&count, 4096), None);
+        assert_eq!(Estimate::unanswered(&count, &reserve), None);
+    }
+
+    #[test]
+    fn a_request_left_before_its_answer_is_charged_at_most_the_output_cap() {
+        // A billion tokens asked for: charged what its reservation held, the cap.
+        let huge = request(Endpoint::ChatCompletions, 12, Some(1_000_000_000));
+        assert_eq!(
+            Estimate::unanswered(&huge, &ReserveConfig::default()),
+            Some((12, 128_000))
+        );
+        // The default times many choices is capped too.
+        let reserve = ReserveConfig {
+            default_output_tokens: 4096,
+            max_output_tokens: 10_000,
+        };
+        let choices = LlmRequest {
+            choices: 8,
+            ..request(Endpoint::Messages, 3, None)
+        };
+        assert_eq!(Estimate::unanswered(&choices, &reserve), Some((3, 10_000)));
     }
 
     #[test]

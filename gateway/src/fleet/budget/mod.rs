@@ -357,6 +357,27 @@ impl Ledger {
         };
         Some(self.reserved.reserve(accounts, amount))
     }
+
+    /// An approved call reserves again, on every account a budget of `config` bounds
+    /// `principal` by in the periods holding `now`, what it gave back while it waited
+    /// ([`Reservation::hold_on_agent_only`]); `false` (nothing done) when it was not held so.
+    pub fn widen(
+        &self,
+        reservation: &mut Reservation,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+    ) -> bool {
+        if !reservation.narrowed() {
+            return false;
+        }
+        let accounts = bounding(config, principal, now)
+            .map(|(_, account)| account)
+            .filter(|account| account.0 != Scope::Agent)
+            .collect();
+        self.reserved.widen(reservation, accounts);
+        true
+    }
 }
 
 /// Each budget of `config` that bounds `principal`, with the account it bounds in the period

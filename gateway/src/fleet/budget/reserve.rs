@@ -9,9 +9,16 @@
 //! The worst case ([`worst_case`]): input, the request's input ceiling where it has one
 //! (`plausible.rs`: no answer can be charged more), else Warden's input estimate; output, the
 //! request's output limit times the choices it asks for, or
-//! `budgets.reserve.default_output_tokens` times those choices when it sets none; no output for
-//! embeddings. Priced
-//! by the model asked for, as a charge is.
+//! `budgets.reserve.default_output_tokens` times those choices when it sets none, at most
+//! `budgets.reserve.max_output_tokens` (one call asking for 10^9 tokens must not make its group
+//! and the fleet look spent to every other agent while it is in flight: its spend is charged
+//! from its usage all the same); no output for embeddings. Priced by the model asked for, as a
+//! charge is.
+//!
+//! A call held for a human's approval holds its reservation on its agent's own budgets only
+//! while it waits ([`Reservation::hold_on_agent_only`]); approved, it reserves on its groups'
+//! and the fleet's again (`Ledger::widen`) and is judged again on them (`proxy/stages.rs`,
+//! `budget_once_approved`).
 //!
 //! Reservations are this replica's, in memory: they are not shared through the state store.
 
@@ -21,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use prometheus::{Gauge, IntGauge};
 
+use super::config::ReserveConfig;
+use super::config::Scope;
 use super::plausible::Ceiling;
 use super::spent::{Account, Spent};
 use crate::protocol::LlmRequest;
@@ -106,6 +115,9 @@ pub struct Reservation {
     reserved: Arc<Reserved>,
     accounts: Vec<Account>,
     amount: Spent,
+    /// Held for an approval: reserved on its agent's own budgets only
+    /// ([`Reservation::hold_on_agent_only`]) until `Ledger::widen`.
+    narrowed: bool,
 }
 
 impl std::fmt::Debug for Reserved {
@@ -121,38 +133,55 @@ impl Reservation {
     pub fn amount(&self) -> Spent {
         self.amount
     }
+
+    /// Whether it is held on its agent's own budgets only, awaiting an approval.
+    pub fn narrowed(&self) -> bool {
+        self.narrowed
+    }
+
+    /// The call waits for a human's approval (minutes, maybe): it gives back what it reserved
+    /// on its groups' and the fleet's budgets, so that the agents it shares them with are not
+    /// judged on a call that may never go, and keeps what it reserved on its agent's own.
+    /// Once approved it reserves on them again (`Ledger::widen`).
+    pub fn hold_on_agent_only(&mut self) {
+        if self.narrowed {
+            return;
+        }
+        let (own, shared): (Vec<Account>, Vec<Account>) = std::mem::take(&mut self.accounts)
+            .into_iter()
+            .partition(|account| account.0 == Scope::Agent);
+        for account in &shared {
+            self.reserved.give_back(account, self.amount);
+        }
+        if own.is_empty() {
+            self.reserved.totals(self.amount, false);
+        }
+        self.accounts = own;
+        self.narrowed = true;
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         for account in &self.accounts {
-            let empty = match self.reserved.by_account.get_mut(account) {
-                Some(mut reserved) => {
-                    reserved.sub(self.amount);
-                    reserved.is_zero()
-                }
-                None => false,
-            };
-            if empty {
-                self.reserved
-                    .by_account
-                    .remove_if(account, |_, reserved| reserved.is_zero());
-            }
+            self.reserved.give_back(account, self.amount);
         }
-        self.reserved.totals(self.amount, false);
+        if !self.accounts.is_empty() {
+            self.reserved.totals(self.amount, false);
+        }
     }
 }
 
-/// The most input and output tokens an answer to `request` can be charged (its input
-/// `ceiling`, when it has one, else its input estimate; its output limit, else
-/// `default_output`, times its choices: `estimate::most_output`); `None` for calls that cost
-/// nothing (model lists, token counts).
+/// The input and output tokens a call reserves for `request`'s answer (its input `ceiling`,
+/// when it has one, else its input estimate; its output limit, else the default output times
+/// its choices, at most the cap of `reserve`: `estimate::most_output`); `None` for calls that
+/// cost nothing (model lists, token counts).
 pub fn worst_case(
     request: &LlmRequest,
     ceiling: Option<&Ceiling>,
-    default_output: u64,
+    reserve: &ReserveConfig,
 ) -> Option<(u64, u64)> {
-    let output = super::estimate::most_output(request, default_output)?;
+    let output = super::estimate::most_output(request, reserve)?;
     let input = ceiling
         .and_then(Ceiling::input)
         .unwrap_or(0)
@@ -164,16 +193,57 @@ impl Reserved {
     /// Reserves `amount` on each of `accounts` until the reservation is dropped.
     pub(super) fn reserve(self: &Arc<Self>, accounts: Vec<Account>, amount: Spent) -> Reservation {
         for account in &accounts {
-            self.by_account
-                .entry(account.clone())
-                .or_default()
-                .add(amount);
+            self.take(account, amount);
         }
         self.totals(amount, true);
         Reservation {
             reserved: Arc::clone(self),
             accounts,
             amount,
+            narrowed: false,
+        }
+    }
+
+    /// Reserves `reservation`'s amount again on those of `accounts` it does not hold, after
+    /// [`Reservation::hold_on_agent_only`] (the call was approved).
+    pub(super) fn widen(&self, reservation: &mut Reservation, accounts: Vec<Account>) {
+        if !reservation.narrowed {
+            return;
+        }
+        reservation.narrowed = false;
+        let was_empty = reservation.accounts.is_empty();
+        for account in accounts {
+            if !reservation.accounts.contains(&account) {
+                self.take(&account, reservation.amount);
+                reservation.accounts.push(account);
+            }
+        }
+        if was_empty && !reservation.accounts.is_empty() {
+            self.totals(reservation.amount, true);
+        }
+    }
+
+    /// Adds `amount` to what is reserved on `account`.
+    fn take(&self, account: &Account, amount: Spent) {
+        self.by_account
+            .entry(account.clone())
+            .or_default()
+            .add(amount);
+    }
+
+    /// Takes `amount` off what is reserved on `account`, forgetting the account once nothing
+    /// is.
+    fn give_back(&self, account: &Account, amount: Spent) {
+        let empty = match self.by_account.get_mut(account) {
+            Some(mut reserved) => {
+                reserved.sub(amount);
+                reserved.is_zero()
+            }
+            None => false,
+        };
+        if empty {
+            self.by_account
+                .remove_if(account, |_, reserved| reserved.is_zero());
         }
     }
 }

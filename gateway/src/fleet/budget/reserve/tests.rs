@@ -4,6 +4,7 @@
 use super::super::tests::{agent, config, ledger, noon};
 use super::*;
 use crate::action::BudgetFacts;
+use crate::fleet::budget::config::ReserveConfig;
 use crate::fleet::budget::{BudgetsConfig, Period, Scope};
 
 /// An agent's $1 and 10 000 tokens a day; gpt-4o at $2.50 and $10 per million tokens.
@@ -151,6 +152,7 @@ fn only_what_a_budget_bounds_is_reserved() {
 #[test]
 fn the_worst_case_is_the_input_ceiling_and_the_output_limit_or_the_default() {
     use crate::protocol::{Endpoint, LlmRequest};
+    let reserve = ReserveConfig::default();
     let request = |endpoint: Endpoint, max: Option<u64>| LlmRequest {
         max_tokens: max,
         input_tokens: 9,
@@ -161,35 +163,190 @@ fn the_worst_case_is_the_input_ceiling_and_the_output_limit_or_the_default() {
     let ceiling = Ceiling::of(&chat, body);
     let input_max = body.len() as u64 + super::super::plausible::INPUT_SLACK;
     assert_eq!(
-        worst_case(&chat, Some(&ceiling), 4096),
+        worst_case(&chat, Some(&ceiling), &reserve),
         Some((input_max, 300))
     );
     // No output limit: the configured default.
     let unbounded = request(Endpoint::Messages, None);
-    assert_eq!(worst_case(&unbounded, None, 4096), Some((9, 4096)));
+    assert_eq!(worst_case(&unbounded, None, &reserve), Some((9, 4096)));
     // No output limit and n choices: the default for each of them.
     let choices = LlmRequest {
         choices: 3,
         ..request(Endpoint::ChatCompletions, None)
     };
-    assert_eq!(worst_case(&choices, None, 4096), Some((9, 3 * 4096)));
+    assert_eq!(worst_case(&choices, None, &reserve), Some((9, 3 * 4096)));
     // An output limit already counts the choices (the dialect multiplied it).
     let limited = LlmRequest {
         choices: 3,
         ..request(Endpoint::ChatCompletions, Some(300))
     };
-    assert_eq!(worst_case(&limited, None, 4096), Some((9, 300)));
+    assert_eq!(worst_case(&limited, None, &reserve), Some((9, 300)));
     // No input ceiling (a Responses request): Warden's input estimate.
     let responses = request(Endpoint::Responses, Some(50));
     let ceiling = Ceiling::of(&responses, body);
-    assert_eq!(worst_case(&responses, Some(&ceiling), 4096), Some((9, 50)));
+    assert_eq!(
+        worst_case(&responses, Some(&ceiling), &reserve),
+        Some((9, 50))
+    );
     // Embeddings generate nothing; a model list costs nothing.
     assert_eq!(
-        worst_case(&request(Endpoint::Embeddings, None), None, 4096),
+        worst_case(&request(Endpoint::Embeddings, None), None, &reserve),
         Some((9, 0))
     );
     assert_eq!(
-        worst_case(&request(Endpoint::ListModels, None), None, 4096),
+        worst_case(&request(Endpoint::ListModels, None), None, &reserve),
         None
     );
+}
+
+#[test]
+fn what_one_call_reserves_for_its_output_is_capped() {
+    use crate::protocol::{Endpoint, LlmRequest};
+    let huge = LlmRequest {
+        max_tokens: Some(1_000_000_000),
+        input_tokens: 9,
+        ..LlmRequest::bare(Endpoint::ChatCompletions)
+    };
+    // A billion tokens asked for: the cap (128 000 unless configured) is reserved.
+    assert_eq!(
+        worst_case(&huge, None, &ReserveConfig::default()),
+        Some((9, 128_000))
+    );
+    let reserve = ReserveConfig {
+        default_output_tokens: 1000,
+        max_output_tokens: 5000,
+    };
+    assert_eq!(worst_case(&huge, None, &reserve), Some((9, 5000)));
+    // Under the cap, the call's own limit.
+    let modest = LlmRequest {
+        max_tokens: Some(300),
+        ..huge
+    };
+    assert_eq!(worst_case(&modest, None, &reserve), Some((9, 300)));
+}
+
+/// A research group's 1 000 000 tokens a day, and its agents' 2 000 000 each.
+fn group() -> BudgetsConfig {
+    config(
+        "limits:\n\
+         - { scope: group, name: research, period: day, tokens: 1000000 }\n\
+         - { scope: agent, name: '*', period: day, tokens: 2000000 }\n",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    )
+}
+
+fn judged_in(ledger: &super::super::Ledger, config: &BudgetsConfig, id: &str) -> BudgetFacts {
+    ledger
+        .judge(config, &agent(id, &["research"]), noon(), None)
+        .expect("fresh")
+        .expect("bounded")
+}
+
+#[test]
+fn a_call_asking_for_a_billion_tokens_does_not_make_its_group_look_spent() {
+    use crate::protocol::{Endpoint, LlmRequest};
+    let ledger = ledger();
+    let config = group();
+    let huge = LlmRequest {
+        max_tokens: Some(1_000_000_000),
+        input_tokens: 100,
+        ..LlmRequest::bare(Endpoint::ChatCompletions)
+    };
+    let worst = worst_case(&huge, None, &config.reserve).expect("a chat costs");
+    let greedy = ledger
+        .reserve(&config, &agent("a", &["research"]), GPT4O, worst, noon())
+        .expect("reserved");
+    assert_eq!(greedy.amount().tokens(), 128_100);
+    // Another agent of the group, judged while it is in flight: what is left past it.
+    let other = judged_in(&ledger, &config, "b");
+    assert!(!other.exceeded, "{other:?}");
+    assert_eq!(other.tokens_left, 1_000_000 - 128_100);
+    drop(greedy);
+}
+
+#[test]
+fn a_call_held_for_approval_holds_its_agents_budget_only_until_approved() {
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    let ledger = super::super::Ledger::new(&metrics);
+    let config = group();
+    let a = agent("a", &["research"]);
+    let mut held = ledger
+        .reserve(&config, &a, GPT4O, (1000, 399_000), noon())
+        .expect("reserved");
+    assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 600_000);
+    // Held for approval: the group's budget is free of it, the agent's own is not.
+    held.hold_on_agent_only();
+    assert!(held.narrowed());
+    assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 1_000_000);
+    let own = ledger
+        .judge(&config, &a, noon(), None)
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(own.tokens_left, 1_000_000, "the group's, tighter");
+    let solo = config_agent_only(&ledger, &a);
+    assert_eq!(solo, 2_000_000 - 400_000, "its own budget still holds it");
+    // Approved: reserved on the group again.
+    assert!(ledger.widen(&mut held, &config, &a, noon()));
+    assert!(!held.narrowed());
+    assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 600_000);
+    assert!(!ledger.widen(&mut held, &config, &a, noon()), "once");
+    assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 600_000);
+    drop(held);
+    assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 1_000_000);
+    assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
+    assert!(
+        metrics.render().contains("warden_budget_reserved_tokens 0"),
+        "{}",
+        metrics.render()
+    );
+}
+
+/// What `a` has left of its own day budget of [`group`] (its group's not counted).
+fn config_agent_only(ledger: &super::super::Ledger, a: &crate::action::Principal) -> u64 {
+    let own = config(
+        "limits: [{ scope: agent, name: '*', period: day, tokens: 2000000 }]",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    );
+    ledger
+        .judge(&own, a, noon(), None)
+        .expect("fresh")
+        .expect("bounded")
+        .tokens_left
+}
+
+#[test]
+fn a_held_call_of_an_agent_with_no_budget_of_its_own_reserves_nothing_until_approved() {
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    let ledger = super::super::Ledger::new(&metrics);
+    let config = config(
+        "limits: [{ scope: fleet, period: day, tokens: 100000 }]",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    );
+    let a = agent("a", &[]);
+    let tokens = || {
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("warden_budget_reserved_tokens ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    };
+    let mut held = ledger
+        .reserve(&config, &a, GPT4O, (1000, 4000), noon())
+        .expect("the fleet's budget bounds it");
+    assert_eq!(tokens(), "5000");
+    held.hold_on_agent_only();
+    assert_eq!(ledger.reserved.by_account.len(), 0);
+    assert_eq!(tokens(), "0", "nothing reserved while it waits");
+    assert!(ledger.widen(&mut held, &config, &a, noon()));
+    assert_eq!(tokens(), "5000");
+    let fleet = ledger
+        .judge(&config, &agent("b", &[]), noon(), None)
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(fleet.tokens_left, 95_000);
+    drop(held);
+    assert_eq!(tokens(), "0");
 }
