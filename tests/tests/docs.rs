@@ -367,7 +367,7 @@ fn security_md_secure_defaults_match_the_documented_defaults() {
 
 #[test]
 fn the_secure_defaults_check_sees_a_wrong_default() {
-    let page = "## Secure defaults\n- (`audit.durability:\n  process`), unless `allow_unpinned: true`\n## Next\n";
+    let page = "# S\n## Secure defaults\n- (`audit.durability:\n  process`), unless `allow_unpinned: true`\n## Next\n";
     let claims = secure_default_claims(page);
     assert_eq!(
         claims,
