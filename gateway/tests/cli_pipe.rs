@@ -121,9 +121,9 @@ fn a_state_store_socket_closed_mid_write_is_an_error_not_a_death_by_sigpipe() {
     assert!(!stderr.contains("secret"), "{stderr}");
 }
 
-/// A file the command writes (`--output`) that is a pipe whose reader has gone (`--output
-/// >(gzip > f)` whose consumer died): an error naming the file, not a silent death by SIGPIPE,
-/// which only the command's own stdout and stderr end with.
+/// A file the command writes (`--output`) that is a pipe whose reader has gone (a process
+/// substitution, `--output >(gzip > f)`, whose consumer died): an error naming the file, not a
+/// silent death by SIGPIPE, which only the command's own stdout and stderr end with.
 #[test]
 fn an_output_file_that_is_a_closed_pipe_is_an_error_naming_it() {
     use std::os::fd::AsRawFd;
