@@ -12,6 +12,24 @@ use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 use warden::snapshot::CredentialFault;
 
+// std's printing macros, except that a reader of stdout or stderr that has gone ends the
+// command quietly by SIGPIPE instead of a panic (cli_out.rs); defined before the modules so
+// that every command's module uses them.
+macro_rules! print {
+    ($($arg:tt)*) => { crate::cli_out::print(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { crate::cli_out::print(format_args!("\n")) };
+    ($($arg:tt)*) => { crate::cli_out::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { crate::cli_out::eprint(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { crate::cli_out::eprint(format_args!("\n")) };
+    ($($arg:tt)*) => { crate::cli_out::eprint(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod cli_agents;
 mod cli_approvals;
 mod cli_budgets;
@@ -19,6 +37,7 @@ mod cli_canary;
 mod cli_egress;
 mod cli_floor;
 mod cli_keys;
+mod cli_out;
 mod cli_policy;
 mod cli_state;
 mod cli_tokens;
@@ -665,29 +684,12 @@ fn schema_from_mcp(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        end_quietly_on_a_closed_pipe();
-    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("warden: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// A command whose output goes to a reader that stops early (`warden policy test policies |
-/// head`) ends as every Unix tool does there, by SIGPIPE, instead of panicking in `println!`
-/// ("failed printing to stdout: Broken pipe", with a backtrace) or reporting the pipe as its
-/// error. Rust ignores SIGPIPE by default; `serve` keeps it ignored: it writes to sockets and
-/// to its MCP servers' pipes, where a peer gone is an error handled there, never a reason to
-/// stop the gateway.
-fn end_quietly_on_a_closed_pipe() {
-    // SAFETY: sets this process's SIGPIPE disposition to the default before any thread is
-    // started; no handler runs Rust code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -1423,7 +1425,7 @@ fn audit_print(
     shape: warden::audit::shape::Shape,
 ) -> Result<ExitCode> {
     use std::io::Write as _;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(cli_out::stdout());
     let mut written = Ok(());
     warden::audit::read::Reader::new(dir).each_new(|record| {
         if written.is_ok() && filter.keeps(&record) {
@@ -1450,7 +1452,7 @@ fn audit_tail(
     use std::io::Write as _;
     let mut reader = warden::audit::read::Reader::new(dir);
     let records = reader.next_batch()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = cli_out::stdout();
     for record in &records[records.len().saturating_sub(lines)..] {
         writeln!(
             out,

@@ -115,6 +115,8 @@ pub mod files;
 pub mod load;
 pub mod locate;
 pub mod section;
+#[cfg(test)]
+mod secure_defaults;
 pub mod url;
 pub mod validate;
 pub mod workdir;

@@ -1,6 +1,7 @@
 //! The identity a verified client certificate names: first DNS SAN, else first URI SAN
-//! (e.g. a SPIFFE id), else the subject's common name, unless that holds a control,
-//! bidirectional or invisible character (records and SIEMs would show it as another name).
+//! (e.g. a SPIFFE id), else the subject's common name. Whichever it is names no one when it
+//! holds a control, bidirectional or invisible character or whitespace at either end (records
+//! and SIEMs would show it as another name); the next kind of name is not tried instead.
 
 use std::sync::Arc;
 
@@ -10,14 +11,21 @@ use rustls_pki_types::CertificateDer;
 pub(crate) fn client_identity(cert: &CertificateDer<'_>) -> Option<Arc<str>> {
     let cert = webpki::EndEntityCert::try_from(cert).ok()?;
     if let Some(dns) = cert.valid_dns_names().next() {
-        return Some(Arc::from(dns));
+        return readable(dns);
     }
+    // A URI SAN is any UTF-8 webpki can decode: controls and bidirectional or invisible
+    // characters included.
     if let Some(uri) = cert.valid_uri_names().next() {
-        return Some(Arc::from(uri));
+        return readable(uri);
     }
-    common_name(cert.subject())
-        .filter(|cn| crate::protocol::unreadable_identifier(cn).is_none())
-        .map(Arc::from)
+    common_name(cert.subject()).and_then(readable)
+}
+
+/// `name` as an identity, unless it would not read as it is.
+fn readable(name: &str) -> Option<Arc<str>> {
+    crate::protocol::unreadable_identifier(name)
+        .is_none()
+        .then(|| Arc::from(name))
 }
 
 /// DER tag of an OBJECT IDENTIFIER.
@@ -115,6 +123,37 @@ mod tests {
             let leaf = ca.client_cert(&[], Some(cn));
             assert_eq!(client_identity(&leaf.der), None, "{cn:?}");
         }
+    }
+
+    #[test]
+    fn a_uri_san_that_does_not_read_as_it_is_names_no_one() {
+        let ca = TestCa::new("ids");
+        // ASCII controls and edge whitespace, through rcgen's IA5String.
+        for uri in [
+            "spiffe://fleet.example/agent/7\u{1b}[2K",
+            "spiffe://fleet.example/agent/7\u{7f}",
+            "spiffe://fleet.example/agent/7\r\nspiffe://fleet.example/agent/8",
+            "spiffe://fleet.example/agent/7 ",
+        ] {
+            let leaf = ca.client_cert(&[uri], Some("agent-cn-9"));
+            assert_eq!(client_identity(&leaf.der), None, "{uri:?}");
+        }
+        // Bidirectional and invisible characters, which an IA5String cannot hold but webpki
+        // reads from the SAN's bytes as UTF-8.
+        for uri in [
+            "spiffe://fleet.example/agent/7\u{202e}8",
+            "spiffe://fleet.example/agent\u{200b}/7",
+            "spiffe://fleet.example/agent/7\u{2066}",
+        ] {
+            let leaf = ca.client_cert_with_raw_uri(uri.as_bytes());
+            assert_eq!(client_identity(&leaf.der), None, "{uri:?}");
+        }
+        // The same route, readable: the identity (so the refusals above are the check's).
+        let leaf = ca.client_cert_with_raw_uri("spiffe://fleet.example/agent/7".as_bytes());
+        assert_eq!(
+            client_identity(&leaf.der).as_deref(),
+            Some("spiffe://fleet.example/agent/7")
+        );
     }
 
     #[test]
