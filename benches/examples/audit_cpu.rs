@@ -26,6 +26,7 @@ fn outcome_event() -> AuditEvent {
         bytes_up: None,
         bytes_down: None,
         answer: None,
+        reserved: None,
     });
     event
 }
