@@ -1,7 +1,8 @@
 //! `warden keys …`: Warden's own Ed25519 keys as an operator handles them. `public` prints a
-//! key's public half, what a rotation keeps in `previous_keys` and a verifier is given: the key
-//! files Warden writes hold the public key beside the private one (PKCS#8 v2, RFC 5958), which
-//! some tools cannot read (`openssl pkey` of OpenSSL 3.0 refuses them as "unsupported").
+//! key's public half, what a rotation keeps in `previous_keys` and a verifier is given. Plain
+//! `openssl pkey -pubout` does the same for the key files Warden writes now (PKCS#8 v1), but
+//! OpenSSL 3.0 refuses those older versions wrote (PKCS#8 v2, the public key beside the private
+//! one, RFC 5958) as "unsupported"; this reads both.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,8 +73,7 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// What Warden writes for its own keys: a PKCS#8 v2 document with the public key, the
-    /// form `openssl pkey` (OpenSSL 3.0) refuses.
+    /// A key file as Warden writes it for its own keys.
     fn warden_key(dir: &Path) -> (PathBuf, ed25519_dalek::VerifyingKey) {
         let path = dir.join("keys").join("agent-signing.pem");
         let signing = warden::keys::load_or_create(&path, "test key").unwrap();

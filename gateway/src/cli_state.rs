@@ -26,9 +26,10 @@ pub fn state(command: StateCommand) -> Result<ExitCode> {
     let StateCommand::Migrate { config } = command;
     let config = super::load(config.as_deref())?;
     super::cli_runtime()?.block_on(async {
+        // `open_store` names the store on standard error, once.
         let store = super::open_store(&config).await?;
         for line in store.migrated().lines() {
-            println!("{}: {line}", store.location());
+            println!("{line}");
         }
         Ok(ExitCode::SUCCESS)
     })

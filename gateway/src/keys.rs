@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -213,14 +213,25 @@ pub fn from_pem(pem: &str, origin: &str) -> Result<SigningKey, KeyError> {
 /// (PKCS#8), whose public half is taken.
 pub fn public_from_pem(pem: &str, origin: &str) -> Result<VerifyingKey, KeyError> {
     let pem = pem.trim();
+    let refused = |reason: String| KeyError::Format {
+        origin: origin.to_owned(),
+        what: "public or private key",
+        reason,
+    };
+    if !pem.starts_with("-----BEGIN ") {
+        // JSON, a raw key or anything else: the PEM decoder's own words ("PEM preamble
+        // contains invalid data (NUL byte)") would not say what was wanted.
+        return Err(refused(NOT_PEM.to_owned()));
+    }
     VerifyingKey::from_public_key_pem(pem)
         .or_else(|_| SigningKey::from_pkcs8_pem(pem).map(|k| k.verifying_key()))
-        .map_err(|e| KeyError::Format {
-            origin: origin.to_owned(),
-            what: "public or private key",
-            reason: e.to_string(),
-        })
+        .map_err(|e| refused(e.to_string()))
 }
+
+/// What a file that is not PEM at all is told.
+const NOT_PEM: &str = "it does not start with a -----BEGIN line: expected a PEM file holding an \
+                       Ed25519 public key (BEGIN PUBLIC KEY, which `warden keys public KEY_FILE` \
+                       writes) or private key (BEGIN PRIVATE KEY)";
 
 /// The public key in the PEM file `path` ([`public_from_pem`]): a retired key an operator
 /// keeps so that what it signed still verifies.
@@ -290,6 +301,19 @@ pub fn public_pem(key: &VerifyingKey) -> Result<String, KeyError> {
         .map_err(|e| KeyError::Encode(e.to_string()))
 }
 
+/// `key` as a PKCS#8 v1 PEM text (RFC 8410, `BEGIN PRIVATE KEY`): the private key alone, the
+/// form `openssl genpkey -algorithm ed25519` writes and every PKCS#8 reader takes. The v2 form
+/// (RFC 5958, the public key beside it), which Warden wrote before, is refused by OpenSSL 3.0's
+/// `openssl pkey` and by Python's `cryptography`; [`from_pem`] still reads it.
+pub fn private_pem(key: &SigningKey) -> Result<zeroize::Zeroizing<String>, KeyError> {
+    KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| KeyError::Encode(e.to_string()))
+}
+
 /// The public JWK of an Ed25519 key, for a JWK Set.
 pub fn public_jwk(public: &[u8; 32], kid: &str) -> Value {
     json!({
@@ -317,9 +341,7 @@ fn load(path: &Path, pem: &str, what: &str) -> Result<SigningKey, KeyError> {
 
 fn create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
     let signing = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = signing
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    let pem = private_pem(&signing)?;
     let created =
         write_new(path, pem.as_bytes(), 0o600).map_err(|(action, source)| KeyError::File {
             action,
@@ -469,6 +491,66 @@ mod tests {
         );
     }
     use ed25519_dalek::pkcs8::EncodePublicKey;
+
+    #[test]
+    fn a_key_warden_writes_is_pkcs8_v1_that_openssl_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("audit-signing.pem");
+        let key = load_or_create(&path, "test key").unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&path)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl pkey refused the key file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = public_pem(&key.verifying_key()).unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), public);
+        // The form `openssl genpkey -algorithm ed25519` writes: 48 bytes of DER, no public key.
+        let pem = std::fs::read_to_string(&path).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .unwrap()
+                .len(),
+            48,
+            "{pem}"
+        );
+        assert_eq!(load_or_create(&path, "test key").unwrap(), key);
+    }
+
+    #[test]
+    fn a_pkcs8_v2_key_file_written_before_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-signing.pem");
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        // What Warden wrote until now: the public key beside the private one (RFC 5958).
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        write_new(&path, v2.as_bytes(), 0o600).unwrap();
+        assert_eq!(load_or_create(&path, "test key").unwrap(), key);
+        assert_eq!(public_from_file(&path).unwrap(), key.verifying_key());
+    }
+
+    #[test]
+    fn a_retired_key_file_that_is_not_pem_says_what_was_expected_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("keys.json", r#"{"keys":[]}"#),
+            ("garbage.bin", "\u{1}\u{2}garbage"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = public_from_file(&path).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+            assert!(err.contains("BEGIN PUBLIC KEY"), "{err}");
+            assert!(err.contains("warden keys public"), "{err}");
+            assert!(!err.contains("NUL byte"), "{err}");
+        }
+    }
 
     #[test]
     fn public_keys_read_from_spki_pkcs8_and_jwks_agree() {

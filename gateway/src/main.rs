@@ -1303,6 +1303,14 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
             }
         }
     }
+    if let Some(plain) = config
+        .state
+        .postgres
+        .as_ref()
+        .and_then(warden::state::postgres::configured_plain_text)
+    {
+        println!("warning: {plain}");
+    }
     if ok {
         println!(
             "{}: configuration is valid",

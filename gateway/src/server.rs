@@ -165,6 +165,24 @@ pub async fn serve(
             return Err(ServeError::KeysChanged(changed));
         }
     };
+    // The state store, opened before the audit log writes anything: a store this Warden cannot
+    // use (a newer schema, a database that does not answer) refuses the start with the disk as
+    // it was, the key files it made removed.
+    let store = match crate::state::Store::open(
+        &snapshot.config.state,
+        &snapshot.config.data_dir,
+        snapshot.secrets.as_ref(),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            for (path, error) in new_key_files.remove() {
+                tracing::warn!(path = %path.display(), %error, "cannot remove what this refused start created");
+            }
+            return Err(e.into());
+        }
+    };
     let token_key_id = snapshot
         .identity
         .token_issuer()
@@ -206,14 +224,6 @@ pub async fn serve(
         siem_metrics,
     )
     .await?;
-    // The state store and the tool pins in it: MCP tool definitions are judged from memory,
-    // and approvals made with `warden tools approve` arrive within `pins.refresh_interval`.
-    let store = crate::state::Store::open(
-        &snapshot.config.state,
-        &snapshot.config.data_dir,
-        snapshot.secrets.as_ref(),
-    )
-    .await?;
     // The floors an operator reset (`warden policy floor reset`): each not yet named in this
     // gateway's log is named now, and lifts this gateway's own floor at or below it.
     let resets =
@@ -248,6 +258,8 @@ pub async fn serve(
     )
     .await?;
     let uri_key = crate::pins::uri::UriKey::new(sealer.derive_key(crate::pins::uri::KEY_PURPOSE));
+    // The tool pins in the store: MCP tool definitions are judged from memory, and approvals
+    // made with `warden tools approve` arrive within `pins.refresh_interval`.
     let pins = std::sync::Arc::new(
         crate::pins::Pins::load(&snapshot.config.pins, store.pins(), uri_key).await?,
     );

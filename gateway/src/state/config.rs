@@ -119,6 +119,22 @@ mod tests {
     }
 
     #[test]
+    fn a_url_written_in_place_of_its_source_is_refused_without_quoting_it() {
+        let errors = crate::config::load::parse(
+            "state:\n  postgres:\n    url: \"postgres://warden:s3cr3t-pw@db/x\"\n",
+            None,
+        )
+        .unwrap_err()
+        .0;
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let text = text.join("\n");
+        assert!(text.contains("state.postgres.url"), "{text}");
+        assert!(text.contains("secret source"), "{text}");
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+        assert!(!text.contains("warden:"), "{text}");
+    }
+
+    #[test]
     fn one_backend_at_a_time_and_a_vault_url_needs_the_vault_section() {
         let errors = crate::config::load::parse(
             "state:\n  sqlite: /srv/state.db\n  postgres:\n    url: { vault: { kv: secret/pg } }\n    \

@@ -28,6 +28,15 @@ pub enum StateError {
         FromWorkdir(.path)
     )]
     Missing { path: PathBuf },
+    /// The database file could not be created.
+    #[error(
+        "cannot create the state store {path}: {source}; check that Warden may write its \
+         directory (state.sqlite)"
+    )]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The database file could not be opened or set up (permissions, not a database, disk).
     #[error(
         "cannot open the state store {path}: {source}; check that the file is a Warden state \
@@ -111,8 +120,9 @@ pub enum StateError {
     /// A migration step failed; the database is left at the version before it.
     #[error(
         "the PostgreSQL state store {database} could not be migrated to schema version \
-         {version}: {source}; the role in state.postgres.url needs to create tables in its \
-         database (docs/approvals.md, State store)"
+         {version}: {}; the role in state.postgres.url needs to create tables in its \
+         database (docs/approvals.md, State store)",
+        Causes(.source)
     )]
     PostgresMigrate {
         database: String,
@@ -121,9 +131,10 @@ pub enum StateError {
     },
     /// A read or write failed.
     #[error(
-        "the PostgreSQL state store {database} failed to {operation}: {source}; check that the \
+        "the PostgreSQL state store {database} failed to {operation}: {}; check that the \
          server is up and that the role in state.postgres.url may read and write Warden's \
-         tables (docs/approvals.md, State store)"
+         tables (docs/approvals.md, State store)",
+        Causes(.source)
     )]
     PostgresQuery {
         database: String,
@@ -153,9 +164,53 @@ pub enum StateError {
     },
 }
 
+/// An error with the errors that caused it, `: `-separated ("error communicating with the
+/// server: Broken pipe (os error 32)"): `tokio-postgres` says only "db error" or "error
+/// communicating with the server" and keeps what happened in its source. A cause whose text its
+/// error already shows is not repeated.
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with the server")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_is_shown_with_its_causes_each_once() {
+        let broken = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert_eq!(
+            Causes(&Outer(broken())).to_string(),
+            "error communicating with the server: Broken pipe"
+        );
+        assert_eq!(
+            Causes(&Repeats(broken())).to_string(),
+            "cannot write: Broken pipe"
+        );
+    }
 
     #[test]
     fn a_missing_store_at_a_relative_path_names_the_working_directory() {

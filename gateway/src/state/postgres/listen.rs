@@ -12,6 +12,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::state::approvals::{ANY, Change};
+use crate::state::error::Causes;
 
 /// The notification channel of approval changes; the payload is the approval's id.
 pub(super) const CHANNEL: &str = "warden_approvals";
@@ -84,7 +85,7 @@ async fn listen_once(
     let (client, mut connection) = config
         .connect(tls.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Causes(&e).to_string())?;
     let relay_changes = changes.clone();
     let relay = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -100,7 +101,7 @@ async fn listen_once(
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "the state store's notification connection failed");
+                    tracing::warn!(error = %Causes(&error), "the state store's notification connection failed");
                     break;
                 }
             }
@@ -111,7 +112,7 @@ async fn listen_once(
             "LISTEN {CHANNEL}; LISTEN {QUARANTINE_CHANNEL}; LISTEN {REVOCATION_CHANNEL}"
         ))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Causes(&e).to_string())?;
     match ready.take() {
         Some(ready) => {
             let _ = ready.send(Ok(()));

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::approvals::{CHANGES_CAPACITY, Change};
-use super::error::StateError;
+use super::error::{Causes, StateError};
 use super::migrated::Migrated;
 
 mod approvals;
@@ -34,6 +34,7 @@ mod pins;
 mod quarantine;
 mod revocations;
 mod sessions;
+pub mod ssl_mode;
 
 /// How to reach the database: what `state.postgres` says, with the URL read from its source.
 pub struct PostgresOptions {
@@ -90,6 +91,9 @@ impl PostgresStore {
         config.connect_timeout(options.connect_timeout);
         config.application_name("warden");
         let database: Arc<str> = Arc::from(describe(&config));
+        if let Some(warning) = ssl_mode::settle(&options.url, &mut config, &database) {
+            tracing::warn!("{warning}");
+        }
         let tls = MakeRustlsConnect::new(tls_config(options.ca_file.as_deref()).await?);
 
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -247,7 +251,7 @@ async fn get(pool: &Pool, database: &str) -> Result<deadpool_postgres::Object, S
     pool.get().await.map_err(|e| StateError::PostgresConnect {
         database: database.to_owned(),
         reason: match e {
-            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            deadpool_postgres::PoolError::Backend(e) => Causes(&e).to_string(),
             deadpool_postgres::PoolError::Timeout(_) => {
                 "no connection within state.postgres.connect_timeout".into()
             }
@@ -267,6 +271,29 @@ pub(crate) fn query_error(
         operation,
         source,
     }
+}
+
+/// The warning `url` earns for letting connections to a database off this machine go in plain
+/// text ([`ssl_mode`]), for `warden check`; nothing for a URL that does not parse (connecting
+/// says why).
+pub fn plain_text_warning(url: &str) -> Option<ssl_mode::PlainText> {
+    let mut config: tokio_postgres::Config = url.trim().parse().ok()?;
+    let database = describe(&config);
+    ssl_mode::settle(url, &mut config, &database)
+}
+
+/// [`plain_text_warning`] for `state.postgres` as configured, its URL read now when it comes
+/// from an environment variable or a file (from Vault it is read at start, which warns then).
+pub fn configured_plain_text(
+    postgres: &super::config::PostgresConfig,
+) -> Option<ssl_mode::PlainText> {
+    use crate::secrets::config::CredentialSource;
+    let url = zeroize::Zeroizing::new(match &postgres.url {
+        CredentialSource::Env(name) => std::env::var(name).ok()?,
+        CredentialSource::File(path) => std::fs::read_to_string(path).ok()?,
+        CredentialSource::Vault(_) => return None,
+    });
+    plain_text_warning(&url)
 }
 
 /// `user@host:port/database`: where the URL points, without its password.

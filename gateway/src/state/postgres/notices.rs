@@ -13,6 +13,8 @@ use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Config, Error, Socket};
 
+use crate::state::error::Causes;
+
 /// How a server notice is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NoticeLevel {
@@ -76,7 +78,7 @@ where
                         }
                         Ok(_) => {}
                         Err(error) => {
-                            tracing::warn!(%error, "a state store connection failed");
+                            tracing::warn!(error = %Causes(&error), "a state store connection failed");
                             break;
                         }
                     }

@@ -32,6 +32,8 @@ async fn an_unreachable_database_is_named_without_its_password() {
     );
     assert!(text.contains("state.postgres.url"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+    // What happened, not only tokio-postgres's "error connecting to server".
+    assert!(text.contains("Connection refused"), "{text}");
 }
 
 /// Runs without the cluster.

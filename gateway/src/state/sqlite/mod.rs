@@ -200,6 +200,7 @@ fn open_file(path: &Path) -> Result<(Connection, Migrated), StateError> {
         path: path.to_path_buf(),
         source,
     };
+    create_private(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -219,6 +220,38 @@ fn open_file(path: &Path) -> Result<(Connection, Migrated), StateError> {
         .map_err(open)?;
     let migrated = migrations::migrate(&mut conn, path)?;
     Ok((conn, migrated))
+}
+
+/// Creates the store's file `0600` if it does not exist, before SQLite would create it `0644`
+/// (less the umask); its `-wal` and `-shm` files take the same mode from it. What the store
+/// holds (approvals, approvers' enrolments, canary tokens) is for Warden's user alone. An
+/// existing file keeps its mode, with a warning when other users may read it.
+fn create_private(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
+    let created = crate::private_files::options()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                    "the state store is readable by other users; run chmod 600 on it and its \
+                     -wal and -shm files"
+                );
+            }
+            Ok(())
+        }
+        Err(source) => Err(StateError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// The error of `operation` failing on the store at `path`.

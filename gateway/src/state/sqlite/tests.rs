@@ -42,6 +42,23 @@ async fn a_new_store_is_created_in_wal_mode_at_the_latest_schema() {
 }
 
 #[tokio::test]
+async fn a_new_store_and_its_wal_and_shm_files_are_for_warden_s_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    // Something written, so that the -wal and -shm files exist.
+    store
+        .pin_first_use("fs", "read_file", definition("a"))
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", store.path().display());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}
+
+#[tokio::test]
 async fn pins_survive_a_reopen_and_migrations_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = {
