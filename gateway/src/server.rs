@@ -90,6 +90,7 @@ pub async fn serve(
     accept_new_keys: bool,
 ) -> Result<(), ServeError> {
     crate::harden::no_core_dumps();
+    crate::harden::failed_writes_do_not_kill();
     let open_files = listener::open_files::raise();
     let needed = listener::open_files::needed(
         &config.listen.max_connections,

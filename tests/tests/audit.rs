@@ -546,3 +546,110 @@ async fn a_look_alike_agent_id_is_noted_in_its_decision_record_not_refused() {
         assert_eq!(decision["findings"], findings, "{decision}");
     }
 }
+
+/// Sets the soft `RLIMIT_FSIZE` of `warden`'s process (its hard limit stays as it is): every
+/// write at or past `bytes` of any file then fails (`EFBIG`, and `SIGXFSZ`), as a full disk
+/// fails the next write, without a mount. Returns the soft limit it replaced.
+fn limit_file_size(warden: &warden_e2e::warden::Warden, bytes: libc::rlim_t) -> libc::rlim_t {
+    let pid = libc::pid_t::try_from(warden.pid().expect("warden runs")).unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) reads into `old`, a live rlimit; no other memory is touched.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: bytes.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit(2) reads `new`, a live rlimit, for a process this test spawned.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// Bytes of the audit segment `dir/name` up to its zero-filled reserved space.
+fn segment_data_len(dir: &std::path::Path, name: &str) -> u64 {
+    let bytes = std::fs::read(dir.join(name)).unwrap();
+    bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()) as u64
+}
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_written_refuses_requests_until_it_can_again() {
+    let mut s = Stack::start().await.unwrap();
+    let (status, _) = chat(&s.warden, &s.token).await;
+    assert_eq!(status, 200);
+    s.audit("outcome", |_| true).await.unwrap();
+    assert_eq!(s.fake.requests().len(), 1);
+
+    // From here on, no write reaches past the log's current end (fail_closed is the default).
+    let dir = s.warden.audit_dir();
+    let end = segment_data_len(&dir, "audit-000001.jsonl");
+    let unlimited = limit_file_size(&s.warden, end);
+    let refused = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    assert_eq!(
+        s.fake.requests().len(),
+        1,
+        "a request whose decision could not be recorded reached the upstream"
+    );
+    let ready = s
+        .warden
+        .http()
+        .get(s.warden.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while the log cannot be written"
+    );
+    assert_eq!(
+        segment_data_len(&dir, "audit-000001.jsonl"),
+        end,
+        "nothing reached the log"
+    );
+
+    // Writable again: the writer's retry (every second) makes Warden ready, and requests go
+    // through. Warden did not die of the failed writes: wait_ready fails if it exited.
+    limit_file_size(&s.warden, unlimited);
+    s.warden.wait_ready(Duration::from_secs(15)).await.unwrap();
+    let (status, _) = chat(&s.warden, &s.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.fake.requests().len(), 2);
+    s.warden.signal(libc::SIGTERM).unwrap();
+    s.warden.wait_exit(Duration::from_secs(15)).await.unwrap();
+
+    let records = s.warden.audit_records();
+    let recovered: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["detail"]["event"] == "audit_recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    let outcomes = records.iter().filter(|r| r["kind"] == "outcome").count();
+    assert_eq!(outcomes, 2, "the two forwarded requests' outcomes");
+    let detail = &recovered[0]["detail"];
+    assert!(
+        detail["failed_records"].as_u64() >= Some(1),
+        "the refused request's decision record: {detail}"
+    );
+    let mut verify = s.warden.setup.command();
+    verify.args(["audit", "verify"]).arg(&dir);
+    let out = run_bounded(verify, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "the log verifies after the outage: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

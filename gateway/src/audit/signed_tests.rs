@@ -299,7 +299,13 @@ async fn records_a_killed_writer_left_unsigned_stay_unsigned() {
     assert_eq!(report.unsigned, vec![(1, 4)], "{report}");
     // Reported as what it is: the tail of a run that ended without its stop record.
     assert_eq!(report.crash_tails, vec![(1, 4)], "{report}");
-    assert!(report.to_string().contains("killed or crashed"), "{report}");
+    assert!(
+        report.to_string().contains(
+            "the tail of a run killed or crashed before its next checkpoint (its hash chain \
+             holds, no signature covers it): seq 1 to 4"
+        ),
+        "{report}"
+    );
     match verify_with(&crashed, &strict()) {
         Err(e @ VerifyError::Unsigned { .. }) => {
             assert!(

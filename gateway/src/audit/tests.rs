@@ -13,7 +13,7 @@ use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::log::AuditLog;
 use super::record::{ChainFields, hash_line};
-use super::verify::{VerifyReport, verify};
+use super::verify::{VerifyReport, verify, verify_with};
 
 fn event(i: u64) -> AuditEvent {
     let mut event = AuditEvent::now(EventKind::Decision);
@@ -1120,4 +1120,99 @@ async fn a_detached_record_appended_once_the_log_is_closed_is_counted_lost() {
     log.append_detached(event(3));
     assert_eq!(log.stats().lost.get(), 2);
     assert_eq!(verify(&dir).unwrap().records, 1);
+}
+
+/// Every segment's records of `dir`, in order, parsed.
+fn all_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|s| read_lines(s))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_outage_whose_retries_must_end_the_segment_is_recorded_once_and_whole() {
+    // Signed, small segments: a retry that finds the segment full first commits the
+    // checkpoint that closes it, so its recovery record is not the batch's first.
+    let cfg = AuditConfig {
+        segment_bytes: 4096,
+        ..super::signed_tests::config(1_000_000)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(
+        &dir,
+        &cfg,
+        faults.clone(),
+        Some(super::signed_tests::signer()),
+        Vec::new(),
+    )
+    .unwrap();
+    // Fill segment 1 until an audit_recovered record (over 300 bytes) no longer fits, with
+    // records no checkpoint covers yet.
+    let mut i = 1;
+    while cfg.segment_bytes - (data(&segment(&dir, 1)).len() as u64) >= 300 {
+        log.append(event(i)).await.unwrap();
+        i += 1;
+    }
+    assert!(!segment(&dir, 2).exists());
+
+    let syncs_failed = || u32::MAX - faults.failed_syncs.load(Ordering::SeqCst);
+    let before = super::event::Timestamp::now().to_string();
+    faults.failed_syncs.store(u32::MAX, Ordering::SeqCst);
+    assert!(log.append(event(100)).await.is_err());
+    let first_failed = super::event::Timestamp::now().to_string();
+    // Retries with records, then one on its own with none (about a second later).
+    log.append_detached(event(101));
+    assert!(log.append(event(102)).await.is_err());
+    log.append_detached(event(103));
+    assert!(log.append(event(104)).await.is_err());
+    eventually("the detached records were lost", || {
+        log.stats().lost.get() == 2
+    })
+    .await;
+    let tried = syncs_failed();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while syncs_failed() == tried {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    faults.failed_syncs.store(0, Ordering::SeqCst);
+    log.append(event(105)).await.unwrap();
+    log.close().await.unwrap();
+
+    let records = all_records(&dir);
+    let recovered: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["detail"]["event"] == "audit_recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "one outage, one record: {recovered:?}");
+    let detail = &recovered[0]["detail"];
+    assert_eq!(detail["failed_records"], 5, "{detail}");
+    assert_eq!(detail["lost_records"], log.stats().lost.get(), "{detail}");
+    let since = detail["failing_since"].as_str().unwrap();
+    assert!(
+        before.as_str() <= since && since <= first_failed.as_str(),
+        "the outage began with the first failure ({before} to {first_failed}), not {since}"
+    );
+    // The retry did end segment 1 with a checkpoint and led segment 2 with the record.
+    let first_of_2: serde_json::Value =
+        serde_json::from_str(&read_lines(&segment(&dir, 2))[0]).unwrap();
+    assert_eq!(first_of_2["detail"]["event"], "audit_recovered");
+    assert_eq!(
+        super::signed_tests::kind(read_lines(&segment(&dir, 1)).last().unwrap()),
+        "checkpoint"
+    );
+    verify_with(&dir, &super::signed_tests::strict()).unwrap();
 }

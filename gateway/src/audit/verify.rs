@@ -112,7 +112,8 @@ impl fmt::Display for VerifyReport {
         if !self.crash_tails.is_empty() {
             write!(
                 f,
-                "; of which the tail of a run killed or crashed before its next checkpoint                  (its hash chain holds, no signature covers it): {}",
+                "; of which the tail of a run killed or crashed before its next checkpoint \
+                 (its hash chain holds, no signature covers it): {}",
                 super::error::ranges(&self.crash_tails)
             )?;
         }

@@ -539,9 +539,11 @@ impl Writer {
     }
 
     /// Notes a failed commit (the outage begins or goes on) or a successful one (it ends, if
-    /// the batch's first record was the recovery record that told the log about it).
+    /// the batch held the recovery record that told the log about it). The recovery record
+    /// leads the retry's records but need not be the batch's first: a retry that must end
+    /// the segment first commits the checkpoint that closes it, then rotates.
     fn track_outage(&mut self, batch: &[Pending], failure: Option<&CommitFailure>) {
-        let recovery = batch.first().filter(|p| p.recovery);
+        let recovery = batch.iter().find(|p| p.recovery);
         match (failure, &mut self.outage) {
             (None, None) => {}
             (None, Some(_)) if recovery.is_none() => {} // a flush failed during this commit
