@@ -1,7 +1,10 @@
 //! Attack run 14: the credentials Warden holds, tried by an agent with a valid token and by a
 //! hostile upstream. A local MCP server's `secret_env` value printed on its stderr stays out
 //! of Warden's log; a secret written where its source goes is refused without being quoted; a
-//! hostile upstream's transfer coding does not carry an echoed credential past redaction;
+//! hostile upstream's transfer coding does not carry an echoed credential past redaction, nor
+//! does an echo upper-cased (a hex credential) or percent-encoded twice; a redirect to `#x`
+//! does not make Warden write a query-parameter credential into the `Location` it rewrites,
+//! even with `inject.redact: false`;
 //! per-agent Vault paths hold against attributes that try to climb, glob or spell a separator
 //! (refused before Vault is asked), one agent's cached secret is never another's, a policy
 //! reload stops a cached secret at once, and a request denied by policy reads nothing from
@@ -9,6 +12,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_e2e::echo::Echo;
 use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::hostile::{self, Hostile};
 use warden_e2e::openbao::{OpenBao, ROOT_TOKEN};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
@@ -205,6 +210,167 @@ async fn a_transfer_coding_does_not_carry_an_echoed_credential_past_redaction() 
     assert!(
         plain.contains("Bearer [REDACTED]"),
         "decoded and redacted like a content coding: {status}: {plain}"
+    );
+}
+
+/// The credential a request's head carries in `authorization: Bearer <it>`.
+fn bearer(head: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| v.trim())
+        })
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `text` with every byte but ASCII letters and digits percent-encoded, its hex in lower
+/// case, and then (`twice`) percent-encoded again (`+` as `%252b`), as a URL built from an
+/// encoded one has it.
+fn percent_encoded(text: &str, twice: bool) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+            b if twice => format!("%25{b:02x}"),
+            b => format!("%{b:02x}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_echo_upper_cased_or_percent_encoded_twice_is_redacted() {
+    const HEX: &str = "9f86d081884c7d659a2feaa0c55ad015";
+    const SPECIAL: &str = "sk-e2e+twice/encoded=key";
+    // Quotes the credential upper-cased when its case carries nothing (hex), and in a URL
+    // encoded twice and once with lower-case hex, in the body and in a header.
+    let upstream = Hostile::start(Arc::new(|head: &str, _: &[u8]| {
+        let key = bearer(head);
+        let upper = match key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            true => key.to_ascii_uppercase(),
+            false => String::new(),
+        };
+        let twice = percent_encoded(&key, true);
+        let body = json!({"error": {
+            "message": format!("bad key {upper}"),
+            "retry": format!("/cb?k={twice}&once={}", percent_encoded(&key, false)),
+        }});
+        hostile::whole(
+            "401 Unauthorized",
+            &[
+                ("content-type", "application/json"),
+                ("x-debug-next", &format!("/cb?k={twice}")),
+            ],
+            &body.to_string(),
+        )
+    }))
+    .await
+    .unwrap();
+    let fake = FakeLlm::start().await.unwrap();
+    let route = |name: &str, env: &str| {
+        json!({"name": name, "prefix": format!("/{name}"), "connector": "openai",
+               "upstream": format!("{}/v1", upstream.url()), "credential": {"env": env}})
+    };
+    let warden = WardenBuilder::new(&fake)
+        .set("/routes/3", route("hx", "E2E_HX_KEY"))
+        .set("/routes/4", route("sp", "E2E_SP_KEY"))
+        .env("E2E_HX_KEY", HEX)
+        .env("E2E_SP_KEY", SPECIAL)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("echo-agent").await.unwrap();
+    for (prefix, secret, forms) in [
+        ("/hx", HEX, vec![HEX.to_ascii_uppercase()]),
+        (
+            "/sp",
+            SPECIAL,
+            vec![
+                percent_encoded(SPECIAL, true),
+                percent_encoded(SPECIAL, false),
+            ],
+        ),
+    ] {
+        let response = warden
+            .http()
+            .get(warden.url(&format!("{prefix}/models")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{prefix}");
+        let debug = response.headers()["x-debug-next"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.text().await.unwrap();
+        for form in &forms {
+            assert!(
+                !body.contains(form.as_str()) && !debug.contains(form.as_str()),
+                "{prefix}: {form} reached the agent: {debug} {body}"
+            );
+        }
+        assert!(!body.to_ascii_lowercase().contains(secret), "{body}");
+        assert_eq!(debug, "/cb?k=[REDACTED]", "{prefix}");
+        assert!(
+            body.contains("/cb?k=[REDACTED]&once=[REDACTED]"),
+            "{prefix}: {body}"
+        );
+    }
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|(head, _)| bearer(head) == HEX),
+        "the credential went upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_fragment_never_hands_the_agent_a_query_credential() {
+    const SECRET: &str = "e2e-query-key-in-redirect-4242";
+    // Answers every request with a redirect to `#x`: the same URL, query and all.
+    let upstream = Hostile::start(Arc::new(|_: &str, _: &[u8]| {
+        hostile::whole("302 Found", &[("location", "#x")], "")
+    }))
+    .await
+    .unwrap();
+    let fake = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&fake)
+        .set(
+            "/routes/3",
+            json!({"name": "gq", "prefix": "/gq", "connector": "github",
+                   "upstream": format!("{}/api/v3", upstream.url()),
+                   "credential": {"env": "E2E_GQ_KEY"},
+                   "inject": {"query": "api_key", "redact": false}}),
+        )
+        .env("E2E_GQ_KEY", SECRET)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("redirected-agent").await.unwrap();
+    let agent = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = agent
+        .get(warden.url("/gq/repos/a/b?page=2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(!location.contains(SECRET), "{location}");
+    // The agent's own query is kept; only the credential Warden put in is not.
+    assert_eq!(location, "/gq/repos/a/b?page=2#x");
+    let sent = upstream.requests();
+    assert!(
+        sent.iter()
+            .any(|(head, _)| head.contains(&format!("api_key={SECRET}"))),
+        "the credential went upstream in the query: {sent:?}"
     );
 }
 

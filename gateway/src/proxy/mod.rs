@@ -183,9 +183,10 @@ async fn go_on(
     } = decided;
     stages::budget_once_approved(snap, ex, &mut action)?;
     let mut verdict = streamed::Verdict::default();
-    let outbound = credential(snap, ex, &route, &action, request, &mut verdict).await?;
-    // Where it went, for a redirect's relative Location (a shared copy, not a new one).
-    let sent = outbound.uri().path_and_query().cloned();
+    let (outbound, base) = credential(snap, ex, &route, &action, request, &mut verdict).await?;
+    // Where it went, for a redirect's relative Location (a shared copy, not a new one), but
+    // never with a query-parameter credential in it: a `Location: #x` keeps the query.
+    let sent = base.or_else(|| outbound.uri().path_and_query().cloned());
     let response = forward(snap, upstream, ex, &route, outbound, &verdict).await;
     if let Ok(answered) = &response {
         ex.upstream_answered(answered.status());
@@ -359,7 +360,8 @@ fn judged_uri(route: &Route, path: &str, query: Option<&str>) -> Result<http::Ur
 
 /// Credential: the agent's credential out, the upstream's in (from memory; from Vault on a
 /// miss). A streamed body goes on inspected as it streams, what becomes of it left in
-/// `verdict`.
+/// `verdict`. With the request, the target a redirect is resolved against when the credential
+/// is in the query ([`inject::redirect_base`]).
 async fn credential(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -367,7 +369,7 @@ async fn credential(
     action: &Action,
     request: ReadRequest,
     verdict: &mut streamed::Verdict,
-) -> Result<Request<Outbound>, Refusal> {
+) -> Result<(Request<Outbound>, Option<http::uri::PathAndQuery>), Refusal> {
     let credential = match &route.credential {
         Some(provider) => {
             let guard = stages::SecretPolicy { snap, action };
@@ -397,11 +399,12 @@ async fn credential(
     ex.accept_trailers(inject::accepts_trailers(&head.headers));
     let headers = std::mem::take(&mut head.headers);
     let rest = route.rest(head.uri.path());
+    let base = inject::redirect_base(route, &head, rest, credential.as_deref());
     let mut outbound =
         inject::upstream_request(route, &head, headers, rest, body, credential.as_deref())
             .map_err(Refusal::UpstreamRequest)?;
     ex.propagate(outbound.headers_mut());
-    Ok(outbound)
+    Ok((outbound, base))
 }
 
 /// Credential: the body as the dialect judged it (REST fields `fold_case:` names, folded), when

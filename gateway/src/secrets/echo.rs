@@ -3,8 +3,10 @@
 //! its hex in either case; the base64 of the value and of a Basic pair, at each offset and in
 //! both alphabets) are the patterns of one Aho-Corasick automaton, built when the credential
 //! is made (once per secret read, not per request); every spelling with an escape in it (JSON's
-//! `\u002B` and `\/`, a URL's `%2B`, HTML's `&#43;`) is found by [`spelled`], wherever a text
-//! holds an escape.
+//! `\u002B` and `\/`, a URL's `%2B` or `%252B`, HTML's `&#43;`) is found by [`spelled`],
+//! wherever a text holds an escape. A credential with a value whose case carries nothing (hex,
+//! such as `9f86d081884c7d65`) is looked for in any case, all of its forms: an upstream that
+//! upper-cases it hands the agent the whole secret.
 
 use aho_corasick::automaton::Automaton as _;
 use aho_corasick::nfa::contiguous::NFA;
@@ -29,6 +31,8 @@ pub struct Echo {
     firsts: Box<[bool]>,
     /// What is also looked for in any spelling: the values and their base64 forms.
     spelled: Vec<Zeroizing<String>>,
+    /// Whether the forms are looked for in any ASCII case ([`case_free`]).
+    any_case: bool,
 }
 
 impl std::fmt::Debug for Echo {
@@ -60,12 +64,13 @@ impl Echo {
     /// The echo of `values` (a secret, the fields a template uses, a rendered query value):
     /// each as it is, with `+` for its spaces, and its hex in lower and upper case; and of
     /// `encoded` (base64 forms, [`base64_forms`]) as they are. Each is also found in any
-    /// spelling but the hex.
+    /// spelling but the hex. All are looked for in any case when a value is [`case_free`].
     pub fn new(
         values: impl IntoIterator<Item = Zeroizing<String>>,
         encoded: impl IntoIterator<Item = Zeroizing<String>>,
     ) -> Echo {
         let mut spelled: Vec<Zeroizing<String>> = values.into_iter().collect();
+        let any_case = spelled.iter().any(|value| case_free(value));
         let mut forms: Vec<Zeroizing<String>> = Vec::new();
         for value in &spelled {
             forms.push(value.clone());
@@ -85,11 +90,17 @@ impl Echo {
         forms.retain(|f| !f.is_empty());
         let mut firsts = vec![false; 256].into_boxed_slice();
         for form in &forms {
-            firsts[usize::from(form.as_bytes()[0])] = true;
+            let first = form.as_bytes()[0];
+            firsts[usize::from(first)] = true;
+            if any_case {
+                firsts[usize::from(first.to_ascii_uppercase())] = true;
+                firsts[usize::from(first.to_ascii_lowercase())] = true;
+            }
         }
         let automaton = (!forms.is_empty()).then(|| {
             NFA::builder()
                 .match_kind(MatchKind::LeftmostLongest)
+                .ascii_case_insensitive(any_case)
                 .build(forms.iter().map(|f| f.as_bytes()))
                 // A few short patterns are far below the automaton's limits.
                 .expect("an automaton of a credential's forms")
@@ -99,6 +110,7 @@ impl Echo {
             longest: forms.iter().map(|f| f.len()).max().unwrap_or(0),
             firsts,
             spelled,
+            any_case,
         }
     }
 
@@ -138,7 +150,7 @@ impl Echo {
         let until = literal.map_or(text.len(), |(at, _)| at + 1);
         self.spelled
             .iter()
-            .filter_map(|s| spelled::find(s, text, from, until))
+            .filter_map(|s| spelled::find(s, text, from, until, self.any_case))
             .chain(literal)
             .min_by_key(|&(at, end)| (at, std::cmp::Reverse(end)))
     }
@@ -158,7 +170,7 @@ impl Echo {
         }
         if spelled::has_escapes(text) {
             for secret in &self.spelled {
-                longest = longest.max(spelled::partial(secret, text));
+                longest = longest.max(spelled::partial(secret, text, self.any_case));
             }
         }
         longest
@@ -193,6 +205,17 @@ fn prefix_of_a_form(nfa: &NFA, text: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// Whether `value`'s case carries nothing: hex digits, with at least one letter, and perhaps
+/// the separators hex is written with (`-`, `:`, `_`, `.`). A decoder reads it the same in
+/// either case, so an upstream that changes its case still echoes it.
+pub fn case_free(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.iter().any(u8::is_ascii_alphabetic)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'-' | b':' | b'_' | b'.'))
 }
 
 fn dedup(forms: &mut Vec<Zeroizing<String>>) {
@@ -260,6 +283,45 @@ mod tests {
         // The start of a spelling with an escape.
         assert_eq!(e.partial(br"sk\u002"), 7);
         assert_eq!(e.partial(b""), 0);
+    }
+
+    #[test]
+    fn a_hex_secret_is_found_in_any_case_and_escaped_in_either() {
+        let e = echo(&["9f86d081884c7d659a2feaa0c55ad015"]);
+        for text in [
+            "9F86D081884C7D659A2FEAA0C55AD015",
+            "9f86D081884c7d659A2FEAA0C55AD015",
+            r"\u0039F86D081884C7D659A2FEAA0C55AD015",
+        ] {
+            let bytes = format!("bad key: {text}.").into_bytes();
+            let mut out = Vec::new();
+            assert_eq!(e.replace(&bytes, &mut out), 1, "{text}");
+            assert_eq!(out, b"bad key: [REDACTED].", "{text}");
+        }
+        // The start of an upper-cased one, at a chunk's end, is held back.
+        assert_eq!(e.partial(b"key 9F86D0"), 6);
+        // A secret whose case is its own is not looked for in another.
+        let cased = echo(&["sk-Live-AbCdEf"]);
+        assert_eq!(cased.find(b"SK-LIVE-ABCDEF", 0), None);
+        assert!(case_free("0BADC0DE-dead:beef") && !case_free("12345678"));
+        assert!(!case_free("sk-live-abc"));
+    }
+
+    #[test]
+    fn a_header_credential_percent_encoded_twice_or_in_lower_hex_is_found() {
+        let e = echo(&["sk-proj+Abc/def=="]);
+        for text in [
+            "sk-proj%252BAbc%252Fdef%253D%253D",
+            "sk-proj%252bAbc%252fdef%253d%253d",
+            "sk-proj%2bAbc%2fdef%3d%3d",
+        ] {
+            let bytes = format!("GET /cb?token={text}&x=1").into_bytes();
+            let mut out = Vec::new();
+            assert_eq!(e.replace(&bytes, &mut out), 1, "{text}");
+            assert_eq!(out, b"GET /cb?token=[REDACTED]&x=1", "{text}");
+        }
+        // Split where a chunk ends inside the doubly-encoded `+`: held back.
+        assert_eq!(e.partial(b"token=sk-proj%25"), 10);
     }
 
     #[test]

@@ -84,6 +84,44 @@ pub fn upstream_request<B>(
     Ok(req)
 }
 
+/// Where a request whose head is `parts` goes upstream as its agent may know it, when its
+/// credential is placed in the query: [`upstream_request`]'s path and query without the
+/// credential's parameter (`None` when the credential is not in the query, so the upstream
+/// request's own target serves). An upstream's relative redirect is resolved against it: a
+/// `Location` that keeps the request's query (`#x`, or empty) is rewritten for the agent, and
+/// must not hand it the credential, whether or not the route redacts (`inject.redact`).
+pub fn redirect_base(
+    route: &Route,
+    parts: &Parts,
+    rest: &str,
+    credential: Option<&Credential>,
+) -> Option<http::uri::PathAndQuery> {
+    let Some(Placed::Query(name, _)) = credential.map(|c| &c.placed) else {
+        return None;
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| without_param(&strip_key_param(q), name));
+    // Built from the parts `upstream_request` built its target from; should it fail, the path
+    // alone: never the target with the credential in it.
+    let uri = route
+        .upstream
+        .uri(rest, query.as_deref())
+        .or_else(|_| route.upstream.uri(rest, None))
+        .ok()?;
+    uri.path_and_query().cloned()
+}
+
+/// `query` without the parameters named `name` (what [`with_param`] replaces).
+fn without_param(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != name)
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Whether a request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client reads trailer
 /// fields after a chunked body.
 pub fn accepts_trailers(headers: &HeaderMap) -> bool {
@@ -254,6 +292,33 @@ mod tests {
             h.get("accept-encoding").map(|v| v.as_bytes()),
             Some(&b"identity"[..])
         );
+    }
+
+    #[test]
+    fn a_redirect_is_resolved_against_the_target_without_a_query_credential() {
+        let table = routes(&openai_route("")).expect("routes");
+        let (route, rest) = table.find("/o/models").expect("route");
+        let (parts, ()) = Request::get("/o/models?page=2&api_key=agent&key=x")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let cred = Credential {
+            placed: Placed::Query("api_key".into(), zeroize::Zeroizing::new("s3cr3t".into())),
+            echo: Default::default(),
+            origin: None,
+        };
+        let sent = upstream_request(route, &parts, HeaderMap::new(), rest, (), Some(&cred))
+            .expect("request");
+        assert_eq!(
+            sent.uri().path_and_query().map(|p| p.as_str()),
+            Some("/v1/models?page=2&api_key=s3cr3t")
+        );
+        let base = redirect_base(route, &parts, rest, Some(&cred)).expect("a base");
+        assert_eq!(base.as_str(), "/v1/models?page=2");
+        // A header credential: the upstream request's own target serves.
+        let header = Credential::header(header::AUTHORIZATION, HeaderValue::from_static("k"));
+        assert_eq!(redirect_base(route, &parts, rest, Some(&header)), None);
+        assert_eq!(redirect_base(route, &parts, rest, None), None);
     }
 
     /// The `te` sent upstream for a request whose agent sent `te` (each value a line).

@@ -1,7 +1,7 @@
 //! A secret found however a JSON string, a URL or HTML spells each of its characters:
 //! literally, as a `\uXXXX` escape (hex in either case, a surrogate pair beyond the BMP), as a
 //! short escape (`\/`, `\"`, `\\`, `\n`…), as percent escapes of its UTF-8 bytes (`%2B`,
-//! `%2b`), or as an HTML character reference (`&#43;`, `&#x2b;`, `&amp;`), in any mix, since a
+//! `%2b`) or those escapes percent-encoded again (`%252B`, as a URL encoded twice has it), or as an HTML character reference (`&#43;`, `&#x2b;`, `&amp;`), in any mix, since a
 //! decoder reads every one of them as the secret (a .NET serialiser writes `+` as `\u002B`; a
 //! debugging upstream may escape every character; an HTML error page writes `&` as `&amp;`).
 //! The escape-free forms of a secret are searched for by one automaton (`echo.rs`); this finds
@@ -19,9 +19,10 @@ pub enum Spelled {
 }
 
 /// Whether `text` begins with a spelling of `secret` (nothing is allocated unless a character
-/// of it that starts escapes, `\\`, `%` or `&`, is both itself and the start of its escape).
-pub fn at(secret: &str, text: &[u8]) -> Spelled {
-    walk(secret, text, 0, 0, &mut Vec::new())
+/// of it that starts escapes, `\\`, `%` or `&`, is both itself and the start of its escape);
+/// with `any_case`, its ASCII letters in either case (a hex secret's case carries nothing).
+pub fn at(secret: &str, text: &[u8], any_case: bool) -> Spelled {
+    walk(secret, text, any_case, 0, 0, &mut Vec::new())
 }
 
 /// [`at`] from byte `s` of `secret` and byte `t` of `text`; `tried`: the places, past a
@@ -30,13 +31,14 @@ pub fn at(secret: &str, text: &[u8]) -> Spelled {
 fn walk(
     secret: &str,
     text: &[u8],
+    any_case: bool,
     mut s: usize,
     mut t: usize,
     tried: &mut Vec<(usize, usize, bool)>,
 ) -> Spelled {
     let mut partial = false;
     while let Some(c) = secret[s..].chars().next() {
-        let found = one(c, &text[t..]);
+        let found = one(c, &text[t..], any_case);
         partial |= found.partial;
         s += c.len_utf8();
         match (found.escaped, found.literal) {
@@ -48,7 +50,7 @@ fn walk(
                 let from = t + escaped;
                 match tried.iter().find(|&&(ts, tt, _)| (ts, tt) == (s, from)) {
                     Some(&(_, _, ended)) => partial |= ended,
-                    None => match walk(secret, text, s, from, tried) {
+                    None => match walk(secret, text, any_case, s, from, tried) {
                         Spelled::In(n) => return Spelled::In(n),
                         other => {
                             let ended = other == Spelled::Partial;
@@ -65,26 +67,34 @@ fn walk(
 }
 
 /// The earliest spelling of `secret` in `text` that starts at or after `from` and before
-/// `until` (it may end after): where it starts and ends.
-pub fn find(secret: &str, text: &[u8], from: usize, until: usize) -> Option<(usize, usize)> {
-    for p in Starts::new(secret, text, from)?.take_while(|&p| p < until) {
-        if let Spelled::In(n) = at(secret, &text[p..]) {
+/// `until` (it may end after): where it starts and ends; with `any_case`, as [`at`] says.
+pub fn find(
+    secret: &str,
+    text: &[u8],
+    from: usize,
+    until: usize,
+    any_case: bool,
+) -> Option<(usize, usize)> {
+    for p in Starts::new(secret, text, from, any_case)?.take_while(|&p| p < until) {
+        if let Spelled::In(n) = at(secret, &text[p..], any_case) {
             return Some((p, p + n));
         }
     }
     None
 }
 
-/// How many bytes at the end of `text` could begin a spelling of `secret`.
-pub fn partial(secret: &str, text: &[u8]) -> usize {
-    // No character is spelled in more than 12 bytes (a surrogate pair, 4 percent escapes, a
-    // character reference).
-    let from = text.len().saturating_sub(12 * secret.chars().count());
-    let Some(starts) = Starts::new(secret, text, from) else {
+/// How many bytes at the end of `text` could begin a spelling of `secret` (`any_case`: as
+/// [`at`] says).
+pub fn partial(secret: &str, text: &[u8], any_case: bool) -> usize {
+    // No character is spelled in more than 20 bytes (4 percent escapes encoded twice).
+    let from = text
+        .len()
+        .saturating_sub(MAX_SPELLING * secret.chars().count());
+    let Some(starts) = Starts::new(secret, text, from, any_case) else {
         return 0;
     };
     for p in starts {
-        if at(secret, &text[p..]) == Spelled::Partial {
+        if at(secret, &text[p..], any_case) == Spelled::Partial {
             return text.len() - p;
         }
     }
@@ -97,24 +107,34 @@ pub fn has_escapes(text: &[u8]) -> bool {
     memchr::memchr3(b'\\', b'%', b'&', text).is_some()
 }
 
-/// The places in a text where a spelling of a secret may start, in order: its first byte
-/// (and `+`, when it starts with a space) and every byte that starts an escape.
+/// The most bytes one character is spelled in: 4 percent escapes encoded twice (`%25F0`…).
+const MAX_SPELLING: usize = 20;
+
+/// The places in a text where a spelling of a secret may start, in order: its first byte (in
+/// either case, for a secret looked for in any case; and `+`, when it starts with a space)
+/// and every byte that starts an escape.
 struct Starts<'t> {
     text: &'t [u8],
     first: u8,
-    plus: bool,
+    /// The first byte's other case, or `+` for a space; `None` when there is none.
+    second: Option<u8>,
     /// The next place of each kind at or after `from` (`None`: there is none left).
     next_first: Option<usize>,
     next_escape: Option<usize>,
 }
 
 impl<'t> Starts<'t> {
-    fn new(secret: &str, text: &'t [u8], from: usize) -> Option<Starts<'t>> {
+    fn new(secret: &str, text: &'t [u8], from: usize, any_case: bool) -> Option<Starts<'t>> {
         let first = *secret.as_bytes().first()?;
+        let second = match first {
+            b' ' => Some(b'+'),
+            c if any_case && c.is_ascii_alphabetic() => Some(c ^ 0x20),
+            _ => None,
+        };
         let mut starts = Starts {
             text,
             first,
-            plus: first == b' ',
+            second,
             next_first: None,
             next_escape: None,
         };
@@ -125,10 +145,9 @@ impl<'t> Starts<'t> {
 
     fn find_first(&self, from: usize) -> Option<usize> {
         let rest = self.text.get(from..)?;
-        let at = if self.plus {
-            memchr::memchr2(self.first, b'+', rest)
-        } else {
-            memchr::memchr(self.first, rest)
+        let at = match self.second {
+            Some(second) => memchr::memchr2(self.first, second, rest),
+            None => memchr::memchr(self.first, rest),
         };
         at.map(|p| from + p)
     }
@@ -171,8 +190,9 @@ struct Found {
 /// UTF-16 units, as a short escape, as percent escapes of its UTF-8 bytes, (a space) as `+`,
 /// or as an HTML character reference: decimal (`&#43;`), hex (`&#x2b;`, either case) or, for
 /// the characters HTML escapes, named (`&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`). A
-/// numeric reference with leading zeros (`&#043;`) is not looked for.
-fn one(c: char, rest: &[u8]) -> Found {
+/// numeric reference with leading zeros (`&#043;`) is not looked for. With `any_case`, an
+/// ASCII letter is also spelled as its other case and that case's escapes.
+fn one(c: char, rest: &[u8], any_case: bool) -> Found {
     let mut utf8 = [0u8; 4];
     let literal = c.encode_utf8(&mut utf8).as_bytes();
     let mut short = false;
@@ -189,7 +209,7 @@ fn one(c: char, rest: &[u8]) -> Found {
         short |= same;
         None
     };
-    let literal_found = try_form(literal, false);
+    let literal_found = try_form(literal, any_case);
     if literal_found.is_some() && !matches!(c, '\\' | '%' | '&') {
         // No escape starts with any other character: this is the only spelling here.
         return Found {
@@ -198,7 +218,11 @@ fn one(c: char, rest: &[u8]) -> Found {
             partial: false,
         };
     }
-    let escaped = one_escaped(c, &mut try_form);
+    let mut escaped = one_escaped(c, &mut try_form);
+    if escaped.is_none() && any_case && c.is_ascii_alphabetic() {
+        let other = char::from(c as u8 ^ 0x20);
+        escaped = one_escaped(other, &mut try_form);
+    }
     Found {
         literal: literal_found,
         escaped,
@@ -229,6 +253,16 @@ fn one_escaped(c: char, try_form: &mut impl FnMut(&[u8], bool) -> Option<usize>)
         if let Some(n) = try_form(form, false) {
             return Some(n);
         }
+    }
+    // Encoded twice first (`%252B`): once, `%25` is the `%` of a character spelled `%25`.
+    let mut twice = [0u8; MAX_SPELLING];
+    for (k, byte) in literal.iter().enumerate() {
+        twice[5 * k..5 * k + 3].copy_from_slice(b"%25");
+        twice[5 * k + 3] = HEX[usize::from(byte >> 4)];
+        twice[5 * k + 4] = HEX[usize::from(byte & 0xf)];
+    }
+    if let Some(n) = try_form(&twice[..5 * literal.len()], true) {
+        return Some(n);
     }
     let mut percent = [0u8; 12];
     for (k, byte) in literal.iter().enumerate() {
@@ -331,7 +365,7 @@ mod tests {
         ] {
             let bytes = format!("error: {text} end").into_bytes();
             let (at, end) =
-                find(secret, &bytes, 0, bytes.len()).unwrap_or_else(|| panic!("{text}"));
+                find(secret, &bytes, 0, bytes.len(), false).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(&bytes[at..end], text.as_bytes());
         }
         for text in [
@@ -339,7 +373,11 @@ mod tests {
             r"sk-proj\/Abc\u002Cdef ü",
             "sk-proj%2FAbc",
         ] {
-            assert_eq!(find(secret, text.as_bytes(), 0, text.len()), None, "{text}");
+            assert_eq!(
+                find(secret, text.as_bytes(), 0, text.len(), false),
+                None,
+                "{text}"
+            );
         }
     }
 
@@ -353,11 +391,11 @@ mod tests {
             ("x ab\\u002Bc", 0),
             ("x ab\\u003", 0),
         ] {
-            assert_eq!(partial("ab+c", text.as_bytes()), held, "{text}");
+            assert_eq!(partial("ab+c", text.as_bytes(), false), held, "{text}");
         }
-        assert_eq!(at("ab+c", b"ab\\u002Bc"), Spelled::In(9));
-        assert_eq!(at("ab+c", b"ab\\u002"), Spelled::Partial);
-        assert_eq!(at("ab+c", b"ab\\u0020"), Spelled::No);
+        assert_eq!(at("ab+c", b"ab\\u002Bc", false), Spelled::In(9));
+        assert_eq!(at("ab+c", b"ab\\u002", false), Spelled::Partial);
+        assert_eq!(at("ab+c", b"ab\\u0020", false), Spelled::No);
     }
 
     #[test]
@@ -370,25 +408,65 @@ mod tests {
         ] {
             let bytes = format!("<p>{text}</p>").into_bytes();
             let (at, end) =
-                find(secret, &bytes, 0, bytes.len()).unwrap_or_else(|| panic!("{text}"));
+                find(secret, &bytes, 0, bytes.len(), false).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(&bytes[at..end], text.as_bytes());
         }
         for text in ["a&#44;&lt;b", "a&#043;&lt;b", "a&#x2b&lt;b", "a&#x2b;&LT;b"] {
-            assert_eq!(find("a+<b", text.as_bytes(), 0, text.len()), None, "{text}");
+            assert_eq!(
+                find("a+<b", text.as_bytes(), 0, text.len(), false),
+                None,
+                "{text}"
+            );
         }
-        assert_eq!(at("a+b", b"a&#4"), Spelled::Partial);
-        assert_eq!(at("a+b", b"a&#x2"), Spelled::Partial);
-        assert_eq!(partial("ab+c", b"x ab&#x2"), 6);
+        assert_eq!(at("a+b", b"a&#4", false), Spelled::Partial);
+        assert_eq!(at("a+b", b"a&#x2", false), Spelled::Partial);
+        assert_eq!(partial("ab+c", b"x ab&#x2", false), 6);
+    }
+
+    #[test]
+    fn a_url_encoded_twice_spells_a_character_in_either_case() {
+        let secret = "sk-proj/Abc+def";
+        for text in [
+            "sk-proj%252FAbc%252Bdef",
+            "sk-proj%252fAbc%252bdef",
+            "sk-proj%2FAbc%252bdef",
+        ] {
+            let bytes = format!("?next={text}&x").into_bytes();
+            let (at, end) =
+                find(secret, &bytes, 0, bytes.len(), false).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(&bytes[at..end], text.as_bytes());
+        }
+        assert_eq!(find(secret, b"sk-proj%252FAbc%252Cdef", 0, 23, false), None);
+        assert_eq!(at("a+b", b"a%252", false), Spelled::Partial);
+        assert_eq!(partial("ab+c", b"x ab%25", false), 5);
+        assert!(find("k\u{1F600}y", b"k%25F0%259F%2598%2580y", 0, 22, false).is_some());
+    }
+
+    #[test]
+    fn a_secret_looked_for_in_any_case_is_found_upper_cased_and_escaped() {
+        let secret = "deadbeef:0badc0de";
+        for text in [
+            "DEADBEEF:0BADC0DE",
+            "DeadBeef%3a0BadC0de",
+            r"\u0044EADBEEF%253A0badc0de",
+        ] {
+            let bytes = format!("echo {text} end").into_bytes();
+            let (at, end) =
+                find(secret, &bytes, 0, bytes.len(), true).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(&bytes[at..end], text.as_bytes());
+            assert_eq!(find(secret, &bytes, 0, bytes.len(), false), None, "{text}");
+        }
+        assert_eq!(partial(secret, b"x DEADBE", true), 6);
     }
 
     #[test]
     fn a_secret_that_starts_with_a_space_is_found_after_a_plus() {
-        assert_eq!(find(" key=1", b"q=+key%3D1", 0, 10), Some((2, 10)));
+        assert_eq!(find(" key=1", b"q=+key%3D1", 0, 10, false), Some((2, 10)));
     }
 
     #[test]
     fn a_character_beyond_the_bmp_is_a_surrogate_pair() {
-        assert!(find("k😀y", br"k\ud83d\ude00y", 0, 14).is_some());
-        assert!(find("k😀y", b"k%F0%9F%98%80y", 0, 14).is_some());
+        assert!(find("k😀y", br"k\ud83d\ude00y", 0, 14, false).is_some());
+        assert!(find("k😀y", b"k%F0%9F%98%80y", 0, 14, false).is_some());
     }
 }
