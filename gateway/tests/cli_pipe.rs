@@ -81,11 +81,12 @@ fn server_that_stops_reading(socket: &Path, stop: Arc<AtomicBool>) -> std::threa
     })
 }
 
-/// The review's case: a state store on a Unix socket that stops reading mid-login. The
-/// PostgreSQL client writes with `MSG_NOSIGNAL`, so this holds whatever SIGPIPE's disposition;
-/// it keeps the case an error that names the store.
+/// A behaviour pin, not a test of Warden's SIGPIPE handling: a state store on a Unix socket
+/// that stops reading mid-login. The PostgreSQL client writes with `MSG_NOSIGNAL`, so this
+/// passes whatever SIGPIPE's disposition is (with or without Warden's code for it); it keeps
+/// the case an error that names the store and does not show the URL's password.
 #[test]
-fn a_state_store_socket_closed_mid_write_is_an_error_not_a_death_by_sigpipe() {
+fn a_state_store_that_stops_reading_mid_login_is_an_error_naming_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let server = server_that_stops_reading(&dir.path().join(".s.PGSQL.5432"), stop.clone());

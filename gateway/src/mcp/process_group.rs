@@ -25,12 +25,17 @@ const POLL: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct ProcessGroup {
     child: Child,
+    /// Whether the process leads its group (it should: `setsid` before exec). When it does
+    /// not, signals go to the process alone: a signal to a group it does not lead would find
+    /// none (ESRCH) and leave it running, and its reaping waiting for ever.
+    leads: bool,
 }
 
 impl ProcessGroup {
     /// `child`, started as the leader of a process group of its own.
     pub fn new(child: Child) -> ProcessGroup {
-        ProcessGroup { child }
+        let leads = child.id().is_some_and(leads_its_group);
+        ProcessGroup { child, leads }
     }
 
     /// The process (its stdio to take).
@@ -43,7 +48,7 @@ impl ProcessGroup {
     /// it ended.
     pub async fn stop(&mut self, grace: Duration) -> String {
         if let Some(pid) = self.child.id() {
-            signal(pid, libc::SIGTERM);
+            signal(pid, self.leads, libc::SIGTERM);
             exited_within(pid, grace).await;
         }
         self.reap().await
@@ -58,11 +63,12 @@ impl ProcessGroup {
         self.reap().await
     }
 
-    /// Kills the group (the process, if it still runs, and every descendant in the group),
-    /// then reaps the process.
+    /// Kills the group (the process, if it still runs, and every descendant in the group)
+    /// and the process itself (whichever group it is in), then reaps the process.
     async fn reap(&mut self) -> String {
         if let Some(pid) = self.child.id() {
-            signal(pid, libc::SIGKILL);
+            signal(pid, self.leads, libc::SIGKILL);
+            signal(pid, false, libc::SIGKILL);
         }
         self.child
             .wait()
@@ -76,14 +82,23 @@ impl Drop for ProcessGroup {
     /// runtime, `kill_on_drop`).
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
-            signal(pid, libc::SIGKILL);
+            signal(pid, self.leads, libc::SIGKILL);
         }
     }
 }
 
-/// Sends `sig` to the process group `pid` leads. Called only while the process `pid` is
-/// unreaped, so the group is its.
-fn signal(pid: u32, sig: libc::c_int) {
+/// Whether the process `pid` (a child, unreaped) leads its process group.
+fn leads_its_group(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: a plain system call.
+    unsafe { libc::getpgid(pid) == pid }
+}
+
+/// Sends `sig` to the process group `pid` leads (`group`), or to the process `pid` alone.
+/// Called only while the process `pid` is unreaped, so the pid (and the group) is its.
+fn signal(pid: u32, group: bool, sig: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
@@ -91,8 +106,9 @@ fn signal(pid: u32, sig: libc::c_int) {
     if pid <= 1 {
         return;
     }
-    // SAFETY: a plain system call; a group already gone (ESRCH) is no error.
-    unsafe { libc::kill(-pid, sig) };
+    let target = if group { -pid } else { pid };
+    // SAFETY: a plain system call; a process or group already gone (ESRCH) is no error.
+    unsafe { libc::kill(target, sig) };
 }
 
 /// Waits at most `within` for the process `pid` to have exited, without reaping it.
@@ -190,6 +206,41 @@ mod tests {
         assert!(status.contains("signal: 9"), "{status}");
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(gone(sleeper), "the shell's child outlived it");
+    }
+
+    /// A process that does not lead a group of its own (started without `setsid`, in the
+    /// test's group) is still ended and reaped: signalled itself, not through a group it
+    /// does not lead.
+    #[tokio::test]
+    async fn a_process_that_does_not_lead_its_group_is_still_stopped_and_reaped() {
+        let child = tokio::process::Command::new("sleep")
+            .arg("300")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
+        let mut group = ProcessGroup::new(child);
+        assert!(!group.leads);
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            group.stop(Duration::from_millis(300)),
+        )
+        .await
+        .expect("stopping a process outside a group of its own hung");
+        assert!(status.contains("signal: 15"), "{status}");
+        assert!(gone(pid));
+        // Led or not, the reaping kills the process itself.
+        let child = tokio::process::Command::new("sleep")
+            .arg("300")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut group = ProcessGroup::new(child);
+        group.leads = true;
+        let status = tokio::time::timeout(Duration::from_secs(10), group.reap())
+            .await
+            .expect("reaping a process outside a group of its own hung");
+        assert!(status.contains("signal: 9"), "{status}");
     }
 
     #[tokio::test]

@@ -109,43 +109,57 @@ fn ascii_compatible(charset: &str) -> bool {
     .any(|wide| charset.starts_with(wide))
 }
 
-/// Moves a response's transfer codings other than `chunked` (`Transfer-Encoding: gzip,
-/// chunked`) into its `Content-Encoding`, after the content codings, the order they were
-/// applied in. The HTTP client undoes only `chunked`, and `Transfer-Encoding` goes with the
-/// hop-by-hop headers; left there, a body compressed as a transfer coding would reach the
-/// agent compressed, unread by redaction and judging, for its client to inflate. Moved, it is
-/// decoded (or refused when Warden cannot decode it) like any compressed answer. Called
-/// before the hop-by-hop headers are stripped.
+/// Moves a response's transfer codings other than a final `chunked` (`Transfer-Encoding:
+/// gzip, chunked`) into its `Content-Encoding`, after the content codings, the order they
+/// were applied in. The HTTP client undoes only a final `chunked`, and `Transfer-Encoding`
+/// goes with the hop-by-hop headers; left there, a body compressed as a transfer coding would
+/// reach the agent compressed, unread by redaction and judging, for its client to inflate.
+/// Moved, it is decoded (or refused when Warden cannot decode it) like any compressed answer.
+/// A `chunked` that is not the final coding (`chunked, gzip`) is not undone by the client
+/// (the body is read to its end as it came): moved with the others, it is a coding Warden
+/// cannot decode, so the response is refused rather than read with its chunk-size lines in
+/// it. Called before the hop-by-hop headers are stripped; allocates only when there is a
+/// coding to move.
 pub fn transfer_codings_as_content(headers: &mut HeaderMap) {
-    let codings: Vec<String> = headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .flat_map(|v| {
-            v.split(',')
-                .map(|c| c.split(';').next().unwrap_or_default().trim().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .filter(|c| {
-            !c.is_empty()
-                && !c.eq_ignore_ascii_case("chunked")
-                && !c.eq_ignore_ascii_case("identity")
-        })
-        .collect();
-    if codings.is_empty() {
+    let last = codings(headers, TRANSFER_ENCODING).count();
+    let kept = |(i, c): (usize, &[u8])| {
+        c.eq_ignore_ascii_case(b"identity") || (i + 1 == last && c.eq_ignore_ascii_case(b"chunked"))
+    };
+    if codings(headers, TRANSFER_ENCODING).enumerate().all(kept) {
         return;
     }
-    let mut all: Vec<String> = headers
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    all.extend(codings);
-    // Each part came from a header value, so the joined text is one too.
-    if let Ok(value) = http::HeaderValue::from_str(&all.join(", ")) {
+    let mut all: Vec<u8> = Vec::new();
+    let moved = codings(headers, TRANSFER_ENCODING)
+        .enumerate()
+        .filter(|&c| !kept(c))
+        .map(|(_, c)| c);
+    for coding in codings(headers, CONTENT_ENCODING).chain(moved) {
+        if !all.is_empty() {
+            all.extend_from_slice(b", ");
+        }
+        all.extend_from_slice(coding);
+    }
+    // Each part came from a header value, so the joined bytes are one too.
+    if let Ok(value) = http::HeaderValue::from_bytes(&all) {
         headers.insert(CONTENT_ENCODING, value);
     }
     headers.remove(CONTENT_LENGTH);
+}
+
+/// The codings a coding header (`Transfer-Encoding`, `Content-Encoding`) lists, in order,
+/// without their parameters.
+fn codings(headers: &HeaderMap, name: http::HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| {
+            c.split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+        })
+        .filter(|c| !c.is_empty())
 }
 
 /// The response's content codings, as its headers list them.
@@ -232,6 +246,41 @@ mod tests {
         transfer_codings_as_content(&mut h);
         assert!(h.get("content-encoding").is_none());
         assert!(h.get("content-length").is_some());
+    }
+
+    #[test]
+    fn a_chunked_that_is_not_the_final_transfer_coding_cannot_be_read() {
+        // The client reads such a body to its end without de-chunking it: decoding the gzip
+        // would leave the chunk-size lines in the text (a credential split across them).
+        for pairs in [
+            &[("transfer-encoding", "chunked, gzip")][..],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip"),
+            ],
+            &[("transfer-encoding", "chunked, chunked")],
+        ] {
+            let mut h = headers(pairs);
+            transfer_codings_as_content(&mut h);
+            let coding = h["content-encoding"].to_str().unwrap().to_owned();
+            assert!(coding.starts_with("chunked"), "{pairs:?}: {coding}");
+            for needs in NEEDS {
+                let refused = check(&mut h.clone(), needs).unwrap_err();
+                assert!(
+                    matches!(refused, Unreadable::Encoded { .. }),
+                    "{pairs:?}: {refused}"
+                );
+                assert_eq!(refused.code(), "response_unreadable");
+            }
+        }
+        // A final chunked (in the last of several values, with a parameter on another) is
+        // undone by the client and dropped; identity is no coding.
+        let mut h = headers(&[
+            ("transfer-encoding", "identity, gzip; q=1"),
+            ("transfer-encoding", " chunked "),
+        ]);
+        transfer_codings_as_content(&mut h);
+        assert_eq!(h["content-encoding"], "gzip");
     }
 
     #[test]

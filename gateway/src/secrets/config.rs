@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+use crate::vault::config::{ENV_KEY, FILE_KEY, SourceShape, source_mapping};
+
 /// Where an upstream credential is read from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(
@@ -22,15 +24,25 @@ pub enum CredentialSource {
 }
 
 /// What a credential source is, for a value that is not one.
-const SOURCE_SHAPE: &str =
-    "a secret source: { env: NAME }, { file: PATH } or { vault: { kv: ... } }";
+const SOURCE_SHAPE: SourceShape = SourceShape {
+    text: "a secret source: { env: NAME }, { file: PATH } or { vault: { kv: ... } }",
+    keys: &[
+        ENV_KEY,
+        FILE_KEY,
+        (
+            "vault",
+            "a mapping of kv or lease (with mount, version, params and field as needed)",
+        ),
+    ],
+};
 
 /// A source is a mapping. Anything else (most often the secret itself, written where its
-/// source goes: `credential: sk-live-...`) is refused without being quoted, so the mistake
-/// never copies the secret into Warden's log, `warden check`'s output or a reload's answer.
+/// source goes: `credential: sk-live-...`, or one level in: `{ env: sk-live-... }`) is
+/// refused without being quoted, so the mistake never copies the secret into Warden's log,
+/// `warden check`'s output or a reload's answer.
 impl<'de> Deserialize<'de> for CredentialSource {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::vault::config::source_mapping(d, SOURCE_SHAPE, CredentialSource::deserialize)
+        source_mapping(d, &SOURCE_SHAPE, CredentialSource::deserialize)
     }
 }
 
@@ -186,5 +198,88 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_written_one_level_inside_a_source_is_refused_without_being_quoted() {
+        for (bad, names) in [
+            (
+                json!({"vault": SECRET}),
+                "vault: expected a mapping of kv or lease",
+            ),
+            (
+                json!({SECRET: null}),
+                "whose key is none of env, file, vault",
+            ),
+            (
+                json!({"env": SECRET}),
+                "env: expected the name of an environment variable",
+            ),
+            (json!({"env": "OPENAI KEY"}), "env: expected the name"),
+            (json!({"env": "1KEY"}), "env: expected the name"),
+            (json!({"env": ""}), "env: expected the name"),
+            (json!({"env": 1234567890123_u64}), "env: expected the name"),
+            (
+                json!({"file": [SECRET]}),
+                "file: expected the path of a file, found a list",
+            ),
+            (
+                json!({"vault": {"kv": "secret/a", "version": SECRET}}),
+                "vault: expected",
+            ),
+            (
+                json!({"vault": {"kv": "secret/a", SECRET: 1}}),
+                "vault: expected",
+            ),
+        ] {
+            let e = serde_json::from_value::<CredentialSource>(bad.clone())
+                .expect_err("not a source")
+                .to_string();
+            assert!(e.contains(names), "{bad}: {e}");
+            assert!(e.contains("not shown"), "{bad}: {e}");
+            for quoted in [SECRET, "OPENAI KEY", "1KEY", "1234567890123"] {
+                assert!(!e.contains(quoted), "{bad}: {e}");
+            }
+        }
+        for name in ["OPENAI_KEY", "_K", "a1"] {
+            assert_eq!(
+                serde_json::from_value::<CredentialSource>(json!({ "env": name })).unwrap(),
+                CredentialSource::Env(name.into())
+            );
+        }
+        // Through the configuration, and for Vault's own login secrets.
+        let text = format!(
+            "routes:\n  - {{ prefix: /o, connector: openai, credential: {{ env: {SECRET} }} }}\nvault:\n  address: https://vault.example:8200\n  auth: {{ method: token, token: {{ file: [{SECRET}] }} }}\n"
+        );
+        let errors = crate::config::load::parse(&text, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(errors.contains("routes[0].credential"), "{errors}");
+        assert!(!errors.contains(SECRET), "{errors}");
+        let e = serde_json::from_value::<crate::vault::config::BootstrapSecret>(
+            json!({ "env": SECRET }),
+        )
+        .expect_err("not a source")
+        .to_string();
+        assert!(e.contains("env: expected the name"), "{e}");
+        assert!(!e.contains(SECRET), "{e}");
+    }
+
+    #[test]
+    fn a_credential_file_that_cannot_be_read_is_named_unless_its_path_may_be_the_secret() {
+        use crate::secrets::credential::CredentialError;
+        let unreadable = |path: &str| {
+            CredentialError::File {
+                path: path.into(),
+                reason: "No such file or directory (os error 2)".into(),
+            }
+            .to_string()
+        };
+        for path in ["/etc/warden/openai.key", "./keys/openai", "../openai"] {
+            assert!(unreadable(path).contains(path), "{}", unreadable(path));
+        }
+        let e = unreadable(SECRET);
+        assert!(!e.contains(SECRET), "{e}");
+        assert!(e.contains("not shown") && e.contains("./PATH"), "{e}");
     }
 }

@@ -20,7 +20,12 @@ pub enum CredentialError {
     NotConfigured { route: String },
     #[error("environment variable {0} is not set or empty")]
     EnvMissing(String),
-    #[error("cannot read credential file {path}: {reason}")]
+    /// The path is shown only when it starts with `/` or `.` (any other may be the secret
+    /// itself, written where its path goes).
+    #[error(
+        "cannot read credential file {}: {reason}",
+        crate::vault::config::shown_path(path)
+    )]
     File { path: PathBuf, reason: String },
     #[error("the credential from {0} contains characters not allowed in an HTTP header")]
     InvalidValue(String),

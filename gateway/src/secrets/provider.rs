@@ -176,7 +176,7 @@ impl FileState {
         }
         let value = read_file(&self.path, &self.injection);
         if let (Err(e), Ok(_)) = (&value, &**self.current.load()) {
-            tracing::warn!(path = %self.path.display(), error = %e, "the credential file can no longer be read; its route's requests are refused until it can");
+            tracing::warn!(path = %crate::vault::config::shown_path(&self.path), error = %e, "the credential file can no longer be read; its route's requests are refused until it can");
         }
         self.current.store(Arc::new(value));
         *known = now;

@@ -874,7 +874,7 @@ fn read_bootstrap(
 ) -> Result<Zeroizing<String>, VaultError> {
     let origin = match source {
         BootstrapSecret::Env(name) => format!("env {name}"),
-        BootstrapSecret::File(path) => format!("file {}", path.display()),
+        BootstrapSecret::File(path) => format!("file {}", super::config::shown_path(path)),
     };
     let failed = |reason: String| VaultError::Bootstrap {
         method,

@@ -159,23 +159,45 @@ pub enum BootstrapSecret {
 }
 
 /// What a bootstrap secret's source is, for a value that is not one.
-const BOOTSTRAP_SHAPE: &str = "a secret source: { env: NAME } or { file: PATH }";
+const BOOTSTRAP_SHAPE: SourceShape = SourceShape {
+    text: "a secret source: { env: NAME } or { file: PATH }",
+    keys: &[ENV_KEY, FILE_KEY],
+};
+
+/// The `env` key of a secret source and what its value is.
+pub const ENV_KEY: (&str, &str) = (
+    "env",
+    "the name of an environment variable (letters, digits and _, not starting with a digit)",
+);
+
+/// The `file` key of a secret source and what its value is.
+pub const FILE_KEY: (&str, &str) = ("file", "the path of a file");
+
+/// What a secret source is: in words, for a value that is not one, and its keys, each with
+/// what its value is.
+pub struct SourceShape {
+    pub text: &'static str,
+    pub keys: &'static [(&'static str, &'static str)],
+}
 
 /// Refused without being quoted when it is not a source (see [`source_mapping`]).
 impl<'de> Deserialize<'de> for BootstrapSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        source_mapping(d, BOOTSTRAP_SHAPE, BootstrapSecret::deserialize)
+        source_mapping(d, &BOOTSTRAP_SHAPE, BootstrapSecret::deserialize)
     }
 }
 
 /// Reads a secret source (`{ env: NAME }`, `{ file: PATH }`, `{ vault: ... }`): a mapping of
-/// one key, which `read` turns into the source; `shape` says what is expected. Anything else
-/// (most often the secret itself, written where its source goes: `token: hvs.CAES...`) is
-/// refused naming only its type: the mistake must not copy the secret into Warden's log,
-/// `warden check`'s output or a reload's answer.
+/// one of `shape`'s keys, which `read` turns into the source. Anything else (most often the
+/// secret itself, written where its source goes: `token: hvs.CAES...`, or one level in:
+/// `{ env: sk-live-... }`, `{ vault: sk-live-... }`, `{ sk-live-...: }`) is refused naming
+/// only the key (one of `shape`'s) and the type of what was found: the mistake must not copy
+/// the secret into Warden's log, `warden check`'s output or a reload's answer. An `env` that
+/// is not an environment variable's name is refused so, rather than logged at start as a
+/// variable that is not set.
 pub fn source_mapping<'de, D, T>(
     d: D,
-    shape: &'static str,
+    shape: &'static SourceShape,
     read: fn(serde_json::Value) -> Result<T, serde_json::Error>,
 ) -> Result<T, D::Error>
 where
@@ -184,16 +206,19 @@ where
     use serde::de::{Error, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
 
     struct Source<T> {
-        shape: &'static str,
+        shape: &'static SourceShape,
         read: fn(serde_json::Value) -> Result<T, serde_json::Error>,
     }
+
+    /// Why a value found is not shown.
+    const NOT_SHOWN: &str = "not shown: it may be the secret itself; keep secrets out of the \
+                             configuration and name where Warden reads them";
 
     impl<T> Source<T> {
         fn refuse<E: Error>(&self, what: &str) -> E {
             E::custom(format!(
-                "expected {}, found {what} (not shown: it may be the secret itself; keep \
-                 secrets out of the configuration and name where Warden reads them)",
-                self.shape
+                "expected {}, found {what} ({NOT_SHOWN})",
+                self.shape.text
             ))
         }
     }
@@ -202,18 +227,40 @@ where
         type Value = T;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.shape)
+            f.write_str(self.shape.text)
         }
 
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-            let map = serde_json::Map::deserialize(MapAccessDeserializer::new(map))?;
-            if map.len() != 1 {
+            let map = serde_json::Map::deserialize(MapAccessDeserializer::new(map))
+                .map_err(|_| self.refuse::<A::Error>("a mapping that is not one"))?;
+            let mut entries = map.iter();
+            let (Some((key, value)), None) = (entries.next(), entries.next()) else {
                 return Err(A::Error::custom(format!(
                     "expected {}: exactly one of its keys",
-                    self.shape
+                    self.shape.text
                 )));
+            };
+            let Some(&(key, expected)) = self.shape.keys.iter().find(|(k, _)| k == key) else {
+                let keys: Vec<&str> = self.shape.keys.iter().map(|(k, _)| *k).collect();
+                return Err(A::Error::custom(format!(
+                    "expected {}, found a mapping whose key is none of {} (the key is {NOT_SHOWN})",
+                    self.shape.text,
+                    keys.join(", ")
+                )));
+            };
+            let wrong = |found: &str| {
+                A::Error::custom(format!(
+                    "{key}: expected {expected}, found {found} ({NOT_SHOWN})"
+                ))
+            };
+            if key == ENV_KEY.0
+                && let Some(name) = value.as_str()
+                && !is_env_name(name)
+            {
+                return Err(wrong("a string that is not one"));
             }
-            (self.read)(serde_json::Value::Object(map)).map_err(A::Error::custom)
+            let found = kind(value);
+            (self.read)(serde_json::Value::Object(map)).map_err(|_| wrong(found))
         }
 
         fn visit_str<E: Error>(self, _: &str) -> Result<T, E> {
@@ -246,6 +293,42 @@ where
     }
 
     d.deserialize_any(Source { shape, read })
+}
+
+/// What a configuration value is, in words, without its content.
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "nothing",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping that is not one",
+    }
+}
+
+/// Whether `name` is an environment variable's name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A secret file's path as messages and logs show it: a path starting with `/` or `.` as
+/// written; any other (`sk-live-...`, most likely the secret itself written where its path
+/// goes, though it may be a path relative to the working directory) is not shown.
+pub fn shown_path(path: &std::path::Path) -> std::borrow::Cow<'_, str> {
+    let text = path.to_string_lossy();
+    if text.starts_with('/') || text.starts_with('.') {
+        text
+    } else {
+        std::borrow::Cow::Borrowed(
+            "(a relative path not starting with ./, not shown: it may be the secret itself; \
+             write it as ./PATH or /PATH)",
+        )
+    }
 }
 
 #[cfg(test)]
