@@ -205,23 +205,37 @@ impl Reserved {
         }
     }
 
-    /// Reserves `reservation`'s amount again on those of `accounts` it does not hold, after
-    /// [`Reservation::hold_on_agent_only`] (the call was approved).
+    /// Reserves `reservation`'s amount again on those of `accounts` (all that bound its agent
+    /// now) it does not hold, after [`Reservation::hold_on_agent_only`] (the call was
+    /// approved), and gives back those it holds that no longer bound it (a period ended while
+    /// it waited).
     pub(super) fn widen(&self, reservation: &mut Reservation, accounts: Vec<Account>) {
         if !reservation.narrowed {
             return;
         }
         reservation.narrowed = false;
-        let was_empty = reservation.accounts.is_empty();
+        let amount = reservation.amount;
+        let held = std::mem::take(&mut reservation.accounts);
+        let mut now: Vec<Account> = Vec::with_capacity(accounts.len());
+        // The new ones first, then the old ones back: never a moment when neither counts.
         for account in accounts {
-            if !reservation.accounts.contains(&account) {
-                self.take(&account, reservation.amount);
-                reservation.accounts.push(account);
+            if now.contains(&account) {
+                continue;
             }
+            if !held.contains(&account) {
+                self.take(&account, amount);
+            }
+            now.push(account);
         }
-        if was_empty && !reservation.accounts.is_empty() {
-            self.totals(reservation.amount, true);
+        for account in held.iter().filter(|account| !now.contains(account)) {
+            self.give_back(account, amount);
         }
+        match (held.is_empty(), now.is_empty()) {
+            (true, false) => self.totals(amount, true),
+            (false, true) => self.totals(amount, false),
+            _ => {}
+        }
+        reservation.accounts = now;
     }
 
     /// Adds `amount` to what is reserved on `account`.
