@@ -144,8 +144,8 @@ pub struct AuditOutcome {
 pub struct AuditReserved {
     /// Input tokens: the request's input ceiling, else Warden's input estimate.
     pub input_tokens: u64,
-    /// Output tokens: its output limit (or the default) times its choices, at most
-    /// `budgets.reserve.max_output_tokens`.
+    /// Output tokens: its output limit (or the default) times its choices, each choice at
+    /// most `budgets.reserve.max_output_tokens`.
     pub output_tokens: u64,
     /// US dollars, priced by the model asked for.
     pub usd: f64,

@@ -94,9 +94,10 @@ pub struct ReserveConfig {
     /// `budgets.reserve.default_output_tokens`: the output tokens reserved for a call that
     /// sets no output limit (`max_tokens` and the like).
     pub default_output_tokens: u64,
-    /// `budgets.reserve.max_output_tokens`: the most output tokens one call reserves (and is
-    /// charged when it is left before any answer), whatever output limit it sets: a call
-    /// asking for 10^9 tokens does not hold its group's and the fleet's budgets for all.
+    /// `budgets.reserve.max_output_tokens`: the most output tokens one call reserves for each
+    /// choice it asks for, whatever output limit it sets: a call asking for 10^9 tokens does
+    /// not hold its group's and the fleet's budgets for all. It bounds only what is held in
+    /// flight, not what is charged.
     pub max_output_tokens: u64,
 }
 

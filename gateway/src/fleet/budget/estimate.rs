@@ -13,8 +13,10 @@
 //! A request its agent left while the upstream had it, before any answer came, has nothing
 //! read to count ([`Estimate::unanswered`]): the provider may have generated (and billed) the
 //! whole answer, a non-streamed one certainly, so it is charged the most it could generate —
-//! its output limit, else `budgets.reserve.default_output_tokens` times the choices it asks
-//! for, at most `budgets.reserve.max_output_tokens` — what its reservation held.
+//! its output limit (times the choices it asks for), else `budgets.reserve.default_output_tokens`
+//! times those choices ([`output_limit`]). `budgets.reserve.max_output_tokens` does not bound
+//! that charge: it bounds only what a call holds while in flight ([`most_output`]), else an
+//! agent leaving early would pay less than the provider bills.
 
 use super::config::ReserveConfig;
 use crate::protocol::{Endpoint, LlmRequest, Usage};
@@ -48,30 +50,50 @@ pub fn generates(endpoint: &Endpoint) -> Option<bool> {
     }
 }
 
-/// The most output tokens one call reserves for `request`'s answer: its output limit (times
+/// The most output tokens `request` can make the provider generate: its output limit (times
 /// the choices it asks for, as the dialect read it), else `reserve.default_output_tokens` times
-/// those choices, at most `reserve.max_output_tokens` (an answer can still be charged more,
-/// from its usage); none for embeddings; `None` for calls that cost nothing (model lists,
-/// token counts).
-pub fn most_output(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
+/// those choices; none for embeddings; `None` for calls that cost nothing (model lists, token
+/// counts). Not capped: what a call never answered is charged.
+pub fn output_limit(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
     let generates = generates(&request.endpoint)?;
-    let asked = match (generates, request.max_tokens) {
+    Some(match (generates, request.max_tokens) {
         (false, _) => 0,
         (true, Some(limit)) => limit,
         (true, None) => reserve
             .default_output_tokens
             .saturating_mul(request.choices.max(1)),
+    })
+}
+
+/// The most output tokens one call reserves for `request`'s answer while it is in flight: per
+/// choice it asks for, its output limit for one choice (the dialect's limit divided by the
+/// choices), else `reserve.default_output_tokens`, at most `reserve.max_output_tokens` (the
+/// largest output limit a model accepts, for one choice), times the choices. An answer can
+/// still be charged more, from its usage or, left unanswered, from [`output_limit`]. None for
+/// embeddings; `None` for calls that cost nothing (model lists, token counts).
+pub fn most_output(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
+    let generates = generates(&request.endpoint)?;
+    let choices = request.choices.max(1);
+    let per_choice = match (generates, request.max_tokens) {
+        (false, _) => return Some(0),
+        (true, Some(limit)) => limit.div_ceil(choices),
+        (true, None) => reserve.default_output_tokens,
     };
-    Some(asked.min(reserve.max_output_tokens))
+    Some(
+        per_choice
+            .min(reserve.max_output_tokens)
+            .saturating_mul(choices),
+    )
 }
 
 impl Estimate {
     /// What a request its agent left before any answer came, while the upstream had it, is
     /// charged (`reserve`: `budgets.reserve`): input, Warden's own estimate of the request
-    /// (nothing was reported); output, the most it could generate as its reservation counted
-    /// it ([`most_output`]), erring towards charging more. `None` for calls that cost nothing.
+    /// (nothing was reported); output, the most it could generate ([`output_limit`]: not
+    /// capped by `reserve.max_output_tokens`, which bounds only what is held in flight), erring
+    /// towards charging more. `None` for calls that cost nothing.
     pub fn unanswered(request: &LlmRequest, reserve: &ReserveConfig) -> Option<(u64, u64)> {
-        Some((request.input_tokens, most_output(request, reserve)?))
+        Some((request.input_tokens, output_limit(request, reserve)?))
     }
 
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
@@ -188,14 +210,22 @@ mod tests {
     }
 
     #[test]
-    fn a_request_left_before_its_answer_is_charged_at_most_the_output_cap() {
-        // A billion tokens asked for: charged what its reservation held, the cap.
+    fn a_request_left_before_its_answer_is_charged_past_the_reservation_cap() {
+        // Eight choices of 100 000 tokens each (the dialect's limit, 800 000): the provider may
+        // bill all of them, so all are charged, not the 128 000 of the cap.
+        let many = LlmRequest {
+            choices: 8,
+            ..request(Endpoint::ChatCompletions, 12, Some(800_000))
+        };
+        let reserve = ReserveConfig::default();
+        assert_eq!(Estimate::unanswered(&many, &reserve), Some((12, 800_000)));
+        // A limit past the cap is charged whole too: the cap bounds only what is held.
         let huge = request(Endpoint::ChatCompletions, 12, Some(1_000_000_000));
         assert_eq!(
-            Estimate::unanswered(&huge, &ReserveConfig::default()),
-            Some((12, 128_000))
+            Estimate::unanswered(&huge, &reserve),
+            Some((12, 1_000_000_000))
         );
-        // The default times many choices is capped too.
+        // The default times many choices is not capped either.
         let reserve = ReserveConfig {
             default_output_tokens: 4096,
             max_output_tokens: 10_000,
@@ -204,7 +234,43 @@ mod tests {
             choices: 8,
             ..request(Endpoint::Messages, 3, None)
         };
-        assert_eq!(Estimate::unanswered(&choices, &reserve), Some((3, 10_000)));
+        assert_eq!(
+            Estimate::unanswered(&choices, &reserve),
+            Some((3, 8 * 4096))
+        );
+    }
+
+    #[test]
+    fn a_reservation_caps_each_choice_not_the_call() {
+        let reserve = ReserveConfig::default();
+        // Eight choices of 100 000 tokens: each under the cap, all held.
+        let many = LlmRequest {
+            choices: 8,
+            ..request(Endpoint::ChatCompletions, 12, Some(800_000))
+        };
+        assert_eq!(most_output(&many, &reserve), Some(800_000));
+        // Two choices of a billion tokens: each held at the cap.
+        let huge = LlmRequest {
+            choices: 2,
+            ..request(Endpoint::ChatCompletions, 12, Some(2_000_000_000))
+        };
+        assert_eq!(most_output(&huge, &reserve), Some(256_000));
+        // The default, per choice, under a lower cap.
+        let reserve = ReserveConfig {
+            default_output_tokens: 4096,
+            max_output_tokens: 5000,
+        };
+        let default = LlmRequest {
+            choices: 3,
+            ..request(Endpoint::Messages, 3, None)
+        };
+        assert_eq!(most_output(&default, &reserve), Some(3 * 4096));
+        let embed = request(Endpoint::Embeddings, 700, None);
+        assert_eq!(most_output(&embed, &reserve), Some(0));
+        assert_eq!(
+            most_output(&request(Endpoint::ListModels, 0, None), &reserve),
+            None
+        );
     }
 
     #[test]

@@ -361,6 +361,8 @@ impl Ledger {
     /// An approved call reserves again, on every account a budget of `config` bounds
     /// `principal` by in the periods holding `now`, what it gave back while it waited
     /// ([`Reservation::hold_on_agent_only`]); `false` (nothing done) when it was not held so.
+    /// Any scope: a wait that crossed a period's end (a day budget's midnight) moves its
+    /// agent's own reservation to the new period's account too, and gives back the old one's.
     pub fn widen(
         &self,
         reservation: &mut Reservation,
@@ -373,7 +375,6 @@ impl Ledger {
         }
         let accounts = bounding(config, principal, now)
             .map(|(_, account)| account)
-            .filter(|account| account.0 != Scope::Agent)
             .collect();
         self.reserved.widen(reservation, accounts);
         true

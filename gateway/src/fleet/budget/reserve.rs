@@ -9,10 +9,11 @@
 //! The worst case ([`worst_case`]): input, the request's input ceiling where it has one
 //! (`plausible.rs`: no answer can be charged more), else Warden's input estimate; output, the
 //! request's output limit times the choices it asks for, or
-//! `budgets.reserve.default_output_tokens` times those choices when it sets none, at most
-//! `budgets.reserve.max_output_tokens` (one call asking for 10^9 tokens must not make its group
-//! and the fleet look spent to every other agent while it is in flight: its spend is charged
-//! from its usage all the same); no output for embeddings. Priced by the model asked for, as a
+//! `budgets.reserve.default_output_tokens` times those choices when it sets none, each choice
+//! at most `budgets.reserve.max_output_tokens` (one call asking for 10^9 tokens must not make
+//! its group and the fleet look spent to every other agent while it is in flight: its spend is
+//! charged from its usage, or left unanswered from its whole output limit, all the same); no
+//! output for embeddings. Priced by the model asked for, as a
 //! charge is.
 //!
 //! A call held for a human's approval holds its reservation on its agent's own budgets only
@@ -174,8 +175,8 @@ impl Drop for Reservation {
 
 /// The input and output tokens a call reserves for `request`'s answer (its input `ceiling`,
 /// when it has one, else its input estimate; its output limit, else the default output times
-/// its choices, at most the cap of `reserve`: `estimate::most_output`); `None` for calls that
-/// cost nothing (model lists, token counts).
+/// its choices, each choice at most the cap of `reserve`: `estimate::most_output`); `None` for
+/// calls that cost nothing (model lists, token counts).
 pub fn worst_case(
     request: &LlmRequest,
     ceiling: Option<&Ceiling>,
@@ -204,23 +205,37 @@ impl Reserved {
         }
     }
 
-    /// Reserves `reservation`'s amount again on those of `accounts` it does not hold, after
-    /// [`Reservation::hold_on_agent_only`] (the call was approved).
+    /// Reserves `reservation`'s amount again on those of `accounts` (all that bound its agent
+    /// now) it does not hold, after [`Reservation::hold_on_agent_only`] (the call was
+    /// approved), and gives back those it holds that no longer bound it (a period ended while
+    /// it waited).
     pub(super) fn widen(&self, reservation: &mut Reservation, accounts: Vec<Account>) {
         if !reservation.narrowed {
             return;
         }
         reservation.narrowed = false;
-        let was_empty = reservation.accounts.is_empty();
+        let amount = reservation.amount;
+        let held = std::mem::take(&mut reservation.accounts);
+        let mut now: Vec<Account> = Vec::with_capacity(accounts.len());
+        // The new ones first, then the old ones back: never a moment when neither counts.
         for account in accounts {
-            if !reservation.accounts.contains(&account) {
-                self.take(&account, reservation.amount);
-                reservation.accounts.push(account);
+            if now.contains(&account) {
+                continue;
             }
+            if !held.contains(&account) {
+                self.take(&account, amount);
+            }
+            now.push(account);
         }
-        if was_empty && !reservation.accounts.is_empty() {
-            self.totals(reservation.amount, true);
+        for account in held.iter().filter(|account| !now.contains(account)) {
+            self.give_back(account, amount);
         }
+        match (held.is_empty(), now.is_empty()) {
+            (true, false) => self.totals(amount, true),
+            (false, true) => self.totals(amount, false),
+            _ => {}
+        }
+        reservation.accounts = now;
     }
 
     /// Adds `amount` to what is reserved on `account`.

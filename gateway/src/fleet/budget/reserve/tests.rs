@@ -350,3 +350,55 @@ fn a_held_call_of_an_agent_with_no_budget_of_its_own_reserves_nothing_until_appr
     drop(held);
     assert_eq!(tokens(), "0");
 }
+
+#[test]
+fn a_call_approved_after_midnight_moves_its_agents_reservation_to_the_new_day() {
+    use std::time::Duration;
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    let ledger = super::super::Ledger::new(&metrics);
+    let config = group();
+    let a = agent("a", &["research"]);
+    let mut held = ledger
+        .reserve(&config, &a, GPT4O, (1000, 399_000), noon())
+        .expect("reserved");
+    held.hold_on_agent_only();
+    // Approved the next day, 13 hours later.
+    let tomorrow = noon() + Duration::from_secs(13 * 3600);
+    assert!(ledger.widen(&mut held, &config, &a, tomorrow));
+    let own = |at| {
+        let only = config_agent_only_at(&ledger, &a, at);
+        2_000_000 - only
+    };
+    assert_eq!(own(tomorrow), 400_000, "held on the agent's new day");
+    assert_eq!(own(noon()), 0, "given back on its old day");
+    let b = ledger
+        .judge(&config, &agent("b", &["research"]), tomorrow, None)
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(b.tokens_left, 600_000, "held on the group's new day");
+    drop(held);
+    assert_eq!(own(tomorrow), 0);
+    assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
+    assert!(
+        metrics.render().contains("warden_budget_reserved_tokens 0"),
+        "{}",
+        metrics.render()
+    );
+}
+
+/// What `a` has left at `at` of its own day budget of [`group`] (its group's not counted).
+fn config_agent_only_at(
+    ledger: &super::super::Ledger,
+    a: &crate::action::Principal,
+    at: std::time::SystemTime,
+) -> u64 {
+    let own = config(
+        "limits: [{ scope: agent, name: '*', period: day, tokens: 2000000 }]",
+        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
+    );
+    ledger
+        .judge(&own, a, at, None)
+        .expect("fresh")
+        .expect("bounded")
+        .tokens_left
+}
