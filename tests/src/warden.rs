@@ -420,10 +420,17 @@ pub struct Prepared {
     env: Vec<(String, String)>,
 }
 
+/// The `$USER` the tests' `warden` commands run with: the operator that quarantine, release,
+/// revoke and floor reset record when no `--as` names one.
+pub const OPERATOR: &str = "e2e-operator";
+
 impl Prepared {
     /// A `warden` command with this setup's environment.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(paths::warden_bin());
+        // The operator that commands acting on the store record when no --as names one (CI
+        // shells may have no $USER); a setup's own environment may name another.
+        cmd.env("USER", OPERATOR);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.env_remove("RUST_LOG").kill_on_drop(true);
         cmd
@@ -700,7 +707,7 @@ impl Warden {
 /// succeeded, its stdout and its stderr.
 pub async fn cli(args: &[&str], timeout: Duration) -> (bool, String, String) {
     let mut cmd = Command::new(paths::warden_bin());
-    cmd.args(args).env_remove("RUST_LOG");
+    cmd.args(args).env("USER", OPERATOR).env_remove("RUST_LOG");
     let out = run_bounded(cmd, timeout).await.unwrap();
     (
         out.status.success(),

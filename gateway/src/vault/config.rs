@@ -203,7 +203,7 @@ pub fn source_mapping<'de, D, T>(
 where
     D: serde::Deserializer<'de>,
 {
-    use serde::de::{Error, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+    use serde::de::{Error, MapAccess, SeqAccess, Visitor};
 
     struct Source<T> {
         shape: &'static SourceShape,
@@ -230,17 +230,18 @@ where
             f.write_str(self.shape.text)
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-            let map = serde_json::Map::deserialize(MapAccessDeserializer::new(map))
-                .map_err(|_| self.refuse::<A::Error>("a mapping that is not one"))?;
-            let mut entries = map.iter();
-            let (Some((key, value)), None) = (entries.next(), entries.next()) else {
-                return Err(A::Error::custom(format!(
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+            let one_key = || {
+                A::Error::custom(format!(
                     "expected {}: exactly one of its keys",
                     self.shape.text
-                )));
+                ))
             };
-            let Some(&(key, expected)) = self.shape.keys.iter().find(|(k, _)| k == key) else {
+            let key = map
+                .next_key::<String>()
+                .map_err(|_| self.refuse::<A::Error>("a mapping that is not one"))?
+                .ok_or_else(one_key)?;
+            let Some(&(key, expected)) = self.shape.keys.iter().find(|(k, _)| *k == key) else {
                 let keys: Vec<&str> = self.shape.keys.iter().map(|(k, _)| *k).collect();
                 return Err(A::Error::custom(format!(
                     "expected {}, found a mapping whose key is none of {} (the key is {NOT_SHOWN})",
@@ -253,14 +254,33 @@ where
                     "{key}: expected {expected}, found {found} ({NOT_SHOWN})"
                 ))
             };
+            // A name or a path is asked for as text, so YAML reads `env: Y` or `file: 0600`
+            // as the text written, not as a boolean or a number.
+            let value = if key == ENV_KEY.0 || key == FILE_KEY.0 {
+                map.next_value::<String>()
+                    .map(serde_json::Value::String)
+                    .map_err(|_| wrong("something that is not text"))?
+            } else {
+                map.next_value::<serde_json::Value>()
+                    .map_err(|_| wrong("a value that is not one"))?
+            };
+            if map
+                .next_key::<serde::de::IgnoredAny>()
+                .map_err(|_| one_key())?
+                .is_some()
+            {
+                return Err(one_key());
+            }
             if key == ENV_KEY.0
                 && let Some(name) = value.as_str()
                 && !is_env_name(name)
             {
                 return Err(wrong("a string that is not one"));
             }
-            let found = kind(value);
-            (self.read)(serde_json::Value::Object(map)).map_err(|_| wrong(found))
+            let found = kind(&value);
+            let mut object = serde_json::Map::with_capacity(1);
+            object.insert(key.to_owned(), value);
+            (self.read)(serde_json::Value::Object(object)).map_err(|_| wrong(found))
         }
 
         fn visit_str<E: Error>(self, _: &str) -> Result<T, E> {

@@ -13,10 +13,10 @@
 //! A request its agent left while the upstream had it, before any answer came, has nothing
 //! read to count ([`Estimate::unanswered`]): the provider may have generated (and billed) the
 //! whole answer, a non-streamed one certainly, so it is charged the most it could generate —
-//! its output limit (times the choices it asks for), else `budgets.reserve.default_output_tokens`
-//! times those choices ([`output_limit`]). `budgets.reserve.max_output_tokens` does not bound
-//! that charge: it bounds only what a call holds while in flight ([`most_output`]), else an
-//! agent leaving early would pay less than the provider bills.
+//! its output limit for each choice it asks for, else `budgets.reserve.default_output_tokens`,
+//! at most `budgets.reserve.max_output_tokens` (the largest output a model generates for one
+//! choice), times those choices ([`most_output`], what it reserved): an agent leaving early
+//! pays what the provider can bill, and a limit no model honours charges no one for nothing.
 
 use super::config::ReserveConfig;
 use crate::protocol::{Endpoint, LlmRequest, Usage};
@@ -50,26 +50,11 @@ pub fn generates(endpoint: &Endpoint) -> Option<bool> {
     }
 }
 
-/// The most output tokens `request` can make the provider generate: its output limit (times
-/// the choices it asks for, as the dialect read it), else `reserve.default_output_tokens` times
-/// those choices; none for embeddings; `None` for calls that cost nothing (model lists, token
-/// counts). Not capped: what a call never answered is charged.
-pub fn output_limit(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
-    let generates = generates(&request.endpoint)?;
-    Some(match (generates, request.max_tokens) {
-        (false, _) => 0,
-        (true, Some(limit)) => limit,
-        (true, None) => reserve
-            .default_output_tokens
-            .saturating_mul(request.choices.max(1)),
-    })
-}
-
 /// The most output tokens one call reserves for `request`'s answer while it is in flight: per
 /// choice it asks for, its output limit for one choice (the dialect's limit divided by the
 /// choices), else `reserve.default_output_tokens`, at most `reserve.max_output_tokens` (the
 /// largest output limit a model accepts, for one choice), times the choices. An answer can
-/// still be charged more, from its usage or, left unanswered, from [`output_limit`]. None for
+/// still be charged more, from its usage; left unanswered, it is charged this. None for
 /// embeddings; `None` for calls that cost nothing (model lists, token counts).
 pub fn most_output(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64> {
     let generates = generates(&request.endpoint)?;
@@ -89,11 +74,13 @@ pub fn most_output(request: &LlmRequest, reserve: &ReserveConfig) -> Option<u64>
 impl Estimate {
     /// What a request its agent left before any answer came, while the upstream had it, is
     /// charged (`reserve`: `budgets.reserve`): input, Warden's own estimate of the request
-    /// (nothing was reported); output, the most it could generate ([`output_limit`]: not
-    /// capped by `reserve.max_output_tokens`, which bounds only what is held in flight), erring
-    /// towards charging more. `None` for calls that cost nothing.
+    /// (nothing was reported); output, the most it could generate: its output limit for each
+    /// choice, at most `reserve.max_output_tokens` (the largest output a model generates for one
+    /// choice), times the choices ([`most_output`]), erring towards charging more without
+    /// letting a limit no model honours (`max_tokens: 10^9`) charge its group and the fleet for
+    /// output no provider bills. `None` for calls that cost nothing.
     pub fn unanswered(request: &LlmRequest, reserve: &ReserveConfig) -> Option<(u64, u64)> {
-        Some((request.input_tokens, output_limit(request, reserve)?))
+        Some((request.input_tokens, most_output(request, reserve)?))
     }
 
     /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
@@ -210,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_left_before_its_answer_is_charged_past_the_reservation_cap() {
+    fn a_request_left_before_its_answer_is_charged_each_choice_up_to_the_cap() {
         // Eight choices of 100 000 tokens each (the dialect's limit, 800 000): the provider may
         // bill all of them, so all are charged, not the 128 000 of the cap.
         let many = LlmRequest {
@@ -219,12 +206,10 @@ mod tests {
         };
         let reserve = ReserveConfig::default();
         assert_eq!(Estimate::unanswered(&many, &reserve), Some((12, 800_000)));
-        // A limit past the cap is charged whole too: the cap bounds only what is held.
+        // A limit past the cap is charged the cap: no model generates 10^9 tokens for one
+        // choice, and charging them would empty the group's and the fleet's budgets for free.
         let huge = request(Endpoint::ChatCompletions, 12, Some(1_000_000_000));
-        assert_eq!(
-            Estimate::unanswered(&huge, &reserve),
-            Some((12, 1_000_000_000))
-        );
+        assert_eq!(Estimate::unanswered(&huge, &reserve), Some((12, 128_000)));
         // The default times many choices is not capped either.
         let reserve = ReserveConfig {
             default_output_tokens: 4096,
