@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn secret_env_is_for_local_servers_and_names_no_principal() {
         let c = config(
-            "servers:\n  - {name: r, url: 'http://127.0.0.1:1/mcp', secret_env: {K: {env: X}}}\n  - {name: l, command: x, secret_env: {K: {vault: {kv: 'secret/{principal.owner}/k'}}, J: {env: Y}}}\nendpoints:\n  - {name: e, servers: [r, l]}\n",
+            "servers:\n  - {name: r, url: 'http://127.0.0.1:1/mcp', secret_env: {K: {env: X}}}\n  - {name: l, command: x, secret_env: {K: {vault: {kv: 'secret/{principal.owner}/k'}}, J: {env: Y_KEY}}}\nendpoints:\n  - {name: e, servers: [r, l]}\n",
         );
         let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(

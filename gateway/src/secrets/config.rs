@@ -201,20 +201,6 @@ mod tests {
     }
 
     #[test]
-    fn a_name_or_path_yaml_would_read_as_a_boolean_or_a_number_is_read_as_written() {
-        for (yaml, want) in [
-            ("{ env: Y }", CredentialSource::Env("Y".into())),
-            ("{ env: NO }", CredentialSource::Env("NO".into())),
-            ("{ file: 0600 }", CredentialSource::File("0600".into())),
-        ] {
-            let text =
-                format!("routes:\n  - {{ prefix: /o, connector: openai, credential: {yaml} }}\n");
-            let config = crate::config::load::parse(&text, None).expect(yaml);
-            assert_eq!(config.routes[0].credential, Some(want), "{yaml}");
-        }
-    }
-
-    #[test]
     fn a_secret_written_one_level_inside_a_source_is_refused_without_being_quoted() {
         for (bad, names) in [
             (

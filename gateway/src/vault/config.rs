@@ -254,8 +254,8 @@ where
                     "{key}: expected {expected}, found {found} ({NOT_SHOWN})"
                 ))
             };
-            // A name or a path is asked for as text, so YAML reads `env: Y` or `file: 0600`
-            // as the text written, not as a boolean or a number.
+            // A name or a path is asked for as text. (A plain YAML scalar that reads as a
+            // boolean or a number, `env: Y`, `file: 0600`, is still refused here: quote it.)
             let value = if key == ENV_KEY.0 || key == FILE_KEY.0 {
                 map.next_value::<String>()
                     .map(serde_json::Value::String)
