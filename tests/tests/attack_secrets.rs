@@ -11,13 +11,10 @@
 //! Vault.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use warden_e2e::echo::Echo;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::hostile::{self, Hostile};
@@ -122,68 +119,40 @@ async fn a_secret_written_where_its_source_goes_is_never_quoted() {
     assert!(!all.contains(SECRET), "the secret is not repeated: {all}");
 }
 
-/// An upstream written by hand (HTTP/1.1, one request per connection) that answers with the
-/// request's `authorization` in a JSON body compressed as a *transfer* coding
-/// (`Transfer-Encoding: gzip, chunked`), which hyper's client does not undo: read as it
-/// arrives, the body is gzip, and the secret passes any byte matcher.
-async fn gzip_transfer_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(answer_gzip_transfer(stream));
-        }
-    });
-    (addr, task)
-}
-
-async fn answer_gzip_transfer(mut stream: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let authorization = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("authorization")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let body = json!({"error": {"message": format!("bad credential: {authorization}")}});
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(body.to_string().as_bytes())?;
-    let gz = gz.finish()?;
-    let mut out = format!(
-        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\
-         transfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n{:x}\r\n",
-        gz.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&gz);
-    out.extend_from_slice(b"\r\n0\r\n\r\n");
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+/// A hostile upstream that answers with the request's bearer credential in a JSON body
+/// compressed as a *transfer* coding (`Transfer-Encoding: gzip, chunked`), which hyper's client
+/// does not undo: read as it arrives, the body is gzip, and the secret passes any byte matcher.
+async fn gzip_transfer_upstream() -> Hostile {
+    Hostile::start(Arc::new(|head: &str, _: &[u8]| {
+        let body =
+            json!({"error": {"message": format!("bad credential: Bearer {}", bearer(head))}});
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body.to_string().as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut out = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\
+             transfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n{:x}\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&gz);
+        out.extend_from_slice(b"\r\n0\r\n\r\n");
+        out
+    }))
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_transfer_coding_does_not_carry_an_echoed_credential_past_redaction() {
     const SECRET: &str = "sk-e2e-transfer-coded-echo-9090";
     let fake = FakeLlm::start().await.unwrap();
-    let (addr, _task) = gzip_transfer_upstream().await;
+    let upstream = gzip_transfer_upstream().await;
     let warden = WardenBuilder::new(&fake)
         .set(
             "/routes/3",
             json!({"name": "te", "prefix": "/te", "connector": "openai",
-                   "upstream": format!("http://{addr}/v1"), "credential": {"env": "E2E_TE_KEY"}}),
+                   "upstream": format!("{}/v1", upstream.url()), "credential": {"env": "E2E_TE_KEY"}}),
         )
         .env("E2E_TE_KEY", SECRET)
         .start()
