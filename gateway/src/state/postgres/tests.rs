@@ -192,7 +192,7 @@ async fn an_operation_waiting_on_a_lock_fails_after_the_query_timeout() {
     let waiting = psql(
         &url,
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-         AND application_name = 'warden'",
+         AND application_name = 'warden' AND datname = current_database()",
     )
     .await;
     assert_eq!(waiting, "0", "the statement was cancelled on the server");
