@@ -430,6 +430,7 @@ mod tests {
             let list = &message[..message.find('(').unwrap_or(message.len())];
             return list
                 .split(',')
+                .flat_map(|k| k.split(" or "))
                 .map(|k| k.trim().to_owned())
                 .filter(|k| !k.is_empty())
                 .collect();

@@ -231,6 +231,8 @@ mod tests {
                 json!({"vault": {"kv": "secret/a", SECRET: 1}}),
                 "vault: expected",
             ),
+            // A key that is none of Vault's: the keys it takes are named, the one found not.
+            (json!({"vault": {SECRET: 1}}), "whose key is none of kv"),
         ] {
             let e = serde_json::from_value::<CredentialSource>(bad.clone())
                 .expect_err("not a source")

@@ -280,7 +280,13 @@ where
             let found = kind(&value);
             let mut object = serde_json::Map::with_capacity(1);
             object.insert(key.to_owned(), value);
-            (self.read)(serde_json::Value::Object(object)).map_err(|_| wrong(found))
+            (self.read)(serde_json::Value::Object(object)).map_err(|e| match accepted_keys(&e) {
+                Some(keys) => A::Error::custom(format!(
+                    "{key}: expected {expected}, found a mapping whose key is none of {keys} \
+                     (the key is {NOT_SHOWN})"
+                )),
+                None => wrong(found),
+            })
         }
 
         fn visit_str<E: Error>(self, _: &str) -> Result<T, E> {
@@ -313,6 +319,18 @@ where
     }
 
     d.deserialize_any(Source { shape, read })
+}
+
+/// The keys that serde's "unknown field" (or "unknown variant") error says are accepted: the
+/// code's own names, without the unknown key it quotes (that key may be the secret itself).
+fn accepted_keys(e: &serde_json::Error) -> Option<String> {
+    let text = e.to_string();
+    let rest = text
+        .strip_prefix("unknown field `")
+        .or_else(|| text.strip_prefix("unknown variant `"))?;
+    let (_, list) = rest.rsplit_once("`, expected ")?;
+    let list = list.split(" at line ").next().unwrap_or(list);
+    Some(list.trim_start_matches("one of ").replace('`', ""))
 }
 
 /// What a configuration value is, in words, without its content.
