@@ -84,20 +84,27 @@ pub async fn first_pending(w: &Warden) -> Option<String> {
     None
 }
 
-/// A Warden before `upstream` whose gpt-4o chats wait (`approvals.mode: wait`, 30 s) for one
-/// approval of the `sre` group, whose one operator is `alice`: the setting of a test that
-/// changes something while a request is held, then approves it.
+/// A permit under which a gpt-4o chat needs one approval of the `sre` group
+/// (`gpt4o-needs-sre`, in `needs-sre.cedar`).
+pub const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+    @approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+
+/// `builder` with gpt-4o chats waiting (`approvals.mode: wait`, at most `wait_timeout`) for
+/// one approval of the `sre` group ([`NEEDS_SRE`]), whose one operator is `alice`.
+pub fn gpt4o_waits_for_sre(builder: WardenBuilder, wait_timeout: &str) -> WardenBuilder {
+    builder.policy("needs-sre.cedar", NEEDS_SRE).set(
+        "/approvals",
+        serde_json::json!({"mode": "wait", "wait_timeout": wait_timeout,
+               "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+    )
+}
+
+/// A Warden before `upstream` whose gpt-4o chats wait (30 s) for one approval of the `sre`
+/// group ([`gpt4o_waits_for_sre`]): the setting of a test that changes something while a
+/// request is held, then approves it.
 pub async fn gpt4o_held_for_sre(upstream: &FakeLlm) -> Warden {
-    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-        @approvers(\"Group::\\\"sre\\\"\")\n\
-        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
-    WardenBuilder::new(upstream)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .set(
-            "/approvals",
-            serde_json::json!({"mode": "wait", "wait_timeout": "30s",
-                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
+    gpt4o_waits_for_sre(WardenBuilder::new(upstream), "30s")
         .start()
         .await
         .unwrap()

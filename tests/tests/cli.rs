@@ -487,8 +487,9 @@ async fn serve_refuses_a_restore_without_its_keys_unless_told_to_accept_new_ones
     assert!(start["detail"]["token_key_id"].is_string(), "{start}");
 }
 
-/// Every file under `dir` (recursively), with its content.
-fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+/// Every file and directory under `dir` (recursively), a file with its content, a directory
+/// with `None` (an empty one left behind counts).
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
     let mut files = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
@@ -498,12 +499,111 @@ fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
+                files.push((path.clone(), None));
                 dirs.push(path);
             } else {
-                files.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+                files.push((path.clone(), Some(std::fs::read(&path).unwrap_or_default())));
             }
         }
     }
     files.sort();
     files
+}
+
+/// Runs `sql` on the SQLite file `db` with the `sqlite3` shell (asserted to succeed).
+async fn sqlite3(db: &std::path::Path, sql: &str) {
+    let mut cmd = tokio::process::Command::new("sqlite3");
+    cmd.arg(db).arg(sql);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
+}
+
+/// `warden <args> --config <config>` of `setup`: the output.
+async fn command(setup: &warden_e2e::warden::Prepared, args: &[&str]) -> std::process::Output {
+    warden(&[args, &["--config"]].concat(), &setup.config_path, setup).await
+}
+
+/// A state store a newer Warden migrated refuses the start, and the refused start leaves the
+/// data directory as it found it: no audit log begun, no key files made (nor their empty
+/// directory), the store byte for byte as it was; it exits 2 naming the store, the version
+/// found and what to do.
+#[tokio::test]
+async fn serve_refused_by_a_newer_state_store_leaves_the_data_dir_as_it_was() {
+    let fake = FakeLlm::start().await.unwrap();
+    // A gateway made the store; a newer Warden then migrated it past this one's schema, and
+    // the data directory holds that store alone (restored without the rest).
+    let w = WardenBuilder::new(&fake).start().await.unwrap();
+    let setup = w.stop_and_take_setup().await;
+    let store = setup.data_dir.join("state.db");
+    sqlite3(&store, "PRAGMA user_version = 999").await;
+    for entry in std::fs::read_dir(&setup.data_dir).unwrap().flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("state.db") {
+            match path.is_dir() {
+                true => std::fs::remove_dir_all(&path).unwrap(),
+                false => std::fs::remove_file(&path).unwrap(),
+            }
+        }
+    }
+    let before = files_under(&setup.data_dir);
+    assert_eq!(before.len(), 1, "the store alone: {before:?}");
+
+    let out = command(&setup, &["serve"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the state store {} has schema version 999, newer than the",
+            store.display()
+        )) && stderr.contains(
+            "run the Warden version that wrote it, or restore a backup taken before the upgrade"
+        ),
+        "{stderr}"
+    );
+    let after = files_under(&setup.data_dir);
+    assert!(
+        after == before,
+        "the refused start changed the data directory: {:?}",
+        after.iter().map(|(path, _)| path).collect::<Vec<_>>()
+    );
+}
+
+/// `warden state migrate` on a SQLite store says each step it applied once (one line each, the
+/// store named once, on standard error), and on a store already up to date says so in one line.
+#[tokio::test]
+async fn state_migrate_says_each_step_once_and_that_an_up_to_date_store_needs_none() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    // An empty SQLite file: a store at schema version 0.
+    let store = setup.data_dir.join("state.db");
+    std::fs::write(&store, b"").unwrap();
+    let named = format!("{}", store.display());
+
+    let out = command(&setup, &["state", "migrate"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let steps = lines.len();
+    assert!(steps > 1, "{stdout}");
+    let expected: Vec<String> = (0..steps)
+        .map(|v| format!("state schema migrated from version {v} to {}", v + 1))
+        .collect();
+    assert_eq!(lines, expected, "each step once, in order");
+    assert_eq!(
+        stdout.matches(&named).count() + stderr.matches(&named).count(),
+        1,
+        "the store is named once:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stderr.trim(), format!("warden: state store {named}"));
+
+    let out = command(&setup, &["state", "migrate"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!("state schema at version {steps}, nothing to apply\n")
+    );
 }

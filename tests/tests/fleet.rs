@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use warden_e2e::mcp;
+use warden_e2e::operator::{approve, enrol, first_pending, gpt4o_waits_for_sre, held_chat, text};
 use warden_e2e::stack::{AGENT, Stack, anthropic_messages, openai_chat};
 use warden_e2e::warden::WardenBuilder;
 
@@ -714,21 +715,11 @@ async fn an_agent_gone_before_the_answer_is_charged_the_most_its_call_could_gene
 /// and costs nothing.
 #[tokio::test]
 async fn an_agent_gone_while_its_call_awaits_approval_is_charged_nothing() {
-    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-        @approvers(\"Group::\\\"sre\\\"\")\n\
-        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
     let s = Stack::start_with(|b| {
-        b.set(
+        gpt4o_waits_for_sre(b, "3m").set(
             "/budgets",
             json!({"limits": [{"scope": "agent", "name": "*", "period": "day", "tokens": 100_000}]}),
         )
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "3m",
-                   "console_url": "https://warden.example.com",
-                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
-        .policy("needs-sre.cedar", NEEDS_SRE)
     })
     .await
     .unwrap();
@@ -781,12 +772,8 @@ async fn decided_for(s: &Stack, agent: &str) -> Value {
 async fn a_call_asking_for_a_billion_tokens_does_not_starve_the_rest_of_its_group() {
     use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
     let s = Stack::start_with(|b| {
-        b.set(
-            "/budgets",
-            json!({"limits": [{"scope": "group", "name": "research", "period": "day",
-                               "tokens": 1_000_000}]}),
-        )
-        .policy("budgets.cedar", &example_budget_rule())
+        b.set("/budgets", group_budget(1_000_000))
+            .policy("budgets.cedar", &example_budget_rule())
     })
     .await
     .unwrap();
@@ -876,80 +863,85 @@ async fn a_successful_answer_refused_unread_is_charged_an_estimate() {
     next_call_denied(&s).await;
 }
 
-/// A call held for approval holds its reservation on its agent's own budgets only: while it
-/// waits, the other agents of its group are judged without it. Approved once the group's
-/// budget was spent meanwhile, it is judged again on what is left: denied by the budget
-/// rule, recorded so, and never sent.
-#[tokio::test]
-async fn a_call_awaiting_approval_holds_no_group_budget_and_is_refused_if_the_group_ran_out() {
-    use std::time::Duration;
-    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
-    use warden_e2e::operator::{approve, enrol, first_pending, text};
-    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-        @approvers(\"Group::\\\"sre\\\"\")\n\
-        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
-    // One call of the other agent spends the group's day.
-    let s = Stack::start_with(|b| {
-        b.set(
-            "/budgets",
-            json!({"limits": [{"scope": "group", "name": "research", "period": "day",
-                               "tokens": PROMPT_TOKENS + COMPLETION_TOKENS}]}),
-        )
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "60s",
-                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .policy("budgets.cedar", &example_budget_rule())
-    })
-    .await
-    .unwrap();
-    let (waiting, other) = (
-        researcher(&s, "waiting-bot").await,
-        researcher(&s, "other-bot").await,
-    );
-    let alice = enrol(&s.warden, "alice").await;
-    let request = s
-        .warden
-        .http()
-        .post(s.warden.url("/openai/chat/completions"))
-        .bearer_auth(&waiting)
-        .json(&openai_chat("gpt-4o", false))
-        .timeout(Duration::from_secs(70));
-    let held = tokio::spawn(request.send());
-    let id = first_pending(&s.warden)
+/// The `research` group may spend `tokens` a day.
+fn group_budget(tokens: u64) -> Value {
+    json!({"limits": [{"scope": "group", "name": "research", "period": "day", "tokens": tokens}]})
+}
+
+/// A stack whose gpt-4o chats wait for an sre approval ([`gpt4o_waits_for_sre`]) and whose
+/// `research` group may spend `tokens` a day, with the tokens of two agents of that group
+/// (`waiting-bot`, `other-bot`) and alice's TOTP secret.
+struct GroupWaits {
+    s: Stack,
+    waiting: String,
+    other: String,
+    alice: String,
+}
+
+impl GroupWaits {
+    /// Starts it, `customize` applied to its setup.
+    async fn start(tokens: u64, customize: impl FnOnce(WardenBuilder) -> WardenBuilder) -> Self {
+        let s = Stack::start_with(|b| {
+            customize(gpt4o_waits_for_sre(b, "60s").set("/budgets", group_budget(tokens)))
+        })
         .await
-        .expect("the waiting call's approval");
-    // It waits holding nothing of the group's (it has no budget of its own): the reservation
-    // taken before its decision is given back once its approval is open.
-    let mut reserved = reserved_tokens(&s).await;
+        .unwrap();
+        let (waiting, other) = (
+            researcher(&s, "waiting-bot").await,
+            researcher(&s, "other-bot").await,
+        );
+        let alice = enrol(&s.warden, "alice").await;
+        GroupWaits {
+            s,
+            waiting,
+            other,
+            alice,
+        }
+    }
+
+    /// `waiting-bot`'s gpt-4o chat, held for sre's approval — holding nothing of its group's
+    /// budget meanwhile (it has no budget of its own: the reservation taken before its
+    /// decision is given back once its approval is open) — while `other-bot` is judged on the
+    /// group's whole budget and spends a call of it; then approved by alice: the approval's
+    /// id and the held chat's answer.
+    async fn approved_once_the_other_spent(&self) -> (String, reqwest::Response) {
+        let s = &self.s;
+        let held = held_chat(&s.warden, &self.waiting, std::time::Duration::from_secs(70));
+        let id = first_pending(&s.warden)
+            .await
+            .expect("the waiting call's approval");
+        until_nothing_reserved(s).await;
+        let answer = chat_as(s, &self.other, &openai_chat("gpt-4o-mini", false)).await;
+        assert_eq!(answer.status(), 200);
+        let spent = answer.text().await.unwrap();
+        assert!(!spent.contains("budget is spent"), "{spent}");
+        assert_eq!(decided_for(s, "other-bot").await["decision"], "allow");
+        assert!(!held.is_finished(), "the held call still waits");
+        let out = approve(&s.warden, &id, "alice", &self.alice).await;
+        assert!(out.status.success(), "{}", text(&out));
+        (id, held.await.unwrap().unwrap())
+    }
+}
+
+/// Waits (up to 5 s) until the calls in flight reserve nothing.
+async fn until_nothing_reserved(s: &Stack) {
+    let mut reserved = reserved_tokens(s).await;
     for _ in 0..50 {
         if reserved == 0 {
-            break;
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        reserved = reserved_tokens(&s).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        reserved = reserved_tokens(s).await;
     }
     assert_eq!(
         reserved, 0,
         "the group's budget is not held while the call waits"
     );
+}
 
-    // The other agent is judged on the group's whole budget, and spends it.
-    let answer = chat_as(&s, &other, &openai_chat("gpt-4o-mini", false)).await;
-    assert_eq!(answer.status(), 200);
-    let spent = answer.text().await.unwrap();
-    assert!(!spent.contains("budget is spent"), "{spent}");
-    assert_eq!(decided_for(&s, "other-bot").await["decision"], "allow");
-    assert!(!held.is_finished(), "the held call still waits");
-
-    // Approved now: judged again on what the group has left, nothing, and refused.
-    let out = approve(&s.warden, &id, "alice", &alice).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let refused = held.await.unwrap().unwrap();
-    let body = refused.text().await.unwrap();
-    assert!(body.contains("budget is spent"), "says why: {body}");
+/// The system record of the approved call of `waiting-bot` refused once judged again, after
+/// asserting that the call never reached the provider and nothing is left reserved.
+async fn refused_once_approved(s: &Stack) -> Value {
     let record = s
         .audit("system", |r| {
             r["detail"]["event"] == "approved_call_refused_for_budget"
@@ -957,12 +949,6 @@ async fn a_call_awaiting_approval_holds_no_group_budget_and_is_refused_if_the_gr
         .await
         .unwrap();
     assert_eq!(record["principal"]["id"], "waiting-bot", "{record}");
-    assert_eq!(
-        record["policies"],
-        json!(["budget-exceeded-deny"]),
-        "{record}"
-    );
-    assert_eq!(record["detail"]["budget"]["exceeded"], true, "{record}");
     assert!(
         s.fake
             .requests()
@@ -970,5 +956,87 @@ async fn a_call_awaiting_approval_holds_no_group_budget_and_is_refused_if_the_gr
             .all(|r| !String::from_utf8_lossy(&r.body).contains("gpt-4o\"")),
         "the refused call never reached the provider"
     );
-    assert_eq!(reserved_tokens(&s).await, 0, "nothing left reserved");
+    assert_eq!(reserved_tokens(s).await, 0, "nothing left reserved");
+    record
+}
+
+/// A call held for approval holds its reservation on its agent's own budgets only: while it
+/// waits, the other agents of its group are judged without it. Approved once the group's
+/// budget was spent meanwhile, it is judged again on what is left: denied by the budget
+/// rule, recorded so, and never sent.
+#[tokio::test]
+async fn a_call_awaiting_approval_holds_no_group_budget_and_is_refused_if_the_group_ran_out() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    // One call of the other agent spends the group's day.
+    let g = GroupWaits::start(PROMPT_TOKENS + COMPLETION_TOKENS, |b| {
+        b.policy("budgets.cedar", &example_budget_rule())
+    })
+    .await;
+    // Approved: judged again on what the group has left, nothing, and refused.
+    let (_, refused) = g.approved_once_the_other_spent().await;
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("budget is spent"), "says why: {body}");
+    let record = refused_once_approved(&g.s).await;
+    assert_eq!(
+        record["policies"],
+        json!(["budget-exceeded-deny"]),
+        "{record}"
+    );
+    assert_eq!(record["detail"]["decision"], "deny", "{record}");
+    assert_eq!(record["detail"]["budget"]["exceeded"], true, "{record}");
+}
+
+/// Past half its group's budget, a gpt-4o call needs two approvers of `finance` (a two-person
+/// rule: where it matches, it decides over the one sre approval `gpt4o-needs-sre` asks for).
+const HALF_SPENT_NEEDS_FINANCE: &str = "@id(\"half-spent-needs-finance\")\n\
+    @reason(\"half the group's budget is spent\")\n@approval(\"required\")\n@approvals(\"2\")\n\
+    @approvers(\"Group::\\\"finance\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\")\n\
+    when { context has budget && context.budget.used_ratio_percent >= 50 };\n";
+
+/// A call approved under one policy (sre's) and judged again once approved, on what its group
+/// has left then, needs an approval under another (finance's, past half the group's budget):
+/// the approval it has does not stand for that one, so it is refused (403
+/// `another_approval_required`, saying to send it again to ask for that approval), recorded,
+/// and never sent.
+#[tokio::test]
+async fn an_approved_call_that_now_needs_another_policys_approval_is_refused_not_sent() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    // One call of the other agent spends half the group's day. Policy refusals are answered
+    // as errors (`on_deny: http_error`), not as a well-formed completion (a 200).
+    let g = GroupWaits::start(2 * (PROMPT_TOKENS + COMPLETION_TOKENS), |b| {
+        b.policy("half-spent-needs-finance.cedar", HALF_SPENT_NEEDS_FINANCE)
+            .set("/routes/0/on_deny", json!("http_error"))
+    })
+    .await;
+    // Approved under sre's policy; judged again, it needs finance's approval now.
+    let (id, refused) = g.approved_once_the_other_spent().await;
+    let decided = decided_for(&g.s, "waiting-bot").await;
+    assert_eq!(decided["policies"], json!(["gpt4o-needs-sre"]), "{decided}");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        refused.headers()["x-warden-error"],
+        "another_approval_required"
+    );
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("half-spent-needs-finance")
+            && body.contains("send the same request again to ask for that approval"),
+        "says why and what to do: {body}"
+    );
+    let record = refused_once_approved(&g.s).await;
+    assert_eq!(
+        record["policies"],
+        json!(["half-spent-needs-finance"]),
+        "{record}"
+    );
+    assert_eq!(
+        record["detail"]["decision"], "approval_required",
+        "{record}"
+    );
+    assert_eq!(record["detail"]["approval_id"], id.as_str(), "{record}");
+    assert_eq!(
+        record["detail"]["approved_under"], "gpt4o-needs-sre",
+        "{record}"
+    );
 }

@@ -68,6 +68,8 @@ fn notified_arguments(context: &Value) -> Option<Value> {
 pub struct Approved {
     /// Its id.
     pub id: String,
+    /// The policy it was asked for under (`@id`): it stands for that policy's approval only.
+    pub policy: String,
     /// Who approved, with which factor.
     pub approvers: Vec<(String, &'static str)>,
 }
@@ -335,6 +337,7 @@ impl Gate {
                         self.waited(&used, WaitOutcome::Approved);
                         Ok(Approved {
                             id: used.id.clone(),
+                            policy: used.policy.clone(),
                             approvers: used
                                 .votes
                                 .iter()

@@ -102,6 +102,22 @@ pub enum Hold {
         /// The most it may have.
         cap: u32,
     },
+    /// Approved, then judged again on what its budgets had left once it waited, it needs an
+    /// approval under another policy than the one it was given under (an approval stands for
+    /// its own policy only): not sent; the same request sent again asks for that one.
+    #[error(
+        "approval {id} was given under policy {approved}; judged again once approved, on what \
+         its budgets have left now, the request needs another: {needed}. It was not sent: send \
+         the same request again to ask for that approval"
+    )]
+    AnotherApprovalNeeded {
+        /// The approval the request waited for, and used.
+        id: String,
+        /// The policy that approval was given under.
+        approved: String,
+        /// Who must approve now, under which policy and why.
+        needed: String,
+    },
     /// The approval store cannot answer: refused (fail closed).
     #[error("{error}, so actions that need approval are refused")]
     Unavailable {
@@ -121,6 +137,7 @@ impl Hold {
             Hold::ApprovalExpired { .. } => "approval_expired",
             Hold::ApprovalUsed { .. } => "approval_consumed",
             Hold::ApprovalWithdrawn { .. } => "approval_withdrawn",
+            Hold::AnotherApprovalNeeded { .. } => "another_approval_required",
             Hold::TooManyPending { .. } => "too_many_pending",
             Hold::Unavailable { .. } => "approval_unavailable",
         }
@@ -148,6 +165,24 @@ pub fn hold(decision: &Decision) -> Result<(), Hold> {
     }
 }
 
+/// What policy's `decision` on a request approved (`approved`) and then judged again (an LLM
+/// call, on what its budgets had left once it waited) lets through: an allow, or an approval
+/// under the policy it was approved under, goes on; a deny stops with its reasons; an approval
+/// under another policy stops too ([`Hold::AnotherApprovalNeeded`]): an approval stands for its
+/// own policy only, as one found for a request does
+/// ([`crate::state::approvals::ApprovalRecord::covers`]).
+pub fn still_approved(decision: &Decision, approved: &gate::Approved) -> Result<(), Hold> {
+    match decision {
+        Decision::NeedsApproval { policy, .. } if **policy == *approved.policy => Ok(()),
+        Decision::NeedsApproval { .. } => Err(Hold::AnotherApprovalNeeded {
+            id: approved.id.clone(),
+            approved: approved.policy.clone(),
+            needed: decision.reasons().concat(),
+        }),
+        _ => hold(decision),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +202,62 @@ mod tests {
         .unwrap_err();
         assert_eq!(denied.code(), "policy_denied");
         assert_eq!(denied.reason(), "too big; after hours");
+    }
+
+    fn approval(policy: &str, approvals: u8) -> Decision {
+        Decision::NeedsApproval {
+            policy: policy.into(),
+            approvers: vec!["Group::\"finance\"".into()],
+            reason: Some("half the group's budget is spent".into()),
+            ttl: None,
+            approvals,
+        }
+    }
+
+    fn approved_under(policy: &str) -> gate::Approved {
+        gate::Approved {
+            id: "apr-1".into(),
+            policy: policy.into(),
+            approvers: vec![("alice".into(), "totp")],
+        }
+    }
+
+    #[test]
+    fn an_approved_request_judged_again_goes_on_only_allowed_or_under_the_same_policy() {
+        let approved = approved_under("gpt4o-needs-sre");
+        let allowed = Decision::Allow {
+            policies: vec!["p".into()],
+        };
+        assert_eq!(still_approved(&allowed, &approved), Ok(()));
+        assert_eq!(
+            still_approved(&approval("gpt4o-needs-sre", 1), &approved),
+            Ok(())
+        );
+        let denied = Decision::Deny {
+            reasons: vec!["the budget is spent".into()],
+            policies: vec!["budget-exceeded-deny".into()],
+        };
+        let refused = still_approved(&denied, &approved).unwrap_err();
+        assert_eq!(refused.code(), "policy_denied");
+        assert_eq!(refused.reason(), "the budget is spent");
+    }
+
+    #[test]
+    fn an_approved_request_judged_again_to_need_another_policys_approval_is_refused() {
+        let refused = still_approved(
+            &approval("half-spent-needs-finance", 2),
+            &approved_under("gpt4o-needs-sre"),
+        )
+        .unwrap_err();
+        assert_eq!(refused.code(), "another_approval_required");
+        assert_eq!(
+            refused.reason(),
+            "approval apr-1 was given under policy gpt4o-needs-sre; judged again once approved, \
+             on what its budgets have left now, the request needs another: half the group's \
+             budget is spent: requires 2 approvals by Group::\"finance\" (policy \
+             half-spent-needs-finance). It was not sent: send the same request again to ask for \
+             that approval"
+        );
     }
 
     #[test]

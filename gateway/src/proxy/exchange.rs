@@ -144,6 +144,8 @@ pub struct Exchange {
     /// This LLM call's worst-case cost, reserved against its agent's budgets until the
     /// response ends (`fleet/budget/reserve.rs`).
     reservation: Option<Reservation>,
+    /// The approval this request went on with ([`Exchange::approved`]).
+    approval_used: Option<crate::approval::gate::Approved>,
     /// The agent reads trailers (`TE: trailers`).
     accepts_trailers: bool,
     /// A decision was recorded and nothing has yet taken on the request's outcome record
@@ -224,6 +226,7 @@ impl Exchange {
             asked_usage: false,
             ceiling: None,
             reservation: None,
+            approval_used: None,
             accepts_trailers: false,
             owes_outcome: false,
             upstream_called: false,
@@ -298,8 +301,9 @@ impl Exchange {
         &self.action_digest
     }
 
-    /// hold: the request goes on with `approved`: recorded (who approved, with which factor).
-    pub fn approved(&mut self, approved: &crate::approval::gate::Approved) {
+    /// hold: the request goes on with `approved`: recorded (who approved, with which factor),
+    /// and kept ([`Exchange::approval_used`]).
+    pub fn approved(&mut self, approved: crate::approval::gate::Approved) {
         let mut event = self.event(EventKind::System);
         event.decision_id = Arc::clone(&self.decision_id);
         event.detail = Some(serde_json::json!({
@@ -311,6 +315,12 @@ impl Exchange {
             })).collect::<Vec<_>>(),
         }));
         self.shared.audit.append_detached(event);
+        self.approval_used = Some(approved);
+    }
+
+    /// The approval this request went on with, if it waited for one.
+    pub fn approval_used(&self) -> Option<&crate::approval::gate::Approved> {
+        self.approval_used.as_ref()
     }
 
     /// hold: the approval `id` this request waited for was withdrawn, `why` (the request no
@@ -732,7 +742,8 @@ impl Exchange {
     }
 
     /// hold: policy, judging an approved call again on what its budgets have left once it waited
-    /// (`budget`), denies it (`decision`): recorded, with what was left.
+    /// (`budget`), denies it or asks for an approval under another policy than the one it went
+    /// on with (`decision`): recorded, with what was left.
     pub fn refused_after_approval(
         &mut self,
         decision: &Decision,
@@ -746,11 +757,24 @@ impl Exchange {
             .into_iter()
             .map(|r| bounded(&r, FIELD_MAX).into_owned())
             .collect();
+        let message = match decision {
+            Decision::NeedsApproval { .. } => {
+                "approved after waiting, the call was judged again on what its groups' and the \
+                 fleet's budgets had left then, and needs an approval under another policy than \
+                 the one it was approved under: it was not sent"
+            }
+            _ => {
+                "approved after waiting, the call was judged again on what its groups' and the \
+                 fleet's budgets had left then, and denied: it was not sent"
+            }
+        };
         event.detail = Some(serde_json::json!({
             "event": "approved_call_refused_for_budget",
+            "decision": decision.label(),
+            "approval_id": self.approval_used.as_ref().map(|a| &a.id),
+            "approved_under": self.approval_used.as_ref().map(|a| &a.policy),
             "action_digest": &*self.action_digest,
-            "message": "approved after waiting, the call was judged again on what its groups' \
-                        and the fleet's budgets had left then, and denied: it was not sent",
+            "message": message,
             "budget": budget.map(|b| serde_json::json!({
                 "tokens_left": b.tokens_left,
                 "cost_left_micro_usd": b.cost_left_micro_usd,

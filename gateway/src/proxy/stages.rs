@@ -240,10 +240,13 @@ pub(super) fn reserve(snap: &Snapshot, ex: &mut Exchange, action: &Action) {
 /// its agent's own budgets only while it waited ([`open`]); it reserves on its groups' and the
 /// fleet's again, and, when a loaded policy reads `context.budget`, policy judges it again on
 /// what its budgets have left now (their spend, and the other calls in flight, may have grown
-/// while it waited; nothing else of the action has changed). Denied then — the group ran out
-/// meanwhile — it is refused with policy's reasons, recorded
-/// (`approved_call_refused_for_budget`), and never sent; spend too old to decide on refuses it
-/// as [`recall`] would.
+/// while it waited; nothing else of the action has changed). It goes on when policy allows it
+/// or asks for the approval it went on with; denied then — the group ran out meanwhile — or
+/// needing an approval under another policy (one that asks for approval past a share of the
+/// budget), it is refused (with policy's reasons, or `another_approval_required`: the same
+/// request sent again asks for that approval), recorded (`approved_call_refused_for_budget`),
+/// and never sent ([`approval::still_approved`]); spend too old to decide on refuses it as
+/// [`recall`] would.
 pub(super) fn budget_once_approved(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -259,13 +262,17 @@ pub(super) fn budget_once_approved(
             .budgets
             .judge(budgets, &action.principal, now, ex.reservation())?;
     let decision = snap.policy.decide(action);
-    if !matches!(decision, Decision::Deny { .. }) {
+    let judged = match ex.approval_used() {
+        Some(approved) => approval::still_approved(&decision, approved),
+        // Held on its agent's budgets only while an approval was pending, it goes on only
+        // approved: never here, and refused as unapproved if it were.
+        None => approval::hold(&decision),
+    };
+    let Err(refused) = judged else {
         return Ok(());
-    }
+    };
     ex.refused_after_approval(&decision, action.context.budget.as_ref());
-    Err(Refusal::Hold(approval::Hold::Denied {
-        reasons: decision.reasons(),
-    }))
+    Err(Refusal::Hold(refused))
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
@@ -559,7 +566,7 @@ fn release(
 ) -> Result<(), Refusal> {
     quarantine(ex, principal)?;
     ex.token_still_valid()?;
-    ex.approved(&approved);
+    ex.approved(approved);
     Ok(())
 }
 

@@ -1,29 +1,67 @@
 //! Reservations: a call in flight counts as spent for the calls judged after it, not for
 //! itself, and is given back exactly once, however its response ends.
 
+use std::time::SystemTime;
+
+use super::super::Ledger;
 use super::super::tests::{agent, config, ledger, noon};
 use super::*;
-use crate::action::BudgetFacts;
+use crate::action::{BudgetFacts, Principal};
 use crate::fleet::budget::config::ReserveConfig;
 use crate::fleet::budget::{BudgetsConfig, Period, Scope};
-
-/// An agent's $1 and 10 000 tokens a day; gpt-4o at $2.50 and $10 per million tokens.
-fn dollar() -> BudgetsConfig {
-    config(
-        "limits:\n\
-         - { scope: agent, name: '*', period: day, usd: 1 }\n\
-         - { scope: agent, name: '*', period: day, tokens: 10000 }\n",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
-    )
-}
+use crate::telemetry::metrics::Metrics;
 
 const GPT4O: (&str, &str) = ("openai", "gpt-4o");
 
-fn judged(ledger: &super::super::Ledger, own: Option<&Reservation>) -> BudgetFacts {
+/// `budgets.limits` as `limits` says, gpt-4o at $2.50 and $10 per million tokens.
+fn priced(limits: &str) -> BudgetsConfig {
+    config(limits, "openai: { gpt-4o: { input: 2.5, output: 10 } }")
+}
+
+/// An agent's $1 and 10 000 tokens a day.
+fn dollar() -> BudgetsConfig {
+    priced(
+        "limits:\n\
+         - { scope: agent, name: '*', period: day, usd: 1 }\n\
+         - { scope: agent, name: '*', period: day, tokens: 10000 }\n",
+    )
+}
+
+/// What `principal` has left of the budgets of `config` at `at`, the calls in flight counted.
+fn left(
+    ledger: &Ledger,
+    config: &BudgetsConfig,
+    principal: &Principal,
+    at: SystemTime,
+) -> BudgetFacts {
+    ledger
+        .judge(config, principal, at, None)
+        .expect("fresh")
+        .expect("bounded")
+}
+
+/// What agent `a` has left of [`dollar`] at noon, its own call `own` (if any) not counted.
+fn judged(ledger: &Ledger, own: Option<&Reservation>) -> BudgetFacts {
     ledger
         .judge(&dollar(), &agent("a", &[]), noon(), own)
         .expect("fresh")
         .expect("bounded")
+}
+
+/// A ledger whose metrics the test reads.
+fn metered() -> (Metrics, Ledger) {
+    let metrics = Metrics::new();
+    let ledger = Ledger::new(&metrics);
+    (metrics, ledger)
+}
+
+/// The value of the gauge `name` in `metrics` ("" when absent).
+fn gauge(metrics: &Metrics, name: &str) -> String {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[test]
@@ -54,50 +92,28 @@ fn a_call_judged_while_another_is_in_flight_sees_its_reservation_as_spent() {
     assert_eq!(third.tokens_left, 0);
     assert!(third.exceeded, "{third:?}");
     // Another agent's budget is its own.
-    let b = ledger
-        .judge(&dollar(), &agent("b", &[]), noon(), None)
-        .expect("fresh")
-        .expect("bounded");
-    assert_eq!(b.tokens_left, 10_000);
+    assert_eq!(
+        left(&ledger, &dollar(), &agent("b", &[]), noon()).tokens_left,
+        10_000
+    );
     drop((first, second));
 }
 
 #[test]
 fn a_reservation_is_given_back_when_dropped_and_the_gauges_follow() {
-    let metrics = crate::telemetry::metrics::Metrics::new();
-    let ledger = super::super::Ledger::new(&metrics);
+    let (metrics, ledger) = metered();
     let a = agent("a", &[]);
-    let gauge = |name: &str| {
-        metrics
-            .render()
-            .lines()
-            .find(|l| l.starts_with(name))
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
     let first = ledger.reserve(&dollar(), &a, GPT4O, (1000, 4000), noon());
     let second = ledger.reserve(&dollar(), &a, GPT4O, (0, 1000), noon());
-    assert_eq!(
-        gauge("warden_budget_reserved_usd"),
-        "warden_budget_reserved_usd 0.0525"
-    );
-    assert_eq!(
-        gauge("warden_budget_reserved_tokens"),
-        "warden_budget_reserved_tokens 6000"
-    );
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_usd"), "0.0525");
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_tokens"), "6000");
     drop(first);
     assert_eq!(judged(&ledger, None).tokens_left, 9000);
     drop(second);
     assert_eq!(judged(&ledger, None).tokens_left, 10_000);
     assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
-    assert_eq!(
-        gauge("warden_budget_reserved_usd"),
-        "warden_budget_reserved_usd 0"
-    );
-    assert_eq!(
-        gauge("warden_budget_reserved_tokens"),
-        "warden_budget_reserved_tokens 0"
-    );
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_usd"), "0");
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_tokens"), "0");
 }
 
 #[test]
@@ -126,10 +142,7 @@ fn the_charge_replaces_the_reservation_and_counts_once() {
 #[test]
 fn only_what_a_budget_bounds_is_reserved() {
     let ledger = ledger();
-    let config = config(
-        "limits: [{ scope: group, name: research, period: month, tokens: 100 }]",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
-    );
+    let config = priced("limits: [{ scope: group, name: research, period: month, tokens: 100 }]");
     // No budget bounds an agent outside the group: nothing reserved.
     assert!(
         ledger
@@ -141,10 +154,7 @@ fn only_what_a_budget_bounds_is_reserved() {
         .expect("the group's budget bounds it");
     assert_eq!(ledger.reserved.by_account.len(), 1);
     // Another member of the group sees it.
-    let other = ledger
-        .judge(&config, &agent("c", &["research"]), noon(), None)
-        .expect("fresh")
-        .expect("bounded");
+    let other = left(&ledger, &config, &agent("c", &["research"]), noon());
     assert_eq!(other.tokens_left, 80);
     drop(reserved);
 }
@@ -225,21 +235,26 @@ fn what_one_call_reserves_for_its_output_is_capped() {
     assert_eq!(worst_case(&modest, None, &reserve), Some((9, 300)));
 }
 
-/// A research group's 1 000 000 tokens a day, and its agents' 2 000 000 each.
+/// An agent's own 2 000 000 tokens a day.
+const AGENT_DAY: &str = "limits: [{ scope: agent, name: '*', period: day, tokens: 2000000 }]";
+
+/// A research group's 1 000 000 tokens a day, and its agents' 2 000 000 each ([`AGENT_DAY`]).
 fn group() -> BudgetsConfig {
-    config(
+    priced(
         "limits:\n\
          - { scope: group, name: research, period: day, tokens: 1000000 }\n\
          - { scope: agent, name: '*', period: day, tokens: 2000000 }\n",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
     )
 }
 
-fn judged_in(ledger: &super::super::Ledger, config: &BudgetsConfig, id: &str) -> BudgetFacts {
-    ledger
-        .judge(config, &agent(id, &["research"]), noon(), None)
-        .expect("fresh")
-        .expect("bounded")
+/// What agent `id` of the research group has left of `config` at noon.
+fn judged_in(ledger: &Ledger, config: &BudgetsConfig, id: &str) -> BudgetFacts {
+    left(ledger, config, &agent(id, &["research"]), noon())
+}
+
+/// What `a` has left at `at` of its own day budget ([`AGENT_DAY`], its group's not counted).
+fn own_tokens_left(ledger: &Ledger, a: &Principal, at: SystemTime) -> u64 {
+    left(ledger, &priced(AGENT_DAY), a, at).tokens_left
 }
 
 #[test]
@@ -264,26 +279,29 @@ fn a_call_asking_for_a_billion_tokens_does_not_make_its_group_look_spent() {
     drop(greedy);
 }
 
-#[test]
-fn a_call_held_for_approval_holds_its_agents_budget_only_until_approved() {
-    let metrics = crate::telemetry::metrics::Metrics::new();
-    let ledger = super::super::Ledger::new(&metrics);
+/// A metered ledger on [`group`]'s budgets, and a call of agent `a` of the research group in
+/// flight since noon, reserving 400 000 tokens (1000 in, 399 000 out).
+fn a_group_call_in_flight() -> (Metrics, Ledger, BudgetsConfig, Principal, Reservation) {
+    let (metrics, ledger) = metered();
     let config = group();
     let a = agent("a", &["research"]);
-    let mut held = ledger
+    let call = ledger
         .reserve(&config, &a, GPT4O, (1000, 399_000), noon())
         .expect("reserved");
+    (metrics, ledger, config, a, call)
+}
+
+#[test]
+fn a_call_held_for_approval_holds_its_agents_budget_only_until_approved() {
+    let (metrics, ledger, config, a, mut held) = a_group_call_in_flight();
     assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 600_000);
     // Held for approval: the group's budget is free of it, the agent's own is not.
     held.hold_on_agent_only();
     assert!(held.narrowed());
     assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 1_000_000);
-    let own = ledger
-        .judge(&config, &a, noon(), None)
-        .expect("fresh")
-        .expect("bounded");
+    let own = left(&ledger, &config, &a, noon());
     assert_eq!(own.tokens_left, 1_000_000, "the group's, tighter");
-    let solo = config_agent_only(&ledger, &a);
+    let solo = own_tokens_left(&ledger, &a, noon());
     assert_eq!(solo, 2_000_000 - 400_000, "its own budget still holds it");
     // Approved: reserved on the group again.
     assert!(ledger.widen(&mut held, &config, &a, noon()));
@@ -294,45 +312,15 @@ fn a_call_held_for_approval_holds_its_agents_budget_only_until_approved() {
     drop(held);
     assert_eq!(judged_in(&ledger, &config, "b").tokens_left, 1_000_000);
     assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
-    assert!(
-        metrics.render().contains("warden_budget_reserved_tokens 0"),
-        "{}",
-        metrics.render()
-    );
-}
-
-/// What `a` has left of its own day budget of [`group`] (its group's not counted).
-fn config_agent_only(ledger: &super::super::Ledger, a: &crate::action::Principal) -> u64 {
-    let own = config(
-        "limits: [{ scope: agent, name: '*', period: day, tokens: 2000000 }]",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
-    );
-    ledger
-        .judge(&own, a, noon(), None)
-        .expect("fresh")
-        .expect("bounded")
-        .tokens_left
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_tokens"), "0");
 }
 
 #[test]
 fn a_held_call_of_an_agent_with_no_budget_of_its_own_reserves_nothing_until_approved() {
-    let metrics = crate::telemetry::metrics::Metrics::new();
-    let ledger = super::super::Ledger::new(&metrics);
-    let config = config(
-        "limits: [{ scope: fleet, period: day, tokens: 100000 }]",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
-    );
+    let (metrics, ledger) = metered();
+    let config = priced("limits: [{ scope: fleet, period: day, tokens: 100000 }]");
     let a = agent("a", &[]);
-    let tokens = || {
-        metrics
-            .render()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("warden_budget_reserved_tokens ")
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default()
-    };
+    let tokens = || gauge(&metrics, "warden_budget_reserved_tokens");
     let mut held = ledger
         .reserve(&config, &a, GPT4O, (1000, 4000), noon())
         .expect("the fleet's budget bounds it");
@@ -342,11 +330,10 @@ fn a_held_call_of_an_agent_with_no_budget_of_its_own_reserves_nothing_until_appr
     assert_eq!(tokens(), "0", "nothing reserved while it waits");
     assert!(ledger.widen(&mut held, &config, &a, noon()));
     assert_eq!(tokens(), "5000");
-    let fleet = ledger
-        .judge(&config, &agent("b", &[]), noon(), None)
-        .expect("fresh")
-        .expect("bounded");
-    assert_eq!(fleet.tokens_left, 95_000);
+    assert_eq!(
+        left(&ledger, &config, &agent("b", &[]), noon()).tokens_left,
+        95_000
+    );
     drop(held);
     assert_eq!(tokens(), "0");
 }
@@ -354,51 +341,18 @@ fn a_held_call_of_an_agent_with_no_budget_of_its_own_reserves_nothing_until_appr
 #[test]
 fn a_call_approved_after_midnight_moves_its_agents_reservation_to_the_new_day() {
     use std::time::Duration;
-    let metrics = crate::telemetry::metrics::Metrics::new();
-    let ledger = super::super::Ledger::new(&metrics);
-    let config = group();
-    let a = agent("a", &["research"]);
-    let mut held = ledger
-        .reserve(&config, &a, GPT4O, (1000, 399_000), noon())
-        .expect("reserved");
+    let (metrics, ledger, config, a, mut held) = a_group_call_in_flight();
     held.hold_on_agent_only();
     // Approved the next day, 13 hours later.
     let tomorrow = noon() + Duration::from_secs(13 * 3600);
     assert!(ledger.widen(&mut held, &config, &a, tomorrow));
-    let own = |at| {
-        let only = config_agent_only_at(&ledger, &a, at);
-        2_000_000 - only
-    };
+    let own = |at| 2_000_000 - own_tokens_left(&ledger, &a, at);
     assert_eq!(own(tomorrow), 400_000, "held on the agent's new day");
     assert_eq!(own(noon()), 0, "given back on its old day");
-    let b = ledger
-        .judge(&config, &agent("b", &["research"]), tomorrow, None)
-        .expect("fresh")
-        .expect("bounded");
+    let b = left(&ledger, &config, &agent("b", &["research"]), tomorrow);
     assert_eq!(b.tokens_left, 600_000, "held on the group's new day");
     drop(held);
     assert_eq!(own(tomorrow), 0);
     assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
-    assert!(
-        metrics.render().contains("warden_budget_reserved_tokens 0"),
-        "{}",
-        metrics.render()
-    );
-}
-
-/// What `a` has left at `at` of its own day budget of [`group`] (its group's not counted).
-fn config_agent_only_at(
-    ledger: &super::super::Ledger,
-    a: &crate::action::Principal,
-    at: std::time::SystemTime,
-) -> u64 {
-    let own = config(
-        "limits: [{ scope: agent, name: '*', period: day, tokens: 2000000 }]",
-        "openai: { gpt-4o: { input: 2.5, output: 10 } }",
-    );
-    ledger
-        .judge(&own, a, at, None)
-        .expect("fresh")
-        .expect("bounded")
-        .tokens_left
+    assert_eq!(gauge(&metrics, "warden_budget_reserved_tokens"), "0");
 }
