@@ -9,8 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::warden::WardenBuilder;
+
 /// The root token of every test server.
 pub const ROOT_TOKEN: &str = "e2e-root-token";
+
+/// The environment variable [`OpenBao::login`] gives Warden the root token in.
+pub const TOKEN_ENV: &str = "E2E_BAO_TOKEN";
 
 /// The `bao` binary: `$WARDEN_BAO`, else the test venv's, else `bao` on the PATH.
 pub fn bao_binary() -> PathBuf {
@@ -142,6 +147,46 @@ impl OpenBao {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&args);
+    }
+
+    /// Writes each `(path, token)`: KV v2 secret `path` with the one field `token`.
+    pub fn kv_put_tokens(&self, tokens: &[(&str, &str)]) {
+        for (path, token) in tokens {
+            self.kv_put(path, &[("token", token)]);
+        }
+    }
+
+    /// `builder` reading Vault from this server: its `vault:` section, logged in with the root
+    /// token from [`TOKEN_ENV`].
+    pub fn login(&self, builder: WardenBuilder) -> WardenBuilder {
+        builder
+            .set("/vault", self.vault_section(TOKEN_ENV))
+            .env(TOKEN_ENV, ROOT_TOKEN)
+    }
+
+    /// Per-principal Vault paths, staged: `builder` logged in to this server ([`login`]), with
+    /// route `gh` (`/gh`, the OpenAI connector, so `GET /gh/models` is `llm:models`) to
+    /// `upstream` whose credential is the KV v2 secret at `template`
+    /// (`secret/agents/{principal.owner}/github`), and `policy` (file `e2e.cedar`) in place of
+    /// the permit-all policy, so that it alone judges `secret:use`.
+    ///
+    /// [`login`]: OpenBao::login
+    pub fn per_principal(
+        &self,
+        builder: WardenBuilder,
+        upstream: &str,
+        template: &str,
+        policy: &str,
+    ) -> WardenBuilder {
+        self.login(builder)
+            .set(
+                "/routes/3",
+                serde_json::json!({"name": "gh", "prefix": "/gh", "connector": "openai",
+                                   "upstream": upstream,
+                                   "credential": {"vault": {"kv": template}}}),
+            )
+            .without_policy("e2e-permit-all.cedar")
+            .policy("e2e.cedar", policy)
     }
 
     /// A `vault:` section logging in with the root token from environment variable `env`.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use warden_e2e::echo::Echo;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::hostile::{self, Hostile};
-use warden_e2e::openbao::{OpenBao, ROOT_TOKEN};
+use warden_e2e::openbao::OpenBao;
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// Polls `ok` every 100 ms until it holds or `within` passes.
@@ -349,30 +349,20 @@ async fn a_redirect_to_a_fragment_never_hands_the_agent_a_query_credential() {
 /// the `blocked` fleet.
 async fn per_agent_stage() -> (OpenBao, FakeLlm, Echo, Warden) {
     let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put(
-        "agents/team-a/github",
-        &[("token", "ghp-team-a-secret-1111")],
-    );
-    bao.kv_put(
-        "agents/team-b/github",
-        &[("token", "ghp-team-b-secret-2222")],
-    );
-    bao.kv_put(
-        "agents/team-c/github",
-        &[("token", "ghp-team-c-secret-3333")],
-    );
+    bao.kv_put_tokens(&[
+        ("agents/team-a/github", "ghp-team-a-secret-1111"),
+        ("agents/team-b/github", "ghp-team-b-secret-2222"),
+        ("agents/team-c/github", "ghp-team-c-secret-3333"),
+    ]);
     let fake = FakeLlm::start().await.unwrap();
     let echo = Echo::start().await.unwrap();
-    let warden = WardenBuilder::new(&fake)
-        .set("/vault", bao.vault_section("E2E_BAO_TOKEN"))
-        .env("E2E_BAO_TOKEN", ROOT_TOKEN)
-        .set(
-            "/routes/3",
-            json!({"name": "gh", "prefix": "/gh", "connector": "openai", "upstream": echo.url(),
-                   "credential": {"vault": {"kv": "secret/agents/{principal.owner}/github"}}}),
+    let warden = bao
+        .per_principal(
+            WardenBuilder::new(&fake),
+            &echo.url(),
+            "secret/agents/{principal.owner}/github",
+            TEAM_POLICY,
         )
-        .without_policy("e2e-permit-all.cedar")
-        .policy("e2e.cedar", TEAM_POLICY)
         .start()
         .await
         .expect("warden starts");

@@ -1,7 +1,8 @@
 //! What a new user copies from the README and docs/ works: the configurations of the README's
 //! first request and of tools.md's "Try it" load, the MCP servers the docs pin are the versions
-//! this suite runs, every relative link leads to a file and heading that exist, and
-//! SECURITY.md's secure defaults are the documented defaults.
+//! this suite runs, and every relative link leads to a file and heading that exist.
+//! (SECURITY.md's secure defaults are checked against docs/configuration.md and the embedded
+//! defaults by the gateway's unit test, `gateway/src/config/secure_defaults.rs`.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -295,92 +296,4 @@ async fn succeeds(cmd: tokio::process::Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The `section.key: value` claims of SECURITY.md's "Secure defaults" (each code span whose key
-/// is a dotted configuration path), as `gateway/src/config/secure_defaults.rs` reads them.
-fn secure_default_claims(page: &str) -> Vec<(String, String)> {
-    let start = page
-        .find("\n## Secure defaults")
-        .expect("SECURITY.md has a \"Secure defaults\" section");
-    let section = &page[start + 1..];
-    let section = &section[..section[1..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 1)];
-    let text = section.replace('\n', " ");
-    text.split('`')
-        .skip(1)
-        .step_by(2)
-        .filter_map(|span| {
-            let (key, value) = span.split_once(": ")?;
-            let dotted = key.contains('.')
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
-            dotted.then(|| (key.to_owned(), value.trim().to_owned()))
-        })
-        .collect()
-}
-
-/// The default docs/configuration.md gives `key` (`section.rest`): the second cell of the row
-/// of its section's table whose first cell is `` `rest` `` or `` `key` ``.
-fn documented_default(configuration: &str, key: &str) -> Option<String> {
-    let (section, rest) = key.split_once('.')?;
-    let start = configuration.find(&format!("\n### `{section}`"))? + 1;
-    let body = &configuration[start..];
-    let body = &body[..body.find("\n### ").unwrap_or(body.len())];
-    body.lines().find_map(|line| {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let named = cells
-            .get(1)
-            .is_some_and(|c| *c == format!("`{rest}`") || *c == format!("`{key}`"));
-        named.then(|| cells.get(2).map(|d| d.trim_matches('`').to_owned()))?
-    })
-}
-
-/// What SECURITY.md calls a secure default is what docs/configuration.md documents as the
-/// default (and, in the gateway's unit test, what the embedded defaults hold): the page a
-/// security team reads first cannot go stale silently.
-#[test]
-fn security_md_secure_defaults_match_the_documented_defaults() {
-    let root = repo_root();
-    let claims = secure_default_claims(&read(&root.join("SECURITY.md")));
-    let configuration = read(&root.join("docs/configuration.md"));
-    assert!(
-        claims.len() >= 8,
-        "SECURITY.md's Secure defaults name fewer settings than they did: {claims:?}"
-    );
-    let wrong: Vec<String> = claims
-        .iter()
-        .filter_map(|(key, value)| match documented_default(&configuration, key) {
-            Some(default) if default == *value => None,
-            Some(default) => Some(format!(
-                "SECURITY.md says `{key}: {value}`, docs/configuration.md's default is `{default}`"
-            )),
-            None => Some(format!(
-                "SECURITY.md names `{key}`, which docs/configuration.md does not document"
-            )),
-        })
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-#[test]
-fn the_secure_defaults_check_sees_a_wrong_default() {
-    let page = "# S\n## Secure defaults\n- (`audit.durability:\n  process`), unless `allow_unpinned: true`\n## Next\n";
-    let claims = secure_default_claims(page);
-    assert_eq!(
-        claims,
-        [("audit.durability".to_owned(), "process".to_owned())]
-    );
-    let configuration = "\n### `audit` (*restart*)\n| key | default | meaning |\n|---|---|---|\n| `durability` | `disk` | … |\n\n### `mcp`\n| `mcp.sandbox.mode` | `enforce` | … |\n";
-    assert_eq!(
-        documented_default(configuration, "audit.durability").as_deref(),
-        Some("disk")
-    );
-    assert_eq!(
-        documented_default(configuration, "mcp.sandbox.mode").as_deref(),
-        Some("enforce")
-    );
-    assert_eq!(documented_default(configuration, "audit.nonsense"), None);
 }

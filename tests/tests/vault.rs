@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::echo::Echo;
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::openbao::{OpenBao, ROOT_TOKEN};
+use warden_e2e::idp::{ALPHA, Idp};
+use warden_e2e::openbao::OpenBao;
 use warden_e2e::postgres::Postgres;
 use warden_e2e::warden::{OPENAI_KEY, Warden, WardenBuilder};
 
@@ -35,9 +36,8 @@ async fn warden(
     upstream: &FakeLlm,
     more: impl FnOnce(WardenBuilder) -> WardenBuilder,
 ) -> Warden {
-    let builder = WardenBuilder::new(upstream)
-        .set("/vault", bao.vault_section("E2E_BAO_TOKEN"))
-        .env("E2E_BAO_TOKEN", ROOT_TOKEN)
+    let builder = bao
+        .login(WardenBuilder::new(upstream))
         // Warden never gets the provider key itself: only Vault has it.
         .env("FAKE_OPENAI_KEY", "not-the-key")
         .set(
@@ -269,27 +269,23 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
 #[tokio::test]
 async fn per_agent_paths_are_judged_by_secret_use() {
     let (bao, fake, echo) = stage().await;
-    bao.kv_put("agents/team-a/github", &[("token", "ghp-team-a-secret")]);
-    bao.kv_put("agents/team-b/github", &[("token", "ghp-team-b-secret")]);
-    let route = echo_route(
-        "/gh",
-        &echo,
-        json!({"vault": {"kv": "secret/agents/{principal.owner}/github"}}),
-        None,
-    );
+    bao.kv_put_tokens(&[
+        ("agents/team-a/github", "ghp-team-a-secret"),
+        ("agents/team-b/github", "ghp-team-b-secret"),
+    ]);
     let warden = warden(&bao, &fake, |b| {
-        b.set("/routes/3", route)
-            .without_policy("e2e-permit-all.cedar")
-            .policy(
-                "e2e.cedar",
-                r#"@id("all-but-secrets")
+        bao.per_principal(
+            b,
+            &echo.url(),
+            "secret/agents/{principal.owner}/github",
+            r#"@id("all-but-secrets")
 permit (principal, action, resource) unless { action == Action::"secret:use" };
 
 @id("team-a-secrets")
 permit (principal, action == Action::"secret:use", resource)
 when { resource.path like "secret/agents/team-a/*" };
 "#,
-            )
+        )
     })
     .await;
     let team_a = warden
@@ -339,6 +335,112 @@ when { resource.path like "secret/agents/team-a/*" };
         .unwrap();
     assert_eq!(record["outcome"]["status"], 403, "{record}");
     assert!(!warden.output().contains("ghp-team-b-secret"));
+}
+
+/// An issuer as `{principal.issuer}` puts it in a path (docs/secrets.md): ASCII letters,
+/// digits, `-` and `.` as they are, every other byte as `_` and two upper-case hex digits.
+fn issuer_segment(issuer: &str) -> String {
+    issuer
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => char::from(b).to_string(),
+            _ => format!("_{b:02X}"),
+        })
+        .collect()
+}
+
+/// Two issuers vouch for an agent of the same name: with `{principal.issuer}` in the path,
+/// the IdP's `agent-alpha` and a Warden token's `agent-alpha` each get their own secret (and
+/// their own cached copy); an issuer that spells the other's folder, a separator, a dot
+/// segment or a percent escape reaches no other's.
+#[tokio::test]
+async fn per_issuer_paths_keep_two_issuers_agents_of_one_name_apart() {
+    let idp = Idp::shared().await.expect("idp");
+    let (bao, fake, echo) = stage().await;
+    let corp = issuer_segment(idp.issuer());
+    assert!(corp.starts_with("http_3A_2F_2F"), "{corp}");
+    let corp_path = format!("agents/{corp}/agent-alpha/github");
+    bao.kv_put_tokens(&[
+        ("agents/warden/agent-alpha/github", "ghp-warden-alpha-1111"),
+        (&corp_path, "ghp-idp-alpha-2222"),
+    ]);
+    let warden = warden(&bao, &fake, |b| {
+        bao.per_principal(
+            b.trust(&idp),
+            &echo.url(),
+            "secret/agents/{principal.issuer}/{principal.id}/github",
+            r#"@id("all-but-secrets")
+permit (principal, action, resource) unless { action == Action::"secret:use" };
+
+@id("agents-folders")
+permit (principal, action == Action::"secret:use", resource)
+when { resource.path like "secret/agents/*" };
+"#,
+        )
+    })
+    .await;
+    let local = warden.token("agent-alpha").await.unwrap();
+    let corporate = idp.token(ALPHA).await.unwrap();
+    for (token, secret) in [
+        (&local, "ghp-warden-alpha-1111"),
+        (&corporate, "ghp-idp-alpha-2222"),
+        (&local, "ghp-warden-alpha-1111"),
+        (&corporate, "ghp-idp-alpha-2222"),
+    ] {
+        let (status, body) = get(&warden, token, "/gh/models").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            echo.seen().last().unwrap()["headers"]["authorization"],
+            format!("Bearer {secret}")
+        );
+    }
+    let record = warden
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["principal"]["issuer"] == idp.issuer()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        record["secret"]["path"],
+        format!("secret/{corp_path}"),
+        "{record}"
+    );
+
+    // Warden's own issuer renamed to what reaches the IdP agent's folder when an issuer goes
+    // into the path as written, or once Vault's HTTP server decodes percent escapes: each
+    // resolves to a folder of its own, which holds nothing (fail closed, nothing upstream).
+    for hostile in [
+        corp.clone(),
+        format!("x/../{corp}"),
+        format!("x%2F..%2F{corp}"),
+        format!("..%2F{corp}"),
+    ] {
+        let issuer = hostile.clone();
+        warden
+            .reload(move |c| c["identity"]["warden_issuer"]["issuer"] = json!(issuer))
+            .await
+            .unwrap();
+        let token = warden.token("agent-alpha").await.unwrap();
+        let (status, body) = get(&warden, &token, "/gh/models").await;
+        assert_eq!(status, 503, "{hostile}: {body}");
+        assert_eq!(body["error"]["code"], "credential_unavailable", "{body}");
+    }
+    // One that is a dot segment gives no path at all.
+    warden
+        .reload(|c| c["identity"]["warden_issuer"]["issuer"] = json!(".."))
+        .await
+        .unwrap();
+    let token = warden.token("agent-alpha").await.unwrap();
+    let (status, body) = get(&warden, &token, "/gh/models").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "secret_unresolved", "{body}");
+    assert_eq!(
+        echo.seen().len(),
+        4,
+        "no hostile issuer's request went upstream"
+    );
+    let output = warden.output();
+    assert!(!output.contains("ghp-idp-alpha-2222") && !output.contains("ghp-warden-alpha-1111"));
 }
 
 #[tokio::test]

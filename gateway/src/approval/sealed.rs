@@ -24,6 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::config::ApprovalsConfig;
 use crate::secrets::CredentialSource;
 use crate::vault::SecretStore;
+use crate::vault::config::shown_path;
 
 /// The file name of the generated key under `<data_dir>/keys/`.
 pub const KEY_FILE_NAME: &str = "approvals-factor.key";
@@ -387,7 +388,7 @@ async fn open_sealer(
             CredentialSource::File(path) => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| SealError::Source {
                     key: key.clone(),
-                    reason: format!("cannot read {}: {e}", path.display()),
+                    reason: format!("cannot read {}: {e}", shown_path(path)),
                 })?;
                 key_text(bytes, &origin)?
             }
@@ -456,10 +457,10 @@ fn check_configured_files(config: &ApprovalsConfig) -> Result<(), SealError> {
         let CredentialSource::File(path) = source else {
             continue;
         };
-        let origin = format!("{} (approvals.{key})", path.display());
+        let origin = format!("{} (approvals.{key})", shown_path(path));
         let bytes = std::fs::read(path).map_err(|e| SealError::Source {
             key: key.clone(),
-            reason: format!("cannot read {}: {e}", path.display()),
+            reason: format!("cannot read {}: {e}", shown_path(path)),
         })?;
         FactorKey::parse(&key_text(bytes, &origin)?, &origin)?;
     }
@@ -808,6 +809,74 @@ mod tests {
         );
         std::fs::write(&previous, STANDARD.encode([4u8; 32])).unwrap();
         check_key_file(&rotated, dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_files_path_that_may_be_the_key_itself_and_its_content_are_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        // The key written where its file's path goes: a relative path not starting with `.`.
+        let written_in_place = "c2VjcmV0LWZhY3Rvci1rZXktd3JpdHRlbi1pbi1wbGFjZQ";
+        // A file that is not a key, by a relative path (tests run in the package's
+        // directory); its content is not shown either.
+        let not_a_key = "Cargo.toml";
+        for (path, hidden) in [
+            (written_in_place, written_in_place),
+            (not_a_key, "[package]"),
+        ] {
+            for config in [
+                ApprovalsConfig {
+                    factor_key: Some(CredentialSource::File(path.into())),
+                    ..ApprovalsConfig::default()
+                },
+                ApprovalsConfig {
+                    factor_key: Some(CredentialSource::File(dir.path().join("k"))),
+                    previous_factor_keys: vec![CredentialSource::File(path.into())],
+                    ..ApprovalsConfig::default()
+                },
+            ] {
+                std::fs::write(dir.path().join("k"), STANDARD.encode([5u8; 32])).unwrap();
+                let at_start = sealer(&config, dir.path(), None)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                let checked = check_key_file(&config, dir.path()).unwrap_err().to_string();
+                for shown in [&at_start, &checked] {
+                    assert!(!shown.contains(path), "{shown}");
+                    assert!(!shown.contains(hidden), "{shown}");
+                }
+                // `warden check` says the path is not shown and how to write it; the start
+                // names the key's configuration key alone where it has the file's content.
+                assert!(
+                    checked.contains("not shown") && checked.contains("./PATH"),
+                    "{checked}"
+                );
+                assert!(
+                    at_start.contains("not shown")
+                        || at_start.contains("approvals.previous_factor_keys[0] (file) is not")
+                        || at_start.contains("approvals.factor_key (file) is not"),
+                    "{at_start}"
+                );
+            }
+        }
+        // A path starting with `/` or `.` is shown, so the operator knows which file.
+        let missing = dir.path().join("missing.key");
+        let config = ApprovalsConfig {
+            factor_key: Some(CredentialSource::File(missing.clone())),
+            ..ApprovalsConfig::default()
+        };
+        let shown = sealer(&config, dir.path(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains(&missing.display().to_string()), "{shown}");
+        let relative = ApprovalsConfig {
+            factor_key: Some(CredentialSource::File("./missing.key".into())),
+            ..ApprovalsConfig::default()
+        };
+        let shown = check_key_file(&relative, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("cannot read ./missing.key"), "{shown}");
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
     let root: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
-        match serde_saphyr::from_str(text) {
+        match super::yaml::parse(text) {
             Ok(root) => root,
             Err(e) => {
                 return failed(vec![ConfigError {

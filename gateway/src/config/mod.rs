@@ -120,3 +120,4 @@ mod secure_defaults;
 pub mod url;
 pub mod validate;
 pub mod workdir;
+pub mod yaml;

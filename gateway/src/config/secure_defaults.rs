@@ -1,12 +1,13 @@
 //! SECURITY.md's "Secure defaults" names settings as `section.key: value`; each must be what the
-//! embedded defaults hold, so that the page a security team reads first cannot drift from the
-//! code unnoticed. (tests/tests/docs.rs holds the same claims to docs/configuration.md.)
+//! embedded defaults hold and what docs/configuration.md documents as the default, so that the
+//! page a security team reads first cannot drift from the code or the reference unnoticed.
 
 use serde::de::DeserializeOwned;
 
 use super::Config;
 
 const SECURITY: &str = include_str!("../../../SECURITY.md");
+const CONFIGURATION: &str = include_str!("../../../docs/configuration.md");
 
 /// The `key: value` claims of the "Secure defaults" section: every code span whose key is a
 /// dotted configuration path.
@@ -58,6 +59,44 @@ fn holds(config: &Config, key: &str, value: &str) -> Result<bool, String> {
     }
 }
 
+/// The default docs/configuration.md gives `key` (`section.rest`): the second cell of the row
+/// of its section's table whose first cell is `` `rest` `` or `` `key` ``.
+fn documented_default(configuration: &str, key: &str) -> Option<String> {
+    let (section, rest) = key.split_once('.')?;
+    let start = configuration.find(&format!("\n### `{section}`"))? + 1;
+    let body = &configuration[start..];
+    let body = &body[..body.find("\n### ").unwrap_or(body.len())];
+    body.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let named = cells
+            .get(1)
+            .is_some_and(|c| *c == format!("`{rest}`") || *c == format!("`{key}`"));
+        named.then(|| cells.get(2).map(|d| d.trim_matches('`').to_owned()))?
+    })
+}
+
+#[test]
+fn security_md_secure_defaults_are_the_documented_defaults() {
+    let claims = claims(SECURITY);
+    assert!(
+        claims.len() >= 8,
+        "SECURITY.md's Secure defaults name fewer settings than they did: {claims:?}"
+    );
+    let wrong: Vec<String> = claims
+        .iter()
+        .filter_map(|(key, value)| match documented_default(CONFIGURATION, key) {
+            Some(default) if default == *value => None,
+            Some(default) => Some(format!(
+                "SECURITY.md says `{key}: {value}`, docs/configuration.md's default is `{default}`"
+            )),
+            None => Some(format!(
+                "SECURITY.md names `{key}`, which docs/configuration.md does not document"
+            )),
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn security_md_secure_defaults_are_the_embedded_defaults() {
     let config = Config::default();
@@ -107,4 +146,14 @@ fn a_claim_the_defaults_do_not_hold_is_caught() {
         assert_eq!(holds(&config, key, value), Ok(false), "{key}");
     }
     assert!(holds(&config, "audit.nonsense", "1").is_err());
+    let configuration = "\n### `audit` (*restart*)\n| key | default | meaning |\n|---|---|---|\n| `durability` | `disk` | … |\n\n### `mcp`\n| `mcp.sandbox.mode` | `enforce` | … |\n";
+    assert_eq!(
+        documented_default(configuration, "audit.durability").as_deref(),
+        Some("disk")
+    );
+    assert_eq!(
+        documented_default(configuration, "mcp.sandbox.mode").as_deref(),
+        Some("enforce")
+    );
+    assert_eq!(documented_default(configuration, "audit.nonsense"), None);
 }

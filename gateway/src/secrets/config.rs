@@ -201,6 +201,66 @@ mod tests {
     }
 
     #[test]
+    fn a_name_or_path_yaml_1_1_reads_as_a_boolean_or_a_number_is_read_as_written() {
+        let route = |source: &str| {
+            let text =
+                format!("routes:\n  - {{ prefix: /o, connector: openai, credential: {source} }}\n");
+            crate::config::load::parse(&text, None).map(|c| c.routes[0].credential.clone())
+        };
+        for (yaml, want) in [
+            ("{ env: Y }", CredentialSource::Env("Y".into())),
+            ("{ env: NO }", CredentialSource::Env("NO".into())),
+            ("{ env: on }", CredentialSource::Env("on".into())),
+            ("{ env: \"Y\" }", CredentialSource::Env("Y".into())),
+            ("{ file: 0600 }", CredentialSource::File("0600".into())),
+            ("{ file: 1e3 }", CredentialSource::File("1e3".into())),
+            ("{ file: .5 }", CredentialSource::File(".5".into())),
+        ] {
+            assert_eq!(route(yaml).expect(yaml), Some(want), "{yaml}");
+        }
+        // Vault's login secrets, in the same file.
+        let text = "vault:\n  address: https://vault.example:8200\n  auth: { method: token, token: { env: NO } }\n";
+        let vault = crate::config::load::parse(text, None)
+            .unwrap()
+            .vault
+            .unwrap();
+        assert_eq!(
+            vault.auth,
+            crate::vault::config::VaultAuth::Token {
+                token: crate::vault::config::BootstrapSecret::Env("NO".into())
+            }
+        );
+        // Read by serde-saphyr straight into the type, as sections' own tests do.
+        let direct: CredentialSource = serde_saphyr::from_str("{ file: 0600 }").unwrap();
+        assert_eq!(direct, CredentialSource::File("0600".into()));
+        let direct: CredentialSource = serde_saphyr::from_str("{ env: Y }").unwrap();
+        assert_eq!(direct, CredentialSource::Env("Y".into()));
+
+        // Read as written, `1e3` and `1` are no variable's names: refused as such, unquoted.
+        for yaml in ["{ env: 1e3 }", "{ env: 1 }"] {
+            let e = route(yaml).expect_err(yaml).to_string();
+            assert!(
+                e.contains(
+                    "routes[0].credential: env: expected the name of an environment variable"
+                ) && e.contains("found a string that is not one"),
+                "{yaml}: {e}"
+            );
+        }
+        // Null is no name: refused, saying what was found and what to write.
+        for yaml in ["{ env: ~ }", "{ env: null }", "{ env: }", "{ file: ~ }"] {
+            let e = route(yaml).expect_err(yaml).to_string();
+            assert!(
+                e.contains("expected the") && e.contains("found nothing (`~`, `null` or no value)"),
+                "{yaml}: {e}"
+            );
+        }
+        let e = serde_saphyr::from_str::<CredentialSource>("{ env: ~ }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("found nothing"), "{e}");
+    }
+
+    #[test]
     fn a_secret_written_one_level_inside_a_source_is_refused_without_being_quoted() {
         for (bad, names) in [
             (

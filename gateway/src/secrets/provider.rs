@@ -199,7 +199,7 @@ fn read_file(path: &Path, injection: &Injection) -> Lookup {
             .render(
                 Some(&v),
                 |_| None,
-                &format!("file {}", path.display()),
+                &format!("file {}", crate::vault::config::shown_path(path)),
                 None,
             )
             .map(Arc::new),
@@ -339,6 +339,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("one value"), "{e:?}");
+    }
+
+    #[test]
+    fn a_key_files_relative_path_is_not_shown_when_its_content_cannot_be_sent() {
+        // Tests run in the package's directory: a file there, by a path that may be a secret
+        // written where its path goes, whose lines make no header value.
+        let e = read_file(Path::new("Cargo.toml"), &bearer()).unwrap_err();
+        assert!(matches!(e, CredentialError::InvalidValue(_)), "{e:?}");
+        let shown = e.to_string();
+        assert!(!shown.contains("Cargo.toml"), "{shown}");
+        assert!(shown.contains("not shown"), "{shown}");
+        let shown = read_file(Path::new("./Cargo.toml"), &bearer())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("file ./Cargo.toml contains characters"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! (`secret/agents/{principal.owner}/github`), and a credential's wire form with the secret in
 //! it (`Bearer {secret}`, `{secret.username}`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use zeroize::Zeroizing;
@@ -22,14 +23,17 @@ pub enum PrincipalVar {
     Owner,
     Fleet,
     Environment,
+    /// Who vouched for the principal, as one segment ([`issuer_segment`]).
+    Issuer,
 }
 
 impl PrincipalVar {
-    const ALL: [(&'static str, PrincipalVar); 4] = [
+    const ALL: [(&'static str, PrincipalVar); 5] = [
         ("principal.id", PrincipalVar::Id),
         ("principal.owner", PrincipalVar::Owner),
         ("principal.fleet", PrincipalVar::Fleet),
         ("principal.environment", PrincipalVar::Environment),
+        ("principal.issuer", PrincipalVar::Issuer),
     ];
 
     fn name(self) -> &'static str {
@@ -39,14 +43,38 @@ impl PrincipalVar {
             .map_or("", |(n, _)| n)
     }
 
-    fn of(self, principal: &Principal) -> Option<&str> {
+    /// The attribute's value as it goes in the path: an attribute as it is (checked by the
+    /// caller), the issuer encoded.
+    fn of(self, principal: &Principal) -> Option<Cow<'_, str>> {
         match self {
-            PrincipalVar::Id => Some(&principal.id),
-            PrincipalVar::Owner => principal.owner.as_deref(),
-            PrincipalVar::Fleet => principal.fleet.as_deref(),
-            PrincipalVar::Environment => principal.environment.as_deref(),
+            PrincipalVar::Id => Some(Cow::Borrowed(&principal.id)),
+            PrincipalVar::Owner => principal.owner.as_deref().map(Cow::Borrowed),
+            PrincipalVar::Fleet => principal.fleet.as_deref().map(Cow::Borrowed),
+            PrincipalVar::Environment => principal.environment.as_deref().map(Cow::Borrowed),
+            PrincipalVar::Issuer => Some(Cow::Owned(issuer_segment(&principal.issuer))),
         }
     }
+}
+
+/// An issuer (`https://login.example.com/realms/agents`, `warden`, `mtls`) as one path
+/// segment that names it and no other: ASCII letters, digits, `-` and `.` as they are; every
+/// other byte of its UTF-8 (`/`, `:`, `%`, `_`, `?`, a space...) as `_` and its two
+/// upper-case hex digits (`/` is `_2F`, `_` is `_5F`), so that no issuer spells a separator
+/// or a percent escape Vault's HTTP server would decode, and two issuers never share one.
+/// `https://login.example.com/realms/agents` is `https_3A_2F_2Flogin.example.com_2Frealms_2Fagents`.
+/// An issuer that is `.`, `..` or empty stays so and is refused where the path is resolved.
+pub fn issuer_segment(issuer: &str) -> String {
+    let mut out = String::with_capacity(issuer.len() + 8);
+    for b in issuer.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.') {
+            out.push(char::from(b));
+        } else {
+            out.push('_');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xF)]));
+        }
+    }
+    out
 }
 
 /// Why a template cannot be used.
@@ -161,7 +189,8 @@ impl PathTemplate {
     }
 
     /// The path for `principal`. An attribute that could change the path's shape (a `/`,
-    /// `..`, anything outside letters, digits and `. _ @ -`) is refused, never substituted.
+    /// `..`, anything outside letters, digits and `. _ @ -`) is refused, never substituted;
+    /// the issuer is encoded ([`issuer_segment`]).
     pub fn resolve(&self, principal: &Principal) -> Result<String, ResolveError> {
         let mut path = String::with_capacity(self.text.len() + 16);
         for piece in &self.pieces {
@@ -173,14 +202,14 @@ impl PathTemplate {
                         var: v.name(),
                         principal: principal.id.to_string(),
                     })?;
-                    if !is_safe_segment(value) {
+                    if *v != PrincipalVar::Issuer && !is_safe_segment(&value) {
                         return Err(ResolveError::Unsafe {
                             template: self.text.clone(),
                             var: v.name(),
                             principal: principal.id.to_string(),
                         });
                     }
-                    path.push_str(value);
+                    path.push_str(&value);
                 }
             }
         }
@@ -372,6 +401,71 @@ mod tests {
         let fixed = PathTemplate::parse("secret/openai").unwrap();
         assert!(!fixed.is_templated());
         assert_eq!(fixed.resolve(&agent("x", None)).unwrap(), "secret/openai");
+    }
+
+    fn issued(id: &str, issuer: &str) -> Principal {
+        let mut p = agent(id, None);
+        p.issuer = Arc::from(issuer);
+        p
+    }
+
+    #[test]
+    fn the_issuer_is_one_segment_of_its_own_for_each_issuer() {
+        let t =
+            PathTemplate::parse("secret/agents/{principal.issuer}/{principal.id}/github").unwrap();
+        let corp = "https://login.example.com/realms/agents";
+        assert_eq!(
+            t.resolve(&issued("ci-bot", corp)).unwrap(),
+            "secret/agents/https_3A_2F_2Flogin.example.com_2Frealms_2Fagents/ci-bot/github"
+        );
+        assert_eq!(
+            t.resolve(&issued("ci-bot", "warden")).unwrap(),
+            "secret/agents/warden/ci-bot/github"
+        );
+        assert_eq!(
+            t.resolve(&issued("ci-bot", "mtls")).unwrap(),
+            "secret/agents/mtls/ci-bot/github"
+        );
+        // Separators, dot segments and percent escapes stay inside the issuer's one segment.
+        for (issuer, segment) in [
+            (
+                "https://evil.example/../warden",
+                "https_3A_2F_2Fevil.example_2F.._2Fwarden",
+            ),
+            ("warden/..", "warden_2F.."),
+            ("x%2F..%2Fwarden", "x_252F.._252Fwarden"),
+            ("a_2F", "a_5F2F"),
+            ("a/", "a_2F"),
+            ("a\\b c?#*", "a_5Cb_20c_3F_23_2A"),
+            ("é", "_C3_A9"),
+        ] {
+            assert_eq!(issuer_segment(issuer), segment, "{issuer:?}");
+            let path = t.resolve(&issued("ci-bot", issuer)).unwrap();
+            assert_eq!(path, format!("secret/agents/{segment}/ci-bot/github"));
+            assert_eq!(path.split('/').count(), 5, "{path}");
+        }
+        // An issuer that would be a dot segment or an empty one gives no path.
+        for issuer in [".", "..", ""] {
+            assert!(
+                matches!(
+                    t.resolve(&issued("ci-bot", issuer)),
+                    Err(ResolveError::Unsafe { .. })
+                ),
+                "{issuer:?}"
+            );
+        }
+        // Different issuers, different segments (the encoding is one-to-one).
+        let issuers = [
+            corp, "warden", "mtls", "a/", "a_2F", "a_5F2F", "a%2F", "A/", "a.", "a-",
+        ];
+        let segments: std::collections::BTreeSet<String> =
+            issuers.iter().map(|i| issuer_segment(i)).collect();
+        assert_eq!(segments.len(), issuers.len(), "{segments:?}");
+        assert!(
+            PathTemplate::parse("secret/{principal.issuer}/k")
+                .unwrap()
+                .is_templated()
+        );
     }
 
     #[test]

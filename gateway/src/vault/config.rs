@@ -254,12 +254,19 @@ where
                     "{key}: expected {expected}, found {found} ({NOT_SHOWN})"
                 ))
             };
-            // A name or a path is asked for as text. (A plain YAML scalar that reads as a
-            // boolean or a number, `env: Y`, `file: 0600`, is still refused here: quote it.)
+            // A name or a path is asked for as text: as written, also where YAML 1.1 reads
+            // a boolean or a number (`env: Y`, `file: 0600`), which the configuration file's
+            // reader keeps (`config/yaml.rs`) and serde-saphyr hands a string target as is.
             let value = if key == ENV_KEY.0 || key == FILE_KEY.0 {
-                map.next_value::<String>()
-                    .map(serde_json::Value::String)
-                    .map_err(|_| wrong("something that is not text"))?
+                match map.next_value::<Option<String>>() {
+                    Ok(Some(text)) => serde_json::Value::String(text),
+                    Ok(None) => {
+                        return Err(A::Error::custom(format!(
+                            "{key}: expected {expected}, found nothing (`~`, `null` or no value)"
+                        )));
+                    }
+                    Err(_) => return Err(wrong("something that is not text")),
+                }
             } else {
                 map.next_value::<serde_json::Value>()
                     .map_err(|_| wrong("a value that is not one"))?
