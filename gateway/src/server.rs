@@ -343,6 +343,23 @@ pub async fn serve(
     shared
         .limits
         .attach(store.fleet(), snap.config.rate_limits.sync_interval);
+    // The denies the quarantine trigger counts, the fleet's rather than each replica's.
+    let weak = std::sync::Arc::downgrade(&shared);
+    shared.quarantines.share_denies(
+        store.fleet(),
+        snap.config.fleet.quarantine.refresh_interval,
+        move || {
+            weak.upgrade()?
+                .snapshot
+                .load()
+                .config
+                .fleet
+                .quarantine
+                .triggers
+                .denies
+                .clone()
+        },
+    );
     let weak = std::sync::Arc::downgrade(&shared);
     shared.sessions.attach(
         store.fleet(),

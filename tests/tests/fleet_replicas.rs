@@ -4,7 +4,8 @@
 //! the replicas is the fleet's, within the documented bound), session labels (a private
 //! read through A makes an external send through B, in the same session, wait for approval)
 //! and session counts (chats of one session split over A and B are counted together); and when
-//! the database goes away, budget decisions fail closed past `budgets.stale_after`.
+//! the database goes away, budget decisions fail closed past `budgets.stale_after`. The denies
+//! quarantine trigger counts an agent's denies on both replicas together.
 
 use std::time::Duration;
 
@@ -339,5 +340,95 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
             tokio::time::Instant::now() < deadline,
             "the store answers again: still {status}"
         );
+    }
+}
+
+/// Forbids chats with gpt-4o (no `@on_match`: only the denies trigger can quarantine).
+const NO_GPT4O: &str = "@id(\"no-gpt-4o\")\n@reason(\"gpt-4o is off limits\")\n\
+    forbid (principal == Agent::\"prober\", action == Action::\"llm:chat\", \
+    resource == Model::\"openai/gpt-4o\");\n";
+
+/// A replica whose denies trigger quarantines an agent denied four times within a minute.
+fn denying_replica(upstream: &FakeLlm, state_url: &str, key: Option<&str>) -> WardenBuilder {
+    let mut builder = WardenBuilder::new(upstream)
+        .policy("no-gpt-4o.cedar", NO_GPT4O)
+        .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+        .env("STATE_URL", state_url)
+        .set(
+            "/fleet/quarantine",
+            json!({"refresh_interval": SYNC,
+                   "triggers": {"denies": {"count": 4, "window": "1m"}}}),
+        );
+    if let Some(key) = key {
+        builder = builder.set("/identity/warden_issuer/key_file", json!(key));
+    }
+    builder
+}
+
+#[tokio::test]
+async fn denies_spread_over_two_replicas_quarantine_the_agent_as_on_one() {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_fleet_replica_denies");
+    let upstream = FakeLlm::start().await.unwrap();
+    let a = denying_replica(&upstream, &state_url, None)
+        .start()
+        .await
+        .unwrap();
+    let key = a.setup.data_dir.join("keys/agent-signing.pem");
+    let key = key.to_str().unwrap().to_owned();
+    let b = denying_replica(&upstream, &state_url, Some(&key))
+        .start()
+        .await
+        .unwrap();
+    let prober = a.token("prober").await.unwrap();
+
+    // A load balancer spreads the prober's denied requests: three, over both replicas, each
+    // shared before the next (neither replica alone counts more than two).
+    for (n, replica) in [(1, &a), (2, &b), (3, &a)] {
+        let (_, id) = chat(replica, &prober, "gpt-4o", None).await;
+        assert_eq!(
+            decision(replica, &id).await["decision"],
+            "deny",
+            "request {n}"
+        );
+        tokio::time::sleep(SETTLE).await;
+    }
+    assert_eq!(
+        chat(&b, &prober, "gpt-4o-mini", None).await.0,
+        200,
+        "three denies are not yet four"
+    );
+    // The fourth within the window, through B (which alone saw one), quarantines it: on both
+    // replicas.
+    chat(&b, &prober, "gpt-4o", None).await;
+    for (name, replica) in [("B", &b), ("A", &a)] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = replica
+                .http()
+                .post(replica.url("/openai/chat/completions"))
+                .bearer_auth(&prober)
+                .timeout(Duration::from_secs(30))
+                .json(&openai_chat("gpt-4o-mini", false))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            if status == 403 {
+                assert!(body.contains("agent_quarantined"), "{name}: {body}");
+                assert!(
+                    body.contains("4 requests were denied within 1m"),
+                    "{name}: {body}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: four denies over two replicas did not quarantine the agent ({status}): \
+                 {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::future::BoxFuture;
 
 use super::error::StateError;
-use super::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
+use super::fleet::{DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
 use super::sqlite::SqliteStore;
 use super::store::Store;
 
@@ -108,6 +108,18 @@ impl FleetRepository for Flaky {
         Box::pin(async move {
             self.check()?;
             self.inner.session_counts(replica, since_ms).await
+        })
+    }
+    fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.publish_denies(windows).await
+        })
+    }
+    fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.denies(replica).await
         })
     }
     fn seen(

@@ -1,7 +1,8 @@
 //! The fleet repository: what the replicas of a fleet add up together so that fleet controls
 //! hold for the fleet rather than for each replica — budget spend per account and period,
 //! each replica's rate-limit counts, the labels sessions earned and each replica's counts per
-//! session, and which replicas were seen lately. The rules (what counts,
+//! session, each replica's recent denies per agent (the quarantine trigger), and which replicas
+//! were seen lately. The rules (what counts,
 //! what is allowed) live in `fleet/`; this is only what is stored. Replicas write on a tick
 //! and read on the same tick: nothing here is on the request path.
 
@@ -79,6 +80,37 @@ pub struct SessionCount {
     pub updated_ms: i64,
 }
 
+/// One replica's recent denies of one agent, for the quarantine trigger on denies
+/// (`fleet.quarantine.triggers.denies`): the fleet's denies within the window, not each
+/// replica's, quarantine an agent whose requests a load balancer spreads over replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyWindow {
+    /// The replica that counted (random per process).
+    pub replica: String,
+    /// The agent's id.
+    pub agent: String,
+    /// When it was denied, milliseconds since the Unix epoch: at most the trigger's count, the
+    /// latest ones; empty once the trigger fired on this replica.
+    pub at_ms: Vec<i64>,
+    /// When it is forgotten (the last deny out of the window), milliseconds since the Unix
+    /// epoch.
+    pub expires_ms: i64,
+}
+
+/// How [`DenyWindow::at_ms`] is stored: the times, comma-separated.
+pub(crate) fn deny_times_text(at_ms: &[i64]) -> String {
+    at_ms
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// [`DenyWindow::at_ms`] as stored; what is not a time is skipped (a deny not counted).
+pub(crate) fn deny_times(text: &str) -> Vec<i64> {
+    text.split(',').filter_map(|t| t.parse().ok()).collect()
+}
+
 /// Fleet counters in the state store, shared by every replica.
 pub trait FleetRepository: Send + Sync {
     /// Adds every row's tokens and dollars to its account's stored spend, in one transaction:
@@ -125,6 +157,14 @@ pub trait FleetRepository: Send + Sync {
         replica: String,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>>;
+
+    /// Stores this replica's recent denies of the agents given, replacing those it stored
+    /// before.
+    fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// The other replicas' (all but `replica`'s) recent denies that have not expired; expired
+    /// ones are removed.
+    fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>>;
 
     /// Marks `replica` seen at `now_ms`; how many replicas (it included) were seen at or after
     /// `since_ms`. Those seen before are removed.

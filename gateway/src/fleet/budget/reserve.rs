@@ -21,6 +21,12 @@
 //! and the fleet's again (`Ledger::widen`) and is judged again on them (`proxy/stages.rs`,
 //! `budget_once_approved`).
 //!
+//! A reservation counts against its accounts in whatever period is current while its call is
+//! in flight, not only the period it was made in: a call is charged in the period its
+//! response ends in, so one in flight when a day or month ends counts against the new period
+//! too (else an agent could start calls worth its whole day budget just before midnight and as
+//! many again just after, all charged to the new day).
+//!
 //! Reservations are this replica's, in memory: they are not shared through the state store.
 
 use std::sync::Arc;
@@ -74,10 +80,12 @@ impl Reserved {
         }
     }
 
-    /// What the calls in flight reserved on `account`, but `own`'s.
+    /// What the calls in flight reserved on `account`, but `own`'s: whatever period they
+    /// were reserved in, since each is charged in the period it ends in.
     pub(super) fn on(&self, account: &Account, own: Option<&Reservation>) -> Spent {
-        let mut reserved = self.by_account.get(account).map(|r| *r).unwrap_or_default();
-        if let Some(own) = own.filter(|own| own.accounts.contains(account)) {
+        let key = in_flight(account);
+        let mut reserved = self.by_account.get(&key).map(|r| *r).unwrap_or_default();
+        if let Some(own) = own.filter(|own| own.accounts.iter().any(|a| in_flight(a) == key)) {
             reserved.sub(own.amount);
         }
         reserved
@@ -241,7 +249,7 @@ impl Reserved {
     /// Adds `amount` to what is reserved on `account`.
     fn take(&self, account: &Account, amount: Spent) {
         self.by_account
-            .entry(account.clone())
+            .entry(in_flight(account))
             .or_default()
             .add(amount);
     }
@@ -249,6 +257,7 @@ impl Reserved {
     /// Takes `amount` off what is reserved on `account`, forgetting the account once nothing
     /// is.
     fn give_back(&self, account: &Account, amount: Spent) {
+        let account = &in_flight(account);
         let empty = match self.by_account.get_mut(account) {
             Some(mut reserved) => {
                 reserved.sub(amount);
@@ -261,6 +270,12 @@ impl Reserved {
                 .remove_if(account, |_, reserved| reserved.is_zero());
         }
     }
+}
+
+/// The key a reservation on `account` is counted under: its account in every period (the
+/// period's index left out), since a call is charged in the period it ends in.
+fn in_flight(account: &Account) -> Account {
+    (account.0, Arc::clone(&account.1), account.2, 0)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod metrics;
+mod share;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -142,3 +142,48 @@ async fn a_refresh_audits_who_released_a_quarantine_in_another_process() {
         ])
     );
 }
+
+/// Two replicas on one store, a load balancer spreading an agent's requests over them: the
+/// trigger on denies counts the fleet's denies, not each replica's.
+#[tokio::test]
+async fn denies_spread_over_replicas_quarantine_as_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let audit = AuditLog::open(
+            &dir.path().join(format!("audit-{name}")),
+            &AuditConfig::default(),
+        )
+        .unwrap();
+        let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
+        let store = crate::state::Store::sqlite(SqliteStore::open(&path).await.unwrap());
+        replicas.push((gateway, store.fleet(), audit, name));
+    }
+    let trigger = config::DeniesTrigger {
+        count: 6,
+        window: Duration::from_secs(300),
+    };
+    let agent: Arc<str> = "prober".into();
+    let now = now_ms();
+    // Five denies, spread over both replicas, each shared on the next tick: none fires yet.
+    for n in 0..5 {
+        let (gateway, _, _, _) = &replicas[n % 2];
+        assert!(!gateway.denies.deny(&agent, &trigger, now + n as i64));
+        for (gateway, store, _, name) in &replicas {
+            gateway
+                .share_step(&**store, name, Some(&trigger), now + n as i64)
+                .await
+                .unwrap();
+        }
+    }
+    // The sixth within the window, on either replica, fires.
+    let (gateway, _, _, _) = &replicas[1];
+    assert!(
+        gateway.denies.deny(&agent, &trigger, now + 5),
+        "six denies within the window, three on each replica, did not quarantine"
+    );
+    for (_, _, audit, _) in replicas {
+        audit.close().await.unwrap();
+    }
+}

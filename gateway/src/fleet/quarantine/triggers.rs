@@ -2,9 +2,11 @@
 //! one of the configured detectors (`canary` by default), N denies within a window, a forbid
 //! annotated `@on_match("quarantine")` that determined a deny.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use super::Quarantines;
@@ -12,41 +14,122 @@ use super::config::{DeniesTrigger, TriggersConfig};
 use crate::action::Action;
 use crate::decision::Decision;
 use crate::policy::PolicyEngine;
+use crate::state::fleet::DenyWindow;
 
-/// Recent denies per agent: at most `count` instants each.
+/// Recent denies per agent: this replica's (at most `count` each), and the other replicas'
+/// as last read from the state store (`share.rs`), so that the trigger counts the fleet's
+/// denies, not this replica's.
 #[derive(Debug, Default)]
 pub(super) struct DenyWindows {
-    agents: DashMap<std::sync::Arc<str>, VecDeque<Instant>>,
+    agents: DashMap<Arc<str>, Window>,
+    /// The other replicas' recent denies per agent (milliseconds since the Unix epoch), as
+    /// last read.
+    others: ArcSwap<HashMap<Arc<str>, Vec<i64>>>,
+}
+
+/// One agent's denies on this replica.
+#[derive(Debug, Default)]
+struct Window {
+    /// When, milliseconds since the Unix epoch; at most the trigger's count.
+    at_ms: VecDeque<i64>,
+    /// The last time the trigger fired for this agent here: the other replicas' denies until
+    /// then were counted in it.
+    fired_ms: i64,
+    /// Changed since last published.
+    changed: bool,
 }
 
 impl DenyWindows {
-    /// Notes a deny of `agent` at `now`; whether it makes `trigger.count` within
-    /// `trigger.window` (the agent's window is then emptied).
-    fn deny(&self, agent: &std::sync::Arc<str>, trigger: &DeniesTrigger, now: Instant) -> bool {
+    /// Notes a deny of `agent` at `now_ms`; whether it makes `trigger.count` within
+    /// `trigger.window` with this replica's and the other replicas' denies (this replica's
+    /// window is then emptied, and the others' counted so far are not counted again).
+    pub(super) fn deny(&self, agent: &Arc<str>, trigger: &DeniesTrigger, now_ms: i64) -> bool {
         let count = trigger.count.max(1) as usize;
-        let mut window = self.agents.entry(std::sync::Arc::clone(agent)).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > trigger.window)
-        {
-            window.pop_front();
+        let from = now_ms.saturating_sub(window_ms(trigger.window));
+        let mut window = self.agents.entry(Arc::clone(agent)).or_default();
+        while window.at_ms.front().is_some_and(|t| *t < from) {
+            window.at_ms.pop_front();
         }
-        window.push_back(now);
-        if window.len() > count {
-            window.pop_front();
+        window.at_ms.push_back(now_ms);
+        if window.at_ms.len() > count {
+            window.at_ms.pop_front();
         }
-        if window.len() >= count {
-            window.clear();
+        window.changed = true;
+        let others = self.others.load();
+        let fired_ms = window.fired_ms;
+        let elsewhere = others.get(agent).map_or(0, |at| {
+            at.iter().filter(|t| **t >= from && **t > fired_ms).count()
+        });
+        if window.at_ms.len() + elsewhere >= count {
+            window.at_ms.clear();
+            window.fired_ms = now_ms;
             return true;
         }
         false
     }
 
-    /// Forgets agents whose last deny is older than `window`.
-    fn tidy(&self, window: Duration, now: Instant) {
-        self.agents
-            .retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) <= window));
+    /// Forgets agents whose last deny is older than `window` (once what changed is
+    /// published).
+    pub(super) fn tidy(&self, window: Duration, now_ms: i64) {
+        let from = now_ms.saturating_sub(window_ms(window));
+        self.agents.retain(|_, w| {
+            w.changed || w.at_ms.back().is_some_and(|t| *t >= from) || w.fired_ms >= from
+        });
     }
+
+    /// This replica's windows changed since last published, as `replica` stores them (each
+    /// forgotten once out of `trigger.window`); they count as published from now on.
+    pub(super) fn to_publish(
+        &self,
+        replica: &str,
+        trigger: &DeniesTrigger,
+        now_ms: i64,
+    ) -> Vec<DenyWindow> {
+        let window = window_ms(trigger.window);
+        let mut out = Vec::new();
+        for mut entry in self.agents.iter_mut() {
+            if !entry.changed {
+                continue;
+            }
+            entry.changed = false;
+            let at_ms: Vec<i64> = entry.at_ms.iter().copied().collect();
+            let expires_ms = at_ms.last().map_or(now_ms, |t| t.saturating_add(window));
+            out.push(DenyWindow {
+                replica: replica.to_owned(),
+                agent: entry.key().to_string(),
+                at_ms,
+                expires_ms,
+            });
+        }
+        out.sort_unstable_by(|a, b| a.agent.cmp(&b.agent));
+        out
+    }
+
+    /// The windows `published` could not be stored: they are published again next time.
+    pub(super) fn unpublished(&self, published: &[DenyWindow]) {
+        for w in published {
+            if let Some(mut window) = self.agents.get_mut(w.agent.as_str()) {
+                window.changed = true;
+            }
+        }
+    }
+
+    /// Takes the other replicas' recent denies, as read from the store.
+    pub(super) fn read(&self, rows: Vec<DenyWindow>) {
+        let mut others: HashMap<Arc<str>, Vec<i64>> = HashMap::new();
+        for row in rows {
+            others
+                .entry(Arc::from(row.agent))
+                .or_default()
+                .extend(row.at_ms);
+        }
+        self.others.store(Arc::new(others));
+    }
+}
+
+/// `window` in milliseconds.
+fn window_ms(window: Duration) -> i64 {
+    i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What fired, if anything: the trigger label and the reason the agent is told.
@@ -92,7 +175,7 @@ fn fired(
         ));
     }
     if let Some(trigger) = &config.denies {
-        let now = Instant::now();
+        let now = crate::state::pins::now_ms();
         if denies.deny(&action.principal.id, trigger, now) {
             denies.tidy(trigger.window, now);
             return Some((
@@ -134,20 +217,54 @@ mod tests {
     #[test]
     fn denies_quarantine_only_when_enough_fall_within_the_window() {
         let windows = DenyWindows::default();
-        let agent: std::sync::Arc<str> = "a".into();
+        let agent: Arc<str> = "a".into();
         let trigger = DeniesTrigger {
             count: 3,
             window: Duration::from_secs(60),
         };
-        let t0 = Instant::now();
+        let t0 = 1_000_000;
+        let s = 1000;
         assert!(!windows.deny(&agent, &trigger, t0));
-        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(30)));
+        assert!(!windows.deny(&agent, &trigger, t0 + 30 * s));
         // The first deny has left the window: two within it.
-        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(61)));
-        assert!(windows.deny(&agent, &trigger, t0 + Duration::from_secs(62)));
+        assert!(!windows.deny(&agent, &trigger, t0 + 61 * s));
+        assert!(windows.deny(&agent, &trigger, t0 + 62 * s));
         // The window starts again after a quarantine.
-        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(64)));
-        let other: std::sync::Arc<str> = "b".into();
-        assert!(!windows.deny(&other, &trigger, t0 + Duration::from_secs(64)));
+        assert!(!windows.deny(&agent, &trigger, t0 + 64 * s));
+        let other: Arc<str> = "b".into();
+        assert!(!windows.deny(&other, &trigger, t0 + 64 * s));
+    }
+
+    #[test]
+    fn the_other_replicas_denies_within_the_window_count_once() {
+        let windows = DenyWindows::default();
+        let agent: Arc<str> = "a".into();
+        let trigger = DeniesTrigger {
+            count: 4,
+            window: Duration::from_secs(60),
+        };
+        let t0 = 1_000_000;
+        let s = 1000;
+        let elsewhere = |at_ms: Vec<i64>| DenyWindow {
+            replica: "b".into(),
+            agent: "a".into(),
+            at_ms,
+            expires_ms: i64::MAX,
+        };
+        // Two denies elsewhere, one of them out of the window by the time this one counts.
+        windows.read(vec![elsewhere(vec![t0 - 70 * s, t0 + 5 * s])]);
+        assert!(!windows.deny(&agent, &trigger, t0 + 10 * s));
+        assert!(!windows.deny(&agent, &trigger, t0 + 11 * s));
+        assert!(windows.deny(&agent, &trigger, t0 + 12 * s));
+        // What fired here is not counted again: the others' denies until then are spent.
+        windows.read(vec![elsewhere(vec![t0 + 5 * s, t0 + 13 * s])]);
+        assert!(!windows.deny(&agent, &trigger, t0 + 14 * s));
+        assert!(!windows.deny(&agent, &trigger, t0 + 15 * s));
+        assert!(windows.deny(&agent, &trigger, t0 + 16 * s));
+        // Published: the window emptied by the trigger, so that no replica counts it again.
+        let published = windows.to_publish("here", &trigger, t0 + 16 * s);
+        assert_eq!(published.len(), 1);
+        assert!(published[0].at_ms.is_empty(), "{published:?}");
+        assert!(windows.to_publish("here", &trigger, t0 + 16 * s).is_empty());
     }
 }

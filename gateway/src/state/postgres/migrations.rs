@@ -271,6 +271,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // `policy.bundle.public_keys`: only a signed reset lifts a gateway's own floor, so that a
     // row written into the store by hand lowers no more than the fleet's floor.
     "ALTER TABLE policy_bundle_floor_resets ADD COLUMN signature TEXT;",
+    // 22: each replica's recent denies per agent, so that the quarantine trigger on denies
+    // counts the fleet's denies within its window, not each replica's.
+    "CREATE TABLE quarantine_denies (
+        replica     TEXT    NOT NULL,
+        agent       TEXT    NOT NULL,
+        at_ms       TEXT    NOT NULL,
+        expires_ms  BIGINT  NOT NULL,
+        updated_ms  BIGINT  NOT NULL,
+        PRIMARY KEY (replica, agent)
+    );
+    CREATE INDEX quarantine_denies_expires ON quarantine_denies (expires_ms);",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs

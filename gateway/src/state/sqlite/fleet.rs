@@ -1,5 +1,5 @@
 //! [`FleetRepository`] on SQLite: the `budget_spend`, `rate_counts`, `session_labels`,
-//! `session_counts` and `fleet_replicas` tables (one gateway and the CLI on one file; the same
+//! `session_counts`, `quarantine_denies` and `fleet_replicas` tables (one gateway and the CLI on one file; the same
 //! counters as PostgreSQL's).
 
 use futures_util::future::BoxFuture;
@@ -7,7 +7,10 @@ use rusqlite::{TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
-use crate::state::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
+use crate::state::fleet::{
+    DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
+    deny_times_text,
+};
 use crate::state::pins::now_ms;
 
 impl FleetRepository for SqliteStore {
@@ -295,6 +298,63 @@ impl FleetRepository for SqliteStore {
                         expires_ms: row.get(4)?,
                         updated_ms: row.get(5)?,
                         owner: row.get(6)?,
+                    })
+                })
+                .map_err(query_error(path, operation))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(query_error(path, operation))
+        }))
+    }
+
+    fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let now = now_ms();
+            let mut publish = || -> rusqlite::Result<()> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = tx.prepare_cached(
+                        "INSERT INTO quarantine_denies (replica, agent, at_ms, expires_ms, \
+                         updated_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
+                         expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                    )?;
+                    for w in &windows {
+                        statement.execute(params![
+                            w.replica,
+                            w.agent,
+                            deny_times_text(&w.at_ms),
+                            w.expires_ms,
+                            now
+                        ])?;
+                    }
+                }
+                tx.commit()
+            };
+            publish().map_err(query_error(path, "publish recent denies"))
+        }))
+    }
+
+    fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let operation = "read recent denies";
+            conn.execute(
+                "DELETE FROM quarantine_denies WHERE expires_ms <= ?1",
+                params![now_ms()],
+            )
+            .map_err(query_error(path, operation))?;
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT replica, agent, at_ms, expires_ms FROM quarantine_denies \
+                     WHERE replica <> ?1",
+                )
+                .map_err(query_error(path, operation))?;
+            let rows = statement
+                .query_map(params![replica], |row| {
+                    Ok(DenyWindow {
+                        replica: row.get(0)?,
+                        agent: row.get(1)?,
+                        at_ms: deny_times(&row.get::<_, String>(2)?),
+                        expires_ms: row.get(3)?,
                     })
                 })
                 .map_err(query_error(path, operation))?;

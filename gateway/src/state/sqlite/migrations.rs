@@ -268,6 +268,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // `policy.bundle.public_keys`: only a signed reset lifts a gateway's own floor, so that a
     // row written into the store by hand lowers no more than the fleet's floor.
     "ALTER TABLE policy_bundle_floor_resets ADD COLUMN signature TEXT;",
+    // 22: each replica's recent denies per agent, so that the quarantine trigger on denies
+    // counts the fleet's denies within its window, not each replica's.
+    "CREATE TABLE quarantine_denies (
+        replica     TEXT    NOT NULL,
+        agent       TEXT    NOT NULL,
+        at_ms       TEXT    NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (replica, agent)
+    ) STRICT;
+    CREATE INDEX quarantine_denies_expires ON quarantine_denies (expires_ms);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

@@ -2,7 +2,7 @@
 //! labels and session counts expire, replicas seen lately are counted.
 
 use super::Backend;
-use crate::state::fleet::{RateCount, SessionCount, SessionLabel, SpendRow};
+use crate::state::fleet::{DenyWindow, RateCount, SessionCount, SessionLabel, SpendRow};
 use crate::state::pins::now_ms;
 
 on_both_backends!(
@@ -12,6 +12,7 @@ on_both_backends!(
     session_labels_are_read_by_every_replica_until_they_expire,
     each_replica_replaces_its_own_session_counts_and_reads_the_others,
     replicas_seen_lately_are_counted_and_the_others_forgotten,
+    each_replica_replaces_its_own_denies_and_reads_the_others_until_they_expire,
 );
 
 fn spend(scope: &str, name: &str, period: &str, index: i64, tokens: i64) -> SpendRow {
@@ -231,5 +232,42 @@ async fn replicas_seen_lately_are_counted_and_the_others_forgotten(backend: Back
         a.seen("a".into(), now + 1, now - 10_000).await.unwrap(),
         2,
         "seen again, still one"
+    );
+}
+
+async fn each_replica_replaces_its_own_denies_and_reads_the_others_until_they_expire(
+    backend: Backend,
+) {
+    let a = backend.open().await.fleet();
+    let b = backend.open().await.fleet();
+    let now = now_ms();
+    let window = |replica: &str, agent: &str, at_ms: Vec<i64>, expires_ms: i64| DenyWindow {
+        replica: replica.into(),
+        agent: agent.into(),
+        at_ms,
+        expires_ms,
+    };
+    a.publish_denies(vec![
+        window("ra", "bot", vec![now - 2, now - 1], now + 60_000),
+        window("ra", "old", vec![now - 90_000], now - 30_000),
+    ])
+    .await
+    .unwrap();
+    b.publish_denies(vec![window("rb", "bot", vec![now], now + 60_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.denies("rb".into()).await.unwrap(),
+        [window("ra", "bot", vec![now - 2, now - 1], now + 60_000)],
+        "the others' denies, the expired ones gone"
+    );
+    // Replaced: the trigger fired on replica a, which counts none of them any more.
+    a.publish_denies(vec![window("ra", "bot", vec![], now)])
+        .await
+        .unwrap();
+    assert!(b.denies("rb".into()).await.unwrap().is_empty());
+    assert_eq!(
+        a.denies("ra".into()).await.unwrap(),
+        [window("rb", "bot", vec![now], now + 60_000)]
     );
 }

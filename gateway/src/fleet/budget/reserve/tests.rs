@@ -347,12 +347,45 @@ fn a_call_approved_after_midnight_moves_its_agents_reservation_to_the_new_day() 
     let tomorrow = noon() + Duration::from_secs(13 * 3600);
     assert!(ledger.widen(&mut held, &config, &a, tomorrow));
     let own = |at| 2_000_000 - own_tokens_left(&ledger, &a, at);
+    // Held once (the old day's given back), counted in the day it is judged in.
     assert_eq!(own(tomorrow), 400_000, "held on the agent's new day");
-    assert_eq!(own(noon()), 0, "given back on its old day");
     let b = left(&ledger, &config, &agent("b", &["research"]), tomorrow);
     assert_eq!(b.tokens_left, 600_000, "held on the group's new day");
     drop(held);
     assert_eq!(own(tomorrow), 0);
     assert_eq!(ledger.reserved.by_account.len(), 0, "nothing left behind");
     assert_eq!(gauge(&metrics, "warden_budget_reserved_tokens"), "0");
+}
+
+#[test]
+fn a_call_in_flight_when_the_day_ends_counts_against_the_new_day_where_it_is_charged() {
+    let ledger = ledger();
+    let a = agent("a", &[]);
+    let midnight = noon() + std::time::Duration::from_secs(12 * 3600);
+    let before = midnight - std::time::Duration::from_secs(1);
+    let after = midnight + std::time::Duration::from_secs(1);
+    // Started a second before midnight, 8000 tokens of the day's 10 000.
+    let late = ledger
+        .reserve(&dollar(), &a, GPT4O, (1000, 7000), before)
+        .expect("reserved");
+    // Judged a second after midnight: the call still in flight will be charged to the new day,
+    // so the new day's budget counts it.
+    let facts = left(&ledger, &dollar(), &a, after);
+    assert_eq!(facts.tokens_left, 2000, "{facts:?}");
+    // Its own reservation is still not its own spend.
+    let own = ledger
+        .judge(&dollar(), &a, after, Some(&late))
+        .expect("fresh")
+        .expect("bounded");
+    assert_eq!(own.tokens_left, 10_000);
+    // Charged in the new day and given back: counted once.
+    ledger.charge(
+        &dollar(),
+        &a,
+        ("openai", "gpt-4o", None),
+        (1000, 7000),
+        after,
+    );
+    drop(late);
+    assert_eq!(left(&ledger, &dollar(), &a, after).tokens_left, 2000);
 }

@@ -1,9 +1,11 @@
 //! Spend shared through the state store. Charging stays in memory; every
 //! `budgets.sync_interval` a replica adds what it charged since its last tick to the stored
 //! totals (one transaction) and reads back every account's total, which every replica then
-//! enforces. Between two ticks a replica sees its own new spend at once and the others' at
-//! their next tick: a budget can be overshot by at most what the other replicas spend in one
-//! interval each (plus the response in flight when it ran out, as on one replica).
+//! enforces. Between two ticks a replica sees its own new spend at once and another's at most
+//! two intervals after it was charged (that replica's next tick stores it, this one's next
+//! tick after that reads it): a budget can be overshot by at most what the other replicas spend
+//! in two intervals each (plus what they have in flight, and the response in flight when it
+//! ran out, as on one replica).
 //!
 //! When the store fails, nothing charged is lost: the deltas are kept and added at the next
 //! tick that succeeds, and decisions go on with the last totals read plus this replica's own
