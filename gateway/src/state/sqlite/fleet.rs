@@ -8,11 +8,12 @@ use rusqlite::{TransactionBehavior, params};
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl FleetRepository for SqliteStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "add budget spend";
             let now = now_ms();
             let mut add = || -> rusqlite::Result<()> {
@@ -57,7 +58,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read budget spend";
             let mut statement = conn
                 .prepare_cached(
@@ -92,7 +93,7 @@ impl FleetRepository for SqliteStore {
         name: Option<String>,
         (day, month): (i64, i64),
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "reset budget spend";
             let mut reset = || -> rusqlite::Result<u64> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -115,7 +116,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let mut publish = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
@@ -143,7 +144,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read rate-limit counts";
             conn.execute(
                 "DELETE FROM rate_counts WHERE updated_ms < ?1",
@@ -172,7 +173,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let now = now_ms();
             let mut add = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -201,7 +202,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read session labels";
             let now = now_ms();
             conn.execute(
@@ -235,7 +236,7 @@ impl FleetRepository for SqliteStore {
         &self,
         counts: Vec<SessionCount>,
     ) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let now = now_ms();
             let mut publish = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -271,7 +272,7 @@ impl FleetRepository for SqliteStore {
         replica: String,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read session counts";
             conn.execute(
                 "DELETE FROM session_counts WHERE expires_ms <= ?1",
@@ -309,7 +310,7 @@ impl FleetRepository for SqliteStore {
         now_ms: i64,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let mut seen = || -> rusqlite::Result<u64> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.execute(
