@@ -214,6 +214,7 @@ pub async fn serve(
     metrics.register(caps.collectors());
     metrics.policy_loaded(snapshot.policy.version(), snapshot.policy.bundle_signed());
     metrics.register(audit.stats().collectors());
+    metrics.register(store.health().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
     let siem_metrics = crate::siem::metrics::SiemMetrics::new();
     metrics.register(siem_metrics.collectors());

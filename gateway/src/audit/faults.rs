@@ -51,6 +51,9 @@ mod hooks {
         pub held_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
         /// When set, the next anchor write waits until the test sends on (or drops) the channel.
         pub held_anchor: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        /// When set, the next write whose bytes hold this text fails whole (ENOSPC); the
+        /// text is then taken.
+        pub failed_write_of: Mutex<Option<&'static str>>,
     }
 
     /// Waits, if a test armed `slot`, until it sends on (or drops) the channel; once.
@@ -68,10 +71,21 @@ mod hooks {
     }
 
     impl Faults {
-        /// Tears the write when armed: half the bytes land, then ENOSPC.
+        /// Tears the write when armed: half the bytes land, then ENOSPC; or fails it whole when
+        /// it holds the text armed.
         pub fn before_write(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
             if take_one(&self.torn_writes) {
                 file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let mut text = self
+                .failed_write_of
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(needle) = *text
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                *text = None;
                 return Err(io::Error::from_raw_os_error(28));
             }
             Ok(())

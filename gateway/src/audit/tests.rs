@@ -1122,6 +1122,68 @@ async fn a_detached_record_appended_once_the_log_is_closed_is_counted_lost() {
     assert_eq!(verify(&dir).unwrap().records, 1);
 }
 
+#[tokio::test]
+async fn a_retention_record_that_fails_to_commit_is_an_outage_like_any_other() {
+    let cfg = AuditConfig {
+        segment_bytes: 2048,
+        retention: super::config::RetentionConfig {
+            max_bytes: Some(4 * 2048),
+            ..super::config::RetentionConfig::default()
+        },
+        ..config()
+    };
+    let (_tmp, dir, faults, log) = log_with_faults_and(&cfg);
+    // The first retention record's write fails (disk full): nothing is deleted then.
+    *faults.failed_write_of.lock().unwrap() = Some("\"kind\":\"retention\"");
+    let armed = || faults.failed_write_of.lock().unwrap().is_some();
+    let mut i = 0;
+    while armed() {
+        i += 1;
+        assert!(i < 1000, "retention never ran");
+        log.append(event(i)).await.unwrap();
+    }
+    // The record that follows is led by the record of the outage, which names the failure
+    // and counts no record of an agent's as failed or lost.
+    let deleted = log.stats().deleted_segments.get();
+    i += 1;
+    log.append(event(i)).await.unwrap();
+    // The log is open: its current segment ends in reserved zeros.
+    let mut recovered = Vec::new();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            for line in read_lines(&path).iter().filter(|l| l.starts_with('{')) {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                if record["detail"]["event"] == "audit_recovered" {
+                    recovered.push(record);
+                }
+            }
+        }
+    }
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    let detail = &recovered[0]["detail"];
+    assert_eq!(detail["failed_records"], 0, "{detail}");
+    assert_eq!(detail["lost_records"], 0, "{detail}");
+    assert!(
+        detail["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{detail}"
+    );
+    assert_eq!(log.stats().lost.get(), 0);
+    // Retention goes on at the next segment closed.
+    for _ in 0..40 {
+        i += 1;
+        log.append(event(i)).await.unwrap();
+    }
+    assert!(
+        log.stats().deleted_segments.get() > deleted,
+        "retention went on"
+    );
+    log.close().await.unwrap();
+}
+
 /// Every segment's records of `dir`, in order, parsed.
 fn all_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut segments: Vec<PathBuf> = fs::read_dir(dir)

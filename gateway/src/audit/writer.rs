@@ -141,6 +141,9 @@ struct Pending {
     /// A checkpoint the writer added: made anew when its commit fails, so neither failed nor
     /// lost either.
     checkpoint: bool,
+    /// A `retention` record: made anew at the next look when its commit fails (nothing is
+    /// deleted without it), so neither failed nor lost either.
+    retention: bool,
 }
 
 impl Pending {
@@ -153,6 +156,15 @@ impl Pending {
             unencodable: None,
             recovery: false,
             checkpoint: false,
+            retention: false,
+        }
+    }
+
+    /// The `retention` record naming the segments about to be deleted.
+    fn retention(event: AuditEvent) -> Pending {
+        Pending {
+            retention: true,
+            ..Pending::detached(event)
         }
     }
 
@@ -164,10 +176,10 @@ impl Pending {
         }
     }
 
-    /// A record the writer made itself (a recovery record or a checkpoint): not counted as
-    /// failed or lost when its commit fails.
+    /// A record the writer made itself (a recovery record, a checkpoint, a retention record):
+    /// not counted as failed or lost when its commit fails.
     fn own(&self) -> bool {
-        self.recovery || self.checkpoint
+        self.recovery || self.checkpoint || self.retention
     }
 
     /// The record of `outage`, to lead a retry.
@@ -1003,13 +1015,18 @@ impl Writer {
         let stats = self.shared.stats.clone();
         let mut bytes = plan.bytes_after + plan.remove.iter().map(|r| r.bytes).sum::<u64>();
         if !plan.remove.is_empty() {
-            let mut batch = vec![Pending::detached(plan.event())];
-            if let Some(failure) = self.commit(&mut batch, true) {
+            // A failed commit or flush here is an outage like any other: the log reports
+            // unwritable, retries, and records `audit_recovered` once a commit succeeds.
+            let mut batch = vec![Pending::retention(plan.event())];
+            let failure = self.commit(&mut batch, true);
+            self.track_outage(&batch, failure.as_ref());
+            if let Some(failure) = failure {
                 tracing::error!(segment = %failure.segment, error = %failure.source, "audit retention record not committed; nothing was deleted");
                 return;
             }
             if let Err(failure) = self.flush_all() {
                 tracing::error!(segment = %failure.segment, error = %failure.source, "audit retention record not flushed; nothing was deleted");
+                self.flush_failed(&failure.source);
                 return;
             }
             for removal in &plan.remove {

@@ -28,6 +28,7 @@ pub mod factors;
 pub mod flaky;
 pub mod fleet;
 pub mod follow;
+pub mod health;
 pub mod in_force;
 pub mod migrated;
 pub mod pins;

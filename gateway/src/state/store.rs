@@ -10,6 +10,7 @@ use super::config::StateConfig;
 use super::error::StateError;
 use super::factors::FactorRepository;
 use super::fleet::FleetRepository;
+use super::health::StoreHealth;
 use super::migrated::Migrated;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
@@ -25,6 +26,7 @@ use crate::vault::SecretStore;
 pub struct Store {
     location: Arc<str>,
     migrated: Migrated,
+    health: StoreHealth,
     pins: Arc<dyn PinRepository>,
     approvals: Arc<dyn ApprovalRepository>,
     factors: Arc<dyn FactorRepository>,
@@ -98,6 +100,7 @@ impl Store {
         Store {
             location: Arc::from(store.path().display().to_string()),
             migrated: store.migrated(),
+            health: store.health(),
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
@@ -116,6 +119,7 @@ impl Store {
         Store {
             location: Arc::from(format!("postgres {}", store.database())),
             migrated: store.migrated(),
+            health: store.health(),
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
@@ -137,6 +141,11 @@ impl Store {
     /// What opening the store did to its schema (the steps applied, or none).
     pub fn migrated(&self) -> Migrated {
         self.migrated
+    }
+
+    /// Whether the store answers: its operations' outcomes, for `/metrics` and the log.
+    pub fn health(&self) -> StoreHealth {
+        self.health.clone()
     }
 
     /// Tool-definition pins.

@@ -13,6 +13,7 @@ use crate::state::approvals::{
     Vote, VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 /// The class of the advisory locks that count a principal's pending approvals (the second key
@@ -24,151 +25,157 @@ impl ApprovalRepository for PostgresStore {
         &self,
         new: NewApproval,
     ) -> BoxFuture<'_, Result<(ApprovalRecord, bool), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "record an approval request";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let now = now_ms();
-            let mut changed = expire(&tx, Some(&new.digest), now).await.map_err(err())?;
-            let open = tx
-                .query(
-                    "SELECT id FROM approvals WHERE digest = $1 \
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let operation = "record an approval request";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let now = now_ms();
+                let mut changed = expire(&tx, Some(&new.digest), now).await.map_err(err())?;
+                let open = tx
+                    .query(
+                        "SELECT id FROM approvals WHERE digest = $1 \
                      AND status IN ('pending', 'approved') \
                      ORDER BY status = 'approved' DESC, created_ms, id",
-                    &[&new.digest],
-                )
-                .await
-                .map_err(err())?;
-            for row in open {
-                let id: String = row.get(0);
-                let record = read(&tx, &db, &id, now, false)
-                    .await?
-                    .ok_or_else(|| vanished(&db))?;
-                if record.covers(&new) {
-                    commit(tx, &db, operation, &changed).await?;
-                    return Ok((record, false));
-                }
-            }
-            // None asks as much: a new one, unless another replica opened the same meanwhile,
-            // within what the principal may have pending (counted under a lock of the
-            // principal's, so that replicas opening its approvals at once take turns).
-            if let Some(cap) = new.pending_cap {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    &[&PENDING_LOCK, &new.principal],
-                )
-                .await
-                .map_err(err())?;
-                let pending: i64 = tx
-                    .query_one(
-                        "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
-                         AND expires_ms > $1 AND principal = $2 AND action <> ALL($3)",
-                        &[&now, &new.principal, &&UNCOUNTED_ACTIONS[..]],
+                        &[&new.digest],
                     )
                     .await
-                    .map_err(err())?
-                    .get(0);
-                new.within_cap(pending, cap)?;
-            }
-            let (context, groups) = new.json_columns();
-            let id = new_id();
-            let required = i64::from(new.required.max(1));
-            let created = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
+                    .map_err(err())?;
+                for row in open {
+                    let id: String = row.get(0);
+                    let record = read(&tx, &db, &id, now, false)
+                        .await?
+                        .ok_or_else(|| vanished(&db))?;
+                    if record.covers(&new) {
+                        commit(tx, &db, operation, &changed).await?;
+                        return Ok((record, false));
+                    }
+                }
+                // None asks as much: a new one, unless another replica opened the same meanwhile,
+                // within what the principal may have pending (counted under a lock of the
+                // principal's, so that replicas opening its approvals at once take turns).
+                if let Some(cap) = new.pending_cap {
+                    tx.execute(
+                        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                        &[&PENDING_LOCK, &new.principal],
+                    )
+                    .await
+                    .map_err(err())?;
+                    let pending: i64 = tx
+                        .query_one(
+                            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
+                         AND expires_ms > $1 AND principal = $2 AND action <> ALL($3)",
+                            &[&now, &new.principal, &&UNCOUNTED_ACTIONS[..]],
+                        )
+                        .await
+                        .map_err(err())?
+                        .get(0);
+                    new.within_cap(pending, cap)?;
+                }
+                let (context, groups) = new.json_columns();
+                let id = new_id();
+                let required = i64::from(new.required.max(1));
+                let created = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                          'pending', NULL, NULL) \
                          ON CONFLICT (digest, policy, groups_json, required) \
                          WHERE status IN ('pending', 'approved') DO NOTHING"
-                    ),
-                    &[
-                        &id,
-                        &new.digest,
-                        &new.principal,
-                        &new.action,
-                        &new.resource,
-                        &context,
-                        &new.policy,
-                        &new.reason,
-                        &groups,
-                        &required,
-                        &now,
-                        &expiry(now, new.ttl),
-                    ],
-                )
-                .await
-                .map_err(err())?
-                == 1;
-            if created {
-                changed.push(id);
-            }
-            let open: String = tx
-                .query_one(
-                    "SELECT id FROM approvals WHERE digest = $1 AND policy = $2 \
+                        ),
+                        &[
+                            &id,
+                            &new.digest,
+                            &new.principal,
+                            &new.action,
+                            &new.resource,
+                            &context,
+                            &new.policy,
+                            &new.reason,
+                            &groups,
+                            &required,
+                            &now,
+                            &expiry(now, new.ttl),
+                        ],
+                    )
+                    .await
+                    .map_err(err())?
+                    == 1;
+                if created {
+                    changed.push(id);
+                }
+                let open: String = tx
+                    .query_one(
+                        "SELECT id FROM approvals WHERE digest = $1 AND policy = $2 \
                      AND groups_json = $3 AND required = $4 \
                      AND status IN ('pending', 'approved')",
-                    &[&new.digest, &new.policy, &groups, &required],
-                )
-                .await
-                .map_err(err())?
-                .get(0);
-            let record = read(&tx, &db, &open, now, false)
-                .await?
-                .ok_or_else(|| vanished(&db))?;
-            commit(tx, &db, operation, &changed).await?;
-            Ok((record, created))
-        }))
+                        &[&new.digest, &new.policy, &groups, &required],
+                    )
+                    .await
+                    .map_err(err())?
+                    .get(0);
+                let record = read(&tx, &db, &open, now, false)
+                    .await?
+                    .ok_or_else(|| vanished(&db))?;
+                commit(tx, &db, operation, &changed).await?;
+                Ok((record, created))
+            }),
+        )
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
         let id = id.to_owned();
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(query_error(&db, "read an approval"))?;
-            read(&tx, &db, &id, now_ms(), false).await
-        }))
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(query_error(&db, "read an approval"))?;
+                read(&tx, &db, &id, now_ms(), false).await
+            }),
+        )
     }
 
     fn list(
         &self,
         filter: ApprovalFilter,
     ) -> BoxFuture<'_, Result<Vec<ApprovalRecord>, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "list approvals");
-            let tx = client.transaction().await.map_err(err())?;
-            let now = now_ms();
-            let rows = match filter {
-                ApprovalFilter::Pending => {
-                    tx.query(
-                        &format!(
-                            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = 'pending' \
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let err = || query_error(&db, "list approvals");
+                let tx = client.transaction().await.map_err(err())?;
+                let now = now_ms();
+                let rows = match filter {
+                    ApprovalFilter::Pending => {
+                        tx.query(
+                            &format!(
+                                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = 'pending' \
                              AND expires_ms > $1 ORDER BY created_ms, id"
-                        ),
-                        &[&now],
-                    )
-                    .await
-                }
-                ApprovalFilter::Recent { limit } => {
-                    tx.query(
-                        &format!(
-                            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+                            ),
+                            &[&now],
+                        )
+                        .await
+                    }
+                    ApprovalFilter::Recent { limit } => {
+                        tx.query(
+                            &format!(
+                                "SELECT {APPROVAL_COLUMNS} FROM approvals \
                              ORDER BY created_ms DESC, id LIMIT $1"
-                        ),
-                        &[&i64::from(limit)],
-                    )
-                    .await
+                            ),
+                            &[&i64::from(limit)],
+                        )
+                        .await
+                    }
                 }
-            }
-            .map_err(err())?;
-            let mut records = Vec::with_capacity(rows.len());
-            for row in rows {
-                records.push(with_votes(&tx, &db, approval_row(&row), now).await?);
-            }
-            Ok(records)
-        }))
+                .map_err(err())?;
+                let mut records = Vec::with_capacity(rows.len());
+                for row in rows {
+                    records.push(with_votes(&tx, &db, approval_row(&row), now).await?);
+                }
+                Ok(records)
+            }),
+        )
     }
 
     fn vote<'a>(
@@ -177,65 +184,67 @@ impl ApprovalRepository for PostgresStore {
         vote: Vote,
     ) -> BoxFuture<'a, Result<VoteOutcome, StateError>> {
         let id = id.to_owned();
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "record a vote on an approval";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let now = now_ms();
-            let Some(record) = read(&tx, &db, &id, now, true).await? else {
-                return Ok(VoteOutcome::Unknown);
-            };
-            if record.status != ApprovalStatus::Pending {
-                let changed = if record.status == ApprovalStatus::Expired {
-                    expire(&tx, Some(&record.digest), now)
-                        .await
-                        .map_err(err())?
-                } else {
-                    vec![]
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let operation = "record a vote on an approval";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let now = now_ms();
+                let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                    return Ok(VoteOutcome::Unknown);
                 };
-                let record = read(&tx, &db, &id, now, false)
-                    .await?
-                    .ok_or_else(|| vanished(&db))?;
-                commit(tx, &db, operation, &changed).await?;
-                return Ok(VoteOutcome::NotPending(Box::new(record)));
-            }
-            if record.votes.iter().any(|v| v.by_same_person(&vote)) {
-                return Ok(VoteOutcome::AlreadyVoted(Box::new(record)));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO approval_votes (approval_id, {VOTE_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                ),
-                &[
-                    &id,
-                    &vote.approver,
-                    &vote.decision.as_str(),
-                    &vote.factor.as_str(),
-                    &vote.source.map(|s| s.to_string()),
-                    &vote.at_ms,
-                    &names_json(&vote.names),
-                ],
-            )
-            .await
-            .map_err(err())?;
-            let mut votes = record.votes.clone();
-            votes.push(vote);
-            let status = decide(&votes, record.required);
-            if status != ApprovalStatus::Pending {
+                if record.status != ApprovalStatus::Pending {
+                    let changed = if record.status == ApprovalStatus::Expired {
+                        expire(&tx, Some(&record.digest), now)
+                            .await
+                            .map_err(err())?
+                    } else {
+                        vec![]
+                    };
+                    let record = read(&tx, &db, &id, now, false)
+                        .await?
+                        .ok_or_else(|| vanished(&db))?;
+                    commit(tx, &db, operation, &changed).await?;
+                    return Ok(VoteOutcome::NotPending(Box::new(record)));
+                }
+                if record.votes.iter().any(|v| v.by_same_person(&vote)) {
+                    return Ok(VoteOutcome::AlreadyVoted(Box::new(record)));
+                }
                 tx.execute(
-                    "UPDATE approvals SET status = $2, decided_ms = $3 WHERE id = $1",
-                    &[&id, &status.as_str(), &now],
+                    &format!(
+                        "INSERT INTO approval_votes (approval_id, {VOTE_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ),
+                    &[
+                        &id,
+                        &vote.approver,
+                        &vote.decision.as_str(),
+                        &vote.factor.as_str(),
+                        &vote.source.map(|s| s.to_string()),
+                        &vote.at_ms,
+                        &names_json(&vote.names),
+                    ],
                 )
                 .await
                 .map_err(err())?;
-            }
-            let record = read(&tx, &db, &id, now, false)
-                .await?
-                .ok_or_else(|| vanished(&db))?;
-            commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
-            Ok(VoteOutcome::Recorded(Box::new(record)))
-        }))
+                let mut votes = record.votes.clone();
+                votes.push(vote);
+                let status = decide(&votes, record.required);
+                if status != ApprovalStatus::Pending {
+                    tx.execute(
+                        "UPDATE approvals SET status = $2, decided_ms = $3 WHERE id = $1",
+                        &[&id, &status.as_str(), &now],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                let record = read(&tx, &db, &id, now, false)
+                    .await?
+                    .ok_or_else(|| vanished(&db))?;
+                commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
+                Ok(VoteOutcome::Recorded(Box::new(record)))
+            }),
+        )
     }
 
     fn consume<'a>(
@@ -244,40 +253,42 @@ impl ApprovalRepository for PostgresStore {
         digest: &'a str,
     ) -> BoxFuture<'a, Result<ConsumeOutcome, StateError>> {
         let (id, digest) = (id.to_owned(), digest.to_owned());
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "use an approval";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let now = now_ms();
-            let Some(record) = read(&tx, &db, &id, now, true).await? else {
-                return Ok(ConsumeOutcome::Unknown);
-            };
-            if record.digest != digest {
-                return Ok(ConsumeOutcome::DigestMismatch);
-            }
-            match record.status {
-                ApprovalStatus::Approved => {
-                    tx.execute(
-                        "UPDATE approvals SET status = 'consumed', decided_ms = $2 \
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let operation = "use an approval";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let now = now_ms();
+                let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                    return Ok(ConsumeOutcome::Unknown);
+                };
+                if record.digest != digest {
+                    return Ok(ConsumeOutcome::DigestMismatch);
+                }
+                match record.status {
+                    ApprovalStatus::Approved => {
+                        tx.execute(
+                            "UPDATE approvals SET status = 'consumed', decided_ms = $2 \
                          WHERE id = $1 AND status = 'approved'",
-                        &[&id, &now],
-                    )
-                    .await
-                    .map_err(err())?;
-                    let record = read(&tx, &db, &id, now, false)
-                        .await?
-                        .ok_or_else(|| vanished(&db))?;
-                    commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
-                    Ok(ConsumeOutcome::Consumed(Box::new(record)))
+                            &[&id, &now],
+                        )
+                        .await
+                        .map_err(err())?;
+                        let record = read(&tx, &db, &id, now, false)
+                            .await?
+                            .ok_or_else(|| vanished(&db))?;
+                        commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
+                        Ok(ConsumeOutcome::Consumed(Box::new(record)))
+                    }
+                    ApprovalStatus::Expired => {
+                        let changed = expire(&tx, Some(&digest), now).await.map_err(err())?;
+                        commit(tx, &db, operation, &changed).await?;
+                        Ok(ConsumeOutcome::NotApproved(ApprovalStatus::Expired))
+                    }
+                    status => Ok(ConsumeOutcome::NotApproved(status)),
                 }
-                ApprovalStatus::Expired => {
-                    let changed = expire(&tx, Some(&digest), now).await.map_err(err())?;
-                    commit(tx, &db, operation, &changed).await?;
-                    Ok(ConsumeOutcome::NotApproved(ApprovalStatus::Expired))
-                }
-                status => Ok(ConsumeOutcome::NotApproved(status)),
-            }
-        }))
+            }),
+        )
     }
 
     fn withdraw<'a>(
@@ -286,31 +297,35 @@ impl ApprovalRepository for PostgresStore {
         why: &'a str,
     ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
         let (id, why) = (id.to_owned(), why.to_owned());
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "withdraw an approval";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let now = now_ms();
-            let withdrawn = tx
-                .execute(&withdraw_sql('$'), &[&id, &why, &now])
-                .await
-                .map_err(err())?;
-            let record = read(&tx, &db, &id, now, false).await?;
-            let changed = if withdrawn > 0 { vec![id] } else { vec![] };
-            commit(tx, &db, operation, &changed).await?;
-            Ok(record)
-        }))
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let operation = "withdraw an approval";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let now = now_ms();
+                let withdrawn = tx
+                    .execute(&withdraw_sql('$'), &[&id, &why, &now])
+                    .await
+                    .map_err(err())?;
+                let record = read(&tx, &db, &id, now, false).await?;
+                let changed = if withdrawn > 0 { vec![id] } else { vec![] };
+                commit(tx, &db, operation, &changed).await?;
+                Ok(record)
+            }),
+        )
     }
 
     fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "expire approvals";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let expired = expire(&tx, None, now_ms()).await.map_err(err())?;
-            commit(tx, &db, operation, &expired).await?;
-            Ok(expired)
-        }))
+        Box::pin(
+            self.with_client(Area::Approvals, move |mut client, db| async move {
+                let operation = "expire approvals";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let expired = expire(&tx, None, now_ms()).await.map_err(err())?;
+                commit(tx, &db, operation, &expired).await?;
+                Ok(expired)
+            }),
+        )
     }
 
     fn watch(&self, id: &str) -> ApprovalWatch {

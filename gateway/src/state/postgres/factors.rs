@@ -9,6 +9,7 @@ use crate::state::error::StateError;
 use crate::state::factors::{
     CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
 };
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl FactorRepository for PostgresStore {
@@ -17,23 +18,25 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let row = client
-                .query_opt(
-                    "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let row = client
+                    .query_opt(
+                        "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
                      FROM totp_enrolments WHERE subject = $1",
-                    &[&subject],
-                )
-                .await
-                .map_err(query_error(&db, "read a TOTP enrolment"))?;
-            Ok(row.map(|row| TotpEnrolment {
-                subject: row.get(0),
-                sealed_secret: row.get(1),
-                last_step: row.get(2),
-                created_ms: row.get(3),
-                confirmed_ms: row.get(4),
-            }))
-        }))
+                        &[&subject],
+                    )
+                    .await
+                    .map_err(query_error(&db, "read a TOTP enrolment"))?;
+                Ok(row.map(|row| TotpEnrolment {
+                    subject: row.get(0),
+                    sealed_secret: row.get(1),
+                    last_step: row.get(2),
+                    created_ms: row.get(3),
+                    confirmed_ms: row.get(4),
+                }))
+            }),
+        )
     }
 
     fn begin_totp<'a>(
@@ -42,20 +45,22 @@ impl FactorRepository for PostgresStore {
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
-                .execute(
-                    "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
+                    .execute(
+                        "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
                      created_ms, confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
                      ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
                      last_step = NULL, created_ms = excluded.created_ms \
                      WHERE totp_enrolments.confirmed_ms IS NULL",
-                    &[&subject, &sealed_secret, &now_ms()],
-                )
-                .await
-                .map_err(query_error(&db, "record a TOTP enrolment"))?;
-            Ok(changed == 1)
-        }))
+                        &[&subject, &sealed_secret, &now_ms()],
+                    )
+                    .await
+                    .map_err(query_error(&db, "record a TOTP enrolment"))?;
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn accept_totp_step<'a>(
@@ -65,33 +70,37 @@ impl FactorRepository for PostgresStore {
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
-                .execute(
-                    "UPDATE totp_enrolments SET last_step = $2, \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
+                    .execute(
+                        "UPDATE totp_enrolments SET last_step = $2, \
                      confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) \
                        ELSE confirmed_ms END \
                      WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
-                    &[&subject, &step, &confirm, &now_ms()],
-                )
-                .await
-                .map_err(query_error(&db, "record a TOTP code's time step"))?;
-            Ok(changed == 1)
-        }))
+                        &[&subject, &step, &confirm, &now_ms()],
+                    )
+                    .await
+                    .map_err(query_error(&db, "record a TOTP code's time step"))?;
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
-                .execute(
-                    "DELETE FROM totp_enrolments WHERE subject = $1",
-                    &[&subject],
-                )
-                .await
-                .map_err(query_error(&db, "remove a TOTP enrolment"))?;
-            Ok(changed == 1)
-        }))
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
+                    .execute(
+                        "DELETE FROM totp_enrolments WHERE subject = $1",
+                        &[&subject],
+                    )
+                    .await
+                    .map_err(query_error(&db, "remove a TOTP enrolment"))?;
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn webauthn_credentials<'a>(
@@ -99,35 +108,38 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
-            let rows = client
-                .query(
-                    "SELECT credential_id, subject, passkey, sign_count, created_ms, \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let rows = client
+                    .query(
+                        "SELECT credential_id, subject, passkey, sign_count, created_ms, \
                      last_used_ms FROM webauthn_credentials WHERE subject = $1 \
                      ORDER BY created_ms, credential_id",
-                    &[&subject],
-                )
-                .await
-                .map_err(query_error(&db, "read passkeys"))?;
-            rows.iter()
-                .map(|row| {
-                    let subject: String = row.get(1);
-                    let sign_count =
-                        u32::try_from(row.get::<_, i64>(3)).map_err(|_| StateError::Corrupt {
-                            store: db.to_string(),
-                            what: format!("signature counter of a passkey of {subject:?}"),
+                        &[&subject],
+                    )
+                    .await
+                    .map_err(query_error(&db, "read passkeys"))?;
+                rows.iter()
+                    .map(|row| {
+                        let subject: String = row.get(1);
+                        let sign_count = u32::try_from(row.get::<_, i64>(3)).map_err(|_| {
+                            StateError::Corrupt {
+                                store: db.to_string(),
+                                what: format!("signature counter of a passkey of {subject:?}"),
+                            }
                         })?;
-                    Ok(WebauthnCredential {
-                        credential_id: row.get(0),
-                        subject,
-                        passkey: row.get(2),
-                        sign_count,
-                        created_ms: row.get(4),
-                        last_used_ms: row.get(5),
+                        Ok(WebauthnCredential {
+                            credential_id: row.get(0),
+                            subject,
+                            passkey: row.get(2),
+                            sign_count,
+                            created_ms: row.get(4),
+                            last_used_ms: row.get(5),
+                        })
                     })
-                })
-                .collect()
-        }))
+                    .collect()
+            }),
+        )
     }
 
     fn add_webauthn<'a>(
@@ -138,24 +150,26 @@ impl FactorRepository for PostgresStore {
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
-                .execute(
-                    "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
+                    .execute(
+                        "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
                      sign_count, created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
                      ON CONFLICT (credential_id) DO NOTHING",
-                    &[
-                        &credential_id,
-                        &subject,
-                        &passkey,
-                        &i64::from(sign_count),
-                        &now_ms(),
-                    ],
-                )
-                .await
-                .map_err(query_error(&db, "record a passkey"))?;
-            Ok(changed == 1)
-        }))
+                        &[
+                            &credential_id,
+                            &subject,
+                            &passkey,
+                            &i64::from(sign_count),
+                            &now_ms(),
+                        ],
+                    )
+                    .await
+                    .map_err(query_error(&db, "record a passkey"))?;
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn use_webauthn<'a>(
@@ -166,24 +180,26 @@ impl FactorRepository for PostgresStore {
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
-                .execute(
-                    "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
+                    .execute(
+                        "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, \
                      last_used_ms = $5 WHERE credential_id = $1 AND subject = $2 \
                      AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
-                    &[
-                        &credential_id,
-                        &subject,
-                        &passkey,
-                        &i64::from(sign_count),
-                        &now_ms(),
-                    ],
-                )
-                .await
-                .map_err(query_error(&db, "record a passkey's use"))?;
-            Ok(changed == 1)
-        }))
+                        &[
+                            &credential_id,
+                            &subject,
+                            &passkey,
+                            &i64::from(sign_count),
+                            &now_ms(),
+                        ],
+                    )
+                    .await
+                    .map_err(query_error(&db, "record a passkey's use"))?;
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn remove_webauthn<'a>(
@@ -192,16 +208,18 @@ impl FactorRepository for PostgresStore {
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.with_client(move |client, db| async move {
-            let changed = client
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                let changed = client
                 .execute(
                     "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
                     &[&credential_id, &subject],
                 )
                 .await
                 .map_err(query_error(&db, "remove a passkey"))?;
-            Ok(changed == 1)
-        }))
+                Ok(changed == 1)
+            }),
+        )
     }
 
     fn count_code_attempt<'a>(
@@ -212,39 +230,41 @@ impl FactorRepository for PostgresStore {
         max: u32,
     ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "count a second-factor code attempt");
-            let tx = client.transaction().await.map_err(err())?;
-            // Concurrent attempts queue on the rows' locks (taken in the names' order, so two
-            // people sharing names cannot deadlock): each sees the count the one before it
-            // left.
-            for key in &keys {
-                let changed = tx
-                    .execute(
-                        COUNT_CODE_ATTEMPT,
-                        &[key, &now_ms, &window_start_ms, &i64::from(max)],
-                    )
-                    .await
-                    .map_err(err())?;
-                if changed == 1 {
-                    continue;
+        Box::pin(
+            self.with_client(Area::Factors, move |mut client, db| async move {
+                let err = || query_error(&db, "count a second-factor code attempt");
+                let tx = client.transaction().await.map_err(err())?;
+                // Concurrent attempts queue on the rows' locks (taken in the names' order, so two
+                // people sharing names cannot deadlock): each sees the count the one before it
+                // left.
+                for key in &keys {
+                    let changed = tx
+                        .execute(
+                            COUNT_CODE_ATTEMPT,
+                            &[key, &now_ms, &window_start_ms, &i64::from(max)],
+                        )
+                        .await
+                        .map_err(err())?;
+                    if changed == 1 {
+                        continue;
+                    }
+                    let row = tx
+                        .query_opt(
+                            "SELECT since_ms FROM code_attempts WHERE subject = $1",
+                            &[key],
+                        )
+                        .await
+                        .map_err(err())?;
+                    // Dropped, the transaction rolls back: counted under none of the names.
+                    // Cleared in between: refused all the same, this attempt was not counted.
+                    return Ok(CodeAttempt::Refused {
+                        since_ms: row.map_or(now_ms, |row| row.get(0)),
+                    });
                 }
-                let row = tx
-                    .query_opt(
-                        "SELECT since_ms FROM code_attempts WHERE subject = $1",
-                        &[key],
-                    )
-                    .await
-                    .map_err(err())?;
-                // Dropped, the transaction rolls back: counted under none of the names.
-                // Cleared in between: refused all the same, this attempt was not counted.
-                return Ok(CodeAttempt::Refused {
-                    since_ms: row.map_or(now_ms, |row| row.get(0)),
-                });
-            }
-            tx.commit().await.map_err(err())?;
-            Ok(CodeAttempt::Counted)
-        }))
+                tx.commit().await.map_err(err())?;
+                Ok(CodeAttempt::Counted)
+            }),
+        )
     }
 
     fn give_back_code_attempt<'a>(
@@ -252,17 +272,19 @@ impl FactorRepository for PostgresStore {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.with_client(move |client, db| async move {
-            client
-                .execute(
-                    "UPDATE code_attempts SET failures = failures - 1 \
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                client
+                    .execute(
+                        "UPDATE code_attempts SET failures = failures - 1 \
                      WHERE subject = ANY($1) AND failures > 0",
-                    &[&keys],
-                )
-                .await
-                .map_err(query_error(&db, "give back a second-factor code attempt"))?;
-            Ok(())
-        }))
+                        &[&keys],
+                    )
+                    .await
+                    .map_err(query_error(&db, "give back a second-factor code attempt"))?;
+                Ok(())
+            }),
+        )
     }
 
     fn clear_code_attempts<'a>(
@@ -270,31 +292,35 @@ impl FactorRepository for PostgresStore {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.with_client(move |client, db| async move {
-            client
-                .execute(
-                    "DELETE FROM code_attempts WHERE subject = ANY($1)",
-                    &[&keys],
-                )
-                .await
-                .map_err(query_error(&db, "clear second-factor code attempts"))?;
-            Ok(())
-        }))
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                client
+                    .execute(
+                        "DELETE FROM code_attempts WHERE subject = ANY($1)",
+                        &[&keys],
+                    )
+                    .await
+                    .map_err(query_error(&db, "clear second-factor code attempts"))?;
+                Ok(())
+            }),
+        )
     }
 
     fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
-            client
-                .execute(
-                    "DELETE FROM code_attempts WHERE since_ms <= $1",
-                    &[&window_start_ms],
-                )
-                .await
-                .map_err(query_error(
-                    &db,
-                    "remove wrong-code counts past their window",
-                ))
-        }))
+        Box::pin(
+            self.with_client(Area::Factors, move |client, db| async move {
+                client
+                    .execute(
+                        "DELETE FROM code_attempts WHERE since_ms <= $1",
+                        &[&window_start_ms],
+                    )
+                    .await
+                    .map_err(query_error(
+                        &db,
+                        "remove wrong-code counts past their window",
+                    ))
+            }),
+        )
     }
 }
 

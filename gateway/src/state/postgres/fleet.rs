@@ -9,17 +9,19 @@ use crate::state::fleet::{
     DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
     deny_times_text,
 };
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl FleetRepository for PostgresStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "add budget spend");
-            let now = now_ms();
-            let tx = client.transaction().await.map_err(err())?;
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO budget_spend (scope, name, period, period_index, \
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "add budget spend");
+                let now = now_ms();
+                let tx = client.transaction().await.map_err(err())?;
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO budget_spend (scope, name, period, period_index, \
                      input_tokens, output_tokens, micro_usd, updated_ms) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
@@ -36,32 +38,33 @@ impl FleetRepository for PostgresStore {
                        THEN 9223372036854775807 \
                        ELSE budget_spend.micro_usd + excluded.micro_usd END, \
                      updated_ms = excluded.updated_ms",
-                )
-                .await
-                .map_err(err())?;
-            for d in &deltas {
-                tx.execute(
-                    &statement,
-                    &[
-                        &d.scope,
-                        &d.name,
-                        &d.period,
-                        &d.index,
-                        &d.input_tokens,
-                        &d.output_tokens,
-                        &d.micro_usd,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(err())?;
-            }
-            tx.commit().await.map_err(err())
-        }))
+                    )
+                    .await
+                    .map_err(err())?;
+                for d in &deltas {
+                    tx.execute(
+                        &statement,
+                        &[
+                            &d.scope,
+                            &d.name,
+                            &d.period,
+                            &d.index,
+                            &d.input_tokens,
+                            &d.output_tokens,
+                            &d.micro_usd,
+                            &now,
+                        ],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                tx.commit().await.map_err(err())
+            }),
+        )
     }
 
     fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Fleet, move |client, db| async move {
             let rows = client
                 .query(
                     "SELECT scope, name, period, period_index, input_tokens, output_tokens, \
@@ -94,64 +97,68 @@ impl FleetRepository for PostgresStore {
         name: Option<String>,
         (day, month): (i64, i64),
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "reset budget spend");
-            let tx = client.transaction().await.map_err(err())?;
-            tx.execute(
-                "DELETE FROM budget_spend \
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "reset budget spend");
+                let tx = client.transaction().await.map_err(err())?;
+                tx.execute(
+                    "DELETE FROM budget_spend \
                  WHERE (period = 'day' AND period_index < $1) \
                     OR (period = 'month' AND period_index < $2)",
-                &[&day, &month],
-            )
-            .await
-            .map_err(err())?;
-            let n = tx
-                .execute(
-                    "DELETE FROM budget_spend WHERE ($1::TEXT IS NULL OR scope = $1) \
-                     AND ($2::TEXT IS NULL OR name = $2)",
-                    &[&scope, &name],
+                    &[&day, &month],
                 )
                 .await
                 .map_err(err())?;
-            tx.commit().await.map_err(err())?;
-            Ok(n)
-        }))
+                let n = tx
+                    .execute(
+                        "DELETE FROM budget_spend WHERE ($1::TEXT IS NULL OR scope = $1) \
+                     AND ($2::TEXT IS NULL OR name = $2)",
+                        &[&scope, &name],
+                    )
+                    .await
+                    .map_err(err())?;
+                tx.commit().await.map_err(err())?;
+                Ok(n)
+            }),
+        )
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "publish rate-limit counts");
-            let tx = client.transaction().await.map_err(err())?;
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO rate_counts (replica, bucket, admitted, interval_ns, \
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "publish rate-limit counts");
+                let tx = client.transaction().await.map_err(err())?;
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO rate_counts (replica, bucket, admitted, interval_ns, \
                      updated_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (replica, bucket) DO UPDATE SET \
                      admitted = excluded.admitted, interval_ns = excluded.interval_ns, \
                      updated_ms = excluded.updated_ms",
-                )
-                .await
-                .map_err(err())?;
-            for c in &counts {
-                tx.execute(
-                    &statement,
-                    &[
-                        &c.replica,
-                        &c.bucket,
-                        &c.admitted,
-                        &c.interval_ns,
-                        &c.updated_ms,
-                    ],
-                )
-                .await
-                .map_err(err())?;
-            }
-            tx.commit().await.map_err(err())
-        }))
+                    )
+                    .await
+                    .map_err(err())?;
+                for c in &counts {
+                    tx.execute(
+                        &statement,
+                        &[
+                            &c.replica,
+                            &c.bucket,
+                            &c.admitted,
+                            &c.interval_ns,
+                            &c.updated_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                tx.commit().await.map_err(err())
+            }),
+        )
     }
 
     fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Fleet, move |client, db| async move {
             let err = || query_error(&db, "read rate-limit counts");
             client
                 .execute(
@@ -181,11 +188,12 @@ impl FleetRepository for PostgresStore {
     }
 
     fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "store session labels");
-            let now = now_ms();
-            let tx = client.transaction().await.map_err(err())?;
-            let statement = tx
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "store session labels");
+                let now = now_ms();
+                let tx = client.transaction().await.map_err(err())?;
+                let statement = tx
                 .prepare_cached(
                     "INSERT INTO session_labels (session, label, expires_ms, updated_ms, owner) \
                      VALUES ($1, $2, $3, $4, $5) \
@@ -195,20 +203,21 @@ impl FleetRepository for PostgresStore {
                 )
                 .await
                 .map_err(err())?;
-            for l in &labels {
-                tx.execute(
-                    &statement,
-                    &[&l.session, &l.label, &l.expires_ms, &now, &l.owner],
-                )
-                .await
-                .map_err(err())?;
-            }
-            tx.commit().await.map_err(err())
-        }))
+                for l in &labels {
+                    tx.execute(
+                        &statement,
+                        &[&l.session, &l.label, &l.expires_ms, &now, &l.owner],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                tx.commit().await.map_err(err())
+            }),
+        )
     }
 
     fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Fleet, move |client, db| async move {
             let err = || query_error(&db, "read session labels");
             client
                 .execute(
@@ -242,39 +251,41 @@ impl FleetRepository for PostgresStore {
         &self,
         counts: Vec<SessionCount>,
     ) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "publish session counts");
-            let now = now_ms();
-            let tx = client.transaction().await.map_err(err())?;
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "publish session counts");
+                let now = now_ms();
+                let tx = client.transaction().await.map_err(err())?;
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
                      updated_ms, owner) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (replica, session) DO UPDATE SET \
                      actions = excluded.actions, keys = excluded.keys, \
                      expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms, \
                      owner = excluded.owner",
-                )
-                .await
-                .map_err(err())?;
-            for c in &counts {
-                tx.execute(
-                    &statement,
-                    &[
-                        &c.replica,
-                        &c.session,
-                        &c.actions,
-                        &c.keys,
-                        &c.expires_ms,
-                        &now,
-                        &c.owner,
-                    ],
-                )
-                .await
-                .map_err(err())?;
-            }
-            tx.commit().await.map_err(err())
-        }))
+                    )
+                    .await
+                    .map_err(err())?;
+                for c in &counts {
+                    tx.execute(
+                        &statement,
+                        &[
+                            &c.replica,
+                            &c.session,
+                            &c.actions,
+                            &c.keys,
+                            &c.expires_ms,
+                            &now,
+                            &c.owner,
+                        ],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                tx.commit().await.map_err(err())
+            }),
+        )
     }
 
     fn session_counts(
@@ -282,7 +293,7 @@ impl FleetRepository for PostgresStore {
         replica: String,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Fleet, move |client, db| async move {
             let err = || query_error(&db, "read session counts");
             client
                 .execute(
@@ -316,7 +327,7 @@ impl FleetRepository for PostgresStore {
     }
 
     fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
+        Box::pin(self.with_client(Area::Quarantine, move |mut client, db| async move {
             let err = || query_error(&db, "publish recent denies");
             let now = now_ms();
             let tx = client.transaction().await.map_err(err())?;
@@ -348,7 +359,7 @@ impl FleetRepository for PostgresStore {
     }
 
     fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Quarantine, move |client, db| async move {
             let err = || query_error(&db, "read recent denies");
             client
                 .execute(
@@ -383,29 +394,31 @@ impl FleetRepository for PostgresStore {
         now_ms: i64,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let err = || query_error(&db, "mark this replica seen");
-            let tx = client.transaction().await.map_err(err())?;
-            tx.execute(
-                "INSERT INTO fleet_replicas (replica, seen_ms) VALUES ($1, $2) \
+        Box::pin(
+            self.with_client(Area::Fleet, move |mut client, db| async move {
+                let err = || query_error(&db, "mark this replica seen");
+                let tx = client.transaction().await.map_err(err())?;
+                tx.execute(
+                    "INSERT INTO fleet_replicas (replica, seen_ms) VALUES ($1, $2) \
                  ON CONFLICT (replica) DO UPDATE SET seen_ms = excluded.seen_ms",
-                &[&replica, &now_ms],
-            )
-            .await
-            .map_err(err())?;
-            tx.execute(
-                "DELETE FROM fleet_replicas WHERE seen_ms < $1",
-                &[&since_ms],
-            )
-            .await
-            .map_err(err())?;
-            let n: i64 = tx
-                .query_one("SELECT count(*) FROM fleet_replicas", &[])
+                    &[&replica, &now_ms],
+                )
                 .await
-                .map_err(err())?
-                .get(0);
-            tx.commit().await.map_err(err())?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        }))
+                .map_err(err())?;
+                tx.execute(
+                    "DELETE FROM fleet_replicas WHERE seen_ms < $1",
+                    &[&since_ms],
+                )
+                .await
+                .map_err(err())?;
+                let n: i64 = tx
+                    .query_one("SELECT count(*) FROM fleet_replicas", &[])
+                    .await
+                    .map_err(err())?
+                    .get(0);
+                tx.commit().await.map_err(err())?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }),
+        )
     }
 }

@@ -7,6 +7,7 @@ use tokio_postgres::Row;
 
 use super::{Concern, PostgresStore, announce, query_error};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl PostgresStore {
@@ -15,13 +16,14 @@ impl PostgresStore {
     /// announces it; each row read as `record` (given the database, for its errors) makes it.
     pub(super) fn read_pruning<T: Send + 'static>(
         &self,
+        area: Area,
         operation: &'static str,
         concern: Concern,
         prune: &'static str,
         select: &'static str,
         record: fn(&Row, &str) -> Result<T, StateError>,
     ) -> BoxFuture<'_, Result<Vec<T>, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
+        Box::pin(self.with_client(area, move |mut client, db| async move {
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
             let removed = tx.execute(prune, &[&now_ms()]).await.map_err(err())?;
@@ -38,10 +40,11 @@ impl PostgresStore {
     /// `concern`'s revision: it changes whenever one of its records changes, in any process.
     pub(super) fn revision_of(
         &self,
+        area: Area,
         concern: Concern,
         operation: &'static str,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(area, move |client, db| async move {
             client
                 .query_one(
                     "SELECT revision FROM revisions WHERE concern = $1",

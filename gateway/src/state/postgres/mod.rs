@@ -1,6 +1,7 @@
 //! The state store in a PostgreSQL database (`state.postgres`), shared by several replicas.
 //!
-//! `tokio-postgres` with a `deadpool-postgres` pool, TLS by rustls (`tokio-postgres-rustls`).
+//! `tokio-postgres` with a `deadpool-postgres` pool, TLS by rustls (`tokio-postgres-rustls`;
+//! `sslmode=verify-full` and `verify-ca` read by `tls.rs`).
 //! The pool and its connections live on a runtime of their own, on a thread of its own
 //! (`warden-state-pg`): every query is a task sent there, so the store works the same from
 //! any of Warden's runtimes (each proxy worker runs its own) and no connection is tied to a
@@ -19,6 +20,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::approvals::{CHANGES_CAPACITY, Change};
 use super::error::{Causes, StateError};
+use super::health::{Area, StoreHealth};
 use super::migrated::Migrated;
 
 mod approvals;
@@ -35,6 +37,7 @@ mod quarantine;
 mod revocations;
 mod sessions;
 pub mod ssl_mode;
+pub mod tls;
 
 /// How to reach the database: what `state.postgres` says, with the URL read from its source.
 pub struct PostgresOptions {
@@ -67,6 +70,8 @@ pub struct PostgresStore {
     revocation_changes: broadcast::Sender<()>,
     /// What connecting did to the schema.
     migrated: Migrated,
+    /// The outcomes of its operations.
+    health: StoreHealth,
     _stop: Arc<oneshot::Sender<()>>,
 }
 
@@ -82,19 +87,20 @@ impl PostgresStore {
     /// Connects, brings the schema up to date (refusing a database from a newer Warden) and
     /// starts listening for changes.
     pub async fn connect(options: PostgresOptions) -> Result<PostgresStore, StateError> {
+        let (url, verify) = tls::translate(&options.url);
         let mut config: tokio_postgres::Config =
-            options.url.parse().map_err(|e: tokio_postgres::Error| {
-                StateError::PostgresUrlInvalid {
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StateError::PostgresUrlInvalid {
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
         config.connect_timeout(options.connect_timeout);
         config.application_name("warden");
         let database: Arc<str> = Arc::from(describe(&config));
-        if let Some(warning) = ssl_mode::settle(&options.url, &mut config, &database) {
+        if let Some(warning) = ssl_mode::settle(&url, &mut config, &database) {
             tracing::warn!("{warning}");
         }
-        let tls = MakeRustlsConnect::new(tls_config(options.ca_file.as_deref()).await?);
+        let tls =
+            MakeRustlsConnect::new(tls::client_config(options.ca_file.as_deref(), verify).await?);
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -137,7 +143,7 @@ impl PostgresStore {
             })?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let mut store = PostgresStore {
-            database,
+            database: Arc::clone(&database),
             pool,
             tls: tls.clone(),
             query_timeout: options.query_timeout,
@@ -146,6 +152,7 @@ impl PostgresStore {
             quarantine_changes: broadcast::channel(CHANGES_CAPACITY).0,
             revocation_changes: broadcast::channel(CHANGES_CAPACITY).0,
             migrated: Migrated { from: 0, to: 0 },
+            health: StoreHealth::new(&database),
             _stop: Arc::new(stop),
         };
         let (pool, database) = (store.pool.clone(), Arc::clone(&store.database));
@@ -189,6 +196,11 @@ impl PostgresStore {
         self.migrated
     }
 
+    /// The outcomes of its operations.
+    pub fn health(&self) -> StoreHealth {
+        self.health.clone()
+    }
+
     /// Runs `work` on the store's runtime and returns its result.
     async fn spawn<T: Send + 'static>(
         &self,
@@ -202,11 +214,12 @@ impl PostgresStore {
             })?
     }
 
-    /// Runs `work` with a pooled connection on the store's runtime, within `query_timeout`:
-    /// past it, the server is told to cancel the statement running (a lock waited for, a
-    /// server too busy), `work` is given a moment to end with that, and the operation fails
-    /// with [`StateError::PostgresTimeout`].
-    async fn with_client<T, F, Fut>(&self, work: F) -> Result<T, StateError>
+    /// Runs `work`, an operation about `area`, with a pooled connection on the store's runtime,
+    /// within `query_timeout`: past it, the server is told to cancel the statement running (a
+    /// lock waited for, a server too busy), `work` is given a moment to end with that, and the
+    /// operation fails with [`StateError::PostgresTimeout`]. Its outcome goes to the store's
+    /// [`StoreHealth`].
+    async fn with_client<T, F, Fut>(&self, area: Area, work: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(deadpool_postgres::Object, Arc<str>) -> Fut + Send + 'static,
@@ -214,32 +227,34 @@ impl PostgresStore {
     {
         let (pool, database) = (self.pool.clone(), Arc::clone(&self.database));
         let (tls, timeout) = (self.tls.clone(), self.query_timeout);
-        self.spawn(async move {
-            let client = get(&pool, &database).await?;
-            let cancel = client.cancel_token();
-            let created = deadpool_postgres::Object::metrics(&client).created;
-            {
-                let mut work = std::pin::pin!(work(client, Arc::clone(&database)));
-                if let Ok(done) = tokio::time::timeout(timeout, &mut work).await {
-                    return done;
+        let result = self
+            .spawn(async move {
+                let client = get(&pool, &database).await?;
+                let cancel = client.cancel_token();
+                let created = deadpool_postgres::Object::metrics(&client).created;
+                {
+                    let mut work = std::pin::pin!(work(client, Arc::clone(&database)));
+                    if let Ok(done) = tokio::time::timeout(timeout, &mut work).await {
+                        return done;
+                    }
+                    // Cancelled while `work` still holds the connection, so the cancellation
+                    // reaches this statement and no later user's; a server that does not answer at
+                    // all leaves the connection to its TCP timeouts.
+                    let _ = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await;
+                    let _ = tokio::time::timeout(CANCEL_WAIT, &mut work).await;
                 }
-                // Cancelled while `work` still holds the connection, so the cancellation
-                // reaches this statement and no later user's; a server that does not answer at
-                // all leaves the connection to its TCP timeouts.
-                let _ = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await;
-                let _ = tokio::time::timeout(CANCEL_WAIT, &mut work).await;
-            }
-            // Dropping `work` gave the connection back to the pool, perhaps with its statement
-            // still running or a cancellation still on its way: it is taken out before anyone
-            // else can get it (the store's runtime is single-threaded, so no one can in
-            // between), closed rather than shared.
-            pool.retain(|_, metrics| metrics.created != created);
-            Err(StateError::PostgresTimeout {
-                database: database.to_string(),
-                timeout,
+                // Dropping `work` gave the connection back to the pool, perhaps with its statement
+                // still running or a cancellation still on its way: it is taken out before anyone
+                // else can get it (the store's runtime is single-threaded, so no one can in
+                // between), closed rather than shared.
+                pool.retain(|_, metrics| metrics.created != created);
+                Err(StateError::PostgresTimeout {
+                    database: database.to_string(),
+                    timeout,
+                })
             })
-        })
-        .await
+            .await;
+        self.health.observe(area, result)
     }
 }
 
@@ -277,9 +292,10 @@ pub(crate) fn query_error(
 /// text ([`ssl_mode`]), for `warden check`; nothing for a URL that does not parse (connecting
 /// says why).
 pub fn plain_text_warning(url: &str) -> Option<ssl_mode::PlainText> {
-    let mut config: tokio_postgres::Config = url.trim().parse().ok()?;
+    let (url, _) = tls::translate(url);
+    let mut config: tokio_postgres::Config = url.parse().ok()?;
     let database = describe(&config);
-    ssl_mode::settle(url, &mut config, &database)
+    ssl_mode::settle(&url, &mut config, &database)
 }
 
 /// [`plain_text_warning`] for `state.postgres` as configured, its URL read now when it comes
@@ -308,44 +324,6 @@ fn describe(config: &tokio_postgres::Config) -> String {
     let user = config.get_user().unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or(user);
     format!("{user}@{host}:{port}/{dbname}")
-}
-
-/// rustls for the connections: the system's roots and `ca_file`; the server's certificate and
-/// name are always verified when TLS is used.
-async fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StateError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let failed = |reason: String| StateError::PostgresTls {
-            reason: format!(
-                "cannot read the CA certificates in {}: {reason}",
-                path.display()
-            ),
-        };
-        let pem = tokio::fs::read(path)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| failed(e.to_string()))?;
-            roots.add(cert).map_err(|e| failed(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(failed("no PEM certificate in it".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StateError::PostgresTls {
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 use super::listen::QUARANTINE_CHANNEL;
 use super::{Concern, PostgresStore, announce, query_error};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{
     Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
@@ -22,7 +23,7 @@ const CONCERN: Concern = Concern {
 
 impl QuarantineRepository for PostgresStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
+        Box::pin(self.with_client(Area::Quarantine, move |mut client, db| async move {
             let operation = "record a quarantine";
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
@@ -56,57 +57,59 @@ impl QuarantineRepository for PostgresStore {
         by: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
         let (target, by) = (target.clone(), by.clone());
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "release a quarantine";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let row = tx
-                .query_opt(
-                    "DELETE FROM quarantines WHERE kind = $1 AND name = $2 \
+        Box::pin(
+            self.with_client(Area::Quarantine, move |mut client, db| async move {
+                let operation = "release a quarantine";
+                let err = || query_error(&db, operation);
+                let tx = client.transaction().await.map_err(err())?;
+                let row = tx
+                    .query_opt(
+                        "DELETE FROM quarantines WHERE kind = $1 AND name = $2 \
                      RETURNING reason, trigger, by, by_issuer, created_ms, until_ms",
-                    &[&target.kind(), &target.name()],
+                        &[&target.kind(), &target.name()],
+                    )
+                    .await
+                    .map_err(err())?;
+                let Some(row) = row else {
+                    tx.commit().await.map_err(err())?;
+                    return Ok(None);
+                };
+                let released = QuarantineRecord {
+                    target,
+                    reason: row.get(0),
+                    trigger: row.get(1),
+                    by: Actor::new(row.get::<_, String>(2), row.get::<_, String>(3)),
+                    created_ms: row.get(4),
+                    until_ms: row.get(5),
+                };
+                let now = now_ms();
+                tx.execute(
+                    "DELETE FROM quarantine_releases WHERE released_ms < $1",
+                    &[&now.saturating_sub(RELEASES_KEPT_MS)],
                 )
                 .await
                 .map_err(err())?;
-            let Some(row) = row else {
-                tx.commit().await.map_err(err())?;
-                return Ok(None);
-            };
-            let released = QuarantineRecord {
-                target,
-                reason: row.get(0),
-                trigger: row.get(1),
-                by: Actor::new(row.get::<_, String>(2), row.get::<_, String>(3)),
-                created_ms: row.get(4),
-                until_ms: row.get(5),
-            };
-            let now = now_ms();
-            tx.execute(
-                "DELETE FROM quarantine_releases WHERE released_ms < $1",
-                &[&now.saturating_sub(RELEASES_KEPT_MS)],
-            )
-            .await
-            .map_err(err())?;
-            tx.execute(
-                "INSERT INTO quarantine_releases \
+                tx.execute(
+                    "INSERT INTO quarantine_releases \
                  (kind, name, created_ms, by, by_issuer, released_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (kind, name, created_ms) DO UPDATE SET by = excluded.by, \
                  by_issuer = excluded.by_issuer, released_ms = excluded.released_ms",
-                &[
-                    &released.target.kind(),
-                    &released.target.name(),
-                    &released.created_ms,
-                    &by.id,
-                    &by.issuer,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(err())?;
-            announce(tx, &db, operation, CONCERN).await?;
-            Ok(Some(released))
-        }))
+                    &[
+                        &released.target.kind(),
+                        &released.target.name(),
+                        &released.created_ms,
+                        &by.id,
+                        &by.issuer,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(err())?;
+                announce(tx, &db, operation, CONCERN).await?;
+                Ok(Some(released))
+            }),
+        )
     }
 
     fn releases<'a>(
@@ -119,7 +122,7 @@ impl QuarantineRepository for PostgresStore {
             .map(|(t, _)| t.name().to_owned())
             .collect();
         let created: Vec<i64> = quarantines.iter().map(|(_, ms)| *ms).collect();
-        Box::pin(self.with_client(move |client, db| async move {
+        Box::pin(self.with_client(Area::Quarantine, move |client, db| async move {
             if kinds.is_empty() {
                 return Ok(Vec::new());
             }
@@ -150,6 +153,7 @@ impl QuarantineRepository for PostgresStore {
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
         self.read_pruning(
+            Area::Quarantine,
             "read the quarantines",
             CONCERN,
             "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= $1",
@@ -170,7 +174,7 @@ impl QuarantineRepository for PostgresStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        self.revision_of(CONCERN, "read the quarantine revision")
+        self.revision_of(Area::Quarantine, CONCERN, "read the quarantine revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

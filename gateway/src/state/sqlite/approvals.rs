@@ -16,6 +16,7 @@ use crate::state::approvals::{
     VOTE_COLUMNS, Vote, VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl ApprovalRepository for SqliteStore {
@@ -24,7 +25,7 @@ impl ApprovalRepository for SqliteStore {
         new: NewApproval,
     ) -> BoxFuture<'_, Result<(ApprovalRecord, bool), StateError>> {
         let announce = self.announcer();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let operation = "record an approval request";
             write(conn, path, &announce, operation, |tx| {
                 let err = || query_error(path, operation);
@@ -102,14 +103,16 @@ impl ApprovalRepository for SqliteStore {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
         let id = id.to_owned();
-        Box::pin(self.run(move |conn, path| read(conn, path, &id, now_ms())))
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
+            read(conn, path, &id, now_ms())
+        }))
     }
 
     fn list(
         &self,
         filter: ApprovalFilter,
     ) -> BoxFuture<'_, Result<Vec<ApprovalRecord>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let err = || query_error(path, "list approvals");
             let now = now_ms();
             let (sql, value) = match filter {
@@ -148,7 +151,7 @@ impl ApprovalRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<VoteOutcome, StateError>> {
         let id = id.to_owned();
         let announce = self.announcer();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let operation = "record a vote on an approval";
             write(conn, path, &announce, operation, |tx| {
                 let err = || query_error(path, operation);
@@ -207,7 +210,7 @@ impl ApprovalRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<ConsumeOutcome, StateError>> {
         let (id, digest) = (id.to_owned(), digest.to_owned());
         let announce = self.announcer();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let operation = "use an approval";
             write(conn, path, &announce, operation, |tx| {
                 let err = || query_error(path, operation);
@@ -249,7 +252,7 @@ impl ApprovalRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
         let (id, why) = (id.to_owned(), why.to_owned());
         let announce = self.announcer();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let operation = "withdraw an approval";
             write(conn, path, &announce, operation, |tx| {
                 let now = now_ms();
@@ -268,7 +271,7 @@ impl ApprovalRepository for SqliteStore {
 
     fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>> {
         let announce = self.announcer();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Approvals, move |conn, path| {
             let operation = "expire approvals";
             write(conn, path, &announce, operation, |tx| {
                 let expired = expire(tx, None, now_ms()).map_err(query_error(path, operation))?;

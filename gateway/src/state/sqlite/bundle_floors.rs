@@ -8,6 +8,7 @@ use crate::state::bundle_floors::{
     BundleFloorRepository, BundleSet, FloorReset, RESETS_KEPT, RESETS_READ, Resetter, StoredFloor,
 };
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 /// Drops the resets of one set's floor for one fingerprint (?1, ?2) older than the newest
@@ -20,7 +21,7 @@ const PRUNE_RESETS: &str = "DELETE FROM policy_bundle_floor_resets \
 impl BundleFloorRepository for SqliteStore {
     fn floor(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<Option<i64>, StateError>> {
         let keys = keys.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
             conn.query_row(
                 "SELECT signed_ns FROM policy_bundle_floors \
                  WHERE trusted_keys = ?1 AND bundle = ?2",
@@ -39,7 +40,7 @@ impl BundleFloorRepository for SqliteStore {
         signed_ns: i64,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
         let keys = keys.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
             conn.query_row(
                 "INSERT INTO policy_bundle_floors (trusted_keys, bundle, signed_ns, raised_ms) \
                  VALUES (?1, ?2, ?3, ?4) \
@@ -56,7 +57,7 @@ impl BundleFloorRepository for SqliteStore {
     }
 
     fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFloor>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
             let failed = || query_error(path, "list the policy bundles' rollback floors");
             let mut statement = conn
                 .prepare(
@@ -99,7 +100,7 @@ impl BundleFloorRepository for SqliteStore {
         by: &'a Resetter,
     ) -> BoxFuture<'a, Result<Option<FloorReset>, StateError>> {
         let (keys, by) = (keys.to_owned(), by.clone());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
             let failed = || query_error(path, "reset a policy bundle's rollback floor");
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -150,7 +151,7 @@ impl BundleFloorRepository for SqliteStore {
 
     fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>> {
         let keys = keys.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
             let failed = || query_error(path, "list the resets of the policy bundles' floors");
             let mut statement = conn
                 .prepare(

@@ -6,11 +6,12 @@ use rusqlite::params;
 use super::{SqliteStore, query_error};
 use crate::state::canaries::{CanaryRecord, CanaryRepository, needles_from_json, needles_json};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl CanaryRepository for SqliteStore {
     fn issue(&self, canary: CanaryRecord) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Canaries, move |conn, path| {
             conn.execute(
                 "INSERT INTO canaries (id, kind, label, needles_json, created_ms, revoked_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -29,7 +30,7 @@ impl CanaryRepository for SqliteStore {
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<CanaryRecord>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Canaries, move |conn, path| {
             let mut statement = conn
                 .prepare(
                     "SELECT id, kind, label, needles_json, created_ms, revoked_ms \
@@ -65,7 +66,7 @@ impl CanaryRepository for SqliteStore {
 
     fn revoke<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
         let id = id.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Canaries, move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE canaries SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",

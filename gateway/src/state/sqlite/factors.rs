@@ -9,6 +9,7 @@ use crate::state::error::StateError;
 use crate::state::factors::{
     CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
 };
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl FactorRepository for SqliteStore {
@@ -17,7 +18,7 @@ impl FactorRepository for SqliteStore {
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             conn.query_row(
                 "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
                  FROM totp_enrolments WHERE subject = ?1",
@@ -43,7 +44,7 @@ impl FactorRepository for SqliteStore {
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
@@ -65,7 +66,7 @@ impl FactorRepository for SqliteStore {
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE totp_enrolments SET last_step = ?2, \
@@ -81,7 +82,7 @@ impl FactorRepository for SqliteStore {
 
     fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "DELETE FROM totp_enrolments WHERE subject = ?1",
@@ -97,7 +98,7 @@ impl FactorRepository for SqliteStore {
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
         let subject = subject.to_owned();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let err = || query_error(path, "read passkeys");
             let mut stmt = conn
                 .prepare(
@@ -147,7 +148,7 @@ impl FactorRepository for SqliteStore {
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
@@ -174,7 +175,7 @@ impl FactorRepository for SqliteStore {
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE webauthn_credentials SET passkey = ?3, sign_count = ?4, \
@@ -199,7 +200,7 @@ impl FactorRepository for SqliteStore {
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let changed = conn
                 .execute(
                     "DELETE FROM webauthn_credentials WHERE credential_id = ?1 AND subject = ?2",
@@ -218,7 +219,7 @@ impl FactorRepository for SqliteStore {
         max: u32,
     ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let err = || query_error(path, "count a second-factor code attempt");
             // The write lock first: another process counting the same person waits for this
             // one's count, and sees it.
@@ -258,7 +259,7 @@ impl FactorRepository for SqliteStore {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let err = || query_error(path, "give back a second-factor code attempt");
             let tx = conn.transaction().map_err(err())?;
             for key in &keys {
@@ -278,7 +279,7 @@ impl FactorRepository for SqliteStore {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let keys = attempt_keys(names);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let err = || query_error(path, "clear second-factor code attempts");
             let tx = conn.transaction().map_err(err())?;
             for key in &keys {
@@ -290,7 +291,7 @@ impl FactorRepository for SqliteStore {
     }
 
     fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Factors, move |conn, path| {
             let removed = conn
                 .execute(
                     "DELETE FROM code_attempts WHERE since_ms <= ?1",

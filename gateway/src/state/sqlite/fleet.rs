@@ -11,11 +11,12 @@ use crate::state::fleet::{
     DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
     deny_times_text,
 };
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl FleetRepository for SqliteStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "add budget spend";
             let now = now_ms();
             let mut add = || -> rusqlite::Result<()> {
@@ -60,7 +61,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read budget spend";
             let mut statement = conn
                 .prepare_cached(
@@ -95,7 +96,7 @@ impl FleetRepository for SqliteStore {
         name: Option<String>,
         (day, month): (i64, i64),
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "reset budget spend";
             let mut reset = || -> rusqlite::Result<u64> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -118,7 +119,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let mut publish = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
@@ -146,7 +147,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read rate-limit counts";
             conn.execute(
                 "DELETE FROM rate_counts WHERE updated_ms < ?1",
@@ -175,7 +176,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let now = now_ms();
             let mut add = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -204,7 +205,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read session labels";
             let now = now_ms();
             conn.execute(
@@ -238,7 +239,7 @@ impl FleetRepository for SqliteStore {
         &self,
         counts: Vec<SessionCount>,
     ) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let now = now_ms();
             let mut publish = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -274,7 +275,7 @@ impl FleetRepository for SqliteStore {
         replica: String,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "read session counts";
             conn.execute(
                 "DELETE FROM session_counts WHERE expires_ms <= ?1",
@@ -307,7 +308,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Quarantine, move |conn, path| {
             let now = now_ms();
             let mut publish = || -> rusqlite::Result<()> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -335,7 +336,7 @@ impl FleetRepository for SqliteStore {
     }
 
     fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Quarantine, move |conn, path| {
             let operation = "read recent denies";
             conn.execute(
                 "DELETE FROM quarantine_denies WHERE expires_ms <= ?1",
@@ -369,7 +370,7 @@ impl FleetRepository for SqliteStore {
         now_ms: i64,
         since_ms: i64,
     ) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Fleet, move |conn, path| {
             let mut seen = || -> rusqlite::Result<u64> {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.execute(

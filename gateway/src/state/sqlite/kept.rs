@@ -7,6 +7,7 @@ use rusqlite::params;
 
 use super::{SqliteStore, query_error, write_bumping};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 
 impl SqliteStore {
@@ -15,13 +16,14 @@ impl SqliteStore {
     /// as `row` makes it.
     pub(super) fn read_pruning<T: Send + 'static>(
         &self,
+        area: Area,
         operation: &'static str,
         concern: &'static str,
         prune: &'static str,
         select: &'static str,
         row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> BoxFuture<'_, Result<Vec<T>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(area, move |conn, path| {
             write_bumping(conn, concern, |tx| {
                 Ok(tx.execute(prune, params![now_ms()])? > 0)
             })
@@ -38,10 +40,11 @@ impl SqliteStore {
     /// `concern`'s revision: it changes whenever one of its records changes, in any process.
     pub(super) fn revision_of(
         &self,
+        area: Area,
         concern: &'static str,
         operation: &'static str,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(area, move |conn, path| {
             conn.query_row(
                 "SELECT revision FROM revisions WHERE concern = ?1",
                 [concern],

@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::approvals::{ANY, CHANGES_CAPACITY, Change};
 use super::error::StateError;
+use super::health::{Area, StoreHealth};
 use super::migrated::Migrated;
 
 mod approvals;
@@ -62,6 +63,8 @@ pub struct SqliteStore {
     seen_revision: Arc<AtomicI64>,
     /// What opening it did to its schema.
     migrated: Migrated,
+    /// The outcomes of its operations.
+    health: StoreHealth,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -122,6 +125,7 @@ impl SqliteStore {
             store: path.display().to_string(),
         })??;
         Ok(SqliteStore {
+            health: StoreHealth::new(&path.display().to_string()),
             path,
             jobs,
             changes,
@@ -140,21 +144,29 @@ impl SqliteStore {
         self.migrated
     }
 
-    /// Runs `job` on the store's thread (given the connection and the file's path, for its
-    /// errors) and returns its result.
-    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, StateError>
+    /// The outcomes of its operations.
+    pub fn health(&self) -> StoreHealth {
+        self.health.clone()
+    }
+
+    /// Runs `job`, an operation about `area`, on the store's thread (given the connection and
+    /// the file's path, for its errors) and returns its result; its outcome goes to the store's
+    /// [`StoreHealth`].
+    pub(crate) async fn run<T, F>(&self, area: Area, job: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Path) -> Result<T, StateError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let path = Arc::clone(&self.path);
-        self.jobs
-            .send(Box::new(move |conn: &mut Connection| {
-                let _ = answer.send(job(conn, &path));
-            }))
-            .map_err(|_| self.closed())?;
-        answered.await.map_err(|_| self.closed())?
+        let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
+            let _ = answer.send(job(conn, &path));
+        }));
+        let result = match sent {
+            Ok(()) => answered.await.unwrap_or_else(|_| Err(self.closed())),
+            Err(_) => Err(self.closed()),
+        };
+        self.health.observe(area, result)
     }
 
     fn closed(&self) -> StateError {

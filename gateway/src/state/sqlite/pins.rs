@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::{
     ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, REMOVAL_KEPT_MS,
     Removal, StoredDefinition, now_ms, pin_record, pin_row,
@@ -19,7 +20,7 @@ const INSERT_APPROVED: &str = "INSERT INTO tool_pins (server, tool, first_seen_m
 
 impl PinRepository for SqliteStore {
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
-        Box::pin(self.run(|conn, path| {
+        Box::pin(self.run(Area::Pins, |conn, path| {
             let err = || query_error(path, "read the tool pins");
             let mut stmt = conn
                 .prepare(&format!(
@@ -41,7 +42,9 @@ impl PinRepository for SqliteStore {
         tool: &'a str,
     ) -> BoxFuture<'a, Result<Option<PinRecord>, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| read(conn, path, &server, &tool)))
+        Box::pin(self.run(Area::Pins, move |conn, path| {
+            read(conn, path, &server, &tool)
+        }))
     }
 
     fn pin_first_use<'a>(
@@ -51,7 +54,7 @@ impl PinRepository for SqliteStore {
         definition: StoredDefinition,
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             change_pin(
                 conn,
                 path,
@@ -80,7 +83,7 @@ impl PinRepository for SqliteStore {
         definition: StoredDefinition,
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             change_pin(
                 conn,
                 path,
@@ -146,7 +149,7 @@ impl PinRepository for SqliteStore {
         approver: Approver,
     ) -> BoxFuture<'a, Result<PinRecord, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             change_pin(
                 conn,
                 path,
@@ -188,7 +191,7 @@ impl PinRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<ApproveOutcome, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
         let expected = expected.map(str::to_owned);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             let Some(pin) = read(conn, path, &server, &tool)? else {
                 return Ok(ApproveOutcome::Unknown);
             };
@@ -241,7 +244,7 @@ impl PinRepository for SqliteStore {
         with: Option<PinRecord>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             write(conn, path, "re-key a pin", |tx| {
                 let removed = delete_pin(tx, &server, &tool)?;
                 if removed && let Some(with) = with {
@@ -269,7 +272,7 @@ impl PinRepository for SqliteStore {
         by: &'a Removal,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let (server, tool, by) = (server.to_owned(), tool.to_owned(), by.clone());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             write(conn, path, "forget a pin", |tx| {
                 let removed = delete_pin(tx, &server, &tool)?;
                 if removed {
@@ -297,7 +300,7 @@ impl PinRepository for SqliteStore {
         tool: &'a str,
     ) -> BoxFuture<'a, Result<Option<Removal>, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Pins, move |conn, path| {
             conn.query_row(
                 "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
                  WHERE server = ?1 AND tool = ?2",
@@ -316,7 +319,7 @@ impl PinRepository for SqliteStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(|conn, path| {
+        Box::pin(self.run(Area::Pins, |conn, path| {
             conn.query_row(
                 "SELECT revision FROM revisions WHERE concern = 'pins'",
                 [],

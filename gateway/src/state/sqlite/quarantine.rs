@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 
 use super::{SqliteStore, query_error, write_bumping};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{
     Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
@@ -18,7 +19,7 @@ const CONCERN: &str = "quarantine";
 
 impl QuarantineRepository for SqliteStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Quarantine, move |conn, path| {
             let operation = "record a quarantine";
             write_bumping(conn, CONCERN, |tx| {
                 tx.execute(
@@ -52,7 +53,7 @@ impl QuarantineRepository for SqliteStore {
         by: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
         let (target, by) = (target.clone(), by.clone());
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Quarantine, move |conn, path| {
             let operation = "release a quarantine";
             let mut released = None;
             write_bumping(conn, CONCERN, |tx| {
@@ -118,7 +119,7 @@ impl QuarantineRepository for SqliteStore {
         )
         .to_string();
         let none = quarantines.is_empty();
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Quarantine, move |conn, path| {
             let operation = "read who released quarantines";
             if none {
                 return Ok(Vec::new());
@@ -161,6 +162,7 @@ impl QuarantineRepository for SqliteStore {
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
         let rows = self.read_pruning(
+            Area::Quarantine,
             "read the quarantines",
             CONCERN,
             "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= ?1",
@@ -194,7 +196,7 @@ impl QuarantineRepository for SqliteStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        self.revision_of(CONCERN, "read the quarantine revision")
+        self.revision_of(Area::Quarantine, CONCERN, "read the quarantine revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

@@ -7,6 +7,7 @@ use tokio::sync::broadcast;
 
 use super::{SqliteStore, query_error, write_bumping};
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
 
@@ -15,7 +16,7 @@ const CONCERN: &str = "revocations";
 
 impl RevocationRepository for SqliteStore {
     fn revoke(&self, record: RevocationRecord) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Revocations, move |conn, path| {
             write_bumping(conn, CONCERN, |tx| {
                 tx.execute(
                     "INSERT INTO token_revocations \
@@ -43,6 +44,7 @@ impl RevocationRepository for SqliteStore {
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<RevocationRecord>, StateError>> {
         let rows = self.read_pruning(
+            Area::Revocations,
             "read the token revocations",
             CONCERN,
             "DELETE FROM token_revocations WHERE expires_ms <= ?1",
@@ -74,7 +76,11 @@ impl RevocationRepository for SqliteStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        self.revision_of(CONCERN, "read the token revocation revision")
+        self.revision_of(
+            Area::Revocations,
+            CONCERN,
+            "read the token revocation revision",
+        )
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

@@ -6,12 +6,13 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, query_error};
 use crate::state::approvals::expiry;
 use crate::state::error::StateError;
+use crate::state::health::Area;
 use crate::state::pins::now_ms;
 use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secret_hash};
 
 impl SessionRepository for SqliteStore {
     fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let now = now_ms();
             conn.execute(
                 "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
@@ -40,7 +41,7 @@ impl SessionRepository for SqliteStore {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
         let id_hash = secret_hash(id);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let row = conn
                 .query_row(
                     "UPDATE console_sessions SET last_seen_ms = ?2 \
@@ -114,7 +115,7 @@ impl SessionRepository for SqliteStore {
         until_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let id_hash = secret_hash(id);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let now = now_ms();
             let changed = conn
                 .execute(
@@ -139,7 +140,7 @@ impl SessionRepository for SqliteStore {
         expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let id_hash = secret_hash(id);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE console_sessions SET sealed_idp_token = ?3, \
@@ -163,7 +164,7 @@ impl SessionRepository for SqliteStore {
         until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         let id_hash = secret_hash(id);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             conn.execute(
                 "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
                  WHERE id_hash = ?1 AND idp_token_version = ?2 AND idp_refreshing_until_ms = ?3",
@@ -179,7 +180,7 @@ impl SessionRepository for SqliteStore {
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
         let id_hash = secret_hash(id);
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let changed = conn
                 .execute(
                     "DELETE FROM console_sessions WHERE id_hash = ?1",
@@ -191,7 +192,7 @@ impl SessionRepository for SqliteStore {
     }
 
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(move |conn, path| {
+        Box::pin(self.run(Area::Sessions, move |conn, path| {
             let removed = conn
                 .execute(
                     "DELETE FROM console_sessions WHERE expires_ms <= ?1",

@@ -204,3 +204,25 @@ fn each_migration_step_is_logged_from_and_to_and_a_current_schema_once() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn every_operation_tells_the_store_s_health_whether_it_succeeded() {
+    use crate::state::revocations::RevocationRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let health = store.health();
+    RevocationRepository::revision(&store).await.unwrap();
+    assert!(health.is_up());
+    // The table every revision lives in taken away by someone else: the read fails.
+    let other = Connection::open(store.path()).unwrap();
+    other
+        .execute_batch("ALTER TABLE revisions RENAME TO revisions_away")
+        .unwrap();
+    RevocationRepository::revision(&store).await.unwrap_err();
+    assert!(!health.is_up());
+    other
+        .execute_batch("ALTER TABLE revisions_away RENAME TO revisions")
+        .unwrap();
+    RevocationRepository::revision(&store).await.unwrap();
+    assert!(health.is_up());
+}
