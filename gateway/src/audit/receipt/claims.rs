@@ -94,13 +94,10 @@ pub fn action_digest(event: &AuditEvent) -> String {
         hash.update(server.as_bytes());
         hash.update(b"\n");
     }
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for byte in hash.finalize() {
-        use std::fmt::Write;
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    // Hex by table, not by `write!` per byte: this runs for every decision.
+    let mut out = *b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let _ = hex::encode_to_slice(hash.finalize(), &mut out[7..]);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -147,6 +144,20 @@ mod tests {
         );
         event.principal.id = "bot2".into();
         assert_ne!(action_digest(&event), base);
+    }
+
+    #[test]
+    fn the_action_digest_is_sha256_of_the_documented_lines_in_lower_case_hex() {
+        let mut event = AuditEvent::now(EventKind::Decision);
+        event.principal.kind = "agent".into();
+        event.principal.issuer = "warden".into();
+        event.principal.id = "bot".into();
+        event.action = "llm:chat".into();
+        event.resource = "Model::\"openai/gpt-4o-mini\"".into();
+        let lines =
+            "warden-action/v1\nagent\nwarden\nbot\nllm:chat\nModel::\"openai/gpt-4o-mini\"\n\n";
+        let expected = format!("sha256:{}", hex::encode(Sha256::digest(lines.as_bytes())));
+        assert_eq!(action_digest(&event), expected);
     }
 
     #[test]

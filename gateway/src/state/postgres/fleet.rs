@@ -327,65 +327,69 @@ impl FleetRepository for PostgresStore {
     }
 
     fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(self.with_client(Area::Quarantine, move |mut client, db| async move {
-            let err = || query_error(&db, "publish recent denies");
-            let now = now_ms();
-            let tx = client.transaction().await.map_err(err())?;
-            let statement = tx
-                .prepare_cached(
-                    "INSERT INTO quarantine_denies (replica, agent, at_ms, expires_ms, \
+        Box::pin(
+            self.with_client(Area::Quarantine, move |mut client, db| async move {
+                let err = || query_error(&db, "publish recent denies");
+                let now = now_ms();
+                let tx = client.transaction().await.map_err(err())?;
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO quarantine_denies (replica, agent, at_ms, expires_ms, \
                      updated_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
                      expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
-                )
-                .await
-                .map_err(err())?;
-            for w in &windows {
-                tx.execute(
-                    &statement,
-                    &[
-                        &w.replica,
-                        &w.agent,
-                        &deny_times_text(&w.at_ms),
-                        &w.expires_ms,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(err())?;
-            }
-            tx.commit().await.map_err(err())
-        }))
+                    )
+                    .await
+                    .map_err(err())?;
+                for w in &windows {
+                    tx.execute(
+                        &statement,
+                        &[
+                            &w.replica,
+                            &w.agent,
+                            &deny_times_text(&w.at_ms),
+                            &w.expires_ms,
+                            &now,
+                        ],
+                    )
+                    .await
+                    .map_err(err())?;
+                }
+                tx.commit().await.map_err(err())
+            }),
+        )
     }
 
     fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {
-        Box::pin(self.with_client(Area::Quarantine, move |client, db| async move {
-            let err = || query_error(&db, "read recent denies");
-            client
-                .execute(
-                    "DELETE FROM quarantine_denies WHERE expires_ms <= $1",
-                    &[&now_ms()],
-                )
-                .await
-                .map_err(err())?;
-            let rows = client
-                .query(
-                    "SELECT replica, agent, at_ms, expires_ms FROM quarantine_denies \
+        Box::pin(
+            self.with_client(Area::Quarantine, move |client, db| async move {
+                let err = || query_error(&db, "read recent denies");
+                client
+                    .execute(
+                        "DELETE FROM quarantine_denies WHERE expires_ms <= $1",
+                        &[&now_ms()],
+                    )
+                    .await
+                    .map_err(err())?;
+                let rows = client
+                    .query(
+                        "SELECT replica, agent, at_ms, expires_ms FROM quarantine_denies \
                      WHERE replica <> $1",
-                    &[&replica],
-                )
-                .await
-                .map_err(err())?;
-            Ok(rows
-                .into_iter()
-                .map(|row| DenyWindow {
-                    replica: row.get(0),
-                    agent: row.get(1),
-                    at_ms: deny_times(row.get(2)),
-                    expires_ms: row.get(3),
-                })
-                .collect())
-        }))
+                        &[&replica],
+                    )
+                    .await
+                    .map_err(err())?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| DenyWindow {
+                        replica: row.get(0),
+                        agent: row.get(1),
+                        at_ms: deny_times(row.get(2)),
+                        expires_ms: row.get(3),
+                    })
+                    .collect())
+            }),
+        )
     }
 
     fn seen(
