@@ -114,7 +114,8 @@ pub struct StoreHealth {
 struct Inner {
     /// The store, as in its errors (no password).
     store: Arc<str>,
-    /// True from an operation failing for an outage until one succeeds.
+    /// True from an operation failing for an outage until one succeeds: `outage.is_some()`,
+    /// readable without the lock; written (as `up` is) only with the lock held.
     down: AtomicBool,
     outage: Mutex<Option<Outage>>,
     up: IntGauge,
@@ -209,10 +210,19 @@ impl StoreHealth {
         if !self.inner.down.load(Ordering::Acquire) {
             return;
         }
-        let ended = self.outage().take();
+        // `down` and the gauge change only under the outage's lock, with it: a failure
+        // between ending the outage and marking the store up would otherwise open an outage
+        // that this then hides, and the store would read up through every failure after it.
+        let ended = {
+            let mut outage = self.outage();
+            let ended = outage.take();
+            if ended.is_some() {
+                self.inner.down.store(false, Ordering::Release);
+                self.inner.up.set(1);
+            }
+            ended
+        };
         if let Some(outage) = ended {
-            self.inner.down.store(false, Ordering::Release);
-            self.inner.up.set(1);
             tracing::info!(
                 store = %self.inner.store,
                 down_for = %humantime::format_duration(round_to_ms(outage.since.elapsed())),
@@ -231,25 +241,33 @@ impl StoreHealth {
             tracing::error!(store = %self.inner.store, area = area.as_str(), %error, "the state store holds a record this Warden cannot read");
             return;
         }
-        let mut outage = self.outage();
-        match outage.as_mut() {
-            Some(outage) => outage.failed += 1,
-            None => {
-                *outage = Some(Outage {
-                    since: Instant::now(),
-                    failed: 1,
-                });
-                self.inner.down.store(true, Ordering::Release);
-                self.inner.up.set(0);
-                tracing::error!(
-                    store = %self.inner.store,
-                    area = area.as_str(),
-                    error = failure.as_str(),
-                    reason = %error,
-                    "the state store does not answer; what needs it fails (fails closed) until \
-                     it does (warden_state_store_up is 0)"
-                );
+        let began = {
+            let mut outage = self.outage();
+            match outage.as_mut() {
+                Some(outage) => {
+                    outage.failed += 1;
+                    false
+                }
+                None => {
+                    *outage = Some(Outage {
+                        since: Instant::now(),
+                        failed: 1,
+                    });
+                    self.inner.down.store(true, Ordering::Release);
+                    self.inner.up.set(0);
+                    true
+                }
             }
+        };
+        if began {
+            tracing::error!(
+                store = %self.inner.store,
+                area = area.as_str(),
+                error = failure.as_str(),
+                reason = %error,
+                "the state store does not answer; what needs it fails (fails closed) until \
+                 it does (warden_state_store_up is 0)"
+            );
         }
     }
 
@@ -322,6 +340,45 @@ mod tests {
         assert!(health.inner.last_success.get() >= first);
         // The counts stay: a counter only grows.
         assert_eq!(failed(&health, Area::Quarantine, Failure::Unreachable), 1);
+    }
+
+    /// Successes and failures racing must leave the store's state as the last of them says:
+    /// after one success and two failures the store is down, whatever came before.
+    #[test]
+    fn racing_successes_and_failures_never_leave_the_store_up_through_failures() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(3);
+        let mut rounds = 0;
+        while rounds < 2000 && Instant::now() < deadline {
+            rounds += 1;
+            let health = StoreHealth::new("warden@db:5432/warden");
+            let race = std::time::Duration::from_micros(300);
+            std::thread::scope(|scope| {
+                for fails in [false, true, false, true] {
+                    let health = &health;
+                    scope.spawn(move || {
+                        let until = Instant::now() + race;
+                        while Instant::now() < until {
+                            if fails {
+                                let _ = health.observe::<()>(Area::Pins, Err(unreachable()));
+                            } else {
+                                let _ = health.observe(Area::Pins, Ok(()));
+                            }
+                        }
+                    });
+                }
+            });
+            health.observe(Area::Fleet, Ok(())).unwrap();
+            for _ in 0..2 {
+                health
+                    .observe::<()>(Area::Fleet, Err(timeout()))
+                    .unwrap_err();
+            }
+            assert!(!health.is_up(), "up after two failures, round {rounds}");
+            assert_eq!(health.inner.up.get(), 0, "round {rounds}");
+            health.observe(Area::Fleet, Ok(())).unwrap();
+            assert!(health.is_up(), "round {rounds}");
+            assert_eq!(health.inner.up.get(), 1, "round {rounds}");
+        }
     }
 
     #[test]
