@@ -1311,6 +1311,15 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     {
         println!("warning: {plain}");
     }
+    if let Some(fault) = config
+        .state
+        .postgres
+        .as_ref()
+        .and_then(warden::state::postgres::configured_tls_fault)
+    {
+        eprintln!("{fault}");
+        ok = false;
+    }
     if ok {
         println!(
             "{}: configuration is valid",

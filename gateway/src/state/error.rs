@@ -100,6 +100,15 @@ pub enum StateError {
     /// The TLS settings of `state.postgres.tls` cannot be used.
     #[error("cannot set up TLS for the PostgreSQL state store: {reason}; check state.postgres.tls")]
     PostgresTls { reason: String },
+    /// `sslmode=verify-ca` without `state.postgres.tls.ca_file`.
+    #[error(
+        "state.postgres.tls.ca_file: state.postgres.url asks for sslmode=verify-ca, which checks \
+         the server's certificate against the CA in state.postgres.tls.ca_file only (not the \
+         system's roots: with the host name not verified, a certificate any public CA issued \
+         to anyone would pass), and it is not set: set it to the PEM certificate of the CA that \
+         issued the server's certificate, or use sslmode=verify-full"
+    )]
+    VerifyCaWithoutCaFile,
     /// No connection to the database could be had (server down, refused login, TLS, timeout).
     #[error(
         "cannot reach the PostgreSQL state store {database}: {reason}; check that the server is \

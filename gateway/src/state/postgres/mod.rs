@@ -303,13 +303,26 @@ pub fn plain_text_warning(url: &str) -> Option<ssl_mode::PlainText> {
 pub fn configured_plain_text(
     postgres: &super::config::PostgresConfig,
 ) -> Option<ssl_mode::PlainText> {
+    plain_text_warning(&configured_url(postgres)?)
+}
+
+/// What makes `state.postgres`'s TLS settings unusable before connecting (`sslmode=verify-ca`
+/// without `state.postgres.tls.ca_file`), for `warden check`; its URL read as
+/// [`configured_plain_text`] reads it (from Vault, connecting at start refuses it).
+pub fn configured_tls_fault(postgres: &super::config::PostgresConfig) -> Option<StateError> {
+    let (_, verify) = tls::translate(&configured_url(postgres)?);
+    tls::require_ca_file(verify, postgres.tls.ca_file.as_deref()).err()
+}
+
+/// `state.postgres.url` read from its environment variable or file; nothing from Vault or when
+/// it cannot be read (starting says why).
+fn configured_url(postgres: &super::config::PostgresConfig) -> Option<zeroize::Zeroizing<String>> {
     use crate::secrets::config::CredentialSource;
-    let url = zeroize::Zeroizing::new(match &postgres.url {
+    Some(zeroize::Zeroizing::new(match &postgres.url {
         CredentialSource::Env(name) => std::env::var(name).ok()?,
         CredentialSource::File(path) => std::fs::read_to_string(path).ok()?,
         CredentialSource::Vault(_) => return None,
-    });
-    plain_text_warning(&url)
+    }))
 }
 
 /// `user@host:port/database`: where the URL points, without its password.

@@ -282,6 +282,39 @@ async fn a_ca_file_without_certificates_is_refused_naming_it() {
     assert!(err.to_string().contains("db-ca.pem"), "{err}");
 }
 
+/// Runs without the cluster: refused before connecting, at start and by `warden check`.
+#[tokio::test]
+async fn verify_ca_without_a_ca_file_is_refused_at_start_and_by_check() {
+    let url = "postgres://warden:pw@127.0.0.1:1/warden?sslmode=verify-ca";
+    let err = PostgresStore::connect(options(url)).await.unwrap_err();
+    assert!(matches!(err, StateError::VerifyCaWithoutCaFile), "{err}");
+    assert!(
+        err.to_string().contains("state.postgres.tls.ca_file"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state-url");
+    let configured = |url: &str, ca_file: Option<std::path::PathBuf>| {
+        std::fs::write(&file, format!("{url}\n")).unwrap();
+        configured_tls_fault(&PostgresConfig {
+            url: crate::secrets::CredentialSource::File(file.clone()),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+            tls: PostgresTls { ca_file },
+        })
+    };
+    let fault = configured(url, None).expect("verify-ca without ca_file is refused");
+    assert!(
+        matches!(fault, StateError::VerifyCaWithoutCaFile),
+        "{fault}"
+    );
+    assert!(configured(url, Some("/etc/warden/db-ca.pem".into())).is_none());
+    assert!(configured(&url.replace("verify-ca", "verify-full"), None).is_none());
+    assert!(configured("host=db user=warden sslmode=verify-ca", None).is_some());
+}
+
 #[tokio::test]
 async fn sslmode_require_refuses_a_server_without_tls() {
     let url = fresh_database("postgres_sslmode_require_refuses").await;

@@ -5,13 +5,16 @@
 //! | `sslmode` | TLS | the server's certificate |
 //! |---|---|---|
 //! | `verify-full`, `require` | required | chain to a trusted root and the host name verified |
-//! | `verify-ca` | required | chain to a trusted root verified; the host name not |
+//! | `verify-ca` | required | chain to `state.postgres.tls.ca_file` (only) verified; the host name not |
 //! | `prefer` (libpq's default) | when the server offers it | as `require`, when used |
 //! | `disable` | never | — |
 //!
 //! Warden's `require` verifies as much as libpq's `verify-full` (libpq's own `require` checks
 //! nothing): a network attacker with any certificate would otherwise read and change what
-//! approves held requests. The trusted roots are the system's and `state.postgres.tls.ca_file`.
+//! approves held requests. The trusted roots are the system's and `state.postgres.tls.ca_file`,
+//! except for `verify-ca`, which trusts `ca_file` alone and needs it: with the name unchecked,
+//! any certificate a public CA issued to anyone for any name would pass (libpq refuses
+//! `sslrootcert=system` with `verify-ca` for the same reason).
 
 use std::sync::Arc;
 
@@ -28,8 +31,9 @@ use crate::state::error::StateError;
 pub enum Verify {
     /// Its chain to a trusted root, and that it names the host connected to.
     Full,
-    /// Its chain to a trusted root only (`sslmode=verify-ca`): for a server reached by an
-    /// address or alias its certificate does not name.
+    /// Its chain to the CA of `state.postgres.tls.ca_file` only, never to a system root
+    /// (`sslmode=verify-ca`): for a server reached by an address or alias its certificate does
+    /// not name.
     ChainOnly,
 }
 
@@ -102,37 +106,70 @@ pub fn translate(url: &str) -> (zeroize::Zeroizing<String>, Verify) {
     (zeroize::Zeroizing::new(translated), verify)
 }
 
-/// rustls for the connections: the system's roots and `ca_file` trusted, the certificate
-/// verified as `verify` says.
+/// rustls for the connections: the system's roots and `ca_file` trusted (`ca_file` alone, which
+/// must then be set, for `verify-ca`), the certificate verified as `verify` says.
 pub async fn client_config(
     ca_file: Option<&std::path::Path>,
     verify: Verify,
 ) -> Result<rustls::ClientConfig, StateError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let failed = |reason: String| StateError::PostgresTls {
-            reason: format!(
-                "cannot read the CA certificates in {}: {reason}",
-                path.display()
-            ),
-        };
-        let pem = tokio::fs::read(path)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| failed(e.to_string()))?;
-            roots.add(cert).map_err(|e| failed(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(failed("no PEM certificate in it".into()));
-        }
+    require_ca_file(verify, ca_file)?;
+    let ca = match ca_file {
+        Some(path) => read_ca_file(path).await?,
+        None => rustls::RootCertStore::empty(),
+    };
+    with_roots(trusted_roots(verify, ca, system_roots), verify)
+}
+
+/// Refuses `verify-ca` without `ca_file`: it would trust every public CA for every name.
+pub fn require_ca_file(
+    verify: Verify,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(), StateError> {
+    match (verify, ca_file) {
+        (Verify::ChainOnly, None) => Err(StateError::VerifyCaWithoutCaFile),
+        _ => Ok(()),
     }
-    with_roots(roots, verify)
+}
+
+/// The certificates of the PEM file `path`, at least one.
+async fn read_ca_file(path: &std::path::Path) -> Result<rustls::RootCertStore, StateError> {
+    use rustls_pki_types::pem::PemObject;
+    let failed = |reason: String| StateError::PostgresTls {
+        reason: format!(
+            "cannot read the CA certificates in {}: {reason}",
+            path.display()
+        ),
+    };
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| failed(e.to_string()))?;
+        roots.add(cert).map_err(|e| failed(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(failed("no PEM certificate in it".into()));
+    }
+    Ok(roots)
+}
+
+/// The system's CA certificates.
+fn system_roots() -> Vec<CertificateDer<'static>> {
+    rustls_native_certs::load_native_certs().certs
+}
+
+/// What the server's certificate may chain to: `ca_file`'s certificates (`ca`), and for
+/// `verify-full` the system's too (`system` is not called for `verify-ca`).
+fn trusted_roots(
+    verify: Verify,
+    mut ca: rustls::RootCertStore,
+    system: impl FnOnce() -> Vec<CertificateDer<'static>>,
+) -> rustls::RootCertStore {
+    if verify == Verify::Full {
+        ca.add_parsable_certificates(system());
+    }
+    ca
 }
 
 /// [`client_config`] with the roots given.
@@ -336,11 +373,22 @@ mod tests {
         (port, handshake)
     }
 
-    /// Connects to a [`tls_postgres`] server on `port` as `host`, `url`'s way; the client's
-    /// error (the server closes once the handshake is done, so there is always one) and
-    /// whether the handshake completed.
+    /// Connects to a [`tls_postgres`] server on `port` as `host`, `url`'s way, with `ca` as
+    /// `ca_file`'s certificate and no system roots; the client's error (the server closes once
+    /// the handshake is done, so there is always one) and whether the handshake completed.
     async fn connect(
         server: rustls::ServerConfig,
+        ca: &CertificateDer<'static>,
+        host: &str,
+        sslmode: &str,
+    ) -> (String, bool) {
+        connect_with_system(server, &[], ca, host, sslmode).await
+    }
+
+    /// [`connect`], with `system` as the system's roots.
+    async fn connect_with_system(
+        server: rustls::ServerConfig,
+        system: &[CertificateDer<'static>],
         ca: &CertificateDer<'static>,
         host: &str,
         sslmode: &str,
@@ -349,8 +397,9 @@ mod tests {
         let url =
             format!("host={host} hostaddr=127.0.0.1 port={port} user=warden sslmode={sslmode}");
         let (url, verify) = translate(&url);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).unwrap();
+        let mut ca_file = rustls::RootCertStore::empty();
+        ca_file.add(ca.clone()).unwrap();
+        let roots = trusted_roots(verify, ca_file, || system.to_vec());
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(with_roots(roots, verify).unwrap());
         let config: tokio_postgres::Config = url.parse().unwrap();
         let error = config
@@ -386,5 +435,58 @@ mod tests {
         let (error, done) = connect(server, &untrusted, "db.test", "verify-ca").await;
         assert!(!done, "an untrusted issuer is refused");
         assert!(error.contains("invalid peer certificate"), "{error}");
+    }
+
+    /// With the host name unchecked, a system root would vouch for any certificate any public
+    /// CA issued to anyone: `verify-ca` trusts `ca_file` alone.
+    #[tokio::test]
+    async fn verify_ca_refuses_a_certificate_from_a_system_root_not_in_ca_file() {
+        let (ca_file, _) = ca_and_server("db.test");
+        let (system, server) = ca_and_server("db.test");
+        let (error, done) = connect_with_system(
+            server,
+            std::slice::from_ref(&system),
+            &ca_file,
+            "db.test",
+            "verify-ca",
+        )
+        .await;
+        assert!(!done, "a system root is not trusted with verify-ca");
+        assert!(error.contains("invalid peer certificate"), "{error}");
+        // The same certificate passes verify-full, which trusts the system's roots.
+        let (system, server) = ca_and_server("db.test");
+        let (error, done) =
+            connect_with_system(server, &[system], &ca_file, "db.test", "verify-full").await;
+        assert!(done, "the handshake completed: {error}");
+    }
+
+    #[test]
+    fn verify_ca_trusts_ca_file_alone_and_verify_full_the_system_too() {
+        let (ca, _) = ca_and_server("db.test");
+        let (system, _) = ca_and_server("db.test");
+        let ca_file = || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.clone()).unwrap();
+            roots
+        };
+        let chain_only = trusted_roots(Verify::ChainOnly, ca_file(), || {
+            panic!("the system's roots were loaded for verify-ca")
+        });
+        assert_eq!(chain_only.roots.len(), 1);
+        let full = trusted_roots(Verify::Full, ca_file(), || vec![system.clone()]);
+        assert_eq!(full.roots.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn verify_ca_without_ca_file_is_refused_naming_the_key() {
+        let error = client_config(None, Verify::ChainOnly).await.unwrap_err();
+        assert!(
+            matches!(error, StateError::VerifyCaWithoutCaFile),
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(text.starts_with("state.postgres.tls.ca_file: "), "{text}");
+        assert!(text.contains("sslmode=verify-ca"), "{text}");
+        client_config(None, Verify::Full).await.unwrap();
     }
 }
