@@ -148,6 +148,39 @@ async fn serve_refuses_to_start_with_a_route_that_names_no_credential() {
     );
 }
 
+/// `sslmode=verify-ca` checks no host name, so it trusts `state.postgres.tls.ca_file` alone:
+/// without one, `warden check` and `warden serve` refuse it at that key, before connecting.
+#[tokio::test]
+async fn verify_ca_without_a_ca_file_is_refused_by_check_and_at_start() {
+    let fake = FakeLlm::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("state-url");
+    std::fs::write(
+        &url,
+        "postgres://warden:hunter2@127.0.0.1:1/warden?sslmode=verify-ca\n",
+    )
+    .unwrap();
+    let setup = WardenBuilder::new(&fake)
+        .set(
+            "/state",
+            serde_json::json!({"postgres": {"url": {"file": url}}}),
+        )
+        .write()
+        .unwrap();
+    let said = "state.postgres.tls.ca_file: state.postgres.url asks for sslmode=verify-ca";
+    let out = warden(&["check", "--config"], &setup.config_path, &setup).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let mut warden = setup.spawn().unwrap();
+    let status = warden.wait_exit(Duration::from_secs(20)).await.unwrap();
+    assert!(!status.success());
+    let output = warden.output();
+    assert!(output.contains(said), "{output}");
+    assert!(!output.contains("hunter2"), "{output}");
+}
+
 const CASES_OK: &str = r#"
 cases:
   - name: mini is allowed
