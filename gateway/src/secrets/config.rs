@@ -72,9 +72,10 @@ impl CredentialSource {
 #[serde(deny_unknown_fields)]
 pub struct VaultSource {
     /// A KV version 2 secret as `<mount>/<path>` (`secret/agents/{principal.owner}/github`).
-    /// May name `{principal.id}`, `{principal.owner}`, `{principal.fleet}` and
-    /// `{principal.environment}`: each request then reads the path of its principal, which
-    /// policy must permit (`secret:use` on `Secret::"<path>"`).
+    /// May name `{principal.id}`, `{principal.owner}`, `{principal.fleet}`,
+    /// `{principal.environment}` and `{principal.issuer}` (encoded to one path segment):
+    /// each request then reads the path of its principal, which policy must permit
+    /// (`secret:use` on `Secret::"<path>"`).
     #[serde(default)]
     pub kv: Option<String>,
     /// The KV mount, when it is not the first segment of `kv` (a mount with a `/` in it);
