@@ -388,7 +388,7 @@ async fn open_sealer(
             CredentialSource::File(path) => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| SealError::Source {
                     key: key.clone(),
-                    reason: format!("cannot read {}: {e}", shown_path(path)),
+                    reason: format!("cannot read {}: {e}", shown_path(path, Some(&e))),
                 })?;
                 key_text(bytes, &origin)?
             }
@@ -457,11 +457,11 @@ fn check_configured_files(config: &ApprovalsConfig) -> Result<(), SealError> {
         let CredentialSource::File(path) = source else {
             continue;
         };
-        let origin = format!("{} (approvals.{key})", shown_path(path));
         let bytes = std::fs::read(path).map_err(|e| SealError::Source {
             key: key.clone(),
-            reason: format!("cannot read {}: {e}", shown_path(path)),
+            reason: format!("cannot read {}: {e}", shown_path(path, Some(&e))),
         })?;
+        let origin = format!("{} (approvals.{key})", shown_path(path, None));
         FactorKey::parse(&key_text(bytes, &origin)?, &origin)?;
     }
     Ok(())
@@ -819,9 +819,15 @@ mod tests {
         // A file that is not a key, by a relative path (tests run in the package's
         // directory); its content is not shown either.
         let not_a_key = "Cargo.toml";
-        for (path, hidden) in [
-            (written_in_place, written_in_place),
-            (not_a_key, "[package]"),
+        // A standard base64 key may start with `/` (1 in 64): a missing file at `/`, or in a
+        // directory that does not exist, is not shown either, nor told to start with `/`.
+        let at_the_root = "/q3Zf9kXW0b1T0sH7nJcYkq2r8mPz4vLx6aB5eD1uC0s";
+        let slash_further_in = "/q3Zf9kXW0b1T0sH7n/Jcq2r8mPz4vLx6aB5eD1uC0s";
+        for (path, hidden, hint) in [
+            (written_in_place, written_in_place, "./PATH"),
+            (not_a_key, "[package]", "./PATH"),
+            (at_the_root, "q3Zf9kXW", "it may be the secret itself"),
+            (slash_further_in, "q3Zf9kXW", "it may be the secret itself"),
         ] {
             for config in [
                 ApprovalsConfig {
@@ -844,12 +850,14 @@ mod tests {
                     assert!(!shown.contains(path), "{shown}");
                     assert!(!shown.contains(hidden), "{shown}");
                 }
-                // `warden check` says the path is not shown and how to write it; the start
-                // names the key's configuration key alone where it has the file's content.
+                // `warden check` says the path is not shown and why (or how to write it);
+                // the start names the key's configuration key alone where it has the file's
+                // content.
                 assert!(
-                    checked.contains("not shown") && checked.contains("./PATH"),
+                    checked.contains("not shown") && checked.contains(hint),
                     "{checked}"
                 );
+                assert!(checked.contains("approvals."), "{checked}");
                 assert!(
                     at_start.contains("not shown")
                         || at_start.contains("approvals.previous_factor_keys[0] (file) is not")

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::{Config, DenyStyle};
 use crate::config::url::secure_url;
+use crate::identity::config::CERTIFICATE_ISSUER;
 use crate::route::connector::{Connectors, validate_base_url};
 
 /// Algorithms Warden accepts from OIDC issuers. HMAC is never accepted: an issuer's public
@@ -245,7 +246,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         let key = format!("identity.issuers[{i}]");
         // What start-up requires too: https, or plain http to a loopback address only.
         let url = validate_base_url(&iss.issuer).and_then(|_| secure_url(&iss.issuer).map(drop));
-        if let Err(m) = url {
+        if iss.issuer == CERTIFICATE_ISSUER {
+            err(&format!("{key}.issuer"), certificate_issuer());
+        } else if let Err(m) = url {
             err(&format!("{key}.issuer"), m);
         }
         let first = *issuers.entry(iss.issuer.as_str()).or_insert(i);
@@ -294,7 +297,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             err(&format!("{key}.jwks_uri"), m);
         }
     }
-    if id.warden_issuer.enabled
+    if id.warden_issuer.issuer == CERTIFICATE_ISSUER {
+        err("identity.warden_issuer.issuer", certificate_issuer());
+    } else if id.warden_issuer.enabled
         && id
             .issuers
             .iter()
@@ -570,6 +575,16 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
 
 /// The first comma-separated word of the `log.level` filter that is neither a level nor a
 /// `TARGET=LEVEL` directive (nor a target path, `warden::proxy`, or a span filter).
+/// Why a token issuer may not be the issuer of agents named by client certificates.
+fn certificate_issuer() -> String {
+    format!(
+        "{CERTIFICATE_ISSUER:?} is the issuer of agents a client certificate names \
+         (identity.client_certificate): a token issuer of that name would share their \
+         {{principal.issuer}} in secret paths and policy; choose another (the default is \
+         \"warden\")"
+    )
+}
+
 fn bare_word_not_a_level(filter: &str) -> Option<&str> {
     const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     filter.split(',').map(str::trim).find(|word| {
@@ -853,6 +868,35 @@ identity:
             "{text}"
         );
         assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    /// Client-certificate agents have issuer `mtls`: a token issuer of that name would share
+    /// their `{principal.issuer}` segment of secret paths.
+    #[test]
+    fn no_token_issuer_may_be_the_client_certificate_issuer() {
+        let yaml = "\
+identity:
+  warden_issuer:
+    enabled: true
+    issuer: mtls
+  issuers:
+    - issuer: mtls
+      audiences: [warden]
+";
+        let text = errors_of(yaml);
+        for at in [
+            "warden.yaml:4: identity.warden_issuer.issuer: \"mtls\" is the issuer of agents a \
+             client certificate names",
+            "warden.yaml:6: identity.issuers[0].issuer: \"mtls\" is the issuer of agents a \
+             client certificate names",
+        ] {
+            assert!(text.contains(at), "{text}");
+        }
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let other = "identity:\n  warden_issuer:\n    enabled: true\n    issuer: mtls-ca\n";
+        if let Err(e) = parse(other, None) {
+            assert!(!e.to_string().contains("client certificate names"), "{e}");
+        }
     }
 
     #[test]

@@ -67,6 +67,11 @@ impl Default for IdentityConfig {
     }
 }
 
+/// The issuer of an agent a verified client certificate names
+/// (`identity.client_certificate`): no token issuer may have it, or a secret path templated
+/// with `{principal.issuer}` would give that agent's secrets to a token's namesake.
+pub const CERTIFICATE_ISSUER: &str = "mtls";
+
 /// `identity.warden_issuer:` Warden's own agent tokens.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -302,7 +302,7 @@ impl Identifier {
 fn certificate_agent(id: &Arc<str>) -> Arc<Principal> {
     Arc::new(Principal {
         id: Arc::clone(id),
-        issuer: Arc::from("mtls"),
+        issuer: Arc::from(config::CERTIFICATE_ISSUER),
         client_certificate: Some(Arc::clone(id)),
         ..Principal::anonymous()
     })

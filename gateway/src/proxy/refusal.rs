@@ -412,7 +412,7 @@ mod tests {
         assert!(refusal.to_string().contains("10.255.255.1"), "{refusal}");
 
         let file = Refusal::Credential(CredentialError::File {
-            path: "/etc/warden/keys/openai".into(),
+            file: "/etc/warden/keys/openai".into(),
             reason: "permission denied".into(),
         });
         let (_, body) = answer(&file).await;

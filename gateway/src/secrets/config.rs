@@ -72,9 +72,10 @@ impl CredentialSource {
 #[serde(deny_unknown_fields)]
 pub struct VaultSource {
     /// A KV version 2 secret as `<mount>/<path>` (`secret/agents/{principal.owner}/github`).
-    /// May name `{principal.id}`, `{principal.owner}`, `{principal.fleet}` and
-    /// `{principal.environment}`: each request then reads the path of its principal, which
-    /// policy must permit (`secret:use` on `Secret::"<path>"`).
+    /// May name `{principal.id}`, `{principal.owner}`, `{principal.fleet}`,
+    /// `{principal.environment}` and `{principal.issuer}` (encoded to one path segment):
+    /// each request then reads the path of its principal, which policy must permit
+    /// (`secret:use` on `Secret::"<path>"`).
     #[serde(default)]
     pub kv: Option<String>,
     /// The KV mount, when it is not the first segment of `kv` (a mount with a `/` in it);
@@ -330,18 +331,42 @@ mod tests {
     #[test]
     fn a_credential_file_that_cannot_be_read_is_named_unless_its_path_may_be_the_secret() {
         use crate::secrets::credential::CredentialError;
-        let unreadable = |path: &str| {
-            CredentialError::File {
-                path: path.into(),
-                reason: "No such file or directory (os error 2)".into(),
-            }
-            .to_string()
+        use std::io::{Error, ErrorKind};
+        let unreadable = |path: &str, kind: ErrorKind| {
+            CredentialError::file(std::path::Path::new(path), Some(&Error::from(kind))).to_string()
         };
-        for path in ["/etc/warden/openai.key", "./keys/openai", "../openai"] {
-            assert!(unreadable(path).contains(path), "{}", unreadable(path));
+        let dir = tempfile::tempdir().unwrap();
+        let in_dir = dir.path().join("openai.key");
+        let in_dir = in_dir.to_str().unwrap();
+        // A missing file in a directory that exists (tests run in the package's directory).
+        for path in [in_dir, "./openai.key", "../openai"] {
+            let e = unreadable(path, ErrorKind::NotFound);
+            assert!(e.contains(path), "{e}");
         }
-        let e = unreadable(SECRET);
+        // A file that is there but cannot be read is a path, wherever it is.
+        for path in ["/etc/warden/openai.key", "/openai.key", "./keys/openai"] {
+            let e = unreadable(path, ErrorKind::PermissionDenied);
+            assert!(e.contains(path), "{e}");
+        }
+        let e = unreadable(SECRET, ErrorKind::PermissionDenied);
         assert!(!e.contains(SECRET), "{e}");
         assert!(e.contains("not shown") && e.contains("./PATH"), "{e}");
+        // A base64 key may start with `/`: a missing file at `/`, or in a directory that does
+        // not exist, is not shown.
+        for key in [
+            "/q3Zf9kXW0b1T0sH7nJcYkq2r8mPz4vLx6aB5eD1uC0s",
+            "/q3Zf9kXW0b1T0sH7n/Jcq2r8mPz4vLx6aB5eD1uC0s",
+            "./q3Zf9kXW0b1T0sH7n/Jcq2r8mPz4vLx6aB5eD1uC0s",
+        ] {
+            let e = unreadable(key, ErrorKind::NotFound);
+            assert!(!e.contains("q3Zf"), "{e}");
+            assert!(
+                e.contains("not shown") && e.contains("may be the secret"),
+                "{e}"
+            );
+        }
+        // Read but empty: the file exists, so its path is shown.
+        let e = CredentialError::file(std::path::Path::new(in_dir), None).to_string();
+        assert!(e.contains(in_dir) && e.contains("empty"), "{e}");
     }
 }

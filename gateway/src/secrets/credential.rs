@@ -1,6 +1,6 @@
 //! A credential ready to send upstream, and why a request may have none.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -20,13 +20,11 @@ pub enum CredentialError {
     NotConfigured { route: String },
     #[error("environment variable {0} is not set or empty")]
     EnvMissing(String),
-    /// The path is shown only when it starts with `/` or `.` (any other may be the secret
-    /// itself, written where its path goes).
-    #[error(
-        "cannot read credential file {}: {reason}",
-        crate::vault::config::shown_path(path)
-    )]
-    File { path: PathBuf, reason: String },
+    /// `file` is the path as [`crate::vault::config::shown_path`] shows it (a path that may
+    /// be the secret itself, written where its path goes, is not): build it with
+    /// [`CredentialError::file`].
+    #[error("cannot read credential file {file}: {reason}")]
+    File { file: String, reason: String },
     #[error("the credential from {0} contains characters not allowed in an HTTP header")]
     InvalidValue(String),
     #[error("connector header name {0:?} is not a valid HTTP header name")]
@@ -54,6 +52,16 @@ pub enum CredentialError {
     /// The principal lacks an attribute its route's secret path names, or has an unsafe one.
     #[error(transparent)]
     Unresolved(#[from] ResolveError),
+}
+
+impl CredentialError {
+    /// Credential file `path` could not be read (`error`), or was read and is empty (`None`).
+    pub fn file(path: &Path, error: Option<&std::io::Error>) -> CredentialError {
+        CredentialError::File {
+            file: crate::vault::config::shown_path(path, error).into_owned(),
+            reason: error.map_or_else(|| "file is empty".to_owned(), ToString::to_string),
+        }
+    }
 }
 
 impl From<SecretError> for CredentialError {

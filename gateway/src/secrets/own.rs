@@ -21,14 +21,11 @@ pub async fn read(
         CredentialSource::Env(name) => Zeroizing::new(
             std::env::var(name).map_err(|_| CredentialError::EnvMissing(name.clone()))?,
         ),
-        CredentialSource::File(path) => {
-            Zeroizing::new(tokio::fs::read_to_string(path).await.map_err(|e| {
-                CredentialError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?)
-        }
+        CredentialSource::File(path) => Zeroizing::new(
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| CredentialError::file(path, Some(&e)))?,
+        ),
         CredentialSource::Vault(v) => {
             let store = vault.ok_or_else(|| CredentialError::Vault {
                 path: key.to_owned(),

@@ -176,7 +176,8 @@ impl FileState {
         }
         let value = read_file(&self.path, &self.injection);
         if let (Err(e), Ok(_)) = (&value, &**self.current.load()) {
-            tracing::warn!(path = %crate::vault::config::shown_path(&self.path), error = %e, "the credential file can no longer be read; its route's requests are refused until it can");
+            // The error names the file as its path may be shown.
+            tracing::warn!(error = %e, "the credential file can no longer be read; its route's requests are refused until it can");
         }
         self.current.store(Arc::new(value));
         *known = now;
@@ -199,18 +200,12 @@ fn read_file(path: &Path, injection: &Injection) -> Lookup {
             .render(
                 Some(&v),
                 |_| None,
-                &format!("file {}", crate::vault::config::shown_path(path)),
+                &format!("file {}", crate::vault::config::shown_path(path, None)),
                 None,
             )
             .map(Arc::new),
-        Ok(_) => Err(CredentialError::File {
-            path: path.to_path_buf(),
-            reason: "file is empty".into(),
-        }),
-        Err(e) => Err(CredentialError::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+        Ok(_) => Err(CredentialError::file(path, None)),
+        Err(e) => Err(CredentialError::file(path, Some(&e))),
     }
 }
 
@@ -355,6 +350,21 @@ mod tests {
             .to_string();
         assert!(
             shown.contains("file ./Cargo.toml contains characters"),
+            "{shown}"
+        );
+        // A base64 key written where its path goes may start with `/`: a missing file at `/`
+        // is not shown; one in a directory that exists is.
+        let key = "/q3Zf9kXW0b1T0sH7nJcYkq2r8mPz4vLx6aB5eD1uC0s";
+        let e = read_file(Path::new(key), &bearer()).unwrap_err();
+        assert!(matches!(e, CredentialError::File { .. }), "{e:?}");
+        let shown = e.to_string();
+        assert!(!shown.contains("q3Zf"), "{shown}");
+        assert!(shown.contains("may be the secret itself"), "{shown}");
+        let shown = read_file(Path::new("./no-such.key"), &bearer())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("cannot read credential file ./no-such.key"),
             "{shown}"
         );
     }

@@ -92,8 +92,12 @@ pub struct DenyWindow {
     /// When it was denied, milliseconds since the Unix epoch: at most the trigger's count, the
     /// latest ones; empty once the trigger fired on this replica.
     pub at_ms: Vec<i64>,
-    /// When it is forgotten (the last deny out of the window), milliseconds since the Unix
-    /// epoch.
+    /// When the trigger last fired for the agent on this replica, milliseconds since the Unix
+    /// epoch (0: never): the other replicas drop their denies made until then, which it
+    /// counted (or could have), so that a release does not leave them to fire again.
+    pub fired_ms: i64,
+    /// When it is forgotten (the last deny, or the firing, out of the window), milliseconds
+    /// since the Unix epoch.
     pub expires_ms: i64,
 }
 

@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::config::{BootstrapSecret, VaultAuth, VaultConfig};
+use super::config::{BootstrapSecret, VaultAuth, VaultConfig, shown_path};
 use super::error::VaultError;
 use super::secret::{KvSecret, LeasedSecret, SecretData};
 
@@ -872,21 +872,26 @@ fn read_bootstrap(
     what: &str,
     source: &BootstrapSecret,
 ) -> Result<Zeroizing<String>, VaultError> {
-    let origin = match source {
-        BootstrapSecret::Env(name) => format!("env {name}"),
-        BootstrapSecret::File(path) => format!("file {}", super::config::shown_path(path)),
+    // A file's path is shown as what reading it gave allows.
+    let (origin, value) = match source {
+        BootstrapSecret::Env(name) => (
+            format!("env {name}"),
+            std::env::var(name).map_err(|_| "not set".to_owned()),
+        ),
+        BootstrapSecret::File(path) => match std::fs::read_to_string(path) {
+            Ok(value) => (format!("file {}", shown_path(path, None)), Ok(value)),
+            Err(e) => (
+                format!("file {}", shown_path(path, Some(&e))),
+                Err(e.to_string()),
+            ),
+        },
     };
     let failed = |reason: String| VaultError::Bootstrap {
         method,
         what: format!("{what} ({origin})"),
         reason,
     };
-    let value = Zeroizing::new(match source {
-        BootstrapSecret::Env(name) => std::env::var(name).map_err(|_| failed("not set".into()))?,
-        BootstrapSecret::File(path) => {
-            std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?
-        }
-    });
+    let value = Zeroizing::new(value.map_err(failed)?);
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(failed("empty".into()));
@@ -927,6 +932,43 @@ mod tests {
     use axum::Json;
     use axum::routing::{get, put};
     use serde_json::{Value, json};
+
+    #[test]
+    fn a_login_secret_files_path_that_may_be_the_secret_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        // A token written where its file's path goes, starting with `/` as base64 may.
+        let token = "/q3Zf9kXW0b1T0sH7nJcYkq2r8mPz4vLx6aB5eD1uC0s";
+        let e = read_bootstrap("token", "the token", &BootstrapSecret::File(token.into()))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("q3Zf"), "{e}");
+        assert!(
+            e.contains("the token (file (path not shown") && e.contains("may be the secret"),
+            "{e}"
+        );
+        // A missing file in a directory that exists, and an empty file, are named.
+        let missing = dir.path().join("token");
+        let e = read_bootstrap(
+            "token",
+            "the token",
+            &BootstrapSecret::File(missing.clone()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        std::fs::write(&missing, "\n").unwrap();
+        let e = read_bootstrap(
+            "token",
+            "the token",
+            &BootstrapSecret::File(missing.clone()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("(file {}): empty", missing.display())),
+            "{e}"
+        );
+    }
 
     /// A Vault that answers as no Vault should: lifetimes of `u64::MAX` seconds, a secret of
     /// 2 MiB.

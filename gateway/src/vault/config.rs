@@ -361,19 +361,35 @@ pub fn is_env_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// A secret file's path as messages and logs show it: a path starting with `/` or `.` as
-/// written; any other (`sk-live-...`, most likely the secret itself written where its path
-/// goes, though it may be a path relative to the working directory) is not shown.
-pub fn shown_path(path: &std::path::Path) -> std::borrow::Cow<'_, str> {
+/// A secret file's path as messages and logs show it, given what reading it gave (`None`: it
+/// was read). A secret written where its file's path goes must not be shown, so a path is
+/// shown only when it starts with `/` or `.` (any other, `sk-live-...`, may be the secret;
+/// a path relative to the working directory is written `./PATH`) and, if there is no such
+/// file, its directory exists and is not `/` itself: a base64 key or token may start with `/`
+/// (`/q3Zf...`), and one that has a `/` further in names a directory that does not exist.
+/// What is not shown is a sentence saying why; the caller names the configuration key.
+pub fn shown_path<'a>(
+    path: &'a std::path::Path,
+    read: Option<&std::io::Error>,
+) -> std::borrow::Cow<'a, str> {
     let text = path.to_string_lossy();
-    if text.starts_with('/') || text.starts_with('.') {
-        text
-    } else {
-        std::borrow::Cow::Borrowed(
+    if !(text.starts_with('/') || text.starts_with('.')) {
+        return std::borrow::Cow::Borrowed(
             "(a relative path not starting with ./, not shown: it may be the secret itself; \
              write it as ./PATH or /PATH)",
-        )
+        );
     }
+    let missing = read.is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    let in_a_directory = path.parent().is_some_and(|dir| {
+        !dir.as_os_str().is_empty() && dir != std::path::Path::new("/") && dir.is_dir()
+    });
+    if missing && !in_a_directory {
+        return std::borrow::Cow::Borrowed(
+            "(path not shown: neither the file nor its directory exists, or it is in /, so \
+             it may be the secret itself written where its path goes)",
+        );
+    }
+    text
 }
 
 #[cfg(test)]

@@ -187,3 +187,77 @@ async fn denies_spread_over_replicas_quarantine_as_on_one() {
         audit.close().await.unwrap();
     }
 }
+
+/// The trigger fires on one replica with the denies of another: once the operator releases
+/// the agent, the other replica's denies counted in that firing do not fire it again with
+/// fewer new ones than the trigger's count.
+#[tokio::test]
+async fn denies_counted_in_a_firing_elsewhere_do_not_fire_again_after_a_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let audit = AuditLog::open(
+            &dir.path().join(format!("audit-{name}")),
+            &AuditConfig::default(),
+        )
+        .unwrap();
+        let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
+        let store = crate::state::Store::sqlite(SqliteStore::open(&path).await.unwrap());
+        replicas.push((gateway, store.fleet(), audit, name));
+    }
+    let trigger = config::DeniesTrigger {
+        count: 6,
+        window: Duration::from_secs(300),
+    };
+    let agent: Arc<str> = "prober".into();
+    let now = now_ms();
+    // Three denies on b, two on a, each shared; the sixth, on a, fires with b's three.
+    for n in 0..5 {
+        let (gateway, _, _, _) = &replicas[(n + 1) % 2];
+        assert!(!gateway.denies.deny(&agent, &trigger, now + n as i64));
+        share_all(&replicas, &trigger, now + n as i64).await;
+    }
+    assert!(replicas[0].0.denies.deny(&agent, &trigger, now + 5));
+    share_all(&replicas, &trigger, now + 5).await;
+    // Released within the window: three new denies on b are three, not six.
+    for n in 6..9 {
+        assert!(
+            !replicas[1].0.denies.deny(&agent, &trigger, now + n),
+            "b's denies counted in a's firing fired again after {} new ones",
+            n - 5
+        );
+        share_all(&replicas, &trigger, now + n).await;
+    }
+    // Six new ones do.
+    for n in 9..11 {
+        assert!(!replicas[0].0.denies.deny(&agent, &trigger, now + n));
+        share_all(&replicas, &trigger, now + n).await;
+    }
+    assert!(replicas[1].0.denies.deny(&agent, &trigger, now + 11));
+    for (_, _, audit, _) in replicas {
+        audit.close().await.unwrap();
+    }
+}
+
+/// Two ticks of each replica, in turn, at `at`: one for each to store its denies, one for
+/// each to read the other's.
+async fn share_all(
+    replicas: &[(
+        Quarantines,
+        Arc<dyn crate::state::fleet::FleetRepository>,
+        AuditLog,
+        &str,
+    )],
+    trigger: &config::DeniesTrigger,
+    at: i64,
+) {
+    for _ in 0..2 {
+        for (gateway, store, _, name) in replicas {
+            gateway
+                .share_step(&**store, name, Some(trigger), at)
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -22,9 +22,18 @@ use crate::state::fleet::DenyWindow;
 #[derive(Debug, Default)]
 pub(super) struct DenyWindows {
     agents: DashMap<Arc<str>, Window>,
-    /// The other replicas' recent denies per agent (milliseconds since the Unix epoch), as
-    /// last read.
-    others: ArcSwap<HashMap<Arc<str>, Vec<i64>>>,
+    /// The other replicas' recent denies per agent, as last read.
+    others: ArcSwap<HashMap<Arc<str>, Elsewhere>>,
+}
+
+/// One agent's denies on the other replicas, as last read.
+#[derive(Debug, Default)]
+struct Elsewhere {
+    /// When, milliseconds since the Unix epoch.
+    at_ms: Vec<i64>,
+    /// The newest time the trigger fired for the agent on one of them (0: never): the denies
+    /// made until then, anywhere, were counted by it (or made before it) and count no more.
+    fired_ms: i64,
 }
 
 /// One agent's denies on this replica.
@@ -56,9 +65,12 @@ impl DenyWindows {
         }
         window.changed = true;
         let others = self.others.load();
-        let fired_ms = window.fired_ms;
-        let elsewhere = others.get(agent).map_or(0, |at| {
-            at.iter().filter(|t| **t >= from && **t > fired_ms).count()
+        let elsewhere = others.get(agent).map_or(0, |e| {
+            let fired_ms = window.fired_ms.max(e.fired_ms);
+            e.at_ms
+                .iter()
+                .filter(|t| **t >= from && **t > fired_ms)
+                .count()
         });
         if window.at_ms.len() + elsewhere >= count {
             window.at_ms.clear();
@@ -93,11 +105,18 @@ impl DenyWindows {
             }
             entry.changed = false;
             let at_ms: Vec<i64> = entry.at_ms.iter().copied().collect();
-            let expires_ms = at_ms.last().map_or(now_ms, |t| t.saturating_add(window));
+            // Kept while a deny or the firing is within the window, so that the other
+            // replicas learn of the firing.
+            let last = at_ms.last().copied().unwrap_or(0).max(entry.fired_ms);
+            let expires_ms = match last {
+                0 => now_ms,
+                last => last.saturating_add(window),
+            };
             out.push(DenyWindow {
                 replica: replica.to_owned(),
                 agent: entry.key().to_string(),
                 at_ms,
+                fired_ms: entry.fired_ms,
                 expires_ms,
             });
         }
@@ -114,14 +133,28 @@ impl DenyWindows {
         }
     }
 
-    /// Takes the other replicas' recent denies, as read from the store.
+    /// Takes the other replicas' recent denies, as read from the store. Where the trigger
+    /// fired for an agent on another replica, this replica's denies of it made until then are
+    /// dropped (and the window published again): that firing counted them, or came after
+    /// them, and after a release they must not fire again with fewer new denies than the
+    /// trigger's count.
     pub(super) fn read(&self, rows: Vec<DenyWindow>) {
-        let mut others: HashMap<Arc<str>, Vec<i64>> = HashMap::new();
+        let mut others: HashMap<Arc<str>, Elsewhere> = HashMap::new();
         for row in rows {
-            others
-                .entry(Arc::from(row.agent))
-                .or_default()
-                .extend(row.at_ms);
+            let elsewhere = others.entry(Arc::from(row.agent)).or_default();
+            elsewhere.at_ms.extend(row.at_ms);
+            elsewhere.fired_ms = elsewhere.fired_ms.max(row.fired_ms);
+        }
+        for (agent, elsewhere) in &others {
+            if elsewhere.fired_ms == 0 {
+                continue;
+            }
+            if let Some(mut window) = self.agents.get_mut(agent)
+                && window.at_ms.iter().any(|t| *t <= elsewhere.fired_ms)
+            {
+                window.at_ms.retain(|t| *t > elsewhere.fired_ms);
+                window.changed = true;
+            }
         }
         self.others.store(Arc::new(others));
     }
@@ -249,6 +282,7 @@ mod tests {
             replica: "b".into(),
             agent: "a".into(),
             at_ms,
+            fired_ms: 0,
             expires_ms: i64::MAX,
         };
         // Two denies elsewhere, one of them out of the window by the time this one counts.
@@ -265,6 +299,9 @@ mod tests {
         let published = windows.to_publish("here", &trigger, t0 + 16 * s);
         assert_eq!(published.len(), 1);
         assert!(published[0].at_ms.is_empty(), "{published:?}");
+        // With when it fired, kept for the others to read while that is within the window.
+        assert_eq!(published[0].fired_ms, t0 + 16 * s);
+        assert_eq!(published[0].expires_ms, t0 + 76 * s);
         assert!(windows.to_publish("here", &trigger, t0 + 16 * s).is_empty());
     }
 }

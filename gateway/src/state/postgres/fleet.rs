@@ -334,10 +334,11 @@ impl FleetRepository for PostgresStore {
                 let tx = client.transaction().await.map_err(err())?;
                 let statement = tx
                     .prepare_cached(
-                        "INSERT INTO quarantine_denies (replica, agent, at_ms, expires_ms, \
-                     updated_ms) VALUES ($1, $2, $3, $4, $5) \
+                        "INSERT INTO quarantine_denies (replica, agent, at_ms, fired_ms, \
+                     expires_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
-                     expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                     fired_ms = excluded.fired_ms, expires_ms = excluded.expires_ms, \
+                     updated_ms = excluded.updated_ms",
                     )
                     .await
                     .map_err(err())?;
@@ -348,6 +349,7 @@ impl FleetRepository for PostgresStore {
                             &w.replica,
                             &w.agent,
                             &deny_times_text(&w.at_ms),
+                            &w.fired_ms,
                             &w.expires_ms,
                             &now,
                         ],
@@ -373,8 +375,8 @@ impl FleetRepository for PostgresStore {
                     .map_err(err())?;
                 let rows = client
                     .query(
-                        "SELECT replica, agent, at_ms, expires_ms FROM quarantine_denies \
-                     WHERE replica <> $1",
+                        "SELECT replica, agent, at_ms, fired_ms, expires_ms \
+                     FROM quarantine_denies WHERE replica <> $1",
                         &[&replica],
                     )
                     .await
@@ -385,7 +387,8 @@ impl FleetRepository for PostgresStore {
                         replica: row.get(0),
                         agent: row.get(1),
                         at_ms: deny_times(row.get(2)),
-                        expires_ms: row.get(3),
+                        fired_ms: row.get(3),
+                        expires_ms: row.get(4),
                     })
                     .collect())
             }),

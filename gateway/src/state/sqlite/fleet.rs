@@ -314,16 +314,18 @@ impl FleetRepository for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
                     let mut statement = tx.prepare_cached(
-                        "INSERT INTO quarantine_denies (replica, agent, at_ms, expires_ms, \
-                         updated_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                        "INSERT INTO quarantine_denies (replica, agent, at_ms, fired_ms, \
+                         expires_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                          ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
-                         expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                         fired_ms = excluded.fired_ms, expires_ms = excluded.expires_ms, \
+                         updated_ms = excluded.updated_ms",
                     )?;
                     for w in &windows {
                         statement.execute(params![
                             w.replica,
                             w.agent,
                             deny_times_text(&w.at_ms),
+                            w.fired_ms,
                             w.expires_ms,
                             now
                         ])?;
@@ -345,7 +347,7 @@ impl FleetRepository for SqliteStore {
             .map_err(query_error(path, operation))?;
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT replica, agent, at_ms, expires_ms FROM quarantine_denies \
+                    "SELECT replica, agent, at_ms, fired_ms, expires_ms FROM quarantine_denies \
                      WHERE replica <> ?1",
                 )
                 .map_err(query_error(path, operation))?;
@@ -355,7 +357,8 @@ impl FleetRepository for SqliteStore {
                         replica: row.get(0)?,
                         agent: row.get(1)?,
                         at_ms: deny_times(&row.get::<_, String>(2)?),
-                        expires_ms: row.get(3)?,
+                        fired_ms: row.get(3)?,
+                        expires_ms: row.get(4)?,
                     })
                 })
                 .map_err(query_error(path, operation))?;

@@ -269,11 +269,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // row written into the store by hand lowers no more than the fleet's floor.
     "ALTER TABLE policy_bundle_floor_resets ADD COLUMN signature TEXT;",
     // 22: each replica's recent denies per agent, so that the quarantine trigger on denies
-    // counts the fleet's denies within its window, not each replica's.
+    // counts the fleet's denies within its window, not each replica's; and when it last fired
+    // for the agent there, so that the other replicas drop their denies it counted.
     "CREATE TABLE quarantine_denies (
         replica     TEXT    NOT NULL,
         agent       TEXT    NOT NULL,
         at_ms       TEXT    NOT NULL,
+        fired_ms    INTEGER NOT NULL DEFAULT 0,
         expires_ms  INTEGER NOT NULL,
         updated_ms  INTEGER NOT NULL,
         PRIMARY KEY (replica, agent)

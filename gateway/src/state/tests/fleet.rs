@@ -245,6 +245,7 @@ async fn each_replica_replaces_its_own_denies_and_reads_the_others_until_they_ex
         replica: replica.into(),
         agent: agent.into(),
         at_ms,
+        fired_ms: 0,
         expires_ms,
     };
     a.publish_denies(vec![
@@ -261,7 +262,14 @@ async fn each_replica_replaces_its_own_denies_and_reads_the_others_until_they_ex
         [window("ra", "bot", vec![now - 2, now - 1], now + 60_000)],
         "the others' denies, the expired ones gone"
     );
-    // Replaced: the trigger fired on replica a, which counts none of them any more.
+    // Replaced: the trigger fired on replica a, which counts none of them any more; when it
+    // fired is kept for the others to read until it leaves the window.
+    let fired = DenyWindow {
+        fired_ms: now,
+        ..window("ra", "bot", vec![], now + 60_000)
+    };
+    a.publish_denies(vec![fired.clone()]).await.unwrap();
+    assert_eq!(b.denies("rb".into()).await.unwrap(), [fired]);
     a.publish_denies(vec![window("ra", "bot", vec![], now)])
         .await
         .unwrap();
