@@ -148,18 +148,7 @@ async fn a_refresh_audits_who_released_a_quarantine_in_another_process() {
 #[tokio::test]
 async fn denies_spread_over_replicas_quarantine_as_on_one() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let audit = AuditLog::open(
-            &dir.path().join(format!("audit-{name}")),
-            &AuditConfig::default(),
-        )
-        .unwrap();
-        let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
-        let store = crate::state::Store::sqlite(SqliteStore::open(&path).await.unwrap());
-        replicas.push((gateway, store.fleet(), audit, name));
-    }
+    let replicas = two_replicas_on_one_store(dir.path()).await;
     let trigger = config::DeniesTrigger {
         count: 6,
         window: Duration::from_secs(300),
@@ -194,18 +183,7 @@ async fn denies_spread_over_replicas_quarantine_as_on_one() {
 #[tokio::test]
 async fn denies_counted_in_a_firing_elsewhere_do_not_fire_again_after_a_release() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let audit = AuditLog::open(
-            &dir.path().join(format!("audit-{name}")),
-            &AuditConfig::default(),
-        )
-        .unwrap();
-        let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
-        let store = crate::state::Store::sqlite(SqliteStore::open(&path).await.unwrap());
-        replicas.push((gateway, store.fleet(), audit, name));
-    }
+    let replicas = two_replicas_on_one_store(dir.path()).await;
     let trigger = config::DeniesTrigger {
         count: 6,
         window: Duration::from_secs(300),
@@ -242,6 +220,27 @@ async fn denies_counted_in_a_firing_elsewhere_do_not_fire_again_after_a_release(
 
 /// Two ticks of each replica, in turn, at `at`: one for each to store its denies, one for
 /// each to read the other's.
+/// Replicas `a` and `b`, each with its own audit log, sharing one SQLite state store in `dir`.
+async fn two_replicas_on_one_store(
+    dir: &std::path::Path,
+) -> Vec<(
+    Quarantines,
+    Arc<dyn crate::state::fleet::FleetRepository>,
+    AuditLog,
+    &'static str,
+)> {
+    let path = dir.join("state.db");
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let audit =
+            AuditLog::open(&dir.join(format!("audit-{name}")), &AuditConfig::default()).unwrap();
+        let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
+        let store = crate::state::Store::sqlite(SqliteStore::open(&path).await.unwrap());
+        replicas.push((gateway, store.fleet(), audit, name));
+    }
+    replicas
+}
+
 async fn share_all(
     replicas: &[(
         Quarantines,
