@@ -175,15 +175,16 @@ runtime:
             .map_err(HarnessError::io("writing the Warden config"))
     }
 
-    /// `warden token issue --config FILE --agent bench --ttl 1h`: the bearer token.
+    /// `warden token issue --config FILE --agent bench --ttl 1h --create-key`: the bearer
+    /// token (the key is made here when no gateway has started on this data dir yet).
     pub fn issue_token(&self) -> Result<String, HarnessError> {
         let mut command = Command::new(&self.binary);
         command
             .args(["token", "issue", "--config"])
             .arg(self.config_path())
-            .args(["--agent", "bench", "--ttl", "1h"]);
+            .args(["--agent", "bench", "--ttl", "1h", "--create-key"]);
         let shown = format!(
-            "{} token issue --config {} --agent bench --ttl 1h",
+            "{} token issue --config {} --agent bench --ttl 1h --create-key",
             self.binary.display(),
             self.config_path().display()
         );

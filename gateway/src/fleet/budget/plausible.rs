@@ -15,6 +15,10 @@
 //!   cache, a server-side tool such as web search, an MCP server; [`REFERENCES`]), and any
 //!   Responses API request (whose inputs may be stored items), has no input ceiling.
 
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 use crate::protocol::{Endpoint, LlmRequest, Usage};
 
 /// Input tokens allowed beyond one per byte of the body: what a provider adds to a request
@@ -125,13 +129,18 @@ impl Ceiling {
     }
 }
 
+/// [`REFERENCES`] as one automaton ignoring ASCII case: one pass over the body, whatever the
+/// number of needles (comparing each needle at every offset cost a fifth of a request's CPU).
+static REFERENCE_FINDER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(REFERENCES)
+        .expect("REFERENCES are a handful of short literals")
+});
+
 /// Whether `body` may make the provider read content that is not in it ([`REFERENCES`]).
 fn references(body: &[u8]) -> bool {
-    REFERENCES.iter().any(|needle| {
-        let needle = needle.as_bytes();
-        body.windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
-    })
+    REFERENCE_FINDER.is_match(body)
 }
 
 #[cfg(test)]
@@ -215,5 +224,18 @@ mod tests {
         let ceiling = Ceiling::of(&request(Endpoint::ChatCompletions, None), CHAT);
         let mut usage = reported(1, 9_000_000);
         assert!(ceiling.clamp(&mut usage).is_empty());
+    }
+
+    #[test]
+    fn every_reference_is_found_in_any_ascii_case_and_anywhere_in_the_body() {
+        for needle in REFERENCES {
+            for spelled in [needle.to_string(), needle.to_ascii_uppercase()] {
+                let body = format!(r#"{{"messages":[{{"role":"user","content":"a{spelled}b"}}]}}"#);
+                assert!(references(body.as_bytes()), "{spelled} not found");
+                assert!(references(spelled.as_bytes()), "{spelled} alone not found");
+            }
+        }
+        assert!(!references(CHAT));
+        assert!(!references(b""));
     }
 }
