@@ -294,6 +294,12 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             }
             shared.breakers.reconfigure(breaker_settings(&snapshot));
             snapshot.warn_of_unavailable_credentials();
+            // The same Vault store kept: what was rotated in Vault is read now, not at kv_ttl.
+            if let (Some(kept), Some(running)) = (&snapshot.secrets, &current.secrets)
+                && Arc::ptr_eq(kept, running)
+            {
+                kept.reread_latest_kv();
+            }
             crate::mcp::sandbox::report(&snapshot.config.mcp);
             snapshot.remember_bundle();
             shared.snapshot.store(Arc::new(snapshot));

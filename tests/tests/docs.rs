@@ -198,8 +198,9 @@ fn blocks_after(doc: &str, marker: &str) -> Vec<String> {
 }
 
 /// The README's `warden.yaml` for the fake upstream, then tools.md's "Try it" MCP section added
-/// to it as that page says ("beside the routes"), each checked with `warden check` next to a
-/// copy of the repository's policies, as a user runs them.
+/// to it as that page says ("beside the routes"), and approvals.md's command-line and console
+/// sections added to that, each checked with `warden check` next to a copy of the repository's
+/// policies, as a user runs them.
 #[tokio::test]
 async fn the_readme_and_try_it_configurations_load() {
     let root = repo_root();
@@ -218,12 +219,16 @@ async fn the_readme_and_try_it_configurations_load() {
         "{try_it}"
     );
 
-    let approvals = read(&root.join("docs/approvals.md"));
-    let approvals = blocks_after(&approvals, "### Try it").remove(0);
+    let approvals_md = read(&root.join("docs/approvals.md"));
+    let approvals = blocks_after(&approvals_md, "### Try it").remove(0);
     assert!(
         approvals.starts_with("# warden.yaml, beside the routes"),
         "{approvals}"
     );
+    let console = blocks_after(&approvals_md, "### A first approval in the console")
+        .into_iter()
+        .find(|b| b.starts_with("# warden.yaml"))
+        .expect("the console's first approval has a warden.yaml block");
 
     for (name, config) in [
         ("README", routes.to_owned()),
@@ -231,6 +236,10 @@ async fn the_readme_and_try_it_configurations_load() {
         (
             "approvals.md Try it",
             format!("{routes}{try_it}{approvals}"),
+        ),
+        (
+            "approvals.md's first approval in the console",
+            format!("{routes}{try_it}{console}"),
         ),
     ] {
         // An enforced sandbox is refused at load on a kernel without Landlock ABI 6: where

@@ -105,6 +105,26 @@ async fn agent_token_is_stripped_and_openai_provider_key_injected() {
     );
 }
 
+/// An SDK given `…/openai/v1` as its base URL (the provider's own base URL ends in `/v1`, so
+/// users copy it) reaches the provider's `/v1/chat/completions`, not `/v1/v1/…`, which no
+/// OpenAI-compatible server has.
+#[tokio::test]
+async fn a_base_url_ending_in_v1_reaches_the_upstream_once_under_v1() {
+    let s = Stack::start().await.unwrap();
+    let base = format!("{}/v1", s.openai_base());
+    let out = sdk::run("openai_chat.py", &base, &s.token, &["chat", "models"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out["chat"]["content"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+    let upstream = s.upstream_requests(2).await;
+    let paths: Vec<&str> = upstream.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/v1/chat/completions", "/v1/models"], "{out}");
+}
+
 #[tokio::test]
 async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
     let s = Stack::start().await.unwrap();

@@ -904,6 +904,94 @@ async fn a_reload_that_changes_the_vault_section_keeps_serving() {
     );
 }
 
+/// A secret rotated in Vault (a new KV version) is used at once after a reload (SIGHUP, the
+/// configuration unchanged), not only once `kv_ttl` (5 minutes) has passed.
+#[tokio::test]
+async fn a_reload_reads_a_rotated_kv_secret_at_once() {
+    let (bao, fake, echo) = stage().await;
+    bao.kv_put("e2e/rotated", &[("token", "sk-rotate-000001")]);
+    let route = echo_route(
+        "/echo",
+        &echo,
+        json!({"vault": {"kv": "secret/e2e/rotated"}}),
+        None,
+    );
+    let warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    let authorization = || echo.seen().last().unwrap()["headers"]["authorization"].clone();
+    let (status, body) = get(&warden, &token, "/echo/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(authorization(), "Bearer sk-rotate-000001");
+    // Vault was never down: its first login is not logged as a recovery.
+    assert!(
+        !warden.output().contains("vault answers again"),
+        "{}",
+        warden.output()
+    );
+
+    // Rotated in Vault: the cached version serves until kv_ttl...
+    bao.kv_put("e2e/rotated", &[("token", "sk-rotate-000002")]);
+    let (status, body) = get(&warden, &token, "/echo/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(authorization(), "Bearer sk-rotate-000001");
+
+    // ...or until a reload, which reads it again.
+    warden.signal(libc::SIGHUP).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(&warden, &token, "/echo/models").await;
+        assert_eq!(status, 200, "{body}");
+        if authorization() == "Bearer sk-rotate-000002" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated secret was not read after the reload: {}",
+            warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A route whose KV secret does not exist is refused, and the operator is told what to do:
+/// where to look, how to write it (Vault's own answer is a bare 404).
+#[tokio::test]
+async fn a_missing_kv_secret_says_how_to_check_and_write_it() {
+    let (bao, fake, echo) = stage().await;
+    let route = echo_route(
+        "/echo",
+        &echo,
+        json!({"vault": {"kv": "secret/e2e/never-written"}}),
+        None,
+    );
+    let warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    let (status, body) = get(&warden, &token, "/echo/models").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "credential_unavailable", "{body}");
+    let outcome = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "outcome" && r["route"] == "echo" && r["outcome"]["error"].is_string()
+        })
+        .await
+        .expect("the refusal's outcome record");
+    let error = outcome["outcome"]["error"].as_str().unwrap().to_owned();
+    for says in [
+        "no secret at secret/e2e/never-written",
+        "`bao kv get secret/e2e/never-written`",
+        "`bao kv put secret/e2e/never-written FIELD=VALUE`",
+    ] {
+        assert!(error.contains(says), "{says:?} not in {error}");
+    }
+    assert!(
+        warden
+            .output()
+            .contains("no secret at secret/e2e/never-written"),
+        "{}",
+        warden.output()
+    );
+}
+
 /// The token of Warden's AppRole login, as OpenBao's `lookup-accessor` shows it (`None` until
 /// Warden has logged in).
 fn approle_token(bao: &OpenBao) -> Option<Value> {

@@ -398,7 +398,7 @@ async fn credential(
     };
     ex.accept_trailers(inject::accepts_trailers(&head.headers));
     let headers = std::mem::take(&mut head.headers);
-    let rest = route.rest(head.uri.path());
+    let rest = route.upstream_rest(head.uri.path());
     let base = inject::redirect_base(route, &head, rest, credential.as_deref());
     let mut outbound =
         inject::upstream_request(route, &head, headers, rest, body, credential.as_deref())

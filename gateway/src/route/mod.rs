@@ -98,6 +98,23 @@ impl Route {
     pub fn rest<'p>(&self, path: &'p str) -> &'p str {
         path.get(self.prefix.len()..).unwrap_or_default()
     }
+
+    /// The part of `path` sent upstream: [`Route::rest`], less a leading `/v1` that an OpenAI
+    /// route's upstream already ends with. An SDK given `…/openai/v1` as its base URL sends
+    /// `/openai/v1/chat/completions`, which Warden judges as `/chat/completions` (the dialect
+    /// reads paths with or without `/v1`), and sends on to `<upstream>/chat/completions`, not
+    /// to `<upstream>/v1/chat/completions`, a path no OpenAI-compatible server has.
+    pub fn upstream_rest<'p>(&self, path: &'p str) -> &'p str {
+        let rest = self.rest(path);
+        if self.protocol == Protocol::Openai
+            && self.upstream.base_path.ends_with("/v1")
+            && let Some(below) = rest.strip_prefix("/v1")
+            && below.starts_with('/')
+        {
+            return below;
+        }
+        rest
+    }
 }
 
 /// Where a route's requests go.

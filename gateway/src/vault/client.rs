@@ -28,6 +28,9 @@ pub enum VaultStatus {
     Down(String),
 }
 
+/// The status of a Vault no call has reached yet.
+const NOT_LOGGED_IN: &str = "not logged in yet";
+
 /// A handle on Vault, cheap to clone; every clone shares one login.
 #[derive(Clone)]
 pub struct Vault {
@@ -112,7 +115,7 @@ impl Vault {
                 token_expires: Mutex::new(None),
                 renewable: Mutex::new(false),
                 login: tokio::sync::Mutex::new(()),
-                status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
+                status: Mutex::new(VaultStatus::Down(NOT_LOGGED_IN.into())),
                 logged_in: std::sync::atomic::AtomicBool::new(false),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 logged_in_now: Arc::new(tokio::sync::Notify::new()),
@@ -168,7 +171,8 @@ impl Vault {
                 None,
                 &what,
             )
-            .await?;
+            .await
+            .map_err(|e| kv_refusal_explained(e, &what, mount, path))?;
         let mut answer = answer.ok_or_else(|| VaultError::Refused {
             what: what.clone(),
             status: StatusCode::NOT_FOUND,
@@ -597,6 +601,10 @@ impl Vault {
         let mut status = lock(&self.inner.status);
         if *status != now {
             match &now {
+                // The first login is logged as such (`logged in to vault`): Vault was never
+                // down, so it does not "answer again".
+                VaultStatus::Up if matches!(&*status, VaultStatus::Down(why) if why == NOT_LOGGED_IN) =>
+                    {}
                 VaultStatus::Up => {
                     tracing::info!(address = %self.inner.config.address, "vault answers again")
                 }
@@ -919,6 +927,45 @@ fn refused(what: &str, status: StatusCode, body: &[u8]) -> VaultError {
         what: what.to_owned(),
         status,
         message: crate::text::bounded(&message, 300).into_owned(),
+    }
+}
+
+/// A KV v2 read (`read`, the call's name) Vault refused with 404 or 403, told as what to do:
+/// Vault's own answer to a missing secret is a bare `404` with no message, and to an ungranted
+/// one `permission denied`, neither naming what the operator can change. Any other error (a
+/// refused login among them) is left as it is.
+fn kv_refusal_explained(e: VaultError, read: &str, mount: &str, path: &str) -> VaultError {
+    let (what, status, message) = match e {
+        VaultError::Refused {
+            what,
+            status,
+            message,
+        } if what == read => (what, status, message),
+        other => return other,
+    };
+    let vault_said = if message.is_empty() || Some(message.as_str()) == status.canonical_reason() {
+        String::new()
+    } else {
+        format!(" (vault said: {message})")
+    };
+    let message = match status {
+        StatusCode::NOT_FOUND => format!(
+            "no secret at {mount}/{path}{vault_said}: check the path with `bao kv get \
+             {mount}/{path}` (or `vault kv get`) and write it with `bao kv put {mount}/{path} \
+             FIELD=VALUE`; `kv` is <mount>/<path>, and a mount whose name holds a `/` is set \
+             with `mount` (docs/secrets.md#secret-sources)"
+        ),
+        StatusCode::FORBIDDEN => format!(
+            "Warden's Vault token may not read {mount}/data/{path}{vault_said}: grant `read` \
+             on that path in the Vault policy Warden logs in with \
+             (docs/secrets.md#the-vault-policy-warden-needs)"
+        ),
+        _ => message,
+    };
+    VaultError::Refused {
+        what,
+        status,
+        message,
     }
 }
 

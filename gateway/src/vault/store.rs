@@ -434,6 +434,35 @@ impl SecretStore {
         answer
     }
 
+    /// Reads again now, each in a task of its own, every KV secret held that follows the
+    /// latest version (no `version` pinned): after a reload, a secret rotated in Vault is used
+    /// from the moment it is read, not only once `kv_ttl` has passed. The held one serves until
+    /// then, and on if Vault cannot be read (as at any refresh); leases are left as they are.
+    pub fn reread_latest_kv(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|s| Arc::clone(&s)).collect();
+        for slot in slots {
+            if !matches!(slot.key, SecretKey::Kv { version: None, .. }) {
+                continue;
+            }
+            let Some(held) = slot.current.load_full() else {
+                continue;
+            };
+            let store = Arc::clone(self);
+            runtime.spawn(async move {
+                // A read already under way reads the latest version too.
+                let Ok(_fetching) = slot.fetching.try_lock() else {
+                    return;
+                };
+                if !store.is_closed() {
+                    store.refresh(&slot, &held).await;
+                }
+            });
+        }
+    }
+
     /// One pass of the background task: drops (and revokes) what no request used for
     /// `idle`, drops what expired; starts the renewal or re-read of what is due, each in a
     /// task of its own (one slow slot delays no other).

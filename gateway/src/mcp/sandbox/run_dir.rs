@@ -412,7 +412,7 @@ pub fn sweep_all(servers: &Path) -> usize {
         }
     }
     if removed > 0 {
-        tracing::info!(path = %servers.display(), removed, "removed directories left by local MCP server processes of a Warden that did not stop cleanly");
+        tracing::info!(path = %servers.display(), removed, "removed directories left by local MCP server processes of an earlier run (not removed within its stop's 2 s, or that run did not stop cleanly)");
     }
     removed
 }
