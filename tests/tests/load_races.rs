@@ -419,6 +419,7 @@ async fn policies_and_a_route_reloaded_under_load_judge_each_request_by_one_set_
     stop.store(true, Ordering::SeqCst);
     let answers = collect(workers).await;
     assert!(answers.len() > 100, "the load ran: {}", answers.len());
+    println!("reload under load: {} requests", answers.len());
 
     // No request failed: each was allowed or refused by the forbid.
     for (_, r) in &answers {
@@ -564,6 +565,7 @@ async fn a_rate_limit_burst_across_three_replicas_stays_within_the_documented_bo
         assert_eq!(r.status, 429, "{r:?}");
     }
     let bound = BURST + 2 * BURST;
+    println!("rate burst over three replicas: {admitted} of 150 admitted (bound {bound})");
     assert!(
         (BURST..=bound).contains(&admitted),
         "{admitted} admitted of 150; the bound is {bound}"
@@ -615,6 +617,11 @@ async fn a_quarantine_committed_through_one_replica_stops_a_burst_on_another_wit
         .filter(|(sent, r)| *sent < committed && r.status == 200)
         .count();
     assert!(before > 0, "the burst ran on B before the quarantine");
+    let passed_after = answers
+        .iter()
+        .filter(|(sent, r)| *sent >= committed && r.status == 200)
+        .count();
+    println!("quarantine mid-burst: {passed_after} requests sent to B after the commit passed");
     let late: Vec<&Answer> = answers
         .iter()
         .filter(|(sent, r)| *sent >= committed + Duration::from_secs(1) && r.status == 200)
