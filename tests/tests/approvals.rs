@@ -16,18 +16,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
 use warden_e2e::operator::{
-    approve, decide, enrol, enrol_with_code, first_pending, held_chat, oathtool, text,
+    NEEDS_SRE, approve, decide, enrol, enrol_with_code, first_pending, held_chat, oathtool, text,
 };
 use warden_e2e::sdk;
 use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
 use warden_e2e::webhook::Webhook;
-
-/// Chat on gpt-4o waits for a member of `sre`.
-const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@reason(\"gpt-4o costs money\")\n\
-    @approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n\
-    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
 
 /// How long a request waits in `wait` mode here: long enough for a loaded machine to run the
 /// commands that approve it meanwhile (each a process of its own, seconds apart under load).

@@ -17,7 +17,7 @@ use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::helm;
-use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text as text_of};
+use warden_e2e::operator::{NEEDS_SRE, approve, enrol, first_pending, oathtool, text as text_of};
 use warden_e2e::paths;
 use warden_e2e::stack::{Stack, openai_chat};
 use warden_e2e::warden::{Warden, WardenBuilder};
@@ -241,11 +241,6 @@ async fn every_dashboard_and_alert_query_parses_and_names_only_metrics_warden_ex
         "off by default"
     );
 }
-
-/// Chat on gpt-4o waits for a member of `sre`.
-const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-    @approvers(\"Group::\\\"sre\\\"\")\n\
-    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
 
 /// The value of the series `series` (name and labels as served) in a `/metrics` text.
 fn value_of(text: &str, series: &str) -> Option<f64> {

@@ -16,15 +16,10 @@ use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::haproxy::{Backend, Haproxy};
 use warden_e2e::mcp;
-use warden_e2e::operator::{approve, enrol, first_pending, text};
+use warden_e2e::operator::{NEEDS_SRE, approve, enrol, first_pending, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Prepared, WardenBuilder, read_audit, run_bounded};
-
-/// Chat on gpt-4o waits for a member of `sre`.
-const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-    @approvers(\"Group::\\\"sre\\\"\")\n\
-    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
 
 /// The replicas' names: their `audit.replica_id` and haproxy's server names.
 const NAMES: [&str; 3] = ["replica-a", "replica-b", "replica-c"];

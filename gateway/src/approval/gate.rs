@@ -345,20 +345,32 @@ impl Gate {
                                 .collect(),
                         })
                     }
-                    // Another request with the same digest used it first: this one needs its
-                    // own approval (single use).
-                    ConsumeOutcome::NotApproved(_) | ConsumeOutcome::Unknown => {
-                        Err(self.pending(&record, needed))
-                    }
+                    // Decided otherwise between the read and the use: another request with the
+                    // same digest (on this replica or another) used it first, or its time ran
+                    // out. Told as it now is, never as pending: the approval it names is spent.
+                    ConsumeOutcome::NotApproved(now) => Err(self.not_approved(ApprovalRecord {
+                        status: now,
+                        ..record
+                    })),
+                    // Gone from the store since it was read: fail closed, as it is.
+                    ConsumeOutcome::Unknown => Err(self.not_approved(record)),
                     ConsumeOutcome::DigestMismatch => Err(Hold::Unavailable {
                         error: format!("approval {} is for another action", record.id),
                     }),
                 }
             }
             ApprovalStatus::Pending => Err(self.pending(&record, needed)),
+            _ => Err(self.not_approved(record)),
+        }
+    }
+
+    /// The refusal of a request whose approval `record` is denied, expired, used or withdrawn
+    /// (pending or approved: as [`Gate::settle`] says).
+    fn not_approved(&self, record: ApprovalRecord) -> Hold {
+        match record.status {
             ApprovalStatus::Denied => {
                 self.waited(&record, WaitOutcome::Denied);
-                Err(Hold::ApprovalDenied {
+                Hold::ApprovalDenied {
                     id: record.id.clone(),
                     by: record
                         .votes
@@ -367,19 +379,23 @@ impl Gate {
                         .find(|v| v.decision == crate::state::approvals::VoteDecision::Deny)
                         .map(|v| v.approver.clone())
                         .unwrap_or_default(),
-                })
+                }
             }
             ApprovalStatus::Expired => {
                 self.waited(&record, WaitOutcome::Expired);
-                Err(Hold::ApprovalExpired {
-                    id: record.id.clone(),
-                })
+                Hold::ApprovalExpired { id: record.id }
             }
             // Used by another request with the same digest (counted there).
-            ApprovalStatus::Consumed => Err(Hold::ApprovalUsed {
-                id: record.id.clone(),
-            }),
-            ApprovalStatus::Withdrawn => Err(withdrawn(record)),
+            ApprovalStatus::Consumed => Hold::ApprovalUsed { id: record.id },
+            ApprovalStatus::Withdrawn => withdrawn(record),
+            // Not a refusal of its own (the callers handle these before): fail closed.
+            ApprovalStatus::Pending | ApprovalStatus::Approved => Hold::Unavailable {
+                error: format!(
+                    "approval {} could not be used: the approval store no longer holds it as \
+                     approved",
+                    record.id
+                ),
+            },
         }
     }
 
@@ -720,6 +736,40 @@ mod tests {
             told.contains("already used") && !told.contains("expired"),
             "{told}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_read_its_approval_approved_and_lost_the_race_to_use_it_is_told_it_was_used()
+     {
+        let (gate, store, _dir) = gate().await;
+        let opened = gate
+            .open(&needs("deploys", "sre", 1), waiting())
+            .await
+            .unwrap();
+        let id = opened.id().to_owned();
+        approve(&store, &id, "alice").await;
+        // This request reads it approved; before it uses it, an identical request (here, on
+        // another replica) does.
+        let read = store.approvals().get(&id).await.unwrap().unwrap();
+        assert_eq!(read.status, ApprovalStatus::Approved);
+        assert!(matches!(
+            store
+                .approvals()
+                .consume(&id, &waiting().digest)
+                .await
+                .unwrap(),
+            ConsumeOutcome::Consumed(_)
+        ));
+        let hold = gate
+            .settle(read, &waiting().digest, "needs approval")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            hold.code(),
+            "approval_consumed",
+            "not told the used approval is pending: {hold}"
+        );
+        assert!(hold.to_string().contains(&id), "{hold}");
     }
 
     #[test]
