@@ -1,6 +1,7 @@
 //! The state store as operators watch it: a replica on the run's PostgreSQL says on `/metrics`
 //! when its database stops answering (`warden_state_store_up` 0, the failures counted by area
-//! and error) and when it answers again, and logs both once.
+//! and error) and when it answers again, and logs both once; so does a gateway whose SQLite
+//! file is moved away from under it (what it wrote there would be lost) until it is back.
 
 use std::time::Duration;
 
@@ -93,6 +94,52 @@ async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it
     assert!(!warden.output().contains(pg.password()));
 
     pg.query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(20)).await;
+    let since = sample(
+        &metrics,
+        "warden_state_store_last_success_timestamp_seconds",
+    )
+    .unwrap();
+    assert!(since > answered, "{since} after {answered}");
+    assert!(
+        warden.output().contains("the state store answers again"),
+        "{}",
+        warden.output()
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_says_on_metrics_when_its_sqlite_file_is_moved_away_and_when_it_is_back() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, away) = (dir.path().join("state"), dir.path().join("moved"));
+    let warden = WardenBuilder::new(&upstream)
+        .set("/state/sqlite", json!(state.join("state.db")))
+        .set("/fleet/quarantine/refresh_interval", json!("200ms"))
+        .start()
+        .await
+        .unwrap();
+    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(10)).await;
+    let answered = sample(
+        &metrics,
+        "warden_state_store_last_success_timestamp_seconds",
+    )
+    .expect("the time of the last success");
+    assert_eq!(failures(&metrics, "unreachable"), 0.0);
+
+    // The file's directory moved (a volume unmounted, a clean-up run): what the gateway wrote
+    // now would be lost, so the quarantine follower's next read fails, and the gauge says so.
+    std::fs::rename(&state, &away).unwrap();
+    let metrics = until_up_is(&warden, 0.0, Duration::from_secs(20)).await;
+    assert!(failures(&metrics, "unreachable") >= 1.0, "{metrics}");
+    let output = warden.output();
+    assert!(
+        output.contains("the state store does not answer")
+            && output.contains("is no longer the file Warden opened"),
+        "{output}"
+    );
+
+    std::fs::rename(&away, &state).unwrap();
     let metrics = until_up_is(&warden, 1.0, Duration::from_secs(20)).await;
     let since = sample(
         &metrics,

@@ -3,7 +3,9 @@
 //! is kept as written. YAML 1.1 reads a plain `Y`, `NO`, `on`, `0600` or `1e3` as a boolean or
 //! a number, and by then its spelling is gone (`Y` and `on` are both `true`); there it is an
 //! environment variable's name or a file's path (`{ env: Y }`, `{ file: 0600 }`), so its
-//! characters are taken from the file, where the parser says the scalar was written.
+//! characters are taken from the file, where the parser says the scalar was written. That
+//! holds for YAML 1.2's `.nan` and `.inf` too (`{ file: .inf }` is a path), which anywhere else
+//! no setting takes: refused with their line, never quoted (a value may be secret-ish).
 
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
@@ -14,7 +16,13 @@ use crate::vault::config::{ENV_KEY, FILE_KEY};
 
 /// `text` as one JSON value (see the module's documentation).
 pub fn parse(text: &str) -> Result<Value, serde_saphyr::Error> {
-    let node: Node = serde_saphyr::from_str(text)?;
+    // Non-finite numbers reach the visitor, which keeps them as written under `env` and
+    // `file` and refuses them elsewhere without quoting them (the library's own refusal
+    // quotes the scalar).
+    let options = serde_saphyr::options! {
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+    };
+    let node: Node = serde_saphyr::from_str_with_options(text, options)?;
     Ok(node.into_value(text))
 }
 
@@ -62,11 +70,24 @@ fn written(text: &str, span: Span) -> Option<String> {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        d.deserialize_any(NodeVisitor)
+        d.deserialize_any(NodeVisitor { written: false })
     }
 }
 
-struct NodeVisitor;
+/// The value of an `env` or `file` key: a [`Node`] whose text is taken as written.
+struct WrittenNode(Node);
+
+impl<'de> Deserialize<'de> for WrittenNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WrittenNode, D::Error> {
+        d.deserialize_any(NodeVisitor { written: true })
+            .map(WrittenNode)
+    }
+}
+
+struct NodeVisitor {
+    /// Whether the node's characters are taken from the file (the value of `env` or `file`).
+    written: bool,
+}
 
 impl<'de> Visitor<'de> for NodeVisitor {
     type Value = Node;
@@ -88,9 +109,18 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Typed(
-            Number::from_f64(v).map_or(Value::Null, Value::Number),
-        ))
+        match Number::from_f64(v) {
+            Some(number) => Ok(Node::Typed(Value::Number(number))),
+            // `.nan`, `.inf`, `1e999`: as written under `env` and `file` (the text replaces
+            // this placeholder); elsewhere no setting takes one.
+            None if self.written => Ok(Node::Typed(Value::Null)),
+            None => Err(E::invalid_value(
+                serde::de::Unexpected::Other(
+                    "a number that is not finite (.nan, .inf, or too large for one)",
+                ),
+                &"a finite number, or text in quotes",
+            )),
+        }
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Node, E> {
@@ -125,8 +155,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
         while let Some(key) = map.next_key::<String>()? {
             let node = if key == ENV_KEY.0 || key == FILE_KEY.0 {
-                let spanned = map.next_value::<Spanned<Node>>()?;
-                Node::Written(Box::new(spanned.value), spanned.defined.span())
+                let spanned = map.next_value::<Spanned<WrittenNode>>()?;
+                Node::Written(Box::new(spanned.value.0), spanned.defined.span())
             } else {
                 map.next_value::<Node>()?
             };
@@ -181,6 +211,34 @@ mod tests {
                 plain.location().map(|l| l.line()),
                 "{text:?}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_read_as_written_under_env_and_file_and_refused_unquoted_elsewhere() {
+        let text = "s1: {file: .inf}\ns2: {file: -.Inf}\ns3: {env: .NaN}\ns4: {file: 1e999}\n";
+        assert_eq!(
+            parse(text).unwrap(),
+            json!({
+                "s1": {"file": ".inf"},
+                "s2": {"file": "-.Inf"},
+                "s3": {"env": ".NaN"},
+                "s4": {"file": "1e999"},
+            })
+        );
+        for (text, line, written) in [
+            ("a: 1\nb: -.INF\n", 2, "-.INF"),
+            ("a:\n  - 2e999\n", 2, "2e999"),
+            ("a: {b: .NaN}\n", 1, ".NaN"),
+            ("s: {file: [.Inf]}\n", 1, ".Inf"),
+        ] {
+            let e = parse(text).unwrap_err();
+            let shown = crate::config::error::saphyr_message(&e);
+            assert!(shown.contains("not finite"), "{text:?}: {shown}");
+            assert!(!shown.contains(written), "{text:?}: {shown}");
+            let message = e.without_snippet().to_string();
+            assert!(!message.contains(written), "{text:?}: {message}");
+            assert_eq!(e.location().map(|l| l.line()), Some(line), "{text:?}: {e}");
         }
     }
 }

@@ -216,6 +216,11 @@ mod tests {
             ("{ file: 0600 }", CredentialSource::File("0600".into())),
             ("{ file: 1e3 }", CredentialSource::File("1e3".into())),
             ("{ file: .5 }", CredentialSource::File(".5".into())),
+            // YAML 1.2's non-finite numbers, and one too large for a float.
+            ("{ file: .inf }", CredentialSource::File(".inf".into())),
+            ("{ file: -.Inf }", CredentialSource::File("-.Inf".into())),
+            ("{ file: .NaN }", CredentialSource::File(".NaN".into())),
+            ("{ file: 1e999 }", CredentialSource::File("1e999".into())),
         ] {
             assert_eq!(route(yaml).expect(yaml), Some(want), "{yaml}");
         }
@@ -237,8 +242,9 @@ mod tests {
         let direct: CredentialSource = serde_saphyr::from_str("{ env: Y }").unwrap();
         assert_eq!(direct, CredentialSource::Env("Y".into()));
 
-        // Read as written, `1e3` and `1` are no variable's names: refused as such, unquoted.
-        for yaml in ["{ env: 1e3 }", "{ env: 1 }"] {
+        // Read as written, `1e3`, `1` and `.nan` are no variable's names: refused as such,
+        // unquoted.
+        for yaml in ["{ env: 1e3 }", "{ env: 1 }", "{ env: .nan }"] {
             let e = route(yaml).expect_err(yaml).to_string();
             assert!(
                 e.contains(
@@ -279,10 +285,14 @@ mod tests {
             (json!({"env": "OPENAI KEY"}), "env: expected the name"),
             (json!({"env": "1KEY"}), "env: expected the name"),
             (json!({"env": ""}), "env: expected the name"),
-            (json!({"env": 1234567890123_u64}), "env: expected the name"),
+            // Not text: refused inside the key, which a reader tracking paths names.
+            (
+                json!({"env": 1234567890123_u64}),
+                "expected the name of an environment variable",
+            ),
             (
                 json!({"file": [SECRET]}),
-                "file: expected the path of a file, found something that is not text",
+                "expected the path of a file, found something that is not text",
             ),
             (
                 json!({"vault": {"kv": "secret/a", "version": SECRET}}),
@@ -326,6 +336,32 @@ mod tests {
         .to_string();
         assert!(e.contains("env: expected the name"), "{e}");
         assert!(!e.contains(SECRET), "{e}");
+    }
+
+    #[test]
+    fn a_source_s_error_names_its_key_once() {
+        let route = |source: &str| {
+            let text =
+                format!("routes:\n  - {{ prefix: /o, connector: openai, credential: {source} }}\n");
+            crate::config::load::parse(&text, None)
+                .expect_err(source)
+                .to_string()
+        };
+        for (source, key) in [
+            ("{ env: [1] }", "env"),
+            ("{ file: [a] }", "file"),
+            ("{ file: { file: x } }", "file"),
+            ("{ env: 1KEY }", "env"),
+            ("{ env: ~ }", "env"),
+        ] {
+            let e = route(source);
+            assert_eq!(e.matches(&format!("{key}:")).count(), 1, "{source}: {e}");
+            assert!(
+                e.contains(&format!("routes[0].credential.{key}: expected"))
+                    || e.contains(&format!("routes[0].credential: {key}: expected")),
+                "{source}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The SQLite file's path no longer names the file the store opened.
+    #[error(
+        "the state store {} is no longer the file Warden opened (it, or its directory, was \
+         moved, removed or replaced): what Warden wrote there now would be lost, so nothing is \
+         read or written; put the file back where it was, or restart Warden to open the file \
+         now at that path",
+        path.display()
+    )]
+    Moved { path: PathBuf },
     /// The store's thread has stopped (the process is shutting down, or it panicked).
     #[error("the state store {store} is closed")]
     Closed { store: String },
@@ -105,10 +114,30 @@ pub enum StateError {
         "state.postgres.tls.ca_file: state.postgres.url asks for sslmode=verify-ca, which checks \
          the server's certificate against the CA in state.postgres.tls.ca_file only (not the \
          system's roots: with the host name not verified, a certificate any public CA issued \
-         to anyone would pass), and it is not set: set it to the PEM certificate of the CA that \
-         issued the server's certificate, or use sslmode=verify-full"
+         to anyone would pass), and it is not set: set it (or sslrootcert=PATH in the URL) to \
+         the PEM certificate of the CA that issued the server's certificate, or use \
+         sslmode=verify-full"
     )]
     VerifyCaWithoutCaFile,
+    /// `sslrootcert` in `state.postgres.url` and `state.postgres.tls.ca_file` name different
+    /// roots.
+    #[error(
+        "state.postgres.tls.ca_file: state.postgres.url says sslrootcert={in_url}, and \
+         state.postgres.tls.ca_file names {}: both say which CA the server's certificate must \
+         chain to, and they differ; keep one of them (sslrootcert=PATH in the URL means the \
+         same as ca_file: PATH)",
+        ca_file.display()
+    )]
+    SslRootCertConflict { in_url: String, ca_file: PathBuf },
+    /// `sslrootcert=system` with an `sslmode` that does not verify the server's host name.
+    #[error(
+        "state.postgres.url: sslrootcert=system trusts any certificate the system's CAs issued \
+         for the host connected to, so it needs the host name verified: use \
+         sslmode=verify-full (or require, which Warden verifies as fully, or leave sslmode \
+         out), not sslmode={mode}; for sslmode=verify-ca name the CA's file instead \
+         (sslrootcert=PATH or state.postgres.tls.ca_file)"
+    )]
+    SslRootCertSystemMode { mode: String },
     /// No connection to the database could be had (server down, refused login, TLS, timeout).
     #[error(
         "cannot reach the PostgreSQL state store {database}: {reason}; check that the server is \

@@ -28,11 +28,14 @@ pub enum Area {
     Revocations,
     Fleet,
     BundleFloors,
+    /// PostgreSQL's connection that `LISTEN`s for other replicas' changes: its loss, and each
+    /// attempt to open it again.
+    Notifications,
 }
 
 impl Area {
     /// Every area, for tests and for documentation checks.
-    pub const ALL: [Area; 9] = [
+    pub const ALL: [Area; 10] = [
         Area::Pins,
         Area::Approvals,
         Area::Factors,
@@ -42,6 +45,7 @@ impl Area {
         Area::Revocations,
         Area::Fleet,
         Area::BundleFloors,
+        Area::Notifications,
     ];
 
     /// The label value.
@@ -56,6 +60,7 @@ impl Area {
             Area::Revocations => "revocations",
             Area::Fleet => "fleet",
             Area::BundleFloors => "bundle_floors",
+            Area::Notifications => "notifications",
         }
     }
 }
@@ -200,6 +205,15 @@ impl StoreHealth {
             Box::new(self.inner.failed.clone()),
             Box::new(self.inner.last_success.clone()),
         ]
+    }
+
+    /// How many operations about `area` failed with `failure`, for tests.
+    #[cfg(test)]
+    pub(crate) fn failures(&self, area: Area, failure: Failure) -> u64 {
+        self.inner
+            .failed
+            .with_label_values(&[area.as_str(), failure.as_str()])
+            .get()
     }
 
     fn succeeded(&self) {

@@ -254,6 +254,12 @@ where
                     "{key}: expected {expected}, found {found} ({NOT_SHOWN})"
                 ))
             };
+            // A value that fails to read fails inside the key, where a reader that tracks
+            // paths (the configuration's) places the error: the message does not name the
+            // key again.
+            let unreadable = |found: &str| {
+                A::Error::custom(format!("expected {expected}, found {found} ({NOT_SHOWN})"))
+            };
             // A name or a path is asked for as text: as written, also where YAML 1.1 reads
             // a boolean or a number (`env: Y`, `file: 0600`), which the configuration file's
             // reader keeps (`config/yaml.rs`) and serde-saphyr hands a string target as is.
@@ -265,11 +271,11 @@ where
                             "{key}: expected {expected}, found nothing (`~`, `null` or no value)"
                         )));
                     }
-                    Err(_) => return Err(wrong("something that is not text")),
+                    Err(_) => return Err(unreadable("something that is not text")),
                 }
             } else {
                 map.next_value::<serde_json::Value>()
-                    .map_err(|_| wrong("a value that is not one"))?
+                    .map_err(|_| unreadable("a value that is not one"))?
             };
             if map
                 .next_key::<serde::de::IgnoredAny>()

@@ -17,26 +17,22 @@ impl FactorRepository for PostgresStore {
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
-                     FROM totp_enrolments WHERE subject = $1",
-                        &[&subject],
-                    )
-                    .await
-                    .map_err(query_error(&db, "read a TOTP enrolment"))?;
-                Ok(row.map(|row| TotpEnrolment {
-                    subject: row.get(0),
-                    sealed_secret: row.get(1),
-                    last_step: row.get(2),
-                    created_ms: row.get(3),
-                    confirmed_ms: row.get(4),
-                }))
-            }),
-        )
+        let row = self.query_opt(
+            Area::Factors,
+            "read a TOTP enrolment",
+            "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
+             FROM totp_enrolments WHERE subject = $1",
+            [Box::new(subject.to_owned())],
+        );
+        Box::pin(async move {
+            Ok(row.await?.map(|row| TotpEnrolment {
+                subject: row.get(0),
+                sealed_secret: row.get(1),
+                last_step: row.get(2),
+                created_ms: row.get(3),
+                confirmed_ms: row.get(4),
+            }))
+        })
     }
 
     fn begin_totp<'a>(
@@ -44,23 +40,21 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
-                     created_ms, confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
-                     ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
-                     last_step = NULL, created_ms = excluded.created_ms \
-                     WHERE totp_enrolments.confirmed_ms IS NULL",
-                        &[&subject, &sealed_secret, &now_ms()],
-                    )
-                    .await
-                    .map_err(query_error(&db, "record a TOTP enrolment"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "record a TOTP enrolment",
+            "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, created_ms, \
+             confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
+             ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
+             last_step = NULL, created_ms = excluded.created_ms \
+             WHERE totp_enrolments.confirmed_ms IS NULL",
+            [
+                Box::new(subject.to_owned()),
+                Box::new(sealed_secret),
+                Box::new(now_ms()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn accept_totp_step<'a>(
@@ -69,77 +63,64 @@ impl FactorRepository for PostgresStore {
         step: i64,
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "UPDATE totp_enrolments SET last_step = $2, \
-                     confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) \
-                       ELSE confirmed_ms END \
-                     WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
-                        &[&subject, &step, &confirm, &now_ms()],
-                    )
-                    .await
-                    .map_err(query_error(&db, "record a TOTP code's time step"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "record a TOTP code's time step",
+            "UPDATE totp_enrolments SET last_step = $2, \
+             confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) ELSE confirmed_ms END \
+             WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
+            [
+                Box::new(subject.to_owned()),
+                Box::new(step),
+                Box::new(confirm),
+                Box::new(now_ms()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "DELETE FROM totp_enrolments WHERE subject = $1",
-                        &[&subject],
-                    )
-                    .await
-                    .map_err(query_error(&db, "remove a TOTP enrolment"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "remove a TOTP enrolment",
+            "DELETE FROM totp_enrolments WHERE subject = $1",
+            [Box::new(subject.to_owned())],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn webauthn_credentials<'a>(
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let rows = client
-                    .query(
-                        "SELECT credential_id, subject, passkey, sign_count, created_ms, \
-                     last_used_ms FROM webauthn_credentials WHERE subject = $1 \
-                     ORDER BY created_ms, credential_id",
-                        &[&subject],
-                    )
-                    .await
-                    .map_err(query_error(&db, "read passkeys"))?;
-                rows.iter()
-                    .map(|row| {
-                        let subject: String = row.get(1);
-                        let sign_count = u32::try_from(row.get::<_, i64>(3)).map_err(|_| {
-                            StateError::Corrupt {
-                                store: db.to_string(),
-                                what: format!("signature counter of a passkey of {subject:?}"),
-                            }
+        let rows = self.query(
+            Area::Factors,
+            "read passkeys",
+            "SELECT credential_id, subject, passkey, sign_count, created_ms, last_used_ms \
+             FROM webauthn_credentials WHERE subject = $1 ORDER BY created_ms, credential_id",
+            [Box::new(subject.to_owned())],
+        );
+        Box::pin(async move {
+            rows.await?
+                .iter()
+                .map(|row| {
+                    let subject: String = row.get(1);
+                    let sign_count =
+                        u32::try_from(row.get::<_, i64>(3)).map_err(|_| StateError::Corrupt {
+                            store: self.database().to_owned(),
+                            what: format!("signature counter of a passkey of {subject:?}"),
                         })?;
-                        Ok(WebauthnCredential {
-                            credential_id: row.get(0),
-                            subject,
-                            passkey: row.get(2),
-                            sign_count,
-                            created_ms: row.get(4),
-                            last_used_ms: row.get(5),
-                        })
+                    Ok(WebauthnCredential {
+                        credential_id: row.get(0),
+                        subject,
+                        passkey: row.get(2),
+                        sign_count,
+                        created_ms: row.get(4),
+                        last_used_ms: row.get(5),
                     })
-                    .collect()
-            }),
-        )
+                })
+                .collect()
+        })
     }
 
     fn add_webauthn<'a>(
@@ -149,27 +130,21 @@ impl FactorRepository for PostgresStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
-                     sign_count, created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
-                     ON CONFLICT (credential_id) DO NOTHING",
-                        &[
-                            &credential_id,
-                            &subject,
-                            &passkey,
-                            &i64::from(sign_count),
-                            &now_ms(),
-                        ],
-                    )
-                    .await
-                    .map_err(query_error(&db, "record a passkey"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "record a passkey",
+            "INSERT INTO webauthn_credentials (credential_id, subject, passkey, sign_count, \
+             created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
+             ON CONFLICT (credential_id) DO NOTHING",
+            [
+                Box::new(credential_id.to_vec()),
+                Box::new(subject.to_owned()),
+                Box::new(passkey),
+                Box::new(i64::from(sign_count)),
+                Box::new(now_ms()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn use_webauthn<'a>(
@@ -179,27 +154,21 @@ impl FactorRepository for PostgresStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, \
-                     last_used_ms = $5 WHERE credential_id = $1 AND subject = $2 \
-                     AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
-                        &[
-                            &credential_id,
-                            &subject,
-                            &passkey,
-                            &i64::from(sign_count),
-                            &now_ms(),
-                        ],
-                    )
-                    .await
-                    .map_err(query_error(&db, "record a passkey's use"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "record a passkey's use",
+            "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, last_used_ms = $5 \
+             WHERE credential_id = $1 AND subject = $2 \
+             AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+            [
+                Box::new(credential_id.to_vec()),
+                Box::new(subject.to_owned()),
+                Box::new(passkey),
+                Box::new(i64::from(sign_count)),
+                Box::new(now_ms()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn remove_webauthn<'a>(
@@ -207,19 +176,16 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                let changed = client
-                .execute(
-                    "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
-                    &[&credential_id, &subject],
-                )
-                .await
-                .map_err(query_error(&db, "remove a passkey"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Factors,
+            "remove a passkey",
+            "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
+            [
+                Box::new(credential_id.to_vec()),
+                Box::new(subject.to_owned()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn count_code_attempt<'a>(
@@ -271,56 +237,36 @@ impl FactorRepository for PostgresStore {
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let keys = attempt_keys(names);
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                client
-                    .execute(
-                        "UPDATE code_attempts SET failures = failures - 1 \
-                     WHERE subject = ANY($1) AND failures > 0",
-                        &[&keys],
-                    )
-                    .await
-                    .map_err(query_error(&db, "give back a second-factor code attempt"))?;
-                Ok(())
-            }),
-        )
+        let given = self.execute(
+            Area::Factors,
+            "give back a second-factor code attempt",
+            "UPDATE code_attempts SET failures = failures - 1 \
+             WHERE subject = ANY($1) AND failures > 0",
+            [Box::new(attempt_keys(names))],
+        );
+        Box::pin(async move { given.await.map(|_| ()) })
     }
 
     fn clear_code_attempts<'a>(
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let keys = attempt_keys(names);
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                client
-                    .execute(
-                        "DELETE FROM code_attempts WHERE subject = ANY($1)",
-                        &[&keys],
-                    )
-                    .await
-                    .map_err(query_error(&db, "clear second-factor code attempts"))?;
-                Ok(())
-            }),
-        )
+        let cleared = self.execute(
+            Area::Factors,
+            "clear second-factor code attempts",
+            "DELETE FROM code_attempts WHERE subject = ANY($1)",
+            [Box::new(attempt_keys(names))],
+        );
+        Box::pin(async move { cleared.await.map(|_| ()) })
     }
 
     fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(
-            self.with_client(Area::Factors, move |client, db| async move {
-                client
-                    .execute(
-                        "DELETE FROM code_attempts WHERE since_ms <= $1",
-                        &[&window_start_ms],
-                    )
-                    .await
-                    .map_err(query_error(
-                        &db,
-                        "remove wrong-code counts past their window",
-                    ))
-            }),
-        )
+        Box::pin(self.execute(
+            Area::Factors,
+            "remove wrong-code counts past their window",
+            "DELETE FROM code_attempts WHERE since_ms <= $1",
+            [Box::new(window_start_ms)],
+        ))
     }
 }
 

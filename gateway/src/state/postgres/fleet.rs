@@ -14,53 +14,40 @@ use crate::state::pins::now_ms;
 
 impl FleetRepository for PostgresStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Fleet, move |mut client, db| async move {
-                let err = || query_error(&db, "add budget spend");
-                let now = now_ms();
-                let tx = client.transaction().await.map_err(err())?;
-                let statement = tx
-                    .prepare_cached(
-                        "INSERT INTO budget_spend (scope, name, period, period_index, \
-                     input_tokens, output_tokens, micro_usd, updated_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
-                     input_tokens = CASE WHEN excluded.input_tokens \
-                       > 9223372036854775807 - budget_spend.input_tokens \
-                       THEN 9223372036854775807 \
-                       ELSE budget_spend.input_tokens + excluded.input_tokens END, \
-                     output_tokens = CASE WHEN excluded.output_tokens \
-                       > 9223372036854775807 - budget_spend.output_tokens \
-                       THEN 9223372036854775807 \
-                       ELSE budget_spend.output_tokens + excluded.output_tokens END, \
-                     micro_usd = CASE WHEN excluded.micro_usd \
-                       > 9223372036854775807 - budget_spend.micro_usd \
-                       THEN 9223372036854775807 \
-                       ELSE budget_spend.micro_usd + excluded.micro_usd END, \
-                     updated_ms = excluded.updated_ms",
-                    )
-                    .await
-                    .map_err(err())?;
-                for d in &deltas {
-                    tx.execute(
-                        &statement,
-                        &[
-                            &d.scope,
-                            &d.name,
-                            &d.period,
-                            &d.index,
-                            &d.input_tokens,
-                            &d.output_tokens,
-                            &d.micro_usd,
-                            &now,
-                        ],
-                    )
-                    .await
-                    .map_err(err())?;
-                }
-                tx.commit().await.map_err(err())
-            }),
-        )
+        Box::pin(self.execute_each(
+            Area::Fleet,
+            "add budget spend",
+            "INSERT INTO budget_spend (scope, name, period, period_index, \
+             input_tokens, output_tokens, micro_usd, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
+             input_tokens = CASE WHEN excluded.input_tokens \
+             > 9223372036854775807 - budget_spend.input_tokens \
+             THEN 9223372036854775807 \
+             ELSE budget_spend.input_tokens + excluded.input_tokens END, \
+             output_tokens = CASE WHEN excluded.output_tokens \
+             > 9223372036854775807 - budget_spend.output_tokens \
+             THEN 9223372036854775807 \
+             ELSE budget_spend.output_tokens + excluded.output_tokens END, \
+             micro_usd = CASE WHEN excluded.micro_usd \
+             > 9223372036854775807 - budget_spend.micro_usd \
+             THEN 9223372036854775807 \
+             ELSE budget_spend.micro_usd + excluded.micro_usd END, \
+             updated_ms = excluded.updated_ms",
+            deltas,
+            |d, now| {
+                [
+                    Box::new(d.scope),
+                    Box::new(d.name),
+                    Box::new(d.period),
+                    Box::new(d.index),
+                    Box::new(d.input_tokens),
+                    Box::new(d.output_tokens),
+                    Box::new(d.micro_usd),
+                    Box::new(now),
+                ]
+            },
+        ))
     }
 
     fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
@@ -124,37 +111,25 @@ impl FleetRepository for PostgresStore {
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Fleet, move |mut client, db| async move {
-                let err = || query_error(&db, "publish rate-limit counts");
-                let tx = client.transaction().await.map_err(err())?;
-                let statement = tx
-                    .prepare_cached(
-                        "INSERT INTO rate_counts (replica, bucket, admitted, interval_ns, \
-                     updated_ms) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (replica, bucket) DO UPDATE SET \
-                     admitted = excluded.admitted, interval_ns = excluded.interval_ns, \
-                     updated_ms = excluded.updated_ms",
-                    )
-                    .await
-                    .map_err(err())?;
-                for c in &counts {
-                    tx.execute(
-                        &statement,
-                        &[
-                            &c.replica,
-                            &c.bucket,
-                            &c.admitted,
-                            &c.interval_ns,
-                            &c.updated_ms,
-                        ],
-                    )
-                    .await
-                    .map_err(err())?;
-                }
-                tx.commit().await.map_err(err())
-            }),
-        )
+        Box::pin(self.execute_each(
+            Area::Fleet,
+            "publish rate-limit counts",
+            "INSERT INTO rate_counts (replica, bucket, admitted, interval_ns, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (replica, bucket) DO UPDATE SET \
+             admitted = excluded.admitted, interval_ns = excluded.interval_ns, \
+             updated_ms = excluded.updated_ms",
+            counts,
+            |c, _| {
+                [
+                    Box::new(c.replica),
+                    Box::new(c.bucket),
+                    Box::new(c.admitted),
+                    Box::new(c.interval_ns),
+                    Box::new(c.updated_ms),
+                ]
+            },
+        ))
     }
 
     fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
@@ -188,32 +163,25 @@ impl FleetRepository for PostgresStore {
     }
 
     fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Fleet, move |mut client, db| async move {
-                let err = || query_error(&db, "store session labels");
-                let now = now_ms();
-                let tx = client.transaction().await.map_err(err())?;
-                let statement = tx
-                .prepare_cached(
-                    "INSERT INTO session_labels (session, label, expires_ms, updated_ms, owner) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (session, label) DO UPDATE SET \
-                     expires_ms = GREATEST(session_labels.expires_ms, excluded.expires_ms), \
-                     updated_ms = excluded.updated_ms, owner = excluded.owner",
-                )
-                .await
-                .map_err(err())?;
-                for l in &labels {
-                    tx.execute(
-                        &statement,
-                        &[&l.session, &l.label, &l.expires_ms, &now, &l.owner],
-                    )
-                    .await
-                    .map_err(err())?;
-                }
-                tx.commit().await.map_err(err())
-            }),
-        )
+        Box::pin(self.execute_each(
+            Area::Fleet,
+            "store session labels",
+            "INSERT INTO session_labels (session, label, expires_ms, updated_ms, owner) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (session, label) DO UPDATE SET \
+             expires_ms = GREATEST(session_labels.expires_ms, excluded.expires_ms), \
+             updated_ms = excluded.updated_ms, owner = excluded.owner",
+            labels,
+            |l, now| {
+                [
+                    Box::new(l.session),
+                    Box::new(l.label),
+                    Box::new(l.expires_ms),
+                    Box::new(now),
+                    Box::new(l.owner),
+                ]
+            },
+        ))
     }
 
     fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
@@ -251,41 +219,28 @@ impl FleetRepository for PostgresStore {
         &self,
         counts: Vec<SessionCount>,
     ) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Fleet, move |mut client, db| async move {
-                let err = || query_error(&db, "publish session counts");
-                let now = now_ms();
-                let tx = client.transaction().await.map_err(err())?;
-                let statement = tx
-                    .prepare_cached(
-                        "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
-                     updated_ms, owner) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (replica, session) DO UPDATE SET \
-                     actions = excluded.actions, keys = excluded.keys, \
-                     expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms, \
-                     owner = excluded.owner",
-                    )
-                    .await
-                    .map_err(err())?;
-                for c in &counts {
-                    tx.execute(
-                        &statement,
-                        &[
-                            &c.replica,
-                            &c.session,
-                            &c.actions,
-                            &c.keys,
-                            &c.expires_ms,
-                            &now,
-                            &c.owner,
-                        ],
-                    )
-                    .await
-                    .map_err(err())?;
-                }
-                tx.commit().await.map_err(err())
-            }),
-        )
+        Box::pin(self.execute_each(
+            Area::Fleet,
+            "publish session counts",
+            "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
+             updated_ms, owner) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (replica, session) DO UPDATE SET \
+             actions = excluded.actions, keys = excluded.keys, \
+             expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms, \
+             owner = excluded.owner",
+            counts,
+            |c, now| {
+                [
+                    Box::new(c.replica),
+                    Box::new(c.session),
+                    Box::new(c.actions),
+                    Box::new(c.keys),
+                    Box::new(c.expires_ms),
+                    Box::new(now),
+                    Box::new(c.owner),
+                ]
+            },
+        ))
     }
 
     fn session_counts(
@@ -327,39 +282,26 @@ impl FleetRepository for PostgresStore {
     }
 
     fn publish_denies(&self, windows: Vec<DenyWindow>) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Quarantine, move |mut client, db| async move {
-                let err = || query_error(&db, "publish recent denies");
-                let now = now_ms();
-                let tx = client.transaction().await.map_err(err())?;
-                let statement = tx
-                    .prepare_cached(
-                        "INSERT INTO quarantine_denies (replica, agent, at_ms, fired_ms, \
-                     expires_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
-                     fired_ms = excluded.fired_ms, expires_ms = excluded.expires_ms, \
-                     updated_ms = excluded.updated_ms",
-                    )
-                    .await
-                    .map_err(err())?;
-                for w in &windows {
-                    tx.execute(
-                        &statement,
-                        &[
-                            &w.replica,
-                            &w.agent,
-                            &deny_times_text(&w.at_ms),
-                            &w.fired_ms,
-                            &w.expires_ms,
-                            &now,
-                        ],
-                    )
-                    .await
-                    .map_err(err())?;
-                }
-                tx.commit().await.map_err(err())
-            }),
-        )
+        Box::pin(self.execute_each(
+            Area::Quarantine,
+            "publish recent denies",
+            "INSERT INTO quarantine_denies (replica, agent, at_ms, fired_ms, expires_ms, \
+             updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (replica, agent) DO UPDATE SET at_ms = excluded.at_ms, \
+             fired_ms = excluded.fired_ms, expires_ms = excluded.expires_ms, \
+             updated_ms = excluded.updated_ms",
+            windows,
+            |w, now| {
+                [
+                    Box::new(w.replica),
+                    Box::new(w.agent),
+                    Box::new(deny_times_text(&w.at_ms)),
+                    Box::new(w.fired_ms),
+                    Box::new(w.expires_ms),
+                    Box::new(now),
+                ]
+            },
+        ))
     }
 
     fn denies(&self, replica: String) -> BoxFuture<'_, Result<Vec<DenyWindow>, StateError>> {

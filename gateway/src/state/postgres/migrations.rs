@@ -287,7 +287,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs
-/// what it did once committed; refuses a database from a newer Warden.
+/// what it did once committed (from which version to which at INFO, each step at DEBUG);
+/// refuses a database from a newer Warden.
 pub(super) async fn migrate(
     client: &mut tokio_postgres::Client,
     database: &str,
@@ -342,6 +343,7 @@ pub(super) async fn migrate(
         .await
         .map_err(failed(MIGRATIONS.len()))?;
     tx.commit().await.map_err(failed(MIGRATIONS.len()))?;
+    migrated.log_steps(database);
     migrated.log(database);
     Ok(migrated)
 }

@@ -87,7 +87,9 @@ impl PostgresStore {
     /// Connects, brings the schema up to date (refusing a database from a newer Warden) and
     /// starts listening for changes.
     pub async fn connect(options: PostgresOptions) -> Result<PostgresStore, StateError> {
-        let (url, verify) = tls::translate(&options.url);
+        let translated = tls::translate(&options.url);
+        let ca_file = tls::ca_file(&translated, options.ca_file.as_deref())?;
+        let url = &translated.url;
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| StateError::PostgresUrlInvalid {
@@ -96,11 +98,12 @@ impl PostgresStore {
         config.connect_timeout(options.connect_timeout);
         config.application_name("warden");
         let database: Arc<str> = Arc::from(describe(&config));
-        if let Some(warning) = ssl_mode::settle(&url, &mut config, &database) {
+        if let Some(warning) = ssl_mode::settle(url, &mut config, &database) {
             tracing::warn!("{warning}");
         }
-        let tls =
-            MakeRustlsConnect::new(tls::client_config(options.ca_file.as_deref(), verify).await?);
+        let tls = MakeRustlsConnect::new(
+            tls::client_config(ca_file.as_deref(), translated.verify).await?,
+        );
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -164,8 +167,12 @@ impl PostgresStore {
             .await?;
         let listening = listen::start(
             &store.runtime,
-            config,
-            tls,
+            listen::Connection {
+                config,
+                tls,
+                database: Arc::clone(&store.database),
+                health: store.health.clone(),
+            },
             listen::Relays {
                 approvals: store.changes.clone(),
                 quarantine: store.quarantine_changes.clone(),
@@ -258,6 +265,97 @@ impl PostgresStore {
     }
 }
 
+/// A statement's parameter, owned: the statement runs on the store's runtime.
+pub(super) type Param = Box<dyn tokio_postgres::types::ToSql + Send + Sync>;
+
+/// `params` as `tokio-postgres` takes them.
+fn borrowed(params: &[Param]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// Operations of one statement, each run as [`PostgresStore::with_client`] runs one, an
+/// operation about `area` whose errors say it failed to `operation`.
+impl PostgresStore {
+    /// How many rows `sql` changed.
+    async fn execute<const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: [Param; N],
+    ) -> Result<u64, StateError> {
+        self.with_client(area, move |client, db| async move {
+            client
+                .execute(sql, &borrowed(&params))
+                .await
+                .map_err(query_error(&db, operation))
+        })
+        .await
+    }
+
+    /// The row `sql` answers, if any.
+    async fn query_opt<const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: [Param; N],
+    ) -> Result<Option<tokio_postgres::Row>, StateError> {
+        self.with_client(area, move |client, db| async move {
+            client
+                .query_opt(sql, &borrowed(&params))
+                .await
+                .map_err(query_error(&db, operation))
+        })
+        .await
+    }
+
+    /// Runs `sql` once for each of `rows`, with the parameters `params` makes of it and the
+    /// time now, in one transaction; nothing of it is kept when one fails.
+    async fn execute_each<R: Send + 'static, const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        rows: Vec<R>,
+        params: fn(R, i64) -> [Param; N],
+    ) -> Result<(), StateError> {
+        self.with_client(area, move |mut client, db| async move {
+            let err = || query_error(&db, operation);
+            let now = super::pins::now_ms();
+            let tx = client.transaction().await.map_err(err())?;
+            let statement = tx.prepare_cached(sql).await.map_err(err())?;
+            for row in rows {
+                tx.execute(&statement, &borrowed(&params(row, now)))
+                    .await
+                    .map_err(err())?;
+            }
+            tx.commit().await.map_err(err())
+        })
+        .await
+    }
+
+    /// The rows `sql` answers.
+    async fn query<const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: [Param; N],
+    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
+        self.with_client(area, move |client, db| async move {
+            client
+                .query(sql, &borrowed(&params))
+                .await
+                .map_err(query_error(&db, operation))
+        })
+        .await
+    }
+}
+
 /// How long a cancellation, and the operation it cancels, may take to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
@@ -292,7 +390,7 @@ pub(crate) fn query_error(
 /// text ([`ssl_mode`]), for `warden check`; nothing for a URL that does not parse (connecting
 /// says why).
 pub fn plain_text_warning(url: &str) -> Option<ssl_mode::PlainText> {
-    let (url, _) = tls::translate(url);
+    let url = tls::translate(url).url;
     let mut config: tokio_postgres::Config = url.parse().ok()?;
     let database = describe(&config);
     ssl_mode::settle(&url, &mut config, &database)
@@ -307,11 +405,13 @@ pub fn configured_plain_text(
 }
 
 /// What makes `state.postgres`'s TLS settings unusable before connecting (`sslmode=verify-ca`
-/// without `state.postgres.tls.ca_file`), for `warden check`; its URL read as
-/// [`configured_plain_text`] reads it (from Vault, connecting at start refuses it).
+/// without a CA file, `sslrootcert` naming another CA file than `state.postgres.tls.ca_file`,
+/// `sslrootcert=system` with a mode that does not verify the host name), for `warden check`;
+/// its URL read as [`configured_plain_text`] reads it (from Vault, connecting at start refuses
+/// it).
 pub fn configured_tls_fault(postgres: &super::config::PostgresConfig) -> Option<StateError> {
-    let (_, verify) = tls::translate(&configured_url(postgres)?);
-    tls::require_ca_file(verify, postgres.tls.ca_file.as_deref()).err()
+    let translated = tls::translate(&configured_url(postgres)?);
+    tls::ca_file(&translated, postgres.tls.ca_file.as_deref()).err()
 }
 
 /// `state.postgres.url` read from its environment variable or file; nothing from Vault or when

@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{PostgresStore, query_error};
+use super::PostgresStore;
 use crate::state::approvals::expiry;
 use crate::state::error::StateError;
 use crate::state::health::Area;
@@ -11,81 +11,68 @@ use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secr
 
 impl SessionRepository for PostgresStore {
     fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                let now = now_ms();
-                client
-                    .execute(
-                        "INSERT INTO console_sessions (id_hash, subject, display_name, \
-                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, \
-                     sealed_idp_token) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
-                        &[
-                            &secret_hash(&session.id),
-                            &session.subject,
-                            &session.display_name,
-                            &serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into()),
-                            &secret_hash(&session.csrf_token),
-                            &now,
-                            &expiry(now, session.ttl),
-                            &serde_json::to_string(&session.aliases)
-                                .unwrap_or_else(|_| "[]".into()),
-                            &session.sealed_idp_token,
-                        ],
-                    )
-                    .await
-                    .map_err(query_error(&db, "record a console session"))?;
-                Ok(())
-            }),
-        )
+        let now = now_ms();
+        let json = |names: &[String]| serde_json::to_string(names).unwrap_or_else(|_| "[]".into());
+        let created = self.execute(
+            Area::Sessions,
+            "record a console session",
+            "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
+             csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, sealed_idp_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
+            [
+                Box::new(secret_hash(&session.id)),
+                Box::new(session.subject),
+                Box::new(session.display_name),
+                Box::new(json(&session.groups)),
+                Box::new(secret_hash(&session.csrf_token)),
+                Box::new(now),
+                Box::new(expiry(now, session.ttl)),
+                Box::new(json(&session.aliases)),
+                Box::new(session.sealed_idp_token),
+            ],
+        );
+        Box::pin(async move { created.await.map(|_| ()) })
     }
 
     fn resume<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
-        let id_hash = secret_hash(id);
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                let row = client
-                    .query_opt(
-                        "UPDATE console_sessions SET last_seen_ms = $2 \
-                     WHERE id_hash = $1 AND expires_ms > $2 \
-                     RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
-                     idp_refreshing_until_ms",
-                        &[&id_hash, &now_ms()],
-                    )
-                    .await
-                    .map_err(query_error(&db, "read a console session"))?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                let subject: String = row.get(0);
-                let groups = serde_json::from_str(row.get(2)).map_err(|_| StateError::Corrupt {
-                    store: db.to_string(),
-                    what: format!("groups of a console session of {subject:?}"),
-                })?;
-                let aliases =
-                    serde_json::from_str(row.get(7)).map_err(|_| StateError::Corrupt {
-                        store: db.to_string(),
-                        what: format!("other names of a console session of {subject:?}"),
-                    })?;
-                Ok(Some(ConsoleSession {
-                    subject,
-                    display_name: row.get(1),
-                    groups,
-                    aliases,
-                    csrf_hash: row.get(3),
-                    sealed_idp_token: row.get(8),
-                    idp_token_version: row.get(9),
-                    idp_refreshing_until_ms: row.get(10),
-                    created_ms: row.get(4),
-                    expires_ms: row.get(5),
-                    last_seen_ms: row.get(6),
-                }))
-            }),
-        )
+        let row = self.query_opt(
+            Area::Sessions,
+            "read a console session",
+            "UPDATE console_sessions SET last_seen_ms = $2 \
+             WHERE id_hash = $1 AND expires_ms > $2 \
+             RETURNING subject, display_name, groups_json, csrf_hash, created_ms, expires_ms, \
+             last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
+             idp_refreshing_until_ms",
+            [Box::new(secret_hash(id)), Box::new(now_ms())],
+        );
+        Box::pin(async move {
+            let Some(row) = row.await? else {
+                return Ok(None);
+            };
+            let subject: String = row.get(0);
+            let corrupt = |what: &str| StateError::Corrupt {
+                store: self.database().to_owned(),
+                what: format!("{what} of a console session of {subject:?}"),
+            };
+            let groups = serde_json::from_str(row.get(2)).map_err(|_| corrupt("groups"))?;
+            let aliases = serde_json::from_str(row.get(7)).map_err(|_| corrupt("other names"))?;
+            Ok(Some(ConsoleSession {
+                subject,
+                display_name: row.get(1),
+                groups,
+                aliases,
+                csrf_hash: row.get(3),
+                sealed_idp_token: row.get(8),
+                idp_token_version: row.get(9),
+                idp_refreshing_until_ms: row.get(10),
+                created_ms: row.get(4),
+                expires_ms: row.get(5),
+                last_seen_ms: row.get(6),
+            }))
+        })
     }
 
     fn claim_refresh<'a>(
@@ -94,24 +81,20 @@ impl SessionRepository for PostgresStore {
         version: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let id_hash = secret_hash(id);
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
-                     WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
-                     AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
-                        &[&id_hash, &version, &until_ms, &now_ms()],
-                    )
-                    .await
-                    .map_err(query_error(
-                        &db,
-                        "claim the refresh of a console session's tokens",
-                    ))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Sessions,
+            "claim the refresh of a console session's tokens",
+            "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
+             WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
+             AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
+            [
+                Box::new(secret_hash(id)),
+                Box::new(version),
+                Box::new(until_ms),
+                Box::new(now_ms()),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn replace_idp_token<'a>(
@@ -121,25 +104,22 @@ impl SessionRepository for PostgresStore {
         sealed: Vec<u8>,
         expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let id_hash = secret_hash(id);
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "UPDATE console_sessions SET sealed_idp_token = $3, \
-                     idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
-                     expires_ms = COALESCE($5::BIGINT, expires_ms) \
-                     WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
-                        &[&id_hash, &version, &sealed, &now_ms(), &expires_ms],
-                    )
-                    .await
-                    .map_err(query_error(
-                        &db,
-                        "store a console session's refreshed tokens",
-                    ))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Sessions,
+            "store a console session's refreshed tokens",
+            "UPDATE console_sessions SET sealed_idp_token = $3, \
+             idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
+             expires_ms = COALESCE($5::BIGINT, expires_ms) \
+             WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
+            [
+                Box::new(secret_hash(id)),
+                Box::new(version),
+                Box::new(sealed),
+                Box::new(now_ms()),
+                Box::new(expires_ms),
+            ],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn release_refresh<'a>(
@@ -148,53 +128,36 @@ impl SessionRepository for PostgresStore {
         version: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let id_hash = secret_hash(id);
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                client
-                    .execute(
-                        "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
-                     WHERE id_hash = $1 AND idp_token_version = $2 \
-                     AND idp_refreshing_until_ms = $3",
-                        &[&id_hash, &version, &until_ms],
-                    )
-                    .await
-                    .map_err(query_error(
-                        &db,
-                        "lift the refresh claim of a console session",
-                    ))?;
-                Ok(())
-            }),
-        )
+        let released = self.execute(
+            Area::Sessions,
+            "lift the refresh claim of a console session",
+            "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
+             WHERE id_hash = $1 AND idp_token_version = $2 AND idp_refreshing_until_ms = $3",
+            [
+                Box::new(secret_hash(id)),
+                Box::new(version),
+                Box::new(until_ms),
+            ],
+        );
+        Box::pin(async move { released.await.map(|_| ()) })
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
-        let id_hash = secret_hash(id);
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                let changed = client
-                    .execute(
-                        "DELETE FROM console_sessions WHERE id_hash = $1",
-                        &[&id_hash],
-                    )
-                    .await
-                    .map_err(query_error(&db, "end a console session"))?;
-                Ok(changed == 1)
-            }),
-        )
+        let changed = self.execute(
+            Area::Sessions,
+            "end a console session",
+            "DELETE FROM console_sessions WHERE id_hash = $1",
+            [Box::new(secret_hash(id))],
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(
-            self.with_client(Area::Sessions, move |client, db| async move {
-                client
-                    .execute(
-                        "DELETE FROM console_sessions WHERE expires_ms <= $1",
-                        &[&now_ms()],
-                    )
-                    .await
-                    .map_err(query_error(&db, "remove expired console sessions"))
-            }),
-        )
+        Box::pin(self.execute(
+            Area::Sessions,
+            "remove expired console sessions",
+            "DELETE FROM console_sessions WHERE expires_ms <= $1",
+            [Box::new(now_ms())],
+        ))
     }
 }

@@ -243,6 +243,14 @@ async fn watchers_are_told_when_the_listening_connection_was_lost() {
         .await
         .expect("not told within 5 s that changes may have been missed")
         .unwrap();
+    // Told once listening again: the loss was counted, and listening again brought it up.
+    let health = holder.health();
+    use crate::state::health::{Area, Failure};
+    assert_eq!(
+        health.failures(Area::Notifications, Failure::Unreachable),
+        1
+    );
+    assert!(health.is_up());
     // Listening again: a decision on the other replica arrives.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut watch = holder.watch(&record.id);
@@ -315,6 +323,55 @@ async fn verify_ca_without_a_ca_file_is_refused_at_start_and_by_check() {
     assert!(configured("host=db user=warden sslmode=verify-ca", None).is_some());
 }
 
+/// Runs without the cluster: refused before connecting, at start and by `warden check`.
+#[tokio::test]
+async fn sslrootcert_naming_another_file_than_ca_file_is_refused_at_start_and_by_check() {
+    let url = "postgres://warden:pw@127.0.0.1:1/warden?sslmode=verify-full&sslrootcert=/etc/warden/url-ca.pem";
+    let err = PostgresStore::connect(PostgresOptions {
+        ca_file: Some("/etc/warden/db-ca.pem".into()),
+        ..options(url)
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, StateError::SslRootCertConflict { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("pw@"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state-url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let configured = |ca_file: Option<std::path::PathBuf>| {
+        configured_tls_fault(&PostgresConfig {
+            url: crate::secrets::CredentialSource::File(file.clone()),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+            tls: PostgresTls { ca_file },
+        })
+    };
+    let fault = configured(Some("/etc/warden/db-ca.pem".into())).expect("refused");
+    assert!(
+        matches!(fault, StateError::SslRootCertConflict { .. }),
+        "{fault}"
+    );
+    assert!(configured(Some("/etc/warden/url-ca.pem".into())).is_none());
+    assert!(configured(None).is_none());
+    // A CA file named in the URL is read as ca_file is: one without certificates is refused,
+    // naming it.
+    let ca = dir.path().join("url-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = PostgresStore::connect(options(&format!(
+        "postgres://warden:pw@127.0.0.1:1/warden?sslrootcert={}",
+        ca.display()
+    )))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresTls { .. }), "{err}");
+    assert!(err.to_string().contains("url-ca.pem"), "{err}");
+}
+
 #[tokio::test]
 async fn sslmode_require_refuses_a_server_without_tls() {
     let url = fresh_database("postgres_sslmode_require_refuses").await;
@@ -330,7 +387,7 @@ async fn sslmode_require_refuses_a_server_without_tls() {
 }
 
 #[tokio::test]
-async fn migrations_log_each_step_and_server_notices_stay_out_of_info() {
+async fn migrations_log_one_info_line_and_server_notices_stay_out_of_info() {
     use crate::state::migrated::Migrated;
     use crate::state::tests::capture_logs;
     use deadpool_postgres::Connect;
@@ -357,7 +414,9 @@ async fn migrations_log_each_step_and_server_notices_stay_out_of_info() {
         client.batch_execute(step).await.unwrap();
     }
     let latest = MIGRATIONS.len();
-    let migrated = migrations::migrate(&mut client, "db").await.unwrap();
+    // Named after the test, so that its lines are told from any other test's.
+    let store = test;
+    let migrated = migrations::migrate(&mut client, store).await.unwrap();
     assert_eq!(
         migrated,
         Migrated {
@@ -366,7 +425,7 @@ async fn migrations_log_each_step_and_server_notices_stay_out_of_info() {
         }
     );
     // Again: `CREATE TABLE IF NOT EXISTS warden_schema` makes the server send its notice.
-    let again = migrations::migrate(&mut client, "db").await.unwrap();
+    let again = migrations::migrate(&mut client, store).await.unwrap();
     assert_eq!(
         again,
         Migrated {
@@ -382,17 +441,34 @@ async fn migrations_log_each_step_and_server_notices_stay_out_of_info() {
         .unwrap();
     drop(guard);
     let log = captured.text();
-    let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).collect();
-    let mut expected: Vec<String> = (14..latest)
-        .map(|v| format!("state schema migrated from version {v} to {}", v + 1))
-        .collect();
-    expected.push(format!(
-        "state schema at version {latest}, nothing to apply"
-    ));
-    assert_eq!(info.len(), expected.len(), "{log}");
-    for (line, want) in info.iter().zip(&expected) {
+    let own = |level: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains(level) && l.contains(&format!("store=\"{store}\"")))
+            .collect()
+    };
+    let info = own(" INFO ");
+    assert_eq!(info.len(), 2, "one INFO line per start:\n{log}");
+    assert!(
+        info[0].contains(&format!(
+            "state schema migrated from version 14 to {latest} ({} steps)",
+            latest - 14
+        )),
+        "{log}"
+    );
+    assert!(
+        info[1].contains(&format!(
+            "state schema at version {latest}, nothing to apply"
+        )),
+        "{log}"
+    );
+    let steps = own(" DEBUG ");
+    assert_eq!(steps.len(), latest - 14, "{log}");
+    for (line, version) in steps.iter().zip(14..) {
         assert!(
-            line.contains(want.as_str()) && line.contains("store=\"db\""),
+            line.contains(&format!(
+                "state schema migrated from version {version} to {}",
+                version + 1
+            )),
             "{line}"
         );
     }

@@ -16,6 +16,7 @@
 //! any certificate a public CA issued to anyone for any name would pass (libpq refuses
 //! `sslrootcert=system` with `verify-ca` for the same reason).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::DigitallySignedStruct;
@@ -37,73 +38,247 @@ pub enum Verify {
     ChainOnly,
 }
 
-/// The connection URL (or `key=value` string) with libpq's `sslmode=verify-full` or
-/// `verify-ca` written as `require`, which `tokio-postgres` understands, and how the
-/// certificate is then verified. Anything else is left as it is.
-pub fn translate(url: &str) -> (zeroize::Zeroizing<String>, Verify) {
+/// What libpq's `sslrootcert` names: the roots the server's certificate may chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file of CA certificates: what `state.postgres.tls.ca_file` names.
+    File(PathBuf),
+    /// `system` (libpq 16): the system's roots, with the host name verified.
+    System,
+}
+
+/// The connection URL (or `key=value` string) as `tokio-postgres` reads it, and what it said
+/// about TLS in libpq's words that `tokio-postgres` does not take.
+pub struct Translated {
+    /// `sslmode=verify-full` and `verify-ca` written as `require`; `sslrootcert` taken out;
+    /// `sslmode=require` added when `sslrootcert=system` comes without an `sslmode`. Anything
+    /// else as it was.
+    pub url: zeroize::Zeroizing<String>,
+    /// How the server's certificate is verified.
+    pub verify: Verify,
+    /// The last `sslmode`, as written.
+    mode: Option<String>,
+    /// The last `sslrootcert`.
+    pub root_cert: Option<RootCert>,
+}
+
+/// What becomes of one parameter of the URL.
+enum Rewrite {
+    Keep,
+    Replace(&'static str),
+    Drop,
+}
+
+/// Reads `url` for what `tokio-postgres` cannot (see [`Translated`]).
+pub fn translate(url: &str) -> Translated {
     let url = url.trim();
     let mut verify = Verify::Full;
-    let mut mode = |value: &str| -> Option<&'static str> {
-        match value {
-            "verify-full" => {
-                verify = Verify::Full;
-                Some("require")
+    let mut mode = None;
+    let mut root_cert = None;
+    let mut rewrite = |key: &str, value: &str| -> Rewrite {
+        match key {
+            "sslmode" => {
+                mode = Some(value.to_owned());
+                verify = if value == "verify-ca" {
+                    Verify::ChainOnly
+                } else {
+                    Verify::Full
+                };
+                match value {
+                    "verify-full" | "verify-ca" => Rewrite::Replace("require"),
+                    _ => Rewrite::Keep,
+                }
             }
-            "verify-ca" => {
-                verify = Verify::ChainOnly;
-                Some("require")
+            "sslrootcert" => {
+                root_cert = match value {
+                    "" => None,
+                    "system" => Some(RootCert::System),
+                    path => Some(RootCert::File(PathBuf::from(path))),
+                };
+                Rewrite::Drop
             }
-            _ => {
-                verify = Verify::Full;
-                None
-            }
+            _ => Rewrite::Keep,
         }
     };
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let translated = if is_url {
-        match url.split_once('?') {
-            Some((base, query)) => {
-                let pairs: Vec<String> = query
-                    .split('&')
-                    .map(|pair| match pair.split_once('=') {
-                        Some(("sslmode", value)) => match mode(value) {
-                            Some(mapped) => format!("sslmode={mapped}"),
-                            None => pair.to_owned(),
-                        },
-                        _ => pair.to_owned(),
-                    })
-                    .collect();
-                format!("{base}?{}", pairs.join("&"))
-            }
-            None => url.to_owned(),
-        }
+    let mut translated = if is_url {
+        rewrite_url(url, &mut rewrite)
     } else {
-        // `key=value` pairs split by white space; a quoted value may hold spaces, which no
-        // `sslmode` value does: the pairs are rewritten in place, the rest left byte for byte.
-        let mut out = String::with_capacity(url.len());
-        let mut rest = url;
-        while !rest.is_empty() {
-            let start = rest.len() - rest.trim_start().len();
-            out.push_str(&rest[..start]);
-            rest = &rest[start..];
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            let token = &rest[..end];
-            let replaced = token.split_once('=').and_then(|(key, value)| {
-                let value = value.trim_matches('\'');
-                (key == "sslmode").then(|| mode(value)).flatten()
-            });
-            match replaced {
-                Some(mapped) => {
-                    out.push_str("sslmode=");
-                    out.push_str(mapped);
-                }
-                None => out.push_str(token),
-            }
-            rest = &rest[end..];
-        }
-        out
+        rewrite_pairs(url, &mut rewrite)
     };
-    (zeroize::Zeroizing::new(translated), verify)
+    // libpq 16: `sslrootcert=system` makes the default mode `verify-full`.
+    if root_cert == Some(RootCert::System) && mode.is_none() {
+        let separator = match (is_url, translated.contains('?')) {
+            (false, _) => " ",
+            (true, true) => "&",
+            (true, false) => "?",
+        };
+        translated.push_str(separator);
+        translated.push_str("sslmode=require");
+    }
+    Translated {
+        url: zeroize::Zeroizing::new(translated),
+        verify,
+        mode,
+        root_cert,
+    }
+}
+
+/// A `postgres://` URL with its query's parameters rewritten (read percent-decoded, as
+/// `tokio-postgres` reads them; the others left byte for byte).
+fn rewrite_url(url: &str, rewrite: &mut impl FnMut(&str, &str) -> Rewrite) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .filter_map(|pair| {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Some(pair.to_owned());
+            };
+            match rewrite(&decode(key), &decode(value)) {
+                Rewrite::Keep => Some(pair.to_owned()),
+                Rewrite::Replace(value) => Some(format!("{key}={value}")),
+                Rewrite::Drop => None,
+            }
+        })
+        .collect();
+    if pairs.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", pairs.join("&"))
+    }
+}
+
+/// A libpq `key=value` string with its parameters rewritten: read as `tokio-postgres` reads
+/// them (space around `=`, values in single quotes with `\` escapes), the text of those left
+/// as they are copied byte for byte. What cannot be read is left for `tokio-postgres` to
+/// refuse.
+fn rewrite_pairs(text: &str, rewrite: &mut impl FnMut(&str, &str) -> Rewrite) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some((key, value, start, end)) = next_pair(text, at) {
+        match rewrite(key, &value) {
+            Rewrite::Keep => {}
+            Rewrite::Replace(value) => {
+                out.push_str(&text[copied..start]);
+                out.push_str(key);
+                out.push('=');
+                out.push_str(value);
+                copied = end;
+            }
+            Rewrite::Drop => {
+                out.push_str(&text[copied..start]);
+                copied = end;
+            }
+        }
+        at = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// The `key=value` pair at or after byte `at` of `text`: its key, its value unquoted, and where
+/// the pair starts and ends.
+fn next_pair(text: &str, at: usize) -> Option<(&str, String, usize, usize)> {
+    let rest = &text[at..];
+    let start = at + (rest.len() - rest.trim_start().len());
+    let rest = &text[start..];
+    let key_len = rest.find(|c: char| c.is_whitespace() || c == '=')?;
+    if key_len == 0 {
+        return None;
+    }
+    let key = &rest[..key_len];
+    let after_key = rest[key_len..].trim_start();
+    let after_eq = after_key.strip_prefix('=')?.trim_start();
+    let value_at = text.len() - after_eq.len();
+    let mut value = String::new();
+    let mut chars = after_eq.char_indices();
+    let quoted = after_eq.starts_with('\'');
+    if quoted {
+        chars.next();
+    }
+    let mut end = after_eq.len();
+    let mut closed = !quoted;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some((_, escaped)) = chars.next() {
+                    value.push(escaped);
+                }
+            }
+            '\'' if quoted => {
+                end = i + 1;
+                closed = true;
+                break;
+            }
+            c if !quoted && c.is_whitespace() => {
+                end = i;
+                break;
+            }
+            c => value.push(c),
+        }
+    }
+    closed.then_some((key, value, start, value_at + end))
+}
+
+/// The CA file the server's certificate is checked against: `sslrootcert` in the URL or
+/// `configured` (`state.postgres.tls.ca_file`), which say the same, so that both given must
+/// name one file; refused where the URL's TLS settings contradict each other or `verify-ca`
+/// has no CA file (at start and by `warden check`).
+pub fn ca_file(
+    translated: &Translated,
+    configured: Option<&Path>,
+) -> Result<Option<PathBuf>, StateError> {
+    let ca_file = match (&translated.root_cert, configured) {
+        (None, configured) => configured.map(Path::to_path_buf),
+        (Some(RootCert::File(in_url)), None) => Some(in_url.clone()),
+        (Some(RootCert::File(in_url)), Some(configured)) => {
+            if !same_file(in_url, configured) {
+                return Err(StateError::SslRootCertConflict {
+                    in_url: in_url.display().to_string(),
+                    ca_file: configured.to_path_buf(),
+                });
+            }
+            Some(configured.to_path_buf())
+        }
+        (Some(RootCert::System), Some(configured)) => {
+            return Err(StateError::SslRootCertConflict {
+                in_url: "system".into(),
+                ca_file: configured.to_path_buf(),
+            });
+        }
+        (Some(RootCert::System), None) => {
+            // As libpq 16: the system's roots vouch for a name, so the name is verified.
+            if let Some(mode) = translated
+                .mode
+                .as_deref()
+                .filter(|mode| !matches!(*mode, "verify-full" | "require"))
+            {
+                return Err(StateError::SslRootCertSystemMode {
+                    mode: mode.to_owned(),
+                });
+            }
+            None
+        }
+    };
+    require_ca_file(translated.verify, ca_file.as_deref())?;
+    Ok(ca_file)
+}
+
+/// Whether `a` and `b` name one file: written alike, or resolving to one.
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// rustls for the connections: the system's roots and `ca_file` trusted (`ca_file` alone, which
@@ -121,10 +296,7 @@ pub async fn client_config(
 }
 
 /// Refuses `verify-ca` without `ca_file`: it would trust every public CA for every name.
-pub fn require_ca_file(
-    verify: Verify,
-    ca_file: Option<&std::path::Path>,
-) -> Result<(), StateError> {
+fn require_ca_file(verify: Verify, ca_file: Option<&std::path::Path>) -> Result<(), StateError> {
     match (verify, ca_file) {
         (Verify::ChainOnly, None) => Err(StateError::VerifyCaWithoutCaFile),
         _ => Ok(()),
@@ -265,8 +437,8 @@ mod tests {
     use tokio_postgres::config::SslMode;
 
     fn translated(url: &str) -> (String, Verify) {
-        let (url, verify) = translate(url);
-        (url.to_string(), verify)
+        let translated = translate(url);
+        (translated.url.to_string(), translated.verify)
     }
 
     #[test]
@@ -304,7 +476,7 @@ mod tests {
             "postgres://warden:pw@db/warden?sslmode=verify-full",
             "host=db user=warden sslmode=verify-ca",
         ] {
-            let config: tokio_postgres::Config = translate(url).0.parse().unwrap();
+            let config: tokio_postgres::Config = translate(url).url.parse().unwrap();
             assert_eq!(config.get_ssl_mode(), SslMode::Require, "{url}");
         }
     }
@@ -321,6 +493,135 @@ mod tests {
         ] {
             assert_eq!(translated(url), (url.to_owned(), Verify::Full), "{url}");
         }
+    }
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_the_url_and_read_as_written() {
+        for (url, left, root_cert) in [
+            (
+                "postgres://warden:pw@db/warden?sslrootcert=%2Fetc%2Fwarden%2Fdb%20ca.pem&sslmode=verify-full",
+                "postgres://warden:pw@db/warden?sslmode=require",
+                Some(RootCert::File("/etc/warden/db ca.pem".into())),
+            ),
+            (
+                "postgres://warden:pw@db/warden?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+                "postgres://warden:pw@db/warden?sslmode=require",
+                Some(RootCert::File("/etc/ca.pem".into())),
+            ),
+            (
+                "postgres://warden:pw@db/warden?sslrootcert=/etc/ca.pem",
+                "postgres://warden:pw@db/warden",
+                Some(RootCert::File("/etc/ca.pem".into())),
+            ),
+            // libpq 16: the system's roots, and `verify-full` when no sslmode is given.
+            (
+                "postgres://warden:pw@db/warden?sslrootcert=system",
+                "postgres://warden:pw@db/warden?sslmode=require",
+                Some(RootCert::System),
+            ),
+            (
+                "postgres://warden:pw@db/warden?application_name=w&sslrootcert=system",
+                "postgres://warden:pw@db/warden?application_name=w&sslmode=require",
+                Some(RootCert::System),
+            ),
+            (
+                "host=db user=warden sslrootcert = '/etc/my ca\\'s.pem' sslmode=verify-ca password='a b'",
+                "host=db user=warden  sslmode=require password='a b'",
+                Some(RootCert::File("/etc/my ca's.pem".into())),
+            ),
+            (
+                "host=db user=warden sslrootcert=system",
+                "host=db user=warden  sslmode=require",
+                Some(RootCert::System),
+            ),
+            (
+                "postgres://warden:sslrootcert=x@db/warden?sslmode=require",
+                "postgres://warden:sslrootcert=x@db/warden?sslmode=require",
+                None,
+            ),
+        ] {
+            let translated = translate(url);
+            assert_eq!(translated.url.as_str(), left, "{url}");
+            assert_eq!(translated.root_cert, root_cert, "{url}");
+            let config: tokio_postgres::Config = translated.url.parse().expect(left);
+            if root_cert == Some(RootCert::System) || url.contains("sslmode") {
+                assert_eq!(config.get_ssl_mode(), SslMode::Require, "{url}");
+            }
+        }
+    }
+
+    #[test]
+    fn sslrootcert_is_ca_file_and_both_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("db-ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let ca_text = ca.display().to_string();
+        let ca_file = |url: &str, configured: Option<&Path>| ca_file(&translate(url), configured);
+        let url = format!("postgres://w:pw@db/w?sslmode=verify-ca&sslrootcert={ca_text}");
+        assert_eq!(ca_file(&url, None).unwrap(), Some(ca.clone()));
+        assert_eq!(ca_file(&url, Some(&ca)).unwrap(), Some(ca.clone()));
+        // The same file, written another way.
+        let other_spelling = dir.path().join(".").join("db-ca.pem");
+        assert_eq!(
+            ca_file(&url, Some(&other_spelling)).unwrap(),
+            Some(other_spelling)
+        );
+        let error = ca_file(&url, Some(Path::new("/etc/warden/other-ca.pem"))).unwrap_err();
+        assert!(
+            matches!(error, StateError::SslRootCertConflict { .. }),
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(text.starts_with("state.postgres.tls.ca_file: "), "{text}");
+        assert!(
+            text.contains(&ca_text) && text.contains("/etc/warden/other-ca.pem"),
+            "{text}"
+        );
+        assert!(!text.contains("pw"), "{text}");
+        // ca_file alone, as before; verify-ca with neither is refused.
+        assert_eq!(
+            ca_file("postgres://w:pw@db/w?sslmode=verify-ca", Some(&ca)).unwrap(),
+            Some(ca.clone())
+        );
+        assert!(matches!(
+            ca_file("postgres://w:pw@db/w?sslmode=verify-ca", None),
+            Err(StateError::VerifyCaWithoutCaFile)
+        ));
+    }
+
+    #[test]
+    fn sslrootcert_system_is_the_system_s_roots_with_the_host_name_verified() {
+        let ca_file = |url: &str, configured: Option<&Path>| ca_file(&translate(url), configured);
+        for url in [
+            "postgres://w:pw@db/w?sslrootcert=system",
+            "postgres://w:pw@db/w?sslrootcert=system&sslmode=verify-full",
+            "postgres://w:pw@db/w?sslmode=require&sslrootcert=system",
+        ] {
+            assert_eq!(ca_file(url, None).unwrap(), None, "{url}");
+            assert_eq!(translate(url).verify, Verify::Full, "{url}");
+        }
+        for mode in ["verify-ca", "prefer", "disable"] {
+            let url = format!("postgres://w:pw@db/w?sslrootcert=system&sslmode={mode}");
+            let error = ca_file(&url, None).unwrap_err();
+            assert!(
+                matches!(&error, StateError::SslRootCertSystemMode { mode: m } if m == mode),
+                "{error}"
+            );
+            assert!(
+                error.to_string().starts_with("state.postgres.url: "),
+                "{error}"
+            );
+        }
+        let error = ca_file(
+            "postgres://w:pw@db/w?sslrootcert=system",
+            Some(Path::new("/etc/warden/db-ca.pem")),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, StateError::SslRootCertConflict { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("sslrootcert=system"), "{error}");
     }
 
     /// A CA, and a server certificate it issued for `name`.
@@ -396,7 +697,7 @@ mod tests {
         let (port, handshake) = tls_postgres(server).await;
         let url =
             format!("host={host} hostaddr=127.0.0.1 port={port} user=warden sslmode={sslmode}");
-        let (url, verify) = translate(&url);
+        let Translated { url, verify, .. } = translate(&url);
         let mut ca_file = rustls::RootCertStore::empty();
         ca_file.add(ca.clone()).unwrap();
         let roots = trusted_roots(verify, ca_file, || system.to_vec());

@@ -284,55 +284,77 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging
-/// each once committed (or that there was nothing to apply); refuses a file from a newer
-/// Warden. Two processes opening one file at once: the write lock taken before reading the
-/// version makes the second see the first's work.
+/// each at DEBUG once committed and, at the end, from which version to which (or that there was
+/// nothing to apply) at INFO, also when a step fails after others were committed; refuses a
+/// file from a newer Warden. Two processes opening one file at once: the write lock taken
+/// before reading the version makes the second see the first's work.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<Migrated, StateError> {
     let store = path.display().to_string();
-    let mut from = None;
+    let mut migrated: Option<Migrated> = None;
     loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StateError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(|source| StateError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let Ok(applied) = usize::try_from(version) else {
-            return Err(too_new(path, version));
-        };
-        if applied > MIGRATIONS.len() {
-            return Err(too_new(path, version));
-        }
-        let from = *from.get_or_insert(applied);
-        let Some(step) = MIGRATIONS.get(applied) else {
-            let migrated = Migrated { from, to: applied };
-            if from == applied {
-                migrated.log(&store);
+        match apply_next(conn, path) {
+            Ok(Next::Applied { from }) => {
+                Migrated { from, to: from + 1 }.log_steps(&store);
+                migrated.get_or_insert(Migrated { from, to: from }).to = from + 1;
             }
-            return Ok(migrated);
-        };
-        let next = applied + 1;
-        let failed = |source| StateError::Migrate {
-            path: path.to_path_buf(),
-            version: next,
-            source,
-        };
-        tx.execute_batch(step).map_err(failed)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {next}"))
-            .map_err(failed)?;
-        tx.commit().map_err(failed)?;
-        Migrated {
-            from: applied,
-            to: next,
+            Ok(Next::Current(at)) => {
+                let migrated = Migrated {
+                    from: migrated.map_or(at, |m| m.from),
+                    to: at,
+                };
+                migrated.log(&store);
+                return Ok(migrated);
+            }
+            Err(error) => {
+                if let Some(migrated) = migrated {
+                    migrated.log(&store);
+                }
+                return Err(error);
+            }
         }
-        .log(&store);
     }
+}
+
+/// What [`apply_next`] did.
+enum Next {
+    /// Applied the step from version `from`.
+    Applied { from: usize },
+    /// Nothing: the file is at this version, the latest.
+    Current(usize),
+}
+
+/// Applies the step after the file's version, in one transaction with its version.
+fn apply_next(conn: &mut Connection, path: &Path) -> Result<Next, StateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let at = usize::try_from(version)
+        .ok()
+        .filter(|at| *at <= MIGRATIONS.len())
+        .ok_or_else(|| too_new(path, version))?;
+    let Some(step) = MIGRATIONS.get(at) else {
+        return Ok(Next::Current(at));
+    };
+    let next = at + 1;
+    let failed = |source| StateError::Migrate {
+        path: path.to_path_buf(),
+        version: next,
+        source,
+    };
+    tx.execute_batch(step).map_err(failed)?;
+    tx.execute_batch(&format!("PRAGMA user_version = {next}"))
+        .map_err(failed)?;
+    tx.commit().map_err(failed)?;
+    Ok(Next::Applied { from: at })
 }
 
 fn too_new(path: &Path, found: i64) -> StateError {

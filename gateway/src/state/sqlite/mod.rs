@@ -14,6 +14,13 @@
 //! Approval changes are announced to this process's watchers by the writes themselves; the
 //! store's thread also polls the approvals revision while someone watches, so a change made by
 //! another process on the file (the CLI) wakes them too.
+//!
+//! The open connection goes on reading and writing its file after the file (or its directory)
+//! is moved, removed or replaced: what it writes then would be gone at the next start, and the
+//! file now at the path is not what it reads. So before each operation the thread checks that
+//! the path still names the file it opened (device and inode), and fails the operation while it
+//! does not (`StateError::Moved`, which the store's health counts): the store is down until the
+//! file is back where it was.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +55,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a transaction waits for another process's transaction on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// An operation: given the connection, or why the store cannot be used.
+type Job = Box<dyn FnOnce(Result<&mut Connection, StateError>) + Send>;
 
 /// A handle on the SQLite state store; cheap to clone. The store's thread ends when the last
 /// handle is dropped.
@@ -89,12 +97,13 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("warden-state".into())
             .spawn(move || {
-                let mut conn = match open_file(&thread_path) {
+                let (mut conn, opened) = match open_file(&thread_path) {
                     Ok((conn, migrated)) => {
                         thread_seen
                             .store(approvals_revision(&conn).unwrap_or(-1), Ordering::SeqCst);
                         let _ = ready.send(Ok(migrated));
-                        conn
+                        // Taken once the file is open: what it is from now on.
+                        (conn, identity(&thread_path))
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -105,13 +114,18 @@ impl SqliteStore {
                 let mut polled = Instant::now();
                 loop {
                     match queue.recv_timeout(POLL_INTERVAL.saturating_sub(polled.elapsed())) {
-                        Ok(job) => job(&mut conn),
+                        Ok(job) => match still_there(&thread_path, opened) {
+                            Ok(()) => job(Ok(&mut conn)),
+                            Err(moved) => job(Err(moved)),
+                        },
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                     if polled.elapsed() >= POLL_INTERVAL {
                         polled = Instant::now();
-                        if thread_changes.receiver_count() > 0 {
+                        if thread_changes.receiver_count() > 0
+                            && still_there(&thread_path, opened).is_ok()
+                        {
                             poll_changes(&conn, &thread_changes, &thread_seen);
                         }
                     }
@@ -159,9 +173,11 @@ impl SqliteStore {
     {
         let (answer, answered) = oneshot::channel();
         let path = Arc::clone(&self.path);
-        let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
-            let _ = answer.send(job(conn, &path));
-        }));
+        let sent = self.jobs.send(Box::new(
+            move |conn: Result<&mut Connection, StateError>| {
+                let _ = answer.send(conn.and_then(|conn| job(conn, &path)));
+            },
+        ));
         let result = match sent {
             Ok(()) => answered.await.unwrap_or_else(|_| Err(self.closed())),
             Err(_) => Err(self.closed()),
@@ -174,6 +190,22 @@ impl SqliteStore {
             store: self.path.display().to_string(),
         }
     }
+}
+
+/// The device and inode of the file at `path`; `None` when there is none.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Refuses when `path` no longer names the file that was `opened`.
+fn still_there(path: &Path, opened: Option<(u64, u64)>) -> Result<(), StateError> {
+    if opened.is_some() && identity(path) == opened {
+        return Ok(());
+    }
+    Err(StateError::Moved {
+        path: path.to_path_buf(),
+    })
 }
 
 /// The approvals revision: it moves with every change of an approval, by any process.

@@ -150,11 +150,12 @@ async fn quarantines_stored_before_issuers_were_recorded_keep_who_put_them() {
 }
 
 #[test]
-fn each_migration_step_is_logged_from_and_to_and_a_current_schema_once() {
+fn a_migration_logs_one_info_line_from_and_to_with_each_step_at_debug() {
     use crate::state::migrated::Migrated;
     use crate::state::tests::capture_logs;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
+    let store = path.display().to_string();
     let latest = migrations::MIGRATIONS.len();
     // A file the release with schema 14 left.
     let mut conn = Connection::open(&path).unwrap();
@@ -172,19 +173,24 @@ fn each_migration_step_is_logged_from_and_to_and_a_current_schema_once() {
             to: latest
         }
     );
-    let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(lines.len(), latest - 14, "{log}");
-    for (line, version) in lines.iter().zip(14..) {
-        assert!(line.contains(" INFO "), "{line}");
-        assert!(
-            line.contains(&format!(
-                "state schema migrated from version {version} to {}",
-                version + 1
-            )),
-            "{line}"
-        );
-        assert!(line.contains(&path.display().to_string()), "{line}");
-    }
+    // Only this store's lines: nothing else logged on this thread counts.
+    let own = |log: &str, level: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(level) && l.contains(&store))
+            .map(str::to_owned)
+            .collect()
+    };
+    let info = own(&log, " INFO ");
+    assert_eq!(info.len(), 1, "one INFO line per start:\n{log}");
+    assert!(
+        info[0].contains(&format!(
+            "state schema migrated from version 14 to {latest} ({} steps)",
+            latest - 14
+        )),
+        "{log}"
+    );
+    // The steps are at DEBUG: none of them at INFO.
+    assert_eq!(log.lines().count(), 1, "{log}");
     let again = captured.text().len();
     let migrated = migrations::migrate(&mut conn, &path).unwrap();
     drop(guard);
@@ -196,9 +202,10 @@ fn each_migration_step_is_logged_from_and_to_and_a_current_schema_once() {
             to: latest
         }
     );
-    assert_eq!(log.lines().count(), 1, "{log}");
+    let info = own(&log, " INFO ");
+    assert_eq!(info.len(), 1, "{log}");
     assert!(
-        log.contains(&format!(
+        info[0].contains(&format!(
             "state schema at version {latest}, nothing to apply"
         )),
         "{log}"
@@ -223,6 +230,34 @@ async fn every_operation_tells_the_store_s_health_whether_it_succeeded() {
     other
         .execute_batch("ALTER TABLE revisions_away RENAME TO revisions")
         .unwrap();
+    RevocationRepository::revision(&store).await.unwrap();
+    assert!(health.is_up());
+}
+
+#[tokio::test]
+async fn a_file_moved_away_fails_every_operation_until_it_is_back() {
+    use crate::state::revocations::RevocationRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let (here, away) = (dir.path().join("state"), dir.path().join("away"));
+    let store = SqliteStore::open(&here.join("state.db")).await.unwrap();
+    let health = store.health();
+    RevocationRepository::revision(&store).await.unwrap();
+
+    // The directory moved: the open connection would go on writing a file no start finds.
+    std::fs::rename(&here, &away).unwrap();
+    let error = RevocationRepository::revision(&store).await.unwrap_err();
+    assert!(matches!(error, StateError::Moved { .. }), "{error}");
+    assert!(error.to_string().contains("state.db"), "{error}");
+    assert!(!health.is_up());
+    // Another file at the path is not the one opened either.
+    std::fs::create_dir(&here).unwrap();
+    std::fs::write(here.join("state.db"), b"").unwrap();
+    let error = RevocationRepository::revision(&store).await.unwrap_err();
+    assert!(matches!(error, StateError::Moved { .. }), "{error}");
+
+    // Back where it was: the store answers again.
+    std::fs::remove_dir_all(&here).unwrap();
+    std::fs::rename(&away, &here).unwrap();
     RevocationRepository::revision(&store).await.unwrap();
     assert!(health.is_up());
 }

@@ -78,7 +78,11 @@ pub(super) fn capture_logs(
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (tracing::subscriber::set_default(subscriber), captured)
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Another test's subscriber, set or dropped at the same time on its own thread, can leave
+    // a callsite's cached interest without this one: asked again, with this one in place.
+    tracing::callsite::rebuild_interest_cache();
+    (guard, captured)
 }
 
 /// The log text [`capture_logs`] gathers.
