@@ -149,6 +149,7 @@ impl Joined {
     }
 
     /// Bytes held: of an event not yet whole, and of text held back.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.framer.held() + self.held.iter().map(|h| h.text.len()).sum::<usize>()
     }
