@@ -34,6 +34,9 @@ pub struct Read {
     pub ended: bool,
     /// Bytes of the upstream's body read.
     pub bytes: u64,
+    /// Echoes of the injected credential redacted from the response, and how many of them
+    /// were spread over an event stream's deltas.
+    pub redacted: (usize, usize),
 }
 
 /// What to do with a response's outcome once its body has ended: the request path records it.
@@ -96,6 +99,11 @@ struct Observer<C: Complete> {
     bytes: u64,
     /// Read the rest of it when the agent goes away.
     drain: Option<Drain>,
+    /// Echoes redacted so far (all, and those joined from deltas).
+    redacted: (usize, usize),
+    /// The body is redacted: its outcome completes once its end has been redacted (so that
+    /// the record counts what was), not when the upstream's body ends.
+    defer_end: bool,
 }
 
 impl<C: Complete> Observer<C> {
@@ -201,6 +209,7 @@ impl<C: Complete> Observer<C> {
             error,
             ended,
             bytes: self.bytes,
+            redacted: self.redacted,
         });
     }
 
@@ -249,6 +258,12 @@ impl<C: Complete> Drop for Observer<C> {
         }
         let unread =
             self.inner.is_some() || self.decoder.as_ref().is_some_and(|d| !d.is_finished());
+        if self.defer_end && !unread {
+            // Read to its end, its last part not yet redacted (a proposed call held for an
+            // approval): complete as the upstream's body ended.
+            self.complete(None, true);
+            return;
+        }
         if let Some(drain) = self.drain
             && unread
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -261,6 +276,8 @@ impl<C: Complete> Drop for Observer<C> {
                 trailers: self.trailers.take(),
                 bytes: self.bytes,
                 drain: None,
+                redacted: self.redacted,
+                defer_end: false,
             };
             runtime.spawn(rest.drain(drain));
             return;
@@ -309,6 +326,8 @@ impl<C: Complete> ObservedBody<C> {
             trailers: None,
             bytes: 0,
             drain: None,
+            redacted: (0, 0),
+            defer_end: false,
         };
         if end {
             // An empty body is never polled: its outcome is complete now.
@@ -358,6 +377,7 @@ impl<C: Complete> ObservedBody<C> {
     /// Redacts what `redactor` looks for from the body (its length may change: the response
     /// must not announce one).
     pub fn redacting(mut self, redactor: Option<Redactor>) -> Self {
+        self.observer.defer_end = redactor.is_some();
         self.redactor = redactor.map(Box::new);
         self
     }
@@ -392,7 +412,7 @@ impl<C: Complete> ObservedBody<C> {
         let (polled, at_end) = observer.poll_next(cx);
         let ended = match &polled {
             Poll::Ready(Some(Ok(_))) => {
-                if at_end {
+                if at_end && !observer.defer_end {
                     observer.complete(None, true);
                 }
                 at_end
@@ -402,7 +422,9 @@ impl<C: Complete> ObservedBody<C> {
                 false
             }
             Poll::Ready(None) => {
-                observer.complete(None, true);
+                if !observer.defer_end {
+                    observer.complete(None, true);
+                }
                 true
             }
             Poll::Pending => false,
@@ -443,6 +465,25 @@ impl<C: Complete> ObservedBody<C> {
             other => other,
         };
         (polled, ended)
+    }
+}
+
+/// Notes in `observer` what `redactor` redacted so far; completes the outcome once the
+/// upstream's body `ended` and was redacted to its end, or when the stream could not be read
+/// to be redacted (it ended with the dialect's error; the rest is not read).
+fn counted<C: Complete>(observer: &mut Observer<C>, redactor: &Redactor, ended: bool) {
+    observer.redacted = (redactor.count(), redactor.joined_count());
+    if redactor.failed() {
+        observer.complete(
+            Some(format!(
+                "{}: {}",
+                crate::secrets::redact::UNREADABLE_CODE,
+                crate::secrets::redact::UNREADABLE
+            )),
+            false,
+        );
+    } else if ended {
+        observer.complete(None, true);
     }
 }
 
@@ -574,15 +615,17 @@ impl<C: Complete> Body for ObservedBody<C> {
             let Some(redactor) = this.redactor.as_mut() else {
                 return polled;
             };
-            match polled {
+            let observer = &mut *this.observer;
+            let polled = match polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             let mut out = redactor.push(data);
-                            if ended {
+                            if ended || redactor.failed() {
                                 out = join(out, redactor.finish());
                                 *this.done = true;
                             }
+                            counted(observer, redactor, ended);
                             if out.is_empty() {
                                 continue;
                             }
@@ -591,6 +634,7 @@ impl<C: Complete> Body for ObservedBody<C> {
                         Err(trailers) => {
                             let trailers = redactor.trailers(trailers);
                             let held = redactor.finish();
+                            counted(observer, redactor, ended);
                             if held.is_empty() {
                                 trailers
                             } else {
@@ -599,18 +643,25 @@ impl<C: Complete> Body for ObservedBody<C> {
                             }
                         }
                     };
-                    return Poll::Ready(Some(Ok(frame)));
+                    Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(None) => {
                     *this.done = true;
                     let held = redactor.finish();
+                    counted(observer, redactor, true);
                     if held.is_empty() {
-                        return Poll::Ready(None);
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Ok(Frame::data(held))))
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(held))));
                 }
-                other => return other,
-            }
+                Poll::Ready(Some(Err(e))) => {
+                    counted(observer, redactor, false);
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Pending => Poll::Pending,
+            };
+            return polled;
         }
     }
 

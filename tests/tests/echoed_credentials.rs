@@ -105,3 +105,182 @@ async fn an_agent_that_does_not_ask_for_trailers_gets_neither_trailers_nor_their
     let (_, trailers) = body_and_trailers(&raw);
     assert_eq!(trailers, "\r\n", "{raw}");
 }
+
+/// A Chat Completions chunk with `content` in choice 0 (and `finish`).
+fn chat_chunk(content: Option<&str>, finish: Option<&str>) -> String {
+    let delta = match content {
+        Some(text) => json!({"content": text}),
+        None => json!({}),
+    };
+    let chunk = json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+/// An Anthropic event `name` with `data`.
+fn sse(name: &str, data: &serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// An Anthropic message stream whose one text block is `pieces`, a delta each.
+fn anthropic_stream(pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![
+        sse(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_e2e", "type": "message",
+                "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        ),
+        sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for piece in pieces {
+        events.push(sse(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    events.extend([
+        sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ),
+        sse(
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                "stop_sequence": null}, "usage": {"output_tokens": 7}}),
+        ),
+        sse("message_stop", &json!({"type": "message_stop"})),
+    ]);
+    events
+}
+
+#[tokio::test]
+async fn a_credential_a_model_streams_a_piece_per_delta_never_reaches_the_sdk_joined() {
+    use warden_e2e::sdk;
+    use warden_e2e::stack::Stack;
+    use warden_e2e::warden::{ANTHROPIC_KEY, OPENAI_KEY};
+
+    let s = Stack::start().await.unwrap();
+    // The key Warden injected, streamed back in three deltas: no event holds it, the SDK's
+    // joined text would.
+    let (a, rest) = OPENAI_KEY.split_at(2);
+    let (b, c) = rest.split_at(9);
+    let mut events = vec![
+        chat_chunk(Some("Your key is "), None),
+        chat_chunk(Some(a), None),
+        chat_chunk(Some(b), None),
+        chat_chunk(Some(&format!("{c}, keep it.")), None),
+        chat_chunk(None, Some("stop")),
+    ];
+    events.push("data: [DONE]\n\n".to_owned());
+    s.fake.script_streams(Some(events));
+    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["stream"]).await;
+    let (a, b) = ANTHROPIC_KEY.split_at(ANTHROPIC_KEY.len() / 2);
+    s.fake.script_streams(Some(anthropic_stream(&[
+        "The key: ",
+        a,
+        &format!("{b} (secret)."),
+    ])));
+    let anthropic = sdk::run(
+        "anthropic_messages.py",
+        &s.anthropic_base(),
+        &s.token,
+        &["stream"],
+    )
+    .await;
+    s.fake.script_streams(None);
+    let (out, anthropic) = (out.unwrap(), anthropic.unwrap());
+    assert_eq!(
+        out["stream"]["content"], "Your key is [REDACTED], keep it.",
+        "{out}"
+    );
+    assert_eq!(out["stream"]["finish_reason"], "stop", "{out}");
+    assert_eq!(
+        anthropic["stream"]["text"], "The key: [REDACTED] (secret).",
+        "{anthropic}"
+    );
+    assert_eq!(
+        anthropic["stream"]["final_text"], "The key: [REDACTED] (secret).",
+        "{anthropic}"
+    );
+    // Each outcome record says the credential was redacted, spread over deltas; none holds it.
+    for route in ["openai", "anthropic"] {
+        let record = s
+            .warden
+            .wait_for_audit(std::time::Duration::from_secs(10), |r| {
+                r["route"] == route
+                    && r["findings"].as_array().is_some_and(|f| {
+                        f.iter().any(|f| {
+                            f["detector"] == "credential_echo"
+                                && f["location"]
+                                    == "response: 1 redacted, 1 of them spread over streamed deltas"
+                        })
+                    })
+            })
+            .await
+            .unwrap();
+        assert_eq!(record["outcome"]["status"], 200, "{record}");
+    }
+    let audit = s
+        .warden
+        .audit_records()
+        .iter()
+        .map(serde_json::Value::to_string)
+        .collect::<String>();
+    assert!(
+        !audit.contains(OPENAI_KEY) && !audit.contains(ANTHROPIC_KEY),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_cannot_be_read_to_be_redacted_ends_with_an_error() {
+    use warden_e2e::stack::Stack;
+    use warden_e2e::warden::OPENAI_KEY;
+
+    let s = Stack::start().await.unwrap();
+    let (a, b) = OPENAI_KEY.split_at(6);
+    s.fake.script_streams(Some(vec![
+        chat_chunk(Some(&format!("key {a}")), None),
+        "data: <not json>\n\n".to_owned(),
+        chat_chunk(Some(b), None),
+        chat_chunk(None, Some("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ]));
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let text = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    s.fake.script_streams(None);
+    assert!(text.contains("response_unreadable"), "{text}");
+    assert!(
+        !text.contains(b) && !text.contains("[DONE]"),
+        "nothing after the error: {text}"
+    );
+    let record = s
+        .warden
+        .wait_for_audit(std::time::Duration::from_secs(10), |r| {
+            r["outcome"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("response_unreadable"))
+        })
+        .await
+        .unwrap();
+    assert!(!record.to_string().contains(OPENAI_KEY), "{record}");
+}

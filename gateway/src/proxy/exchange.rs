@@ -1369,6 +1369,7 @@ impl Complete for PendingOutcome {
             error,
             ended,
             bytes,
+            redacted,
         } = read;
         if let Some(ceiling) = self.ceiling {
             self.implausible(ceiling.clamp(&mut usage));
@@ -1420,6 +1421,19 @@ impl Complete for PendingOutcome {
                     location: bounded(&f.location, FIELD_MAX).into_owned(),
                     detector: f.detector,
                 }));
+        }
+        if redacted.0 > 0 {
+            // That the upstream echoed the injected credential, and how often: never the value.
+            let (all, joined) = redacted;
+            self.event.findings.push(AuditFinding {
+                detector: Arc::from(crate::secrets::redact::ECHO_FINDING),
+                location: match joined {
+                    0 => format!("response: {all} redacted"),
+                    _ => format!(
+                        "response: {all} redacted, {joined} of them spread over streamed deltas"
+                    ),
+                },
+            });
         }
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;

@@ -505,6 +505,11 @@ fn observe(
     }
     let judging = proposals(snap, ex, route, action, &parts);
     let llm = matches!(ex.shape(), Some(protocol::Shape::Llm(_)));
+    if llm && event_stream {
+        // A model's stream is read as its agent's SDK joins it: a credential spread over
+        // several deltas is redacted too.
+        redactor = redactor.map(|r| r.joining(route.protocol.dialect()));
+    }
     let decoder = readable::check(
         &mut parts.headers,
         Needs {

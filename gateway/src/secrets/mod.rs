@@ -8,6 +8,7 @@ mod echo;
 mod fetch;
 pub mod inject;
 mod injection;
+mod joined;
 pub mod own;
 mod provider;
 pub mod redact;

@@ -2,7 +2,9 @@
 //! `Authorization` header, a debug endpoint): replaced with `[REDACTED]` before the agent sees
 //! it. Works on a stream chunk by chunk; only bytes that could begin a secret split across
 //! chunks are held back, so a stream that never comes near one flows with no delay. What is
-//! looked for, and how, is the credential's [`Echo`].
+//! looked for, and how, is the credential's [`Echo`]. An LLM's event stream is read event by
+//! event too ([`Redactor::joining`]), each channel's deltas joined as the agent's SDK joins
+//! them ([`super::joined`]), so a secret streamed a piece per delta is found.
 
 use std::sync::Arc;
 
@@ -10,6 +12,12 @@ use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 pub use super::echo::{Echo, MIN_ECHO, REDACTED, base64_forms};
+use super::joined::Joined;
+pub use super::joined::{UNREADABLE, UNREADABLE_CODE};
+
+/// The finding an outcome record lists when the injected credential was redacted from the
+/// response (located as `response: N redacted`; never the value).
+pub const ECHO_FINDING: &str = "credential_echo";
 
 /// Redacts a credential's echo from a stream of chunks.
 pub struct Redactor {
@@ -18,6 +26,8 @@ pub struct Redactor {
     tail: Zeroizing<Vec<u8>>,
     /// Secrets replaced so far.
     count: usize,
+    /// Joins the deltas of an LLM's event stream first, when set.
+    joined: Option<Box<Joined>>,
 }
 
 impl Redactor {
@@ -27,12 +37,32 @@ impl Redactor {
             echo,
             tail: Zeroizing::new(Vec::new()),
             count: 0,
+            joined: None,
         })
+    }
+
+    /// Reads the body as an LLM's event stream in `dialect`: the deltas of each content
+    /// channel are joined as the agent's SDK joins them, and a secret spread over them is
+    /// redacted ([`super::joined`]); the dialect's error ends a stream that cannot be read so.
+    pub fn joining(mut self, dialect: &'static dyn crate::protocol::Dialect) -> Redactor {
+        self.joined = Some(Box::new(Joined::new(Arc::clone(&self.echo), dialect)));
+        self
     }
 
     /// How many secrets were replaced.
     pub fn count(&self) -> usize {
-        self.count
+        self.count + self.joined.as_ref().map_or(0, |j| j.count())
+    }
+
+    /// How many of them were found only in the joined deltas of an event stream.
+    pub fn joined_count(&self) -> usize {
+        self.joined.as_ref().map_or(0, |j| j.count())
+    }
+
+    /// Whether the event stream could not be read to be redacted: it was ended with the
+    /// dialect's error, and nothing more of it is sent.
+    pub fn failed(&self) -> bool {
+        self.joined.as_ref().is_some_and(|j| j.failed())
     }
 
     /// Redacts the secrets from `headers` (a `Location` or `Link` quoting a query-parameter
@@ -78,6 +108,15 @@ impl Redactor {
 
     /// The part of `chunk` (after what was held back) that can be passed on now.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        let chunk = match self.joined.as_mut() {
+            Some(joined) => joined.push(&chunk),
+            None => chunk,
+        };
+        self.push_bytes(chunk)
+    }
+
+    /// [`Redactor::push`] of bytes already read as events.
+    fn push_bytes(&mut self, chunk: Bytes) -> Bytes {
         if self.tail.is_empty()
             && self.echo.find(&chunk, 0).is_none()
             && self.echo.partial(&chunk) == 0
@@ -96,8 +135,13 @@ impl Redactor {
 
     /// What is still held back, at the end of the stream.
     pub fn finish(&mut self) -> Bytes {
-        let rest = std::mem::take(&mut *self.tail);
-        Bytes::from(rest)
+        let flushed = match self.joined.as_mut() {
+            Some(joined) => joined.finish(),
+            None => Bytes::new(),
+        };
+        let mut out = BytesMut::from(&self.push_bytes(flushed)[..]);
+        out.extend_from_slice(&std::mem::take(&mut *self.tail));
+        out.freeze()
     }
 
     /// `text` with every secret replaced (longest first where two start at one place).
