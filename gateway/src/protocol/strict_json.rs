@@ -18,8 +18,6 @@ use serde_json::{Map, Value};
 
 use crate::text::Quoted;
 
-mod scan;
-
 /// `text` as JSON, refusing a key given twice in any object and a key that differs from one
 /// of `keys` only by case, except beneath the keys in `free` (their values are free-form
 /// maps, the arguments of a call or a schema, which clients read exactly). Those refusals
@@ -74,11 +72,6 @@ pub enum Spellings {
 /// [`check_unambiguous`], two keys of one object refused when `spellings` takes one for the
 /// other.
 pub fn check_unambiguous_as(text: &[u8], spellings: Spellings) -> Result<(), serde_json::Error> {
-    // Most bodies are plain: one pass over the bytes tells. The rest, refusals included, are
-    // read by serde as before, which gives the exact error.
-    if scan::scan(text, spellings) == scan::Scan::Clean {
-        return Ok(());
-    }
     let mut de = serde_json::Deserializer::from_slice(text);
     Check {
         at: None,
