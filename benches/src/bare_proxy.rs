@@ -25,7 +25,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use warden::audit::AuditLog;
 
+use crate::inline_log::InlineLog;
 use crate::records;
+
+/// How the bare proxy records each request, if it does.
+#[derive(Clone)]
+pub enum Recorder {
+    /// Through Warden's audit log (its writer thread).
+    Log(Arc<AuditLog>),
+    /// Encoded, chained and written by the worker itself (the experiment `hyper-inline`).
+    Inline(Arc<InlineLog>),
+}
 
 type Body = Either<Incoming, Full<Bytes>>;
 
@@ -36,7 +46,7 @@ type Body = Either<Incoming, Full<Bytes>>;
 pub async fn serve(
     listener: TcpListener,
     upstream: SocketAddr,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Recorder>,
 ) -> std::io::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -62,7 +72,7 @@ pub async fn serve(
 
 async fn forward(
     client: Arc<Client<HttpConnector, Full<Bytes>>>,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Recorder>,
     upstream: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -76,9 +86,16 @@ async fn forward(
     let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
         return Ok(status(StatusCode::BAD_REQUEST));
     };
-    if let Some(audit) = &audit
-        && audit.append(records::decision()).await.is_err()
-    {
+    let recorded = match &audit {
+        None => Ok(()),
+        Some(Recorder::Log(log)) => log
+            .append(records::decision())
+            .await
+            .map(|_| ())
+            .map_err(|_| ()),
+        Some(Recorder::Inline(log)) => log.append(&records::decision()).map_err(|_| ()),
+    };
+    if recorded.is_err() {
         return Ok(status(StatusCode::SERVICE_UNAVAILABLE));
     }
     let response = match client
@@ -88,8 +105,14 @@ async fn forward(
         Ok(response) => response.map(Either::Left),
         Err(_) => status(StatusCode::BAD_GATEWAY),
     };
-    if let Some(audit) = &audit {
-        audit.append_detached(records::outcome(response.status().as_u16()));
+    match &audit {
+        None => {}
+        Some(Recorder::Log(log)) => {
+            log.append_detached(records::outcome(response.status().as_u16()))
+        }
+        Some(Recorder::Inline(log)) => {
+            let _ = log.append(&records::outcome(response.status().as_u16()));
+        }
     }
     Ok(response)
 }

@@ -5,6 +5,7 @@ pub mod audit_share;
 pub mod bare_proxy;
 pub mod error;
 pub mod haproxy;
+pub mod inline_log;
 pub mod loadgen;
 pub mod nginx;
 pub mod openbao;

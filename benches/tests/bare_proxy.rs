@@ -84,7 +84,11 @@ async fn start_proxy(upstream: SocketAddr, log: Option<Arc<AuditLog>>) -> Socket
         .await
         .unwrap();
     let proxy = listener.local_addr().unwrap();
-    tokio::spawn(bare_proxy::serve(listener, upstream, log));
+    tokio::spawn(bare_proxy::serve(
+        listener,
+        upstream,
+        log.map(bare_proxy::Recorder::Log),
+    ));
     proxy
 }
 

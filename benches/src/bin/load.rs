@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use ::warden::audit::AuditLog;
 use ::warden::audit::config::{AuditConfig, Durability};
 use warden_bench::audit_share::AuditCounters;
+use warden_bench::bare_proxy::{self, Recorder};
+use warden_bench::inline_log::InlineLog;
 use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::openbao::{self, OpenBao};
 use warden_bench::process::{self, Proc};
@@ -26,7 +28,7 @@ use warden_bench::report::{
 };
 use warden_bench::trace_spans::{self, TraceSpans};
 use warden_bench::vault_reads::{self, VaultReads};
-use warden_bench::{bare_proxy, nginx, upstream, warden};
+use warden_bench::{nginx, upstream, warden};
 
 /// Measure Warden against nginx and against no proxy at all, with the same load.
 #[derive(Debug, Parser)]
@@ -132,6 +134,9 @@ struct Args {
     /// operating system before forwarding) rather than `disk`.
     #[arg(long, hide = true, requires = "proxy_audit")]
     proxy_audit_process: bool,
+    /// The bare hyper proxy writes its records itself, with no writer thread (experiment).
+    #[arg(long, hide = true, requires = "proxy_audit")]
+    proxy_inline: bool,
 }
 
 /// `--latency-rate`.
@@ -164,6 +169,8 @@ enum Target {
     /// The bare proxy recording through the audit log in `process` durability: what Warden's
     /// `process` mode costs with no stage but the record.
     HyperAuditProcess,
+    /// Experiment: the bare proxy writing each record on its worker thread, no writer thread.
+    HyperInline,
     WardenDisk,
     WardenProcess,
     WardenBaseline,
@@ -189,6 +196,7 @@ impl Target {
             Target::Hyper => "hyper",
             Target::HyperAudit => report::FLOOR,
             Target::HyperAuditProcess => "hyper-audit-process",
+            Target::HyperInline => "hyper-inline",
             Target::WardenDisk => WARDEN_DISK,
             Target::WardenProcess => WARDEN_PROCESS,
             Target::WardenBaseline => WARDEN_BASELINE,
@@ -254,7 +262,13 @@ fn main() -> Result<()> {
         } else {
             Durability::Disk
         };
-        return serve_bare_proxy(addr, upstream, args.proxy_audit.as_deref(), durability);
+        return serve_bare_proxy(
+            addr,
+            upstream,
+            args.proxy_audit.as_deref(),
+            durability,
+            args.proxy_inline,
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -299,6 +313,7 @@ fn serve_bare_proxy(
     upstream: SocketAddr,
     audit: Option<&Path>,
     durability: Durability,
+    inline: bool,
 ) -> Result<()> {
     let config = AuditConfig {
         durability,
@@ -306,9 +321,17 @@ fn serve_bare_proxy(
     };
     let audit = audit
         .map(|dir| {
-            AuditLog::open(dir, &config)
-                .map(Arc::new)
-                .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
+            if inline {
+                InlineLog::open(dir)
+                    .map(|log| Recorder::Inline(Arc::new(log)))
+                    .with_context(|| format!("opening the inline log in {}", dir.display()))
+            } else {
+                AuditLog::open(dir, &config)
+                    .map(|log| Recorder::Log(Arc::new(log)))
+                    .with_context(|| {
+                        format!("opening the bare proxy's audit log in {}", dir.display())
+                    })
+            }
         })
         .transpose()?;
     let runtime = ::warden::listener::workers::worker_runtime()
@@ -573,10 +596,13 @@ async fn run_target(
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
         Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, None).await,
         Target::HyperAudit => {
-            run_bare_proxy(spec, dir, upstream, profile, Some(Durability::Disk)).await
+            run_bare_proxy(spec, dir, upstream, profile, Some(BareAudit::Disk)).await
         }
         Target::HyperAuditProcess => {
-            run_bare_proxy(spec, dir, upstream, profile, Some(Durability::Process)).await
+            run_bare_proxy(spec, dir, upstream, profile, Some(BareAudit::Process)).await
+        }
+        Target::HyperInline => {
+            run_bare_proxy(spec, dir, upstream, profile, Some(BareAudit::Inline)).await
         }
         Target::WardenDisk
         | Target::WardenProcess
@@ -675,17 +701,26 @@ async fn run_nginx(
     result
 }
 
+/// How the bare proxy records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BareAudit {
+    Disk,
+    Process,
+    Inline,
+}
+
 async fn run_bare_proxy(
     base: &LoadSpec,
     dir: &Path,
     upstream: &mut Proc,
     profile: Option<ProfileFiles>,
-    audit: Option<Durability>,
+    audit: Option<BareAudit>,
 ) -> Result<TargetReport> {
     let name = match audit {
         None => "hyper",
-        Some(Durability::Disk) => "hyper-audit",
-        Some(Durability::Process) => "hyper-audit-process",
+        Some(BareAudit::Disk) => "hyper-audit",
+        Some(BareAudit::Process) => "hyper-audit-process",
+        Some(BareAudit::Inline) => "hyper-inline",
     };
     let listen = process::free_loopback_addr()?;
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -701,8 +736,14 @@ async fn run_bare_proxy(
             .context("creating the bare proxy's audit directory")?
             .keep();
         cmd.arg("--proxy-audit").arg(audit_dir);
-        if durability == Durability::Process {
-            cmd.arg("--proxy-audit-process");
+        match durability {
+            BareAudit::Disk => {}
+            BareAudit::Process => {
+                cmd.arg("--proxy-audit-process");
+            }
+            BareAudit::Inline => {
+                cmd.arg("--proxy-inline");
+            }
         }
     }
     let mut proxy = Proc::spawn(name, cmd, &dir.join(format!("{name}.out")))?;
