@@ -11,10 +11,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use http::StatusCode;
 use http_body::Frame;
-use http_body_util::BodyExt as _;
 
 use super::config::OnDeny;
 use super::hold::HeldCall;
@@ -198,23 +196,13 @@ impl Judging {
 
     /// The response's end as the protocol's error naming the refused call.
     fn error(&self, text: &str) -> Bytes {
-        let response = self
-            .dialect
-            .error(StatusCode::FORBIDDEN, REFUSED_CODE, text);
-        let body = response
-            .into_body()
-            .collect()
-            .now_or_never()
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
         if !self.event_stream {
-            return body;
+            return self
+                .dialect
+                .error_body(StatusCode::FORBIDDEN, REFUSED_CODE, text);
         }
-        let error = serde_json::from_slice(&body).unwrap_or_else(
-            |_| serde_json::json!({"error": {"message": text, "code": REFUSED_CODE}}),
-        );
-        self.dialect.stream_error(&error)
+        self.dialect
+            .error_event(StatusCode::FORBIDDEN, REFUSED_CODE, text)
     }
 
     /// Whether the response ended as an error (`propose.on_deny: error`).

@@ -159,6 +159,28 @@ pub trait Dialect: Send + Sync + 'static {
         Bytes::from(sse.finish())
     }
 
+    /// [`Dialect::error`]'s body, whole (a `Full` body is there at once).
+    fn error_body(&self, status: StatusCode, code: &str, message: &str) -> Bytes {
+        use futures_util::FutureExt as _;
+        use http_body_util::BodyExt as _;
+        self.error(status, code, message)
+            .into_body()
+            .collect()
+            .now_or_never()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    }
+
+    /// [`Dialect::error`] as the event that ends a stream already answered `200`
+    /// ([`Dialect::stream_error`]).
+    fn error_event(&self, status: StatusCode, code: &str, message: &str) -> Bytes {
+        let body = self.error_body(status, code, message);
+        let error = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| serde_json::json!({"error": {"message": message, "code": code}}));
+        self.stream_error(&error)
+    }
+
     /// Whether a response's server-sent event named `event` can carry usage (others are not
     /// buffered).
     fn usage_event_wanted(&self, event: &[u8]) -> bool;

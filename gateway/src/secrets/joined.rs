@@ -23,8 +23,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
-use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -193,20 +191,11 @@ impl Joined {
 
     /// Ends the stream with the dialect's error: nothing more is read or held.
     fn fail(&mut self, out: &mut Vec<u8>) {
-        let response =
-            self.dialect
-                .error(http::StatusCode::BAD_GATEWAY, UNREADABLE_CODE, UNREADABLE);
-        let body = response
-            .into_body()
-            .collect()
-            .now_or_never()
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let error = serde_json::from_slice(&body).unwrap_or_else(
-            |_| serde_json::json!({"error": {"message": UNREADABLE, "code": UNREADABLE_CODE}}),
-        );
-        out.extend_from_slice(&self.dialect.stream_error(&error));
+        out.extend_from_slice(&self.dialect.error_event(
+            http::StatusCode::BAD_GATEWAY,
+            UNREADABLE_CODE,
+            UNREADABLE,
+        ));
         self.failed = true;
         self.held.clear();
         self.framer.rest();
@@ -513,15 +502,13 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                 _ => return,
             };
             if is_text(delta, field) {
-                deltas.push(Delta {
-                    key: (Kind::Anthropic, i, n, 0, 0),
-                    pointer: format!("/delta/{field}"),
-                    shape: Shape::Anthropic {
-                        index: i,
-                        delta_type: delta_type.to_owned(),
-                        field,
-                    },
-                });
+                deltas.push(anthropic(
+                    i,
+                    n,
+                    delta_type,
+                    field,
+                    format!("/delta/{field}"),
+                ));
             }
         }
         // A block may start with text, which the SDK puts before its deltas.
@@ -536,15 +523,8 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                 _ => return,
             };
             if is_text(block, field) {
-                deltas.push(Delta {
-                    key: (Kind::Anthropic, i, n, 0, 0),
-                    pointer: format!("/content_block/{field}"),
-                    shape: Shape::Anthropic {
-                        index: i,
-                        delta_type: delta_type.to_owned(),
-                        field,
-                    },
-                });
+                let pointer = format!("/content_block/{field}");
+                deltas.push(anthropic(i, n, delta_type, field, pointer));
             }
         }
         "content_block_stop" => ends.push((Kind::Anthropic, index(event, "index"))),
@@ -608,6 +588,20 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
             }
         }
         _ => {}
+    }
+}
+
+/// An Anthropic text channel's delta: block `index`, its `n`th kind of text (`delta_type`,
+/// in `field`), at `pointer`.
+fn anthropic(index: u64, n: u64, delta_type: &str, field: &'static str, pointer: String) -> Delta {
+    Delta {
+        key: (Kind::Anthropic, index, n, 0, 0),
+        pointer,
+        shape: Shape::Anthropic {
+            index,
+            delta_type: delta_type.to_owned(),
+            field,
+        },
     }
 }
 

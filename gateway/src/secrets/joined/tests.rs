@@ -77,6 +77,16 @@ fn chat_end() -> Vec<String> {
     vec![format!("data: {data}\n\n"), "data: [DONE]\n\n".to_owned()]
 }
 
+/// A chat stream whose choice 0 streams `text` cut at `cuts`, a delta a piece, then ends.
+fn chat_stream(text: &str, cuts: &[usize]) -> Vec<String> {
+    let mut events: Vec<String> = pieces(text, cuts)
+        .into_iter()
+        .map(|p| chat(0, p, None))
+        .collect();
+    events.extend(chat_end());
+    events
+}
+
 /// `text` cut at `cuts` (byte offsets, ascending).
 fn pieces<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
     let mut out = Vec::new();
@@ -100,11 +110,7 @@ fn a_secret_split_at_every_offset_over_two_deltas_is_redacted_once_in_the_joined
     let text = format!("your key is {SECRET}, keep it");
     let start = text.find(SECRET).unwrap();
     for cut in start..=start + SECRET.len() {
-        let mut events: Vec<String> = pieces(&text, &[cut])
-            .into_iter()
-            .map(|p| chat(0, p, None))
-            .collect();
-        events.extend(chat_end());
+        let events = chat_stream(&text, &[cut]);
         let mut j = joined(Protocol::Openai);
         let stream = run(&mut j, &events);
         let joined = chat_joined(&stream);
@@ -119,11 +125,7 @@ fn a_secret_split_at_every_pair_of_offsets_over_three_deltas_is_redacted_once() 
     let text = format!("k={SECRET}");
     for a in 1..text.len() {
         for b in a..text.len() {
-            let mut events: Vec<String> = pieces(&text, &[a, b])
-                .into_iter()
-                .map(|p| chat(0, p, None))
-                .collect();
-            events.extend(chat_end());
+            let events = chat_stream(&text, &[a, b]);
             let mut j = joined(Protocol::Openai);
             let stream = run(&mut j, &events);
             assert_redacted_once(&chat_joined(&stream)["0"], "k=[REDACTED]", &stream);
@@ -407,6 +409,51 @@ fn an_event_that_is_not_json_ends_the_stream_with_the_dialects_error() {
 }
 
 #[test]
+fn what_providers_stream_besides_deltas_passes_as_it_came() {
+    // Keep-alive comments, `retry:` and `id:` lines, an empty `data:`, Anthropic's `ping`
+    // with its JSON, OpenAI's `[DONE]` as the stream's last bytes with no blank line after.
+    let events = [
+        ": keep-alive\n\n",
+        "retry: 3000\nid: 7\n\n",
+        "data:\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "data: [DONE]",
+    ]
+    .map(str::to_owned);
+    for protocol in [Protocol::Openai, Protocol::Anthropic, Protocol::Gemini] {
+        let mut j = joined(protocol);
+        assert_eq!(run(&mut j, &events), events.concat(), "{protocol:?}");
+        assert!(!j.failed(), "{protocol:?}");
+    }
+    // Gemini ends its events with CRLF: they pass as they came, and a secret spread over two
+    // of them is still joined.
+    let gemini = |text: &str| {
+        let data = json!({"candidates": [{"content": {"parts": [{"text": text}],
+            "role": "model"}, "index": 0}]});
+        format!("data: {data}\r\n\r\n")
+    };
+    let plain = [gemini("nothing to see"), gemini("here")];
+    let mut j = joined(Protocol::Gemini);
+    assert_eq!(run(&mut j, &plain), plain.concat());
+    let mut j = joined(Protocol::Gemini);
+    let stream = run(
+        &mut j,
+        &[gemini("key sk-li"), gemini("ve-Xy7Qz9Lm2Pk4 done")],
+    );
+    let text: String = datas(&stream)
+        .iter()
+        .map(|d| {
+            d["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(text, "key [REDACTED] done", "{stream}");
+    assert!(!j.failed());
+}
+
+#[test]
 fn too_many_channels_holding_text_end_the_stream() {
     let mut j = joined(Protocol::Openai);
     let events: Vec<String> = (0..=MAX_HELD_CHANNELS as u64)
@@ -421,11 +468,7 @@ fn too_many_channels_holding_text_end_the_stream() {
 fn the_redactor_joins_an_event_stream_split_anywhere_into_chunks() {
     // Whole events cut into chunks at every byte: the events are framed again, and the byte
     // level redaction after the join still sees the rest of the body.
-    let mut events: Vec<String> = pieces(&format!("a {SECRET} b"), &[5, 12])
-        .into_iter()
-        .map(|p| chat(0, p, None))
-        .collect();
-    events.extend(chat_end());
+    let events = chat_stream(&format!("a {SECRET} b"), &[5, 12]);
     let body = events.concat();
     for cut in 1..body.len() {
         let mut r = Redactor::new(echo())
