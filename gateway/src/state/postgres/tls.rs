@@ -560,7 +560,8 @@ mod tests {
         std::fs::write(&ca, "").unwrap();
         let ca_text = ca.display().to_string();
         let ca_file = |url: &str, configured: Option<&Path>| ca_file(&translate(url), configured);
-        let url = format!("postgres://w:pw@db/w?sslmode=verify-ca&sslrootcert={ca_text}");
+        // A password no temporary directory's random name can hold by chance (`pw` could).
+        let url = format!("postgres://w:Secret-PW_1@db/w?sslmode=verify-ca&sslrootcert={ca_text}");
         assert_eq!(ca_file(&url, None).unwrap(), Some(ca.clone()));
         assert_eq!(ca_file(&url, Some(&ca)).unwrap(), Some(ca.clone()));
         // The same file, written another way.
@@ -580,7 +581,7 @@ mod tests {
             text.contains(&ca_text) && text.contains("/etc/warden/other-ca.pem"),
             "{text}"
         );
-        assert!(!text.contains("pw"), "{text}");
+        assert!(!text.contains("Secret-PW_1"), "{text}");
         // ca_file alone, as before; verify-ca with neither is refused.
         assert_eq!(
             ca_file("postgres://w:pw@db/w?sslmode=verify-ca", Some(&ca)).unwrap(),

@@ -174,11 +174,12 @@ impl CapturedLogs {
     /// The lines logged on the calling thread (a current-thread runtime's tasks included).
     pub(super) fn this_thread(&self) -> String {
         let id = format!("{:?}", std::thread::current().id());
-        self.text()
-            .lines()
-            .filter(|l| l.contains(&id))
-            .map(|l| format!("{l}\n"))
-            .collect()
+        let mut lines = String::new();
+        for line in self.text().lines().filter(|l| l.contains(&id)) {
+            lines.push_str(line);
+            lines.push('\n');
+        }
+        lines
     }
 }
 
