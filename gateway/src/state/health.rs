@@ -6,6 +6,12 @@
 //! failed (both bounded label sets), every success stamps
 //! `warden_state_store_last_success_timestamp_seconds`. The followers of quarantines and
 //! revocations read the store every refresh interval, so an idle gateway notices too.
+//!
+//! PostgreSQL's connection that listens for other replicas' changes (area `notifications`) is
+//! an outage of its own: while it is down the other operations go on succeeding between its
+//! attempts to listen again, and those successes do not end it. The store reads down
+//! (`warden_state_store_up` 0) while either outage lasts; each is logged once when it begins
+//! (ERROR) and once when it ends (INFO): listening again ends the notifications' outage.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -119,13 +125,37 @@ pub struct StoreHealth {
 struct Inner {
     /// The store, as in its errors (no password).
     store: Arc<str>,
-    /// True from an operation failing for an outage until one succeeds: `outage.is_some()`,
-    /// readable without the lock; written (as `up` is) only with the lock held.
+    /// True while either outage lasts: `outages.any()`, readable without the lock; written
+    /// (as `up` is) only with the lock held.
     down: AtomicBool,
-    outage: Mutex<Option<Outage>>,
+    outages: Mutex<Outages>,
     up: IntGauge,
     failed: IntCounterVec,
     last_success: Gauge,
+}
+
+/// The outages in progress.
+#[derive(Default)]
+struct Outages {
+    /// From an operation failing for an outage until one succeeds.
+    operations: Option<Outage>,
+    /// From the listening connection's loss (or a failed first attempt) until it listens again.
+    notifications: Option<Outage>,
+}
+
+impl Outages {
+    fn any(&self) -> bool {
+        self.operations.is_some() || self.notifications.is_some()
+    }
+
+    /// The outage that operations about `area` begin and end.
+    fn of(&mut self, area: Area) -> &mut Option<Outage> {
+        if area == Area::Notifications {
+            &mut self.notifications
+        } else {
+            &mut self.operations
+        }
+    }
 }
 
 /// An outage in progress.
@@ -149,7 +179,8 @@ impl StoreHealth {
         let up = IntGauge::new(
             "warden_state_store_up",
             "1 while the state store answers; 0 from an operation failing (unreachable, timeout, \
-             failed statement) until one succeeds.",
+             failed statement) until one succeeds, and while PostgreSQL's connection listening \
+             for changes is down.",
         )
         .expect("static metric definition");
         up.set(1);
@@ -172,7 +203,7 @@ impl StoreHealth {
             inner: Arc::new(Inner {
                 store: Arc::from(store),
                 down: AtomicBool::new(false),
-                outage: Mutex::new(None),
+                outages: Mutex::new(Outages::default()),
                 up,
                 failed,
                 last_success,
@@ -183,7 +214,7 @@ impl StoreHealth {
     /// Notes how an operation about `area` ended, and passes its result on.
     pub fn observe<T>(&self, area: Area, result: Result<T, StateError>) -> Result<T, StateError> {
         match &result {
-            Ok(_) => self.succeeded(),
+            Ok(_) => self.succeeded(area),
             Err(error) => {
                 if let Some(failure) = Failure::of(error) {
                     self.failed(area, failure, error);
@@ -216,7 +247,7 @@ impl StoreHealth {
             .get()
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, area: Area) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -224,22 +255,33 @@ impl StoreHealth {
         if !self.inner.down.load(Ordering::Acquire) {
             return;
         }
-        // `down` and the gauge change only under the outage's lock, with it: a failure
-        // between ending the outage and marking the store up would otherwise open an outage
+        // `down` and the gauge change only under the outages' lock, with them: a failure
+        // between ending an outage and marking the store up would otherwise open an outage
         // that this then hides, and the store would read up through every failure after it.
         let ended = {
-            let mut outage = self.outage();
-            let ended = outage.take();
-            if ended.is_some() {
+            let mut outages = self.outages();
+            let ended = outages.of(area).take();
+            if ended.is_some() && !outages.any() {
                 self.inner.down.store(false, Ordering::Release);
                 self.inner.up.set(1);
             }
             ended
         };
-        if let Some(outage) = ended {
+        let Some(outage) = ended else {
+            return;
+        };
+        let down_for = humantime::format_duration(round_to_ms(outage.since.elapsed()));
+        if area == Area::Notifications {
             tracing::info!(
                 store = %self.inner.store,
-                down_for = %humantime::format_duration(round_to_ms(outage.since.elapsed())),
+                %down_for,
+                failed_attempts = outage.failed,
+                "the state store's change notifications are back (listening again)"
+            );
+        } else {
+            tracing::info!(
+                store = %self.inner.store,
+                %down_for,
                 failed_operations = outage.failed,
                 "the state store answers again"
             );
@@ -256,13 +298,13 @@ impl StoreHealth {
             return;
         }
         let began = {
-            let mut outage = self.outage();
-            match outage.as_mut() {
+            let mut outages = self.outages();
+            match outages.of(area) {
                 Some(outage) => {
                     outage.failed += 1;
                     false
                 }
-                None => {
+                outage @ None => {
                     *outage = Some(Outage {
                         since: Instant::now(),
                         failed: 1,
@@ -273,7 +315,17 @@ impl StoreHealth {
                 }
             }
         };
-        if began {
+        if began && area == Area::Notifications {
+            tracing::error!(
+                store = %self.inner.store,
+                area = area.as_str(),
+                error = failure.as_str(),
+                reason = %error,
+                "the state store's change notifications stopped: what other replicas change \
+                 is seen only when this one next reads it, until it listens again \
+                 (warden_state_store_up is 0)"
+            );
+        } else if began {
             tracing::error!(
                 store = %self.inner.store,
                 area = area.as_str(),
@@ -285,9 +337,9 @@ impl StoreHealth {
         }
     }
 
-    fn outage(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
+    fn outages(&self) -> std::sync::MutexGuard<'_, Outages> {
         self.inner
-            .outage
+            .outages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -344,13 +396,13 @@ mod tests {
         assert_eq!(health.inner.up.get(), 0);
         assert_eq!(failed(&health, Area::Quarantine, Failure::Unreachable), 1);
         assert_eq!(failed(&health, Area::Approvals, Failure::Timeout), 1);
-        assert_eq!(health.outage().as_ref().unwrap().failed, 2);
+        assert_eq!(health.outages().operations.as_ref().unwrap().failed, 2);
         assert_eq!(health.inner.last_success.get(), first);
 
         assert_eq!(health.observe(Area::Fleet, Ok(7)).unwrap(), 7);
         assert!(health.is_up());
         assert_eq!(health.inner.up.get(), 1);
-        assert!(health.outage().is_none());
+        assert!(!health.outages().any());
         assert!(health.inner.last_success.get() >= first);
         // The counts stay: a counter only grows.
         assert_eq!(failed(&health, Area::Quarantine, Failure::Unreachable), 1);
@@ -393,6 +445,60 @@ mod tests {
             assert!(health.is_up(), "round {rounds}");
             assert_eq!(health.inner.up.get(), 1, "round {rounds}");
         }
+    }
+
+    /// The listening connection down for a while, the pool's operations succeeding between
+    /// its attempts: one outage, logged once each way, the store down throughout.
+    #[test]
+    fn a_notifications_outage_is_one_outage_whatever_succeeds_meanwhile() {
+        use crate::state::tests::capture_logs;
+        let store = "warden@notifications-outage.test:5432/warden";
+        let health = StoreHealth::new(store);
+        let (guard, captured) = capture_logs(tracing::Level::INFO);
+        let lost = || StateError::PostgresConnect {
+            database: store.into(),
+            reason: "the connection listening for changes: connection refused".into(),
+        };
+        for _ in 0..5 {
+            health
+                .observe::<()>(Area::Notifications, Err(lost()))
+                .unwrap_err();
+            assert!(!health.is_up());
+            assert_eq!(health.inner.up.get(), 0);
+            // The pool answers meanwhile: that does not end the notifications' outage.
+            health.observe(Area::Quarantine, Ok(())).unwrap();
+            health.observe(Area::Approvals, Ok(())).unwrap();
+            assert!(!health.is_up());
+            assert_eq!(health.inner.up.get(), 0);
+        }
+        // An operation's outage within it ends on its own; the store stays down.
+        health
+            .observe::<()>(Area::Pins, Err(timeout()))
+            .unwrap_err();
+        health.observe(Area::Pins, Ok(())).unwrap();
+        assert!(!health.is_up());
+        assert_eq!(
+            failed(&health, Area::Notifications, Failure::Unreachable),
+            5
+        );
+        // Listening again ends it.
+        health.observe(Area::Notifications, Ok(())).unwrap();
+        assert!(health.is_up());
+        assert_eq!(health.inner.up.get(), 1);
+        drop(guard);
+        let log = captured.text();
+        let own: Vec<&str> = log.lines().filter(|l| l.contains(store)).collect();
+        let notifications: Vec<&&str> = own
+            .iter()
+            .filter(|l| l.contains("change notifications"))
+            .collect();
+        assert_eq!(notifications.len(), 2, "{log}");
+        assert!(notifications[0].contains(" ERROR "), "{log}");
+        assert!(notifications[0].contains("connection refused"), "{log}");
+        assert!(notifications[1].contains(" INFO "), "{log}");
+        assert!(notifications[1].contains("failed_attempts=5"), "{log}");
+        // The operation's outage: its own ERROR and INFO, nothing else.
+        assert_eq!(own.len(), 4, "{log}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! approval watchers, every one on [`QUARANTINE_CHANNEL`] to its quarantine watchers, every one
 //! on [`REVOCATION_CHANNEL`] to its token revocation watchers. When the connection is lost it
 //! is opened again, and watchers are told that anything may have changed meanwhile. The store's
-//! health hears of it as of any operation (area `notifications`): the loss and each failed
-//! attempt to listen again are failures, listening again a success.
+//! health hears of it (area `notifications`): the loss and each failed attempt to listen again
+//! are failures, listening again a success. The health keeps it an outage of its own, so the
+//! pool's operations succeeding between attempts do not end it: the store reads down, logged
+//! once when it begins and once when it ends, however many attempts it takes (each at DEBUG).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +83,7 @@ async fn run(connection: Connection, changes: Relays, ready: oneshot::Sender<Res
     loop {
         match listen_once(&connection, &changes, &mut ready).await {
             Ok(lost) => {
-                tracing::warn!(reason = %lost, "the state store's change notifications stopped; reconnecting");
+                tracing::debug!(reason = %lost, "the state store's change notifications stopped; reconnecting");
                 connection.failed(lost);
             }
             Err(reason) => {
@@ -89,7 +91,7 @@ async fn run(connection: Connection, changes: Relays, ready: oneshot::Sender<Res
                     let _ = ready.send(Err(reason));
                     return;
                 }
-                tracing::warn!(%reason, "cannot listen for the state store's changes; retrying");
+                tracing::debug!(%reason, "cannot listen for the state store's changes; retrying");
                 connection.failed(reason);
             }
         }
@@ -270,6 +272,9 @@ mod tests {
         cut.send(()).unwrap();
         until(&health, false).await;
         assert!(failed() >= 1);
+        // The pool answers meanwhile: the store stays down until it listens again.
+        health.observe(Area::Pins, Ok(())).unwrap();
+        assert!(!health.is_up());
         // The first attempt again fails, the next listens: up again, watchers told.
         until(&health, true).await;
         assert_eq!(failed(), 2, "the loss and the failed attempt");

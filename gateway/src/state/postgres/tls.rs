@@ -5,16 +5,19 @@
 //! | `sslmode` | TLS | the server's certificate |
 //! |---|---|---|
 //! | `verify-full`, `require` | required | chain to a trusted root and the host name verified |
-//! | `verify-ca` | required | chain to `state.postgres.tls.ca_file` (only) verified; the host name not |
+//! | `verify-ca` | required | chain to `state.postgres.tls.ca_file` verified; the host name not |
 //! | `prefer` (libpq's default) | when the server offers it | as `require`, when used |
 //! | `disable` | never | — |
 //!
 //! Warden's `require` verifies as much as libpq's `verify-full` (libpq's own `require` checks
 //! nothing): a network attacker with any certificate would otherwise read and change what
-//! approves held requests. The trusted roots are the system's and `state.postgres.tls.ca_file`,
-//! except for `verify-ca`, which trusts `ca_file` alone and needs it: with the name unchecked,
-//! any certificate a public CA issued to anyone for any name would pass (libpq refuses
-//! `sslrootcert=system` with `verify-ca` for the same reason).
+//! approves held requests. The trusted roots are, as for libpq, the CA file given
+//! (`state.postgres.tls.ca_file`, or `sslrootcert=PATH`) alone, in every mode: an operator who
+//! names their private CA trusts only it, and a certificate a public CA issued for the
+//! database's host name is refused. Without a CA file (or with `sslrootcert=system`) they are
+//! the system's roots, with the host name verified. `verify-ca` needs the CA file: with the
+//! name unchecked, any certificate a public CA issued to anyone for any name would pass (libpq
+//! refuses `sslrootcert=system` with `verify-ca` for the same reason).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -281,18 +284,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
         )
 }
 
-/// rustls for the connections: the system's roots and `ca_file` trusted (`ca_file` alone, which
-/// must then be set, for `verify-ca`), the certificate verified as `verify` says.
+/// rustls for the connections: `ca_file` trusted alone when given (it must be for `verify-ca`),
+/// the system's roots when not; the certificate verified as `verify` says.
 pub async fn client_config(
     ca_file: Option<&std::path::Path>,
     verify: Verify,
 ) -> Result<rustls::ClientConfig, StateError> {
     require_ca_file(verify, ca_file)?;
     let ca = match ca_file {
-        Some(path) => read_ca_file(path).await?,
-        None => rustls::RootCertStore::empty(),
+        Some(path) => Some(read_ca_file(path).await?),
+        None => None,
     };
-    with_roots(trusted_roots(verify, ca, system_roots), verify)
+    with_roots(trusted_roots(ca, system_roots), verify)
 }
 
 /// Refuses `verify-ca` without `ca_file`: it would trust every public CA for every name.
@@ -331,17 +334,17 @@ fn system_roots() -> Vec<CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
-/// What the server's certificate may chain to: `ca_file`'s certificates (`ca`), and for
-/// `verify-full` the system's too (`system` is not called for `verify-ca`).
+/// What the server's certificate may chain to: `ca_file`'s certificates (`ca`) alone when
+/// given, whatever the mode (`system` is then not called); the system's roots when not.
 fn trusted_roots(
-    verify: Verify,
-    mut ca: rustls::RootCertStore,
+    ca: Option<rustls::RootCertStore>,
     system: impl FnOnce() -> Vec<CertificateDer<'static>>,
 ) -> rustls::RootCertStore {
-    if verify == Verify::Full {
-        ca.add_parsable_certificates(system());
-    }
-    ca
+    ca.unwrap_or_else(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(system());
+        roots
+    })
 }
 
 /// [`client_config`] with the roots given.
@@ -557,7 +560,8 @@ mod tests {
         std::fs::write(&ca, "").unwrap();
         let ca_text = ca.display().to_string();
         let ca_file = |url: &str, configured: Option<&Path>| ca_file(&translate(url), configured);
-        let url = format!("postgres://w:pw@db/w?sslmode=verify-ca&sslrootcert={ca_text}");
+        // A password no temporary directory's random name can hold by chance (`pw` could).
+        let url = format!("postgres://w:Secret-PW_1@db/w?sslmode=verify-ca&sslrootcert={ca_text}");
         assert_eq!(ca_file(&url, None).unwrap(), Some(ca.clone()));
         assert_eq!(ca_file(&url, Some(&ca)).unwrap(), Some(ca.clone()));
         // The same file, written another way.
@@ -577,7 +581,7 @@ mod tests {
             text.contains(&ca_text) && text.contains("/etc/warden/other-ca.pem"),
             "{text}"
         );
-        assert!(!text.contains("pw"), "{text}");
+        assert!(!text.contains("Secret-PW_1"), "{text}");
         // ca_file alone, as before; verify-ca with neither is refused.
         assert_eq!(
             ca_file("postgres://w:pw@db/w?sslmode=verify-ca", Some(&ca)).unwrap(),
@@ -683,14 +687,15 @@ mod tests {
         host: &str,
         sslmode: &str,
     ) -> (String, bool) {
-        connect_with_system(server, &[], ca, host, sslmode).await
+        connect_with_system(server, &[], Some(ca), host, sslmode).await
     }
 
-    /// [`connect`], with `system` as the system's roots.
+    /// [`connect`], with `system` as the system's roots and `ca` as `ca_file`'s certificate
+    /// when given.
     async fn connect_with_system(
         server: rustls::ServerConfig,
         system: &[CertificateDer<'static>],
-        ca: &CertificateDer<'static>,
+        ca: Option<&CertificateDer<'static>>,
         host: &str,
         sslmode: &str,
     ) -> (String, bool) {
@@ -698,9 +703,12 @@ mod tests {
         let url =
             format!("host={host} hostaddr=127.0.0.1 port={port} user=warden sslmode={sslmode}");
         let Translated { url, verify, .. } = translate(&url);
-        let mut ca_file = rustls::RootCertStore::empty();
-        ca_file.add(ca.clone()).unwrap();
-        let roots = trusted_roots(verify, ca_file, || system.to_vec());
+        let ca_file = ca.map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.clone()).unwrap();
+            roots
+        });
+        let roots = trusted_roots(ca_file, || system.to_vec());
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(with_roots(roots, verify).unwrap());
         let config: tokio_postgres::Config = url.parse().unwrap();
         let error = config
@@ -747,35 +755,58 @@ mod tests {
         let (error, done) = connect_with_system(
             server,
             std::slice::from_ref(&system),
-            &ca_file,
+            Some(&ca_file),
             "db.test",
             "verify-ca",
         )
         .await;
         assert!(!done, "a system root is not trusted with verify-ca");
         assert!(error.contains("invalid peer certificate"), "{error}");
-        // The same certificate passes verify-full, which trusts the system's roots.
-        let (system, server) = ca_and_server("db.test");
-        let (error, done) =
-            connect_with_system(server, &[system], &ca_file, "db.test", "verify-full").await;
-        assert!(done, "the handshake completed: {error}");
+    }
+
+    /// An operator who names their private CA trusts it alone, as with libpq: a certificate
+    /// valid for the database's host name from another CA (a public one among the system's
+    /// roots) is refused in every verifying mode; without a CA file the system's roots vouch.
+    #[tokio::test]
+    async fn a_ca_file_is_the_only_trust_anchor_in_every_mode() {
+        let (ca_file, _) = ca_and_server("db.test");
+        for sslmode in ["verify-full", "require", "verify-ca"] {
+            let (public, server) = ca_and_server("db.test");
+            let (error, done) = connect_with_system(
+                server,
+                std::slice::from_ref(&public),
+                Some(&ca_file),
+                "db.test",
+                sslmode,
+            )
+            .await;
+            assert!(!done, "another CA's certificate refused with {sslmode}");
+            assert!(
+                error.contains("invalid peer certificate"),
+                "{sslmode}: {error}"
+            );
+        }
+        // No CA file (`sslrootcert=system`, or none given): the system's roots.
+        for sslmode in ["verify-full", "require"] {
+            let (public, server) = ca_and_server("db.test");
+            let (error, done) =
+                connect_with_system(server, &[public], None, "db.test", sslmode).await;
+            assert!(done, "{sslmode}: the handshake completed: {error}");
+        }
     }
 
     #[test]
-    fn verify_ca_trusts_ca_file_alone_and_verify_full_the_system_too() {
+    fn a_ca_file_is_trusted_alone_and_the_system_s_roots_without_one() {
         let (ca, _) = ca_and_server("db.test");
         let (system, _) = ca_and_server("db.test");
-        let ca_file = || {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.clone()).unwrap();
-            roots
-        };
-        let chain_only = trusted_roots(Verify::ChainOnly, ca_file(), || {
-            panic!("the system's roots were loaded for verify-ca")
+        let mut ca_file = rustls::RootCertStore::empty();
+        ca_file.add(ca.clone()).unwrap();
+        let given = trusted_roots(Some(ca_file), || {
+            panic!("the system's roots were loaded with a CA file given")
         });
-        assert_eq!(chain_only.roots.len(), 1);
-        let full = trusted_roots(Verify::Full, ca_file(), || vec![system.clone()]);
-        assert_eq!(full.roots.len(), 2);
+        assert_eq!(given.roots.len(), 1);
+        let none = trusted_roots(None, || vec![system.clone()]);
+        assert_eq!(none.roots.len(), 1);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
+use tracing_subscriber::Layer as _;
 
 use super::Store;
 use super::postgres::{PostgresOptions, PostgresStore};
@@ -66,23 +67,98 @@ impl Backend {
     }
 }
 
-/// What is logged on this thread, at `level` and above, while the guard lives (a
-/// current-thread runtime's tasks included).
-pub(super) fn capture_logs(
-    level: tracing::Level,
-) -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
+/// What is logged at `level` and above, on any thread, while the guard lives.
+///
+/// The capture is a process-wide subscriber, set once, that hands each event to every live
+/// capture. A per-test `set_default` subscriber misses events when the test runs beside
+/// others: while it is the only dispatcher tracing knows, a callsite first reached on another
+/// thread (another test opening its store) caches its interest from *that* thread's
+/// subscriber — none — as "never", and `rebuild_interest_cache` on such a thread sets the
+/// global max level to OFF; the capture then sees nothing. A global subscriber is what every
+/// thread sees, spawn_blocking and runtime workers included. Events of other tests arrive too:
+/// a test picks its own lines out (by its store's name).
+pub(super) fn capture_logs(level: tracing::Level) -> (CaptureGuard, CapturedLogs) {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_thread_ids(true)
+            .with_writer(Router)
+            .with_filter(
+                tracing_subscriber::filter::DynFilterFn::new(|meta, _| {
+                    live_captures().iter().any(|(l, _)| meta.level() <= l)
+                })
+                // Asked per event, never cached: what is enabled changes as captures come
+                // and go.
+                .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes()),
+            );
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the state tests' log capture is the process's only global subscriber");
+    });
     let captured = CapturedLogs::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Another test's subscriber, set or dropped at the same time on its own thread, can leave
-    // a callsite's cached interest without this one: asked again, with this one in place.
-    tracing::callsite::rebuild_interest_cache();
-    (guard, captured)
+    let capture = std::sync::Arc::new((level, captured.clone()));
+    CAPTURES
+        .lock()
+        .unwrap()
+        .push(std::sync::Arc::downgrade(&capture));
+    (CaptureGuard { _capture: capture }, captured)
+}
+
+/// A live capture: its level and its text.
+type Capture = (tracing::Level, CapturedLogs);
+
+/// The captures alive (dropped ones are pruned).
+static CAPTURES: std::sync::Mutex<Vec<std::sync::Weak<Capture>>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn live_captures() -> Vec<(tracing::Level, CapturedLogs)> {
+    let mut captures = CAPTURES.lock().unwrap();
+    captures.retain(|c| c.strong_count() > 0);
+    captures
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .map(|c| (c.0, c.1.clone()))
+        .collect()
+}
+
+/// Ends its capture when dropped.
+pub(super) struct CaptureGuard {
+    _capture: std::sync::Arc<Capture>,
+}
+
+/// Writes each formatted event to the captures whose level admits it.
+struct Router;
+
+/// One event's line, for the captures of `level` and above.
+struct Routed(tracing::Level);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Router {
+    type Writer = Routed;
+
+    fn make_writer(&'a self) -> Routed {
+        Routed(tracing::Level::TRACE)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Routed {
+        Routed(*meta.level())
+    }
+}
+
+impl std::io::Write for Routed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for (level, mut captured) in live_captures() {
+            if self.0 <= level {
+                captured.write_all(buf)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The log text [`capture_logs`] gathers.
@@ -93,6 +169,17 @@ impl CapturedLogs {
     /// Everything logged so far.
     pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines logged on the calling thread (a current-thread runtime's tasks included).
+    pub(super) fn this_thread(&self) -> String {
+        let id = format!("{:?}", std::thread::current().id());
+        let mut lines = String::new();
+        for line in self.text().lines().filter(|l| l.contains(&id)) {
+            lines.push_str(line);
+            lines.push('\n');
+        }
+        lines
     }
 }
 
