@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use warden::protocol::Protocol;
-use warden::secrets::redact::{Echo, Redactor};
+use warden::secrets::redact::{Echo, Redactor, StreamKind};
 use zeroize::Zeroizing;
 
 const DELTAS: usize = 64;
@@ -59,7 +59,7 @@ fn redact(c: &mut Criterion) {
         b.iter(|| {
             let mut r = Redactor::new(Arc::clone(&echo))
                 .expect("an echo")
-                .joining(Protocol::Openai.dialect());
+                .joining(Protocol::Openai.dialect(), StreamKind::Chat);
             run(&mut r, s)
         })
     });

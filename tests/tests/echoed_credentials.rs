@@ -284,3 +284,52 @@ async fn a_stream_that_cannot_be_read_to_be_redacted_ends_with_an_error() {
         .unwrap();
     assert!(!record.to_string().contains(OPENAI_KEY), "{record}");
 }
+
+#[tokio::test]
+async fn a_streamed_answer_is_joined_whatever_its_content_types_case_and_refused_when_not_a_stream()
+{
+    use warden_e2e::stack::Stack;
+    use warden_e2e::warden::OPENAI_KEY;
+
+    let s = Stack::start().await.unwrap();
+    let (a, b) = OPENAI_KEY.split_at(6);
+    s.fake.script_streams(Some(vec![
+        chat_chunk(Some(&format!("key {a}")), None),
+        chat_chunk(Some(&format!("{b}.")), None),
+        chat_chunk(None, Some("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ]));
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let call = || async {
+        let response = s
+            .warden
+            .http()
+            .post(s.warden.url("/openai/chat/completions"))
+            .bearer_auth(&s.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    // A media type's case carries nothing: the stream is read as the SDK reads it.
+    s.fake
+        .script_content_type(Some("Text/Event-Stream; charset=utf-8"));
+    let (status, text) = call().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains(b), "{text}");
+    assert!(
+        text.contains("[REDACTED]") && text.contains("[DONE]"),
+        "{text}"
+    );
+    // An answer to a streamed request that says it is no stream: refused, as an SDK reads
+    // it as a stream all the same.
+    s.fake.script_content_type(Some("application/json"));
+    let (status, text) = call().await;
+    s.fake.script_content_type(None);
+    s.fake.script_streams(None);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("response_unreadable"), "{text}");
+    assert!(!text.contains(a), "{text}");
+}

@@ -57,6 +57,15 @@ pub enum Unreadable {
          text only, so the response was not delivered: the upstream must answer in UTF-8"
     )]
     Charset { charset: Quoted },
+    /// A request that asked for an event stream answered with something else, on a route
+    /// whose injected credential is redacted from the stream as its SDK joins it.
+    #[error(
+        "the request asked for a stream and the upstream answered with content-type \
+         \"{content_type}\", not text/event-stream; Warden reads a streamed answer event by \
+         event to redact the credential it injected, so the response was not delivered: the \
+         upstream must answer a streamed request with text/event-stream"
+    )]
+    NotEventStream { content_type: Quoted },
 }
 
 impl Unreadable {

@@ -40,14 +40,16 @@ use crate::action::{Action, Facts, Principal};
 use crate::fleet::budget::plausible::Ceiling;
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
-use crate::observe::readable::{self, Needs};
+use crate::observe::readable::{self, Needs, Unreadable};
 use crate::observe::{Drain, ObservedBody};
 use crate::propose::{Judge, Judging};
 use crate::protocol::{self, Inbound, Interpreted};
 use crate::route::Route;
 use crate::secrets::inject;
+use crate::secrets::redact::StreamKind;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use crate::text::Quoted;
 use crate::upstream::config::UpstreamConfig;
 use crate::upstream::{BoxError, Outbound, UpstreamClient, UpstreamError};
 
@@ -489,10 +491,13 @@ fn observe(
     // (hyper still answers an HTTP/1.0 agent in HTTP/1.0).
     parts.version = http::Version::default();
     readable::transfer_codings_as_content(&mut parts.headers);
-    let event_stream = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE).cloned();
+    // A media type is case-insensitive (`Text/Event-Stream`).
+    let event_stream = content_type.as_ref().is_some_and(|v| {
+        v.as_bytes()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    });
     inject::strip_response_hop_by_hop(&mut parts.headers, ex.accepts_trailers());
     inject::strip_set_cookie(&mut parts.headers, route.pass_cookies);
     protocol::strip_upstreams(&mut parts.headers);
@@ -505,10 +510,27 @@ fn observe(
     }
     let judging = proposals(snap, ex, route, action, &parts);
     let llm = matches!(ex.shape(), Some(protocol::Shape::Llm(_)));
-    if llm && event_stream {
-        // A model's stream is read as its agent's SDK joins it: a credential spread over
-        // several deltas is redacted too.
-        redactor = redactor.map(|r| r.joining(route.protocol.dialect()));
+    let stream_kind = match ex.shape() {
+        Some(protocol::Shape::Llm(request)) => StreamKind::of(request.endpoint),
+        _ => None,
+    };
+    if let Some(kind) = stream_kind
+        && redactor.is_some()
+    {
+        // A model's stream is read as its agent's SDK joins it, in the shape the request
+        // calls for: a credential spread over several deltas is redacted too. A streamed
+        // request answered with something else than an event stream (which the SDK reads as
+        // one all the same) cannot be read so: refused.
+        if ex.streams_events() && parts.status.is_success() && !event_stream {
+            let content_type = content_type.as_ref().map(|v| v.as_bytes()).unwrap_or(b"");
+            return Err(Unreadable::NotEventStream {
+                content_type: Quoted::of(&String::from_utf8_lossy(content_type)),
+            }
+            .into());
+        }
+        if event_stream {
+            redactor = redactor.map(|r| r.joining(route.protocol.dialect(), kind));
+        }
     }
     let decoder = readable::check(
         &mut parts.headers,

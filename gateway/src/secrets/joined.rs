@@ -2,23 +2,29 @@
 //! upstream that streams `"sk-"` in one event and `"live-…"` in the next has sent no byte
 //! sequence that holds the secret, yet the agent's SDK joins the two strings and hands it over
 //! whole. So each content channel of a stream (a choice's `content`, `refusal` or reasoning,
-//! each of its tool calls' `arguments`; an Anthropic content block's text, JSON or thinking;
-//! a Responses output's text, refusal, arguments or reasoning; a Gemini candidate's text) is
-//! read as the SDK joins it: its text decoded from JSON, the part of it held back from the
-//! previous delta put in front.
+//! each of its tool calls' `arguments`, its legacy `function_call`'s `arguments`; an Anthropic
+//! content block's text, JSON or thinking; a Responses output's text, refusal, arguments or
+//! reasoning; a Gemini candidate's text) is read as the SDK joins it: its text decoded from
+//! JSON, the part of it held back from the previous delta put in front. Which shape a stream's
+//! events have is known from the request (its endpoint), not guessed per event: the keys of
+//! other shapes are ignored.
 //!
 //! A secret found in the joined text is replaced in the delta that completes it: what came of
 //! it in earlier deltas was held back, never sent, so the joined text reads `[REDACTED]` once
 //! where the secret was. At the end of each delta only the longest suffix that could still
 //! begin one of the secret's forms is held back (at most the longest form less a byte), and
-//! it moves to the front of the channel's next delta; a channel that ends (its choice
-//! finishes, its block stops, the stream ends) with text held gets it in one more delta of its
-//! own, shaped as the channel's deltas are. Nothing else is held: every event goes on at once,
-//! its text shortened by what is held.
+//! it moves to the front of the channel's next delta; a channel that ends (its block stops,
+//! its output is done, the stream ends or sends `[DONE]`) with text held gets it in one more
+//! delta of its own, shaped as the channel's deltas are. A chat choice's channels end only
+//! with the stream: an SDK joins deltas sent after a `finish_reason` too. Nothing else is
+//! held: every event goes on at once, its text shortened by what is held, and the token
+//! log probabilities of an event whose text changed (which carry the same pieces) emptied.
 //!
 //! The stream must be read to be redacted: an event whose data is not JSON (but for `[DONE]`),
 //! or one larger than [`MAX_EVENT`], ends the stream with the dialect's error, as does a stream
-//! holding text back in more than [`MAX_HELD_CHANNELS`] channels at once.
+//! holding text back in more than [`MAX_HELD_CHANNELS`] channels at once, or more than
+//! [`MAX_HELD_BYTES`] for them all (held text and the fixed fields of the deltas that send
+//! it).
 
 use std::sync::Arc;
 
@@ -26,8 +32,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::echo::Echo;
+use super::echo::{Echo, REDACTED};
 use crate::protocol::Dialect;
+use crate::protocol::Endpoint;
 use crate::protocol::proposed::{EventFramer, MAX_WHOLE_BODY, event_data, lines};
 
 /// The error code a stream that cannot be read to be redacted ends with.
@@ -42,9 +49,13 @@ pub const MAX_EVENT: usize = MAX_WHOLE_BODY;
 /// Most channels that hold text back at once (far more than any model streams in parallel).
 pub const MAX_HELD_CHANNELS: usize = 256;
 
+/// Most bytes a stream holds for its channels at once: their held text and the deltas that
+/// would send it (ids, names), past which the stream ends with the error.
+pub const MAX_HELD_BYTES: usize = 1 << 20;
+
 /// The streamed shapes whose deltas are joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     /// OpenAI Chat Completions and completions, and the servers compatible with them.
     Chat,
     /// Anthropic messages.
@@ -55,6 +66,24 @@ enum Kind {
     Gemini,
 }
 
+impl Kind {
+    /// The shape of the stream that answers a call to `endpoint`, if it streams content.
+    pub fn of(endpoint: Endpoint) -> Option<Kind> {
+        match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Completions => Some(Kind::Chat),
+            Endpoint::Responses => Some(Kind::Responses),
+            Endpoint::Messages => Some(Kind::Anthropic),
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => Some(Kind::Gemini),
+            Endpoint::Embeddings
+            | Endpoint::ListModels
+            | Endpoint::GetModel
+            | Endpoint::CountTokens
+            | Endpoint::EmbedContent
+            | Endpoint::BatchEmbedContents => None,
+        }
+    }
+}
+
 /// One channel: its shape, and three numbers that place it in its stream (choice, block,
 /// output or candidate first; then a tool call, a content part or a summary; then which text).
 type Key = (Kind, u64, u64, u64, u64);
@@ -62,7 +91,8 @@ type Key = (Kind, u64, u64, u64, u64);
 /// How a channel's held text is sent once it ends: in a delta of its own, of this shape.
 #[derive(Debug, Clone)]
 enum Shape {
-    /// A choice's `delta.<field>`, `delta.tool_calls[i].function.arguments`, or `text`.
+    /// A choice's `delta.<field>`, `delta.tool_calls[i].function.arguments`,
+    /// `delta.function_call.arguments` (field `function_call`), or `text`.
     Chat {
         choice: u64,
         tool: Option<u64>,
@@ -73,7 +103,8 @@ enum Shape {
         delta_type: String,
         field: &'static str,
     },
-    /// The delta event itself, its `delta` replaced.
+    /// A delta event of this `type`, its fixed fields (which item, output, part, summary) as
+    /// the event had them.
     Responses,
     /// An `output_text` delta of a content part (whose text began in `content_part.added`).
     ResponsesText {
@@ -87,12 +118,26 @@ enum Shape {
     },
 }
 
-/// A delta in one event: its channel, where its text is (a JSON pointer) and its shape.
+/// A delta in one event: its channel, where its text is (a JSON pointer) and its shape; and
+/// where the token log probabilities that spell the same text are (an object's pointer, and
+/// which of its arrays hold them), emptied when the text changes.
 struct Delta {
     key: Key,
     pointer: String,
     shape: Shape,
+    tokens: Option<(String, &'static [&'static str])>,
 }
+
+/// The arrays of a chat choice's `logprobs` that spell its text (Chat Completions' `content`
+/// and `refusal`, a completion's `tokens`, `top_logprobs` and their offsets).
+const CHAT_TOKENS: &[&str] = &[
+    "content",
+    "refusal",
+    "tokens",
+    "token_logprobs",
+    "top_logprobs",
+    "text_offset",
+];
 
 /// Which channels an event ends: those of one shape, and of one choice (block, output,
 /// candidate) or all of them.
@@ -108,6 +153,8 @@ struct Held {
     name: Vec<u8>,
     template: Value,
     pointer: String,
+    /// What it takes of [`MAX_HELD_BYTES`].
+    size: usize,
 }
 
 /// Joins each channel's deltas and redacts the secret from the joined text.
@@ -117,28 +164,39 @@ pub struct Joined {
     held: Vec<Held>,
     /// Secrets replaced in the joined text.
     count: usize,
+    /// Of them, those that began in text held back from an earlier delta.
+    spread: usize,
+    /// The shape of the stream's events.
+    kind: Kind,
     /// Whose error ends a stream that cannot be read.
     dialect: &'static dyn Dialect,
     failed: bool,
 }
 
 impl Joined {
-    /// Joins the deltas of an event stream in `dialect` to redact `echo` (the dialect's error
-    /// ends the stream when it cannot be read).
-    pub fn new(echo: Arc<Echo>, dialect: &'static dyn Dialect) -> Joined {
+    /// Joins the deltas of an event stream of `kind` in `dialect` to redact `echo` (the
+    /// dialect's error ends the stream when it cannot be read).
+    pub fn new(echo: Arc<Echo>, dialect: &'static dyn Dialect, kind: Kind) -> Joined {
         Joined {
             echo,
             framer: EventFramer::default(),
             held: Vec::new(),
             count: 0,
+            spread: 0,
+            kind,
             dialect,
             failed: false,
         }
     }
 
-    /// How many secrets were replaced in joined text.
+    /// How many secrets were replaced in the deltas' text.
     pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// How many of them were spread over deltas: began in text held back from an earlier one.
+    pub fn spread(&self) -> usize {
+        self.spread
     }
 
     /// Whether the stream could not be read and was ended with the error.
@@ -223,7 +281,7 @@ impl Joined {
         let Ok(mut value) = serde_json::from_slice::<Value>(data) else {
             return self.fail(out);
         };
-        let (deltas, ends) = deltas(&value);
+        let (deltas, ends) = deltas(&value, self.kind);
         if deltas.is_empty() && ends.is_empty() {
             out.extend_from_slice(raw);
             return;
@@ -248,6 +306,9 @@ impl Joined {
             let rest = match value.pointer_mut(&delta.pointer) {
                 Some(Value::String(text)) => {
                     let (rewritten, rest) = self.redact(before, text, ended(&delta.key));
+                    if rewritten && let Some((at, arrays)) = &delta.tokens {
+                        clear_tokens(&mut value, at, arrays);
+                    }
                     changed |= rewritten;
                     rest
                 }
@@ -266,17 +327,21 @@ impl Joined {
                 Some(named) if !lines.is_empty() => format!("event: {named}\n").into_bytes(),
                 _ => lines.clone(),
             };
+            let size = text.len() + name.len() + json_len(&template);
             self.held.push(Held {
                 key: delta.key,
                 text,
                 name,
                 template,
                 pointer,
+                size,
             });
         }
         // Channels this event ends send what they hold first.
         self.flush(ended, out);
-        if self.held.len() > MAX_HELD_CHANNELS {
+        if self.held.len() > MAX_HELD_CHANNELS
+            || self.held.iter().map(|h| h.size).sum::<usize>() > MAX_HELD_BYTES
+        {
             return self.fail(out);
         }
         if changed {
@@ -307,7 +372,19 @@ impl Joined {
         joined.push_str(&before);
         joined.push_str(text);
         let mut out = Zeroizing::new(Vec::with_capacity(joined.len()));
-        self.count += echo.replace(joined.as_bytes(), &mut *out);
+        let joined = joined.as_bytes();
+        let mut i = 0;
+        while let Some((at, end)) = echo.find(joined, i) {
+            out.extend_from_slice(&joined[i..at]);
+            out.extend_from_slice(REDACTED);
+            self.count += 1;
+            // Spread over deltas when it began in what an earlier one left.
+            if at < before.len() {
+                self.spread += 1;
+            }
+            i = end;
+        }
+        out.extend_from_slice(&joined[i..]);
         let mut keep = if ends { 0 } else { echo.partial(&out) };
         // A form begins on a character: were it not so, the whole character is held.
         while keep > 0 && keep < out.len() && (out[out.len() - keep] & 0xC0) == 0x80 {
@@ -351,6 +428,37 @@ fn event_lines(raw: &[u8]) -> Vec<u8> {
     name
 }
 
+/// Empties the arrays `arrays` of the object at `at` in `event` (token log probabilities,
+/// which spell the text of a delta that was changed).
+fn clear_tokens(event: &mut Value, at: &str, arrays: &[&str]) {
+    let Some(Value::Object(fields)) = event.pointer_mut(at) else {
+        return;
+    };
+    for name in arrays {
+        if let Some(Value::Array(items)) = fields.get_mut(*name) {
+            items.clear();
+        }
+    }
+}
+
+/// How many bytes `value` takes written as JSON.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A `Value` always serialises.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Writes `value` as one `data:` line and the blank line that ends its event.
 fn write_data(value: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
@@ -388,26 +496,46 @@ fn type_id(name: &str) -> u64 {
     })
 }
 
-/// The deltas `event` carries and the channels it ends, as the SDKs read them.
-fn deltas(event: &Value) -> (Vec<Delta>, Vec<End>) {
+/// The deltas `event`, an event of a `kind` stream, carries and the channels it ends, as the
+/// SDKs read them: the keys of other kinds' events are not looked at.
+fn deltas(event: &Value, kind: Kind) -> (Vec<Delta>, Vec<End>) {
     let mut deltas = Vec::new();
     let mut ends = Vec::new();
-    if let Some(choices) = event.get("choices").and_then(Value::as_array) {
-        chat(choices, &mut deltas, &mut ends);
-    } else if let Some(candidates) = event.get("candidates").and_then(Value::as_array) {
-        gemini(candidates, &mut deltas, &mut ends);
-    } else if let Some(kind) = event.get("type").and_then(Value::as_str) {
-        typed(event, kind, &mut deltas, &mut ends);
+    let array = |key| event.get(key).and_then(Value::as_array);
+    let typed = event.get("type").and_then(Value::as_str);
+    match kind {
+        Kind::Chat => {
+            if let Some(choices) = array("choices") {
+                chat(choices, &mut deltas);
+            }
+        }
+        Kind::Gemini => {
+            if let Some(candidates) = array("candidates") {
+                gemini(candidates, &mut deltas, &mut ends);
+            }
+        }
+        Kind::Anthropic => {
+            if let Some(name) = typed {
+                anthropic(event, name, &mut deltas, &mut ends);
+            }
+        }
+        Kind::Responses => {
+            if let Some(name) = typed {
+                responses(event, name, &mut deltas, &mut ends);
+            }
+        }
     }
     (deltas, ends)
 }
 
-/// Chat Completions: each choice's `delta` fields and tool call arguments (and a completion's
-/// `text`); a choice with a `finish_reason` ends.
-fn chat(choices: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+/// Chat Completions: each choice's `delta` fields, tool call arguments and legacy function
+/// call arguments (and a completion's `text`). A choice's channels end with the stream only:
+/// an SDK joins what comes after its `finish_reason` too.
+fn chat(choices: &[Value], deltas: &mut Vec<Delta>) {
     const FIELDS: [&str; 4] = ["content", "refusal", "reasoning_content", "reasoning"];
     for (at, choice) in choices.iter().enumerate() {
         let i = index(choice, "index").unwrap_or(at as u64);
+        let tokens = || Some((format!("/choices/{at}/logprobs"), CHAT_TOKENS));
         if let Some(delta) = choice.get("delta") {
             for (n, field) in FIELDS.into_iter().enumerate() {
                 if is_text(delta, field) {
@@ -419,8 +547,24 @@ fn chat(choices: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
                             tool: None,
                             field,
                         },
+                        tokens: tokens(),
                     });
                 }
+            }
+            if delta
+                .get("function_call")
+                .is_some_and(|f| is_text(f, "arguments"))
+            {
+                deltas.push(Delta {
+                    key: (Kind::Chat, i, 3, 0, 0),
+                    pointer: format!("/choices/{at}/delta/function_call/arguments"),
+                    shape: Shape::Chat {
+                        choice: i,
+                        tool: None,
+                        field: "function_call",
+                    },
+                    tokens: tokens(),
+                });
             }
             let calls = delta.get("tool_calls").and_then(Value::as_array);
             for (c, call) in calls.into_iter().flatten().enumerate() {
@@ -437,6 +581,7 @@ fn chat(choices: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
                             tool: Some(t),
                             field: "arguments",
                         },
+                        tokens: tokens(),
                     });
                 }
             }
@@ -450,10 +595,8 @@ fn chat(choices: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
                     tool: None,
                     field: "text",
                 },
+                tokens: tokens(),
             });
-        }
-        if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
-            ends.push((Kind::Chat, Some(i)));
         }
     }
 }
@@ -477,6 +620,10 @@ fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
                         candidate: i,
                         thought,
                     },
+                    tokens: Some((
+                        format!("/candidates/{at}/logprobsResult"),
+                        &["topCandidates", "chosenCandidates"],
+                    )),
                 });
             }
         }
@@ -486,8 +633,9 @@ fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
     }
 }
 
-/// Events named by their `type`: Anthropic's messages and OpenAI's Responses.
-fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+/// Anthropic messages: each content block's text, tool input JSON and thinking (and the text a
+/// block starts with); a block ends at its stop, all of them at the message's end or an error.
+fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
     match kind {
         "content_block_delta" => {
             let i = index(event, "index").unwrap_or(0);
@@ -502,13 +650,16 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                 _ => return,
             };
             if is_text(delta, field) {
-                deltas.push(anthropic(
-                    i,
-                    n,
-                    delta_type,
-                    field,
-                    format!("/delta/{field}"),
-                ));
+                deltas.push(Delta {
+                    key: (Kind::Anthropic, i, n, 0, 0),
+                    pointer: format!("/delta/{field}"),
+                    shape: Shape::Anthropic {
+                        index: i,
+                        delta_type: delta_type.to_owned(),
+                        field,
+                    },
+                    tokens: None,
+                });
             }
         }
         // A block may start with text, which the SDK puts before its deltas.
@@ -523,17 +674,30 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                 _ => return,
             };
             if is_text(block, field) {
-                let pointer = format!("/content_block/{field}");
-                deltas.push(anthropic(i, n, delta_type, field, pointer));
+                deltas.push(Delta {
+                    key: (Kind::Anthropic, i, n, 0, 0),
+                    pointer: format!("/content_block/{field}"),
+                    shape: Shape::Anthropic {
+                        index: i,
+                        delta_type: delta_type.to_owned(),
+                        field,
+                    },
+                    tokens: None,
+                });
             }
         }
         "content_block_stop" => ends.push((Kind::Anthropic, index(event, "index"))),
-        "message_delta" | "message_stop" => ends.push((Kind::Anthropic, None)),
-        "error" => {
-            ends.push((Kind::Anthropic, None));
-            ends.push((Kind::Responses, None));
-        }
-        "response.completed" | "response.incomplete" | "response.failed" => {
+        "message_delta" | "message_stop" | "error" => ends.push((Kind::Anthropic, None)),
+        _ => {}
+    }
+}
+
+/// OpenAI Responses: each output's (content part's, summary's) `….delta` of text (and the text
+/// a content part starts with); an output ends at its `….done`, all of them at the response's
+/// end or an error.
+fn responses(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+    match kind {
+        "error" | "response.completed" | "response.incomplete" | "response.failed" => {
             ends.push((Kind::Responses, None));
         }
         // A content part may start with text, which the SDK puts before its deltas.
@@ -562,6 +726,7 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                         output,
                         content,
                     },
+                    tokens: None,
                 });
             }
         }
@@ -580,6 +745,7 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
                 ),
                 pointer: "/delta".to_owned(),
                 shape: Shape::Responses,
+                tokens: Some((String::new(), &["logprobs"])),
             });
         }
         _ if kind.ends_with(".done") => {
@@ -588,20 +754,6 @@ fn typed(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>
             }
         }
         _ => {}
-    }
-}
-
-/// An Anthropic text channel's delta: block `index`, its `n`th kind of text (`delta_type`,
-/// in `field`), at `pointer`.
-fn anthropic(index: u64, n: u64, delta_type: &str, field: &'static str, pointer: String) -> Delta {
-    Delta {
-        key: (Kind::Anthropic, index, n, 0, 0),
-        pointer,
-        shape: Shape::Anthropic {
-            index,
-            delta_type: delta_type.to_owned(),
-            field,
-        },
     }
 }
 
@@ -636,6 +788,11 @@ fn template(shape: &Shape, event: &Value) -> (Value, String, Option<&'static str
                     serde_json::json!({"index": choice, "text": "", "finish_reason": null}),
                     "/choices/0/text".to_owned(),
                 ),
+                (None, "function_call") => (
+                    serde_json::json!({"index": choice, "delta": {"function_call":
+                        {"arguments": ""}}, "finish_reason": null}),
+                    "/choices/0/delta/function_call/arguments".to_owned(),
+                ),
                 (None, field) => (
                     serde_json::json!({"index": choice, "delta": {field: ""},
                         "finish_reason": null}),
@@ -656,14 +813,22 @@ fn template(shape: &Shape, event: &Value) -> (Value, String, Option<&'static str
             Some("content_block_delta"),
         ),
         Shape::Responses => {
-            let mut event = event.clone();
-            if let Some(fields) = event.as_object_mut() {
-                fields.insert("delta".to_owned(), Value::String(String::new()));
-                if fields.get("logprobs").is_some_and(Value::is_array) {
-                    fields.insert("logprobs".to_owned(), Value::Array(Vec::new()));
-                }
+            // Its fixed fields only: what places the delta, never the rest of the event.
+            let mut fields = head(
+                event,
+                &[
+                    "type",
+                    "item_id",
+                    "output_index",
+                    "content_index",
+                    "summary_index",
+                ],
+            );
+            fields.insert("delta".to_owned(), Value::String(String::new()));
+            if event.get("logprobs").is_some_and(Value::is_array) {
+                fields.insert("logprobs".to_owned(), Value::Array(Vec::new()));
             }
-            (event, "/delta".to_owned(), None)
+            (Value::Object(fields), "/delta".to_owned(), None)
         }
         Shape::ResponsesText {
             item_id,

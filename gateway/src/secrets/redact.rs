@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 pub use super::echo::{Echo, MIN_ECHO, REDACTED, base64_forms};
 use super::joined::Joined;
-pub use super::joined::{UNREADABLE, UNREADABLE_CODE};
+pub use super::joined::{Kind as StreamKind, UNREADABLE, UNREADABLE_CODE};
 
 /// The finding an outcome record lists when the injected credential was redacted from the
 /// response (located as `response: N redacted`; never the value).
@@ -41,11 +41,16 @@ impl Redactor {
         })
     }
 
-    /// Reads the body as an LLM's event stream in `dialect`: the deltas of each content
-    /// channel are joined as the agent's SDK joins them, and a secret spread over them is
-    /// redacted ([`super::joined`]); the dialect's error ends a stream that cannot be read so.
-    pub fn joining(mut self, dialect: &'static dyn crate::protocol::Dialect) -> Redactor {
-        self.joined = Some(Box::new(Joined::new(Arc::clone(&self.echo), dialect)));
+    /// Reads the body as an LLM's event stream of `kind` (known from the request) in
+    /// `dialect`: the deltas of each content channel are joined as the agent's SDK joins them,
+    /// and a secret spread over them is redacted ([`super::joined`]); the dialect's error ends
+    /// a stream that cannot be read so.
+    pub fn joining(
+        mut self,
+        dialect: &'static dyn crate::protocol::Dialect,
+        kind: StreamKind,
+    ) -> Redactor {
+        self.joined = Some(Box::new(Joined::new(Arc::clone(&self.echo), dialect, kind)));
         self
     }
 
@@ -54,9 +59,10 @@ impl Redactor {
         self.count + self.joined.as_ref().map_or(0, |j| j.count())
     }
 
-    /// How many of them were found only in the joined deltas of an event stream.
+    /// How many of them were spread over the deltas of an event stream (found only in their
+    /// joined text: begun in one delta, ended in a later one).
     pub fn joined_count(&self) -> usize {
-        self.joined.as_ref().map_or(0, |j| j.count())
+        self.joined.as_ref().map_or(0, |j| j.spread())
     }
 
     /// Whether the event stream could not be read to be redacted: it was ended with the

@@ -157,6 +157,8 @@ struct Knobs {
     diverge: bool,
     /// Every streamed answer is these raw events, whatever the request asked.
     script: Option<Vec<Bytes>>,
+    /// The content type of the scripted streams, when not `text/event-stream`.
+    script_type: Option<http::HeaderValue>,
     /// Headers added to every answer (an upstream that forges Warden's own).
     extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -343,6 +345,12 @@ impl FakeLlm {
         self.state.knobs().script = events.map(|all| all.into_iter().map(Bytes::from).collect());
     }
 
+    /// Sends the scripted streams with `content_type` (`None`: `text/event-stream`), as an
+    /// upstream that mislabels its stream would.
+    pub fn script_content_type(&self, content_type: Option<&'static str>) {
+        self.state.knobs().script_type = content_type.map(http::HeaderValue::from_static);
+    }
+
     /// Adds `headers` to every answer built from now on (scripted streams excepted), as an
     /// upstream that speaks in Warden's name (`x-warden-decision: deny`) would.
     pub fn add_headers(&self, headers: &[(&'static str, &'static str)]) {
@@ -465,6 +473,7 @@ async fn handle(
     state.request_seen.notify_waiters();
 
     let script = state.knobs().script.clone();
+    let script_type = state.knobs().script_type.clone();
     let extra_headers = state.knobs().extra_headers.clone();
     let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad, encoding, diverge) = {
         let k = state.knobs();
@@ -530,7 +539,13 @@ async fn handle(
             gate: None,
             cut_after: None,
         };
-        return Ok(sse_response(paced.spawn(events, usize::MAX)));
+        let mut response = sse_response(paced.spawn(events, usize::MAX));
+        if let Some(content_type) = script_type {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, content_type);
+        }
+        return Ok(response);
     }
     let response = match provider {
         Provider::OpenAi => openai::respond(exchange),

@@ -13,8 +13,14 @@ fn echo() -> Arc<Echo> {
     Arc::new(Echo::new([Zeroizing::new(SECRET.to_owned())], []))
 }
 
-fn joined(protocol: Protocol) -> Joined {
-    Joined::new(echo(), protocol.dialect())
+/// Joins a stream of `kind` (in its provider's dialect).
+fn joined(kind: Kind) -> Joined {
+    let protocol = match kind {
+        Kind::Anthropic => Protocol::Anthropic,
+        Kind::Gemini => Protocol::Gemini,
+        Kind::Chat | Kind::Responses => Protocol::Openai,
+    };
+    Joined::new(echo(), protocol.dialect(), kind)
 }
 
 /// Runs `events` (whole SSE events, each given as its own chunk) through `j`.
@@ -111,7 +117,7 @@ fn a_secret_split_at_every_offset_over_two_deltas_is_redacted_once_in_the_joined
     let start = text.find(SECRET).unwrap();
     for cut in start..=start + SECRET.len() {
         let events = chat_stream(&text, &[cut]);
-        let mut j = joined(Protocol::Openai);
+        let mut j = joined(Kind::Chat);
         let stream = run(&mut j, &events);
         let joined = chat_joined(&stream);
         assert_redacted_once(&joined["0"], "your key is [REDACTED], keep it", &stream);
@@ -126,7 +132,7 @@ fn a_secret_split_at_every_pair_of_offsets_over_three_deltas_is_redacted_once() 
     for a in 1..text.len() {
         for b in a..text.len() {
             let events = chat_stream(&text, &[a, b]);
-            let mut j = joined(Protocol::Openai);
+            let mut j = joined(Kind::Chat);
             let stream = run(&mut j, &events);
             assert_redacted_once(&chat_joined(&stream)["0"], "k=[REDACTED]", &stream);
         }
@@ -148,7 +154,7 @@ fn choices_are_joined_each_on_its_own() {
         chat(1, "", Some("stop")),
         "data: [DONE]\n\n".to_owned(),
     ];
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let stream = run(&mut j, &events);
     let joined = chat_joined(&stream);
     assert_eq!(joined["0"], "a [REDACTED] a", "{stream}");
@@ -172,7 +178,7 @@ fn tool_call_arguments_are_joined_per_call() {
         call(1, r#"nope"}"#),
         chat(0, "", Some("tool_calls")),
     ];
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let stream = run(&mut j, &events);
     let joined = chat_joined(&stream);
     assert_eq!(
@@ -191,7 +197,7 @@ fn json_escapes_inside_a_delta_are_read_as_the_sdk_decodes_them() {
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ve-Xy\\u0037Qz9!\"}}]}\n\n",
     ]
     .map(str::to_owned);
-    let mut j = Joined::new(slashed, Protocol::Openai.dialect());
+    let mut j = Joined::new(slashed, Protocol::Openai.dialect(), Kind::Chat);
     let stream = run(&mut j, &events);
     assert_eq!(chat_joined(&stream)["0"], "key [REDACTED]!", "{stream}");
     assert!(!stream.contains("Qz9"), "{stream}");
@@ -199,7 +205,7 @@ fn json_escapes_inside_a_delta_are_read_as_the_sdk_decodes_them() {
 
 #[test]
 fn only_what_could_begin_the_secret_is_held_back_and_the_rest_flows_at_once() {
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     // Nothing near the secret: the event goes as it came, byte for byte.
     let plain = chat(0, "hello there", None);
     assert_eq!(&j.push(plain.as_bytes())[..], plain.as_bytes());
@@ -220,23 +226,42 @@ fn only_what_could_begin_the_secret_is_held_back_and_the_rest_flows_at_once() {
 }
 
 #[test]
-fn what_is_held_never_passes_the_longest_form_and_is_sent_when_the_channel_ends() {
-    let mut j = joined(Protocol::Openai);
+fn what_is_held_never_passes_the_longest_form_and_is_sent_when_the_stream_ends() {
+    let mut j = joined(Kind::Chat);
     let near = &SECRET[..SECRET.len() - 1];
     let _ = j.push(chat(0, &format!("x {near}"), None).as_bytes());
     assert!(j.held() < SECRET.len(), "{}", j.held());
-    // The choice finishes: what it held is sent in a delta of its own, before the finish.
+    // The choice finishes: an SDK still joins what comes after, so the text stays held...
     let out = j.push(chat_end()[0].as_bytes());
+    assert!(!String::from_utf8_lossy(&out).contains(near));
+    assert_eq!(j.held(), near.len());
+    // ...and is sent in a delta of its own at `[DONE]`, before it.
+    let out = j.push(chat_end()[1].as_bytes());
     let out = std::str::from_utf8(&out).unwrap();
     assert_eq!(chat_joined(out)["0"], near, "{out}");
-    let finish = out.find("\"finish_reason\":\"stop\"").unwrap();
-    assert!(out.find(near).unwrap() < finish, "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
     assert_eq!(j.held(), 0);
 }
 
 #[test]
+fn a_chat_choice_is_joined_after_its_finish_reason_too() {
+    // The SDK joins a choice's deltas by its index, whatever came before: a `finish_reason`
+    // does not end what it joins.
+    let (a, b) = SECRET.split_at(7);
+    let events = [
+        chat(0, a, None),
+        chat(0, "", Some("stop")),
+        chat(0, b, None),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let mut j = joined(Kind::Chat);
+    let stream = run(&mut j, &events);
+    assert_redacted_once(&chat_joined(&stream)["0"], "[REDACTED]", &stream);
+}
+
+#[test]
 fn text_held_at_the_end_of_the_stream_is_sent() {
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let stream = run(&mut j, &[chat(0, "ends in sk-li", None)]);
     assert_eq!(chat_joined(&stream)["0"], "ends in sk-li", "{stream}");
 }
@@ -287,7 +312,7 @@ fn anthropic_text_and_tool_input_are_joined_per_content_block() {
             stop(1),
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
         ];
-        let mut j = joined(Protocol::Anthropic);
+        let mut j = joined(Kind::Anthropic);
         let stream = run(&mut j, &events);
         let joined = anthropic_joined(&stream);
         assert_eq!(joined[&0], "key [REDACTED] ok", "{stream}");
@@ -306,7 +331,7 @@ fn anthropic_text_and_tool_input_are_joined_per_content_block() {
         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
             .to_owned(),
     ];
-    let stream = run(&mut joined(Protocol::Anthropic), &events);
+    let stream = run(&mut joined(Kind::Anthropic), &events);
     assert_eq!(anthropic_joined(&stream)[&0], "a sk-live", "{stream}");
     assert!(
         stream.find("sk-live").unwrap() < stream.find("content_block_stop").unwrap(),
@@ -338,7 +363,7 @@ fn responses_text_and_arguments_deltas_are_joined() {
             json!({"type": "response.completed", "response": {"status": "completed"}})
         ),
     ];
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Responses);
     let stream = run(&mut j, &events);
     let mut texts = BTreeMap::<u64, String>::new();
     for data in datas(&stream) {
@@ -367,7 +392,7 @@ fn gemini_text_parts_are_joined_per_candidate_within_and_across_chunks() {
         chunk(json!([{"text": "key sk-"}, {"text": "live-Xy"}]), None),
         chunk(json!([{"text": "7Qz9Lm2Pk4 done"}]), Some("STOP")),
     ];
-    let mut j = joined(Protocol::Gemini);
+    let mut j = joined(Kind::Gemini);
     let stream = run(&mut j, &events);
     let mut text = String::new();
     for data in datas(&stream) {
@@ -383,7 +408,7 @@ fn gemini_text_parts_are_joined_per_candidate_within_and_across_chunks() {
 
 #[test]
 fn an_event_that_is_not_json_ends_the_stream_with_the_dialects_error() {
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let events = vec![
         chat(0, "fine, sk-li", None),
         "data: {not json\n\n".to_owned(),
@@ -398,11 +423,11 @@ fn an_event_that_is_not_json_ends_the_stream_with_the_dialects_error() {
     let last = datas(&stream).pop().unwrap();
     assert_eq!(last["error"]["code"], UNREADABLE_CODE, "{stream}");
     // Anthropic's error is a named event.
-    let mut j = joined(Protocol::Anthropic);
+    let mut j = joined(Kind::Anthropic);
     let stream = run(&mut j, &["event: x\ndata: <html>\n\n".to_owned()]);
     assert!(stream.starts_with("event: error\n"), "{stream}");
     // `[DONE]`, comments and events without data pass.
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let events = [": ping\n\n", "event: ping\n\n", "data: [DONE]\n\n"].map(str::to_owned);
     assert_eq!(run(&mut j, &events), events.concat());
     assert!(!j.failed());
@@ -420,10 +445,10 @@ fn what_providers_stream_besides_deltas_passes_as_it_came() {
         "data: [DONE]",
     ]
     .map(str::to_owned);
-    for protocol in [Protocol::Openai, Protocol::Anthropic, Protocol::Gemini] {
-        let mut j = joined(protocol);
-        assert_eq!(run(&mut j, &events), events.concat(), "{protocol:?}");
-        assert!(!j.failed(), "{protocol:?}");
+    for kind in [Kind::Chat, Kind::Responses, Kind::Anthropic, Kind::Gemini] {
+        let mut j = joined(kind);
+        assert_eq!(run(&mut j, &events), events.concat(), "{kind:?}");
+        assert!(!j.failed(), "{kind:?}");
     }
     // Gemini ends its events with CRLF: they pass as they came, and a secret spread over two
     // of them is still joined.
@@ -433,9 +458,9 @@ fn what_providers_stream_besides_deltas_passes_as_it_came() {
         format!("data: {data}\r\n\r\n")
     };
     let plain = [gemini("nothing to see"), gemini("here")];
-    let mut j = joined(Protocol::Gemini);
+    let mut j = joined(Kind::Gemini);
     assert_eq!(run(&mut j, &plain), plain.concat());
-    let mut j = joined(Protocol::Gemini);
+    let mut j = joined(Kind::Gemini);
     let stream = run(
         &mut j,
         &[gemini("key sk-li"), gemini("ve-Xy7Qz9Lm2Pk4 done")],
@@ -455,7 +480,7 @@ fn what_providers_stream_besides_deltas_passes_as_it_came() {
 
 #[test]
 fn too_many_channels_holding_text_end_the_stream() {
-    let mut j = joined(Protocol::Openai);
+    let mut j = joined(Kind::Chat);
     let events: Vec<String> = (0..=MAX_HELD_CHANNELS as u64)
         .map(|i| chat(i, "sk-live", None))
         .collect();
@@ -473,7 +498,7 @@ fn the_redactor_joins_an_event_stream_split_anywhere_into_chunks() {
     for cut in 1..body.len() {
         let mut r = Redactor::new(echo())
             .unwrap()
-            .joining(Protocol::Openai.dialect());
+            .joining(Protocol::Openai.dialect(), Kind::Chat);
         let mut out = Vec::new();
         out.extend_from_slice(&r.push(Bytes::copy_from_slice(&body.as_bytes()[..cut])));
         out.extend_from_slice(&r.push(Bytes::copy_from_slice(&body.as_bytes()[cut..])));
@@ -520,11 +545,11 @@ fn text_a_block_or_a_part_starts_with_is_joined_with_its_deltas() {
         ),
         stop.to_owned(),
     ];
-    let stream = run(&mut joined(Protocol::Anthropic), &events);
+    let stream = run(&mut joined(Kind::Anthropic), &events);
     assert_redacted_once(&sdk_text(&stream), "[REDACTED] x", &stream);
     // Held in the start and the block stops: sent as a delta, named as deltas are.
     let stream = run(
-        &mut joined(Protocol::Anthropic),
+        &mut joined(Kind::Anthropic),
         &[start("a sk-live"), stop.to_owned()],
     );
     assert_eq!(sdk_text(&stream), "a sk-live", "{stream}");
@@ -542,11 +567,228 @@ fn text_a_block_or_a_part_starts_with_is_joined_with_its_deltas() {
         format!("event: response.content_part.added\ndata: {added}\n\n"),
         format!("event: response.output_text.delta\ndata: {delta}\n\n"),
     ];
-    let stream = run(&mut joined(Protocol::Openai), &events);
+    let stream = run(&mut joined(Kind::Responses), &events);
     let mut text = String::new();
     for data in datas(&stream) {
         text.push_str(data["part"]["text"].as_str().unwrap_or_default());
         text.push_str(data["delta"].as_str().unwrap_or_default());
     }
     assert_redacted_once(&text, "[REDACTED]", &stream);
+}
+
+/// The text at `pointer` in each event of `stream`, joined.
+fn joined_at(stream: &str, pointer: &str) -> String {
+    datas(stream)
+        .iter()
+        .filter_map(|d| {
+            d.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn legacy_function_call_arguments_are_joined() {
+    let (a, b) = SECRET.split_at(7);
+    let call = |args: &str, finish: Option<&str>| {
+        let data = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "choices": [{"index": 0, "delta": {"function_call": {"arguments": args}},
+            "finish_reason": finish}]});
+        format!("data: {data}\n\n")
+    };
+    let events = [
+        call(&format!("{{\"k\":\"{a}"), None),
+        call(&format!("{b}\"}}"), Some("function_call")),
+        call("", None),
+    ];
+    let mut j = joined(Kind::Chat);
+    let stream = run(&mut j, &events);
+    let args = joined_at(&stream, "/choices/0/delta/function_call/arguments");
+    assert_redacted_once(&args, r#"{"k":"[REDACTED]"}"#, &stream);
+    // Held at the end: sent in a function call delta of its own.
+    let stream = run(&mut joined(Kind::Chat), &[call("{\"k\":\"sk-li", None)]);
+    let args = joined_at(&stream, "/choices/0/delta/function_call/arguments");
+    assert_eq!(args, "{\"k\":\"sk-li", "{stream}");
+}
+
+#[test]
+fn token_log_probabilities_are_emptied_in_an_event_whose_text_changed() {
+    let (a, b) = SECRET.split_at(7);
+    let chat_event = |d: &str| {
+        let data = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "choices": [{"index": 0, "delta": {"content": d},
+            "logprobs": {"content": [{"token": d, "logprob": 0.0, "bytes": d.as_bytes(),
+            "top_logprobs": [{"token": d, "logprob": 0.0, "bytes": null}]}], "refusal": null},
+            "finish_reason": null}]});
+        format!("data: {data}\n\n")
+    };
+    let plain = chat_event("hello ");
+    let events = [plain.clone(), chat_event(a), chat_event(b)];
+    let stream = run(&mut joined(Kind::Chat), &events);
+    assert_redacted_once(&chat_joined(&stream)["0"], "hello [REDACTED]", &stream);
+    assert!(!stream.contains(a), "{stream}");
+    // An event left as it was keeps them.
+    assert!(stream.starts_with(&plain), "{stream}");
+    let all = datas(&stream);
+    assert_eq!(
+        all[1]["choices"][0]["logprobs"]["content"],
+        json!([]),
+        "{stream}"
+    );
+    // Responses: the delta event's own `logprobs`.
+    let responses_event = |d: &str| {
+        let data = json!({"type": "response.output_text.delta", "item_id": "i",
+            "output_index": 0, "content_index": 0, "delta": d,
+            "logprobs": [{"token": d, "logprob": 0.0, "top_logprobs": []}]});
+        format!("event: response.output_text.delta\ndata: {data}\n\n")
+    };
+    let stream = run(
+        &mut joined(Kind::Responses),
+        &[responses_event(a), responses_event(b)],
+    );
+    assert_redacted_once(&joined_at(&stream, "/delta"), "[REDACTED]", &stream);
+    assert!(!stream.contains(a), "{stream}");
+}
+
+#[test]
+fn the_stream_kind_comes_from_the_request_and_other_kinds_keys_are_ignored() {
+    let (a, b) = SECRET.split_at(7);
+    // A Responses event with a `choices` key: the SDK joins its `delta`.
+    let responses = |d: &str| {
+        let data = json!({"type": "response.output_text.delta", "item_id": "i",
+            "output_index": 0, "content_index": 0, "delta": d, "choices": []});
+        format!("data: {data}\n\n")
+    };
+    let stream = run(&mut joined(Kind::Responses), &[responses(a), responses(b)]);
+    assert_redacted_once(&joined_at(&stream, "/delta"), "[REDACTED]", &stream);
+    // An Anthropic event with `choices` and `candidates` keys.
+    let anthropic_event = |d: &str| {
+        let data = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": d}, "choices": [], "candidates": []});
+        format!("event: content_block_delta\ndata: {data}\n\n")
+    };
+    let stream = run(
+        &mut joined(Kind::Anthropic),
+        &[anthropic_event(a), anthropic_event(b)],
+    );
+    assert_redacted_once(&joined_at(&stream, "/delta/text"), "[REDACTED]", &stream);
+    // A chat chunk with a `type` key is a chat chunk.
+    let typed_chat = |d: &str| {
+        let data = json!({"type": "response.output_text.delta", "delta": "x",
+            "choices": [{"index": 0, "delta": {"content": d}, "finish_reason": null}]});
+        format!("data: {data}\n\n")
+    };
+    let stream = run(&mut joined(Kind::Chat), &[typed_chat(a), typed_chat(b)]);
+    assert_redacted_once(&chat_joined(&stream)["0"], "[REDACTED]", &stream);
+    // The shapes of the stream's endpoint.
+    assert_eq!(Kind::of(Endpoint::Responses), Some(Kind::Responses));
+    assert_eq!(Kind::of(Endpoint::Completions), Some(Kind::Chat));
+    assert_eq!(Kind::of(Endpoint::Messages), Some(Kind::Anthropic));
+    assert_eq!(
+        Kind::of(Endpoint::StreamGenerateContent),
+        Some(Kind::Gemini)
+    );
+    assert_eq!(Kind::of(Endpoint::Embeddings), None);
+}
+
+#[test]
+fn a_held_responses_channel_keeps_only_the_fixed_fields_of_its_event() {
+    let pad = "x".repeat(1 << 16);
+    let events: Vec<String> = (0..64)
+        .map(|n| {
+            let data = json!({"type": format!("response.r{n}.delta"), "item_id": "i",
+                "output_index": 0, "content_index": 0, "sequence_number": n,
+                "delta": "s", "obfuscation": pad});
+            format!("data: {data}\n\n")
+        })
+        .collect();
+    let mut j = joined(Kind::Responses);
+    for e in &events {
+        let _ = j.push(e.as_bytes());
+    }
+    assert!(!j.failed());
+    assert_eq!(j.held.len(), 64);
+    for held in &j.held {
+        let fields = held.template.as_object().unwrap();
+        assert!(!fields.contains_key("obfuscation"), "{fields:?}");
+        assert!(held.size < 256, "{}", held.size);
+    }
+    // Sent at the end as deltas of their own, placed as the channel's were.
+    let last = datas(std::str::from_utf8(&j.finish()).unwrap());
+    assert_eq!(last.len(), 64);
+    assert_eq!(last[0]["item_id"], "i");
+    assert_eq!(last[0]["delta"], "s");
+}
+
+#[test]
+fn the_bytes_held_for_a_stream_are_capped() {
+    // Each channel's delta would be sent with a large item id: past the cap, the stream ends
+    // with the error rather than hold them.
+    let id = "i".repeat(MAX_HELD_BYTES / 8);
+    let events: Vec<String> = (0..16)
+        .map(|n| {
+            let data = json!({"type": "response.output_text.delta", "item_id": id,
+                "output_index": n, "content_index": 0, "delta": "sk-li"});
+            format!("data: {data}\n\n")
+        })
+        .collect();
+    let mut j = joined(Kind::Responses);
+    let stream = run(&mut j, &events);
+    assert!(j.failed(), "{}", stream.len());
+    assert_eq!(
+        datas(&stream).pop().unwrap()["error"]["code"],
+        UNREADABLE_CODE
+    );
+    assert!(
+        stream.matches("\"item_id\"").count() <= 9,
+        "{}",
+        stream.len()
+    );
+    assert_eq!(j.held(), 0);
+    // Under it, nothing fails.
+    let mut j = joined(Kind::Responses);
+    let _ = run(&mut j, &events[..7]);
+    assert!(!j.failed());
+}
+
+#[test]
+fn only_a_secret_begun_in_an_earlier_delta_counts_as_spread_over_deltas() {
+    let whole = |r: &mut Redactor, events: Vec<String>| {
+        let _ = r.push(Bytes::from(events.concat()));
+        let _ = r.finish();
+    };
+    // Whole in one delta (even one whose channel held text before it).
+    let mut r = Redactor::new(echo())
+        .unwrap()
+        .joining(Protocol::Openai.dialect(), Kind::Chat);
+    let mut events = vec![
+        chat(0, "a s", None),
+        chat(0, &format!("o {SECRET} end"), None),
+    ];
+    events.extend(chat_end());
+    whole(&mut r, events);
+    assert_eq!((r.count(), r.joined_count()), (1, 0));
+    // Begun in one delta, ended in the next; and one more whole.
+    let mut r = Redactor::new(echo())
+        .unwrap()
+        .joining(Protocol::Openai.dialect(), Kind::Chat);
+    let mut events = vec![
+        chat(0, &SECRET[..5], None),
+        chat(0, &format!("{} and {SECRET}", &SECRET[5..]), None),
+    ];
+    events.extend(chat_end());
+    whole(&mut r, events);
+    assert_eq!((r.count(), r.joined_count()), (2, 1));
+}
+
+#[test]
+fn an_escaped_secret_in_anthropic_tool_input_spread_over_deltas_is_redacted() {
+    let escaped = SECRET.replacen('-', "\\u002d", 2);
+    let input = format!("{{\"k\":\"{escaped}\"}}");
+    let (a, b) = input.split_at(12);
+    let delta = |p: &str| anthropic(0, json!({"type": "input_json_delta", "partial_json": p}));
+    let stream = run(&mut joined(Kind::Anthropic), &[delta(a), delta(b)]);
+    let text: String = anthropic_joined(&stream).into_values().collect();
+    assert_eq!(text, r#"{"k":"[REDACTED]"}"#, "{stream}");
 }
