@@ -16,7 +16,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::config::{BootstrapSecret, VaultAuth, VaultConfig, shown_path};
-use super::error::VaultError;
+use super::error::{KvGone, VaultError};
 use super::secret::{KvSecret, LeasedSecret, SecretData};
 
 /// Whether Vault answers, as the last call found it.
@@ -164,6 +164,7 @@ impl Vault {
         if let Some(v) = version {
             query = format!("?version={v}");
         }
+        let explained = |e| kv_refusal_explained(e, &what, mount, path, version);
         let answer = self
             .call(
                 Method::GET,
@@ -172,25 +173,38 @@ impl Vault {
                 &what,
             )
             .await
-            .map_err(|e| kv_refusal_explained(e, &what, mount, path))?;
-        let mut answer = answer.ok_or_else(|| VaultError::Refused {
-            what: what.clone(),
-            status: StatusCode::NOT_FOUND,
-            message: "no such secret".into(),
+            .map_err(explained)?;
+        let mut answer = answer.ok_or_else(|| {
+            explained(VaultError::Refused {
+                what: what.clone(),
+                status: StatusCode::NOT_FOUND,
+                message: "no such secret".into(),
+            })
         })?;
-        let version = answer["data"]["metadata"]["version"]
+        let metadata = &answer["data"]["metadata"];
+        let found = metadata["version"]
             .as_u64()
             .ok_or_else(|| VaultError::Malformed {
                 what: what.clone(),
                 reason: "no data.metadata.version (is this a KV version 2 mount?)".into(),
             })?;
         if answer["data"]["data"].is_null() {
-            return Err(VaultError::Refused {
-                what,
-                status: StatusCode::NOT_FOUND,
-                message: format!("version {version} is deleted or destroyed"),
-            });
+            // Older Vaults answer a deleted version with 200 and no data.
+            let gone = KvGone::from_metadata(metadata).map_or_else(
+                || VaultError::Refused {
+                    what: what.clone(),
+                    status: StatusCode::NOT_FOUND,
+                    message: format!("version {found} is deleted or destroyed"),
+                },
+                |(version, gone)| VaultError::KvVersionGone {
+                    what: what.clone(),
+                    version,
+                    gone,
+                },
+            );
+            return Err(explained(gone));
         }
+        let version = found;
         let data = SecretData::from_json(&what, answer["data"]["data"].take())?;
         Ok(KvSecret { data, version })
     }
@@ -910,8 +924,20 @@ fn read_bootstrap(
 /// A non-2xx answer as an error, with Vault's own messages (which name paths and reasons,
 /// never values).
 fn refused(what: &str, status: StatusCode, body: &[u8]) -> VaultError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
+    let answer = serde_json::from_slice::<serde_json::Value>(body).ok();
+    // KV v2 answers a deleted or destroyed version with 404 and the version's metadata.
+    if status == StatusCode::NOT_FOUND
+        && let Some((version, gone)) = answer
+            .as_ref()
+            .and_then(|v| KvGone::from_metadata(&v["data"]["metadata"]))
+    {
+        return VaultError::KvVersionGone {
+            what: what.to_owned(),
+            version,
+            gone,
+        };
+    }
+    let message = answer
         .and_then(|v| {
             v["errors"].as_array().map(|errors| {
                 errors
@@ -930,12 +956,51 @@ fn refused(what: &str, status: StatusCode, body: &[u8]) -> VaultError {
     }
 }
 
-/// A KV v2 read (`read`, the call's name) Vault refused with 404 or 403, told as what to do:
-/// Vault's own answer to a missing secret is a bare `404` with no message, and to an ungranted
-/// one `permission denied`, neither naming what the operator can change. Any other error (a
-/// refused login among them) is left as it is.
-fn kv_refusal_explained(e: VaultError, read: &str, mount: &str, path: &str) -> VaultError {
+/// A KV v2 read (`read`, the call's name, of `version` or the latest) Vault refused with 404
+/// or 403, told as what to do: Vault's own answer to a missing secret or version is a bare
+/// `404` with no message, to a deleted or destroyed one a `404` with its metadata, and to an
+/// ungranted one `permission denied`, none naming what the operator can change. Any other
+/// error (a refused login among them) is left as it is.
+fn kv_refusal_explained(
+    e: VaultError,
+    read: &str,
+    mount: &str,
+    path: &str,
+    pinned: Option<u64>,
+) -> VaultError {
+    let at = format!("{mount}/{path}");
+    // A pinned version is not replaced by writing a new one.
+    let or_pin = if pinned.is_some() {
+        format!(
+            "; this source pins it with `version`: pin another (`bao kv metadata get {at}` \
+             lists them) or drop `version` to follow the latest"
+        )
+    } else {
+        String::new()
+    };
     let (what, status, message) = match e {
+        VaultError::KvVersionGone {
+            what,
+            version,
+            gone,
+        } if what == read => {
+            let message = match gone {
+                KvGone::Deleted { at: when } => format!(
+                    "version {version} of {at} was deleted at {when}: undelete it with `bao kv \
+                     undelete -versions={version} {at}` (or `vault kv undelete`), or write a \
+                     new version with `bao kv put {at} FIELD=VALUE`{or_pin}"
+                ),
+                KvGone::Destroyed => format!(
+                    "version {version} of {at} is destroyed (its data cannot be recovered): \
+                     write a new version with `bao kv put {at} FIELD=VALUE`{or_pin}"
+                ),
+            };
+            return VaultError::Refused {
+                what,
+                status: StatusCode::NOT_FOUND,
+                message,
+            };
+        }
         VaultError::Refused {
             what,
             status,
@@ -948,14 +1013,20 @@ fn kv_refusal_explained(e: VaultError, read: &str, mount: &str, path: &str) -> V
     } else {
         format!(" (vault said: {message})")
     };
-    let message = match status {
-        StatusCode::NOT_FOUND => format!(
-            "no secret at {mount}/{path}{vault_said}: check the path with `bao kv get \
-             {mount}/{path}` (or `vault kv get`) and write it with `bao kv put {mount}/{path} \
-             FIELD=VALUE`; `kv` is <mount>/<path>, and a mount whose name holds a `/` is set \
-             with `mount` (docs/secrets.md#secret-sources)"
+    let message = match (status, pinned) {
+        (StatusCode::NOT_FOUND, Some(version)) => format!(
+            "version {version} of {at} does not exist{vault_said}: it was never written, or \
+             is older than the versions KV keeps (`max_versions`), or the secret itself is \
+             missing; `bao kv metadata get {at}` (or `vault kv metadata get`) lists its \
+             versions: pin one of them, or drop `version` to follow the latest"
         ),
-        StatusCode::FORBIDDEN => format!(
+        (StatusCode::NOT_FOUND, None) => format!(
+            "no secret at {at}{vault_said}: check the path with `bao kv get {at}` (or `vault \
+             kv get`) and write it with `bao kv put {at} FIELD=VALUE`; `kv` is \
+             <mount>/<path>, and a mount whose name holds a `/` is set with `mount` \
+             (docs/secrets.md#secret-sources)"
+        ),
+        (StatusCode::FORBIDDEN, _) => format!(
             "Warden's Vault token may not read {mount}/data/{path}{vault_said}: grant `read` \
              on that path in the Vault policy Warden logs in with \
              (docs/secrets.md#the-vault-policy-warden-needs)"
@@ -1461,5 +1532,117 @@ mod tests {
         announced.append(b"{}").unwrap();
         announced.append(b"   ").unwrap();
         assert_eq!(announced.append(b" "), Err(()));
+    }
+
+    /// KV v2 answers a deleted or destroyed version with 404 and its metadata, a version that
+    /// does not exist with a bare 404: each is told as what it is, and what to do.
+    #[tokio::test]
+    async fn a_kv_404_says_deleted_destroyed_or_no_such_version() {
+        use axum::http::StatusCode as Status;
+        let gone = |version: u64, deleted: &str, destroyed: bool| {
+            json!({"data": {"data": null, "metadata": {
+                "created_time": "2026-12-07T09:00:00Z", "custom_metadata": null,
+                "deletion_time": deleted, "destroyed": destroyed, "version": version}}})
+        };
+        let deleted = gone(3, "2026-12-07T10:00:00.5Z", false);
+        let destroyed = gone(2, "", true);
+        let app = axum::Router::new()
+            .route(
+                "/v1/auth/token/lookup-self",
+                get(|| async { Json(json!({"data": {"ttl": 3600, "renewable": false}})) }),
+            )
+            .route(
+                "/v1/secret/data/deleted",
+                get(move || async move { (Status::NOT_FOUND, Json(deleted)) }),
+            )
+            .route(
+                "/v1/secret/data/destroyed",
+                get(move || async move { (Status::NOT_FOUND, Json(destroyed)) }),
+            )
+            .route(
+                "/v1/secret/data/missing",
+                get(|| async { (Status::NOT_FOUND, Json(json!({"errors": []}))) }),
+            )
+            .route(
+                "/v1/secret/data/older-vault",
+                get(move || async move { Json(gone(4, "2026-12-07T10:00:00Z", false)) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let vault = Vault::connect(config(address, &token)).await.unwrap();
+        let refusal = |e: VaultError| match e {
+            VaultError::Refused {
+                status, message, ..
+            } => {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{message}");
+                message
+            }
+            other => panic!("{other:?}"),
+        };
+
+        let said = refusal(vault.kv("secret", "deleted", None).await.unwrap_err());
+        for says in [
+            "version 3 of secret/deleted was deleted at 2026-12-07T10:00:00.5Z",
+            "`bao kv undelete -versions=3 secret/deleted`",
+            "`bao kv put secret/deleted FIELD=VALUE`",
+        ] {
+            assert!(said.contains(says), "{says:?} not in {said}");
+        }
+        assert!(!said.contains("no secret at"), "{said}");
+        let said = refusal(vault.kv("secret", "deleted", Some(3)).await.unwrap_err());
+        assert!(said.contains("pin another"), "{said}");
+
+        let said = refusal(vault.kv("secret", "destroyed", None).await.unwrap_err());
+        for says in [
+            "version 2 of secret/destroyed is destroyed",
+            "`bao kv put secret/destroyed FIELD=VALUE`",
+        ] {
+            assert!(said.contains(says), "{says:?} not in {said}");
+        }
+        assert!(!said.contains("undelete"), "{said}");
+
+        let said = refusal(vault.kv("secret", "missing", Some(7)).await.unwrap_err());
+        for says in [
+            "version 7 of secret/missing does not exist",
+            "`bao kv metadata get secret/missing`",
+        ] {
+            assert!(said.contains(says), "{says:?} not in {said}");
+        }
+        let said = refusal(vault.kv("secret", "missing", None).await.unwrap_err());
+        assert!(said.contains("no secret at secret/missing"), "{said}");
+
+        let said = refusal(vault.kv("secret", "older-vault", None).await.unwrap_err());
+        assert!(
+            said.contains("version 4 of secret/older-vault was deleted at 2026-12-07T10:00:00Z"),
+            "{said}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn kv_metadata_tells_deleted_from_destroyed_from_present() {
+        let meta = |deleted: &str, destroyed: bool| json!({"version": 5, "deletion_time": deleted, "destroyed": destroyed});
+        assert_eq!(
+            KvGone::from_metadata(&meta("2026-12-07T10:00:00Z", false)),
+            Some((
+                5,
+                KvGone::Deleted {
+                    at: "2026-12-07T10:00:00Z".into()
+                }
+            ))
+        );
+        // Destroyed after a delete: destroyed is what matters.
+        assert_eq!(
+            KvGone::from_metadata(&meta("2026-12-07T10:00:00Z", true)),
+            Some((5, KvGone::Destroyed))
+        );
+        assert_eq!(KvGone::from_metadata(&meta("", false)), None);
+        assert_eq!(KvGone::from_metadata(&json!(null)), None);
     }
 }

@@ -51,6 +51,14 @@ pub enum VaultError {
     /// Vault's answer is not what its API documents.
     #[error("vault's answer to {what} is not understood: {reason}")]
     Malformed { what: String, reason: String },
+    /// Vault keeps a KV v2 version but not its data (its answer is a 404 with the version's
+    /// metadata): deleted, or destroyed.
+    #[error("vault refused {what}: version {version} {gone}")]
+    KvVersionGone {
+        what: String,
+        version: u64,
+        gone: KvGone,
+    },
     /// The secret exists but holds no such field.
     #[error("vault secret {path} has no field {field:?} (fields: {available})")]
     NoField {
@@ -74,5 +82,39 @@ impl VaultError {
     /// The token is no longer accepted: log in again.
     pub fn is_forbidden(&self) -> bool {
         matches!(self, VaultError::Refused { status, .. } if *status == StatusCode::FORBIDDEN)
+    }
+}
+
+/// Why a KV v2 version has no data, as its metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvGone {
+    /// Soft-deleted (`kv delete`) at this time: `kv undelete` brings it back.
+    Deleted { at: String },
+    /// Destroyed (`kv destroy`): its data is gone for good.
+    Destroyed,
+}
+
+impl std::fmt::Display for KvGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvGone::Deleted { at } => write!(f, "was deleted at {at}"),
+            KvGone::Destroyed => f.write_str("is destroyed"),
+        }
+    }
+}
+
+impl KvGone {
+    /// The version and why it has no data, from a KV v2 answer's `data.metadata`
+    /// (`destroyed`, `deletion_time`); `None` for a version that has its data, or no
+    /// metadata at all.
+    pub fn from_metadata(metadata: &serde_json::Value) -> Option<(u64, KvGone)> {
+        let version = metadata["version"].as_u64()?;
+        if metadata["destroyed"].as_bool() == Some(true) {
+            return Some((version, KvGone::Destroyed));
+        }
+        match metadata["deletion_time"].as_str() {
+            Some(at) if !at.is_empty() => Some((version, KvGone::Deleted { at: at.to_owned() })),
+            _ => None,
+        }
     }
 }

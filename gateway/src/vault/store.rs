@@ -123,6 +123,11 @@ pub struct Slot {
     current: ArcSwapOption<Held>,
     /// Held while reading from Vault: concurrent misses make one call.
     fetching: tokio::sync::Mutex<()>,
+    /// A reload asked for it to be read again while a read was under way (one that may have
+    /// left before the secret was rotated): read again once that read ends. Read and written
+    /// `SeqCst`: a reload's mark then failed `try_lock`, and a reader's unlock then check,
+    /// must not both miss the other.
+    stale: std::sync::atomic::AtomicBool,
     /// When a request last used it (milliseconds since the store's epoch).
     last_used: AtomicU64,
     /// Failed refreshes in a row, and when the next may be tried (ms since the epoch).
@@ -160,6 +165,9 @@ impl std::fmt::Debug for SecretStore {
 
 /// How often the background task looks at what is held.
 const TICK: Duration = Duration::from_secs(1);
+/// How many KV secrets a reload reads again at once: one Vault read per secret held (per
+/// principal, with per-agent paths) would otherwise leave all together at every reload.
+const REREADS_AT_ONCE: usize = 4;
 /// Longest wait between two tries while Vault fails.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -238,6 +246,7 @@ impl SecretStore {
                 key: key.clone(),
                 current: ArcSwapOption::empty(),
                 fetching: tokio::sync::Mutex::new(()),
+                stale: std::sync::atomic::AtomicBool::new(false),
                 last_used: AtomicU64::new(0),
                 failures: AtomicU32::new(0),
                 next_try: AtomicU64::new(0),
@@ -276,7 +285,16 @@ impl SecretStore {
         let store = Arc::clone(self);
         let slot = Arc::clone(slot);
         let path = slot.key.path();
-        match tokio::spawn(async move { store.fetch(&slot).await }).await {
+        match tokio::spawn(async move {
+            let result = store.fetch(&slot).await;
+            if slot.stale.load(Ordering::SeqCst) {
+                // A reload came during the read: read again, without making this request wait.
+                tokio::spawn(async move { store.reread_stale(&slot).await });
+            }
+            result
+        })
+        .await
+        {
             Ok(result) => result,
             Err(e) => Err(SecretError::Refused {
                 path,
@@ -302,6 +320,8 @@ impl SecretStore {
             return Err(e);
         }
         slot.last_used.store(self.now_ms(), Ordering::Relaxed);
+        // This read leaves now: it reads what any reload before it asked for.
+        slot.stale.store(false, Ordering::SeqCst);
         match self.read(&slot.key).await {
             Ok(held) => {
                 let held = Arc::new(held);
@@ -434,32 +454,60 @@ impl SecretStore {
         answer
     }
 
-    /// Reads again now, each in a task of its own, every KV secret held that follows the
-    /// latest version (no `version` pinned): after a reload, a secret rotated in Vault is used
-    /// from the moment it is read, not only once `kv_ttl` has passed. The held one serves until
-    /// then, and on if Vault cannot be read (as at any refresh); leases are left as they are.
+    /// Reads again now every KV secret held that follows the latest version (no `version`
+    /// pinned): after a reload, a secret rotated in Vault is used from the moment it is read,
+    /// not only once `kv_ttl` has passed. One task reads them, [`REREADS_AT_ONCE`] at a time.
+    /// A secret whose read is under way (which may have left before the rotation) is marked
+    /// stale and read again when that read ends. The held one serves until then, and on if
+    /// Vault cannot be read (as at any refresh); leases are left as they are.
     pub fn reread_latest_kv(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|s| Arc::clone(&s)).collect();
-        for slot in slots {
-            if !matches!(slot.key, SecretKey::Kv { version: None, .. }) {
-                continue;
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .iter()
+            .filter(|s| {
+                matches!(s.key, SecretKey::Kv { version: None, .. }) && s.current.load().is_some()
+            })
+            .map(|s| Arc::clone(&s))
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        // Marked before any is tried: a read under way now sees the mark when it ends.
+        for slot in &slots {
+            slot.stale.store(true, Ordering::SeqCst);
+        }
+        let store = Arc::clone(self);
+        runtime.spawn(async move {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(slots)
+                .for_each_concurrent(REREADS_AT_ONCE, |slot| {
+                    let store = &store;
+                    async move { store.reread_stale(&slot).await }
+                })
+                .await;
+        });
+    }
+
+    /// Reads `slot` again for as long as it is marked stale and something is held. A read
+    /// under way keeps the mark for its own task to see when it ends (each task that held
+    /// the read's lock calls this after letting go of it), so the mark is never lost.
+    async fn reread_stale(&self, slot: &Slot) {
+        while slot.stale.load(Ordering::SeqCst) {
+            let Ok(_fetching) = slot.fetching.try_lock() else {
+                return;
+            };
+            if !slot.stale.load(Ordering::SeqCst) || self.is_closed() {
+                return;
             }
             let Some(held) = slot.current.load_full() else {
-                continue;
+                // Nothing held: the next request reads the latest version.
+                slot.stale.store(false, Ordering::SeqCst);
+                return;
             };
-            let store = Arc::clone(self);
-            runtime.spawn(async move {
-                // A read already under way reads the latest version too.
-                let Ok(_fetching) = slot.fetching.try_lock() else {
-                    return;
-                };
-                if !store.is_closed() {
-                    store.refresh(&slot, &held).await;
-                }
-            });
+            self.refresh(slot, &held).await;
         }
     }
 
@@ -498,13 +546,16 @@ impl SecretStore {
             }
             let store = Arc::clone(self);
             tokio::spawn(async move {
-                // A refresh (or a request's read) already under way does this one's work.
-                let Ok(_fetching) = slot.fetching.try_lock() else {
-                    return;
-                };
-                if !store.is_closed() {
-                    store.refresh(&slot, &held).await;
+                {
+                    // A refresh (or a request's read) already under way does this one's work.
+                    let Ok(_fetching) = slot.fetching.try_lock() else {
+                        return;
+                    };
+                    if !store.is_closed() {
+                        store.refresh(&slot, &held).await;
+                    }
                 }
+                store.reread_stale(&slot).await;
             });
         }
     }
@@ -548,6 +599,7 @@ impl SecretStore {
                 }
             }
         }
+        slot.stale.store(false, Ordering::SeqCst);
         match self.read(&slot.key).await {
             Ok(new) => {
                 self.replace(slot, Some(Arc::new(new)), Revoke::Never);
@@ -701,5 +753,195 @@ mod tests {
             .path(),
             "database/creds/ro"
         );
+    }
+
+    use axum::extract::{Path, State};
+    use axum::routing::get;
+    use serde_json::json;
+
+    /// A fake Vault's KV v2: every path answers `version`, decided when the request arrives;
+    /// an answer waits while `gate` is closed, and for `delay`. It counts the reads, and the
+    /// most under way at once.
+    #[derive(Clone)]
+    struct Kv {
+        version: Arc<AtomicU64>,
+        reads: Arc<AtomicU64>,
+        under_way: Arc<AtomicU64>,
+        most: Arc<AtomicU64>,
+        gate: tokio::sync::watch::Sender<bool>,
+        delay: Duration,
+    }
+
+    async fn kv_read(
+        State(kv): State<Kv>,
+        Path(_path): Path<String>,
+    ) -> axum::Json<serde_json::Value> {
+        let version = kv.version.load(Ordering::SeqCst);
+        kv.reads.fetch_add(1, Ordering::SeqCst);
+        let now = kv.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+        kv.most.fetch_max(now, Ordering::SeqCst);
+        let mut open = kv.gate.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+        tokio::time::sleep(kv.delay).await;
+        kv.under_way.fetch_sub(1, Ordering::SeqCst);
+        axum::Json(json!({"data": {"data": {"token": format!("v{version}")},
+                                    "metadata": {"version": version}}}))
+    }
+
+    async fn fake_kv(delay: Duration) -> (Kv, Arc<SecretStore>, tempfile::TempDir) {
+        let kv = Kv {
+            version: Arc::new(AtomicU64::new(1)),
+            reads: Arc::default(),
+            under_way: Arc::default(),
+            most: Arc::default(),
+            gate: tokio::sync::watch::channel(true).0,
+            delay,
+        };
+        let app = axum::Router::new()
+            .route(
+                "/v1/auth/token/lookup-self",
+                get(|| async { axum::Json(json!({"data": {"ttl": 3600, "renewable": false}})) }),
+            )
+            .route("/v1/secret/data/{*path}", get(kv_read))
+            .with_state(kv.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let config = VaultConfig {
+            address,
+            namespace: None,
+            auth: super::super::config::VaultAuth::Token {
+                token: super::super::config::BootstrapSecret::File(token),
+            },
+            ca_cert: None,
+            timeout: Duration::from_secs(10),
+            renew_margin: Duration::from_secs(60),
+            kv_ttl: Duration::from_secs(300),
+            idle: Duration::from_secs(600),
+        };
+        (kv, SecretStore::idle(config).unwrap(), dir)
+    }
+
+    fn latest(path: &str) -> SecretKey {
+        SecretKey::Kv {
+            mount: "secret".into(),
+            path: path.into(),
+            version: None,
+        }
+    }
+
+    fn version_held(store: &SecretStore, slot: &Slot) -> Option<u64> {
+        store.cached(slot).and_then(|held| held.origin.version)
+    }
+
+    async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A reload re-reads every KV secret held, but never more than `REREADS_AT_ONCE` at a
+    /// time (per-agent paths hold one per agent).
+    #[tokio::test]
+    async fn a_reload_rereads_every_kv_secret_a_few_at_a_time() {
+        let (kv, store, _dir) = fake_kv(Duration::from_millis(30)).await;
+        let slots: Vec<Arc<Slot>> = (0..24)
+            .map(|i| store.slot(&latest(&format!("agents/a{i}/github"))))
+            .collect();
+        for slot in &slots {
+            store.get(slot).await.unwrap();
+        }
+        assert_eq!(kv.reads.load(Ordering::SeqCst), 24);
+        kv.most.store(0, Ordering::SeqCst);
+        kv.version.store(2, Ordering::SeqCst);
+
+        store.reread_latest_kv();
+        wait_until("every secret read again", || {
+            slots.iter().all(|s| version_held(&store, s) == Some(2))
+        })
+        .await;
+        assert_eq!(kv.reads.load(Ordering::SeqCst), 48, "one read each");
+        let most = kv.most.load(Ordering::SeqCst);
+        assert!(
+            most as usize <= REREADS_AT_ONCE,
+            "{most} reads at once, more than {REREADS_AT_ONCE}"
+        );
+    }
+
+    /// A secret whose read left before the rotation, still under way at the reload, is read
+    /// again when that read ends: the reload's "at once" holds, not `kv_ttl` later.
+    #[tokio::test]
+    async fn a_reload_during_a_read_reads_again_when_it_ends() {
+        let (kv, store, _dir) = fake_kv(Duration::ZERO).await;
+        let slot = store.slot(&latest("warden/openai"));
+        store.get(&slot).await.unwrap();
+        assert_eq!(version_held(&store, &slot), Some(1));
+
+        // A re-read (a first reload) leaves, and waits at Vault with version 1 decided...
+        kv.gate.send_replace(false);
+        store.reread_latest_kv();
+        wait_until("the first re-read reached vault", || {
+            kv.under_way.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // ...the secret is rotated, and a second reload comes while that read is under way.
+        kv.version.store(2, Ordering::SeqCst);
+        store.reread_latest_kv();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        kv.gate.send_replace(true);
+
+        wait_until(
+            "the rotated version is read after the read under way",
+            || version_held(&store, &slot) == Some(2),
+        )
+        .await;
+        assert_eq!(kv.reads.load(Ordering::SeqCst), 3);
+        assert!(!slot.stale.load(Ordering::SeqCst));
+    }
+
+    /// A request's read under way at a reload is followed by a re-read as well.
+    #[tokio::test]
+    async fn a_reload_during_a_requests_read_reads_again_when_it_ends() {
+        let (kv, store, _dir) = fake_kv(Duration::ZERO).await;
+        let slot = store.slot(&latest("warden/openai"));
+        store.get(&slot).await.unwrap();
+        // The held version expires: the next request reads, and waits at Vault.
+        let expired = slot.current.load_full().unwrap();
+        slot.current.store(Some(Arc::new(Held {
+            data: expired.data.clone(),
+            origin: Arc::clone(&expired.origin),
+            lease: None,
+            lease_duration: expired.lease_duration,
+            last_renewal: false,
+            expires: Instant::now(),
+            refresh_at: Instant::now(),
+            made: ArcSwapOption::empty(),
+        })));
+        kv.gate.send_replace(false);
+        let request = {
+            let store = Arc::clone(&store);
+            let slot = Arc::clone(&slot);
+            tokio::spawn(async move { store.get(&slot).await.map(|h| h.origin.version) })
+        };
+        wait_until("the request's read reached vault", || {
+            kv.under_way.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        kv.version.store(2, Ordering::SeqCst);
+        store.reread_latest_kv();
+        kv.gate.send_replace(true);
+        assert_eq!(request.await.unwrap().unwrap(), Some(1));
+        wait_until(
+            "the rotated version is read after the request's read",
+            || version_held(&store, &slot) == Some(2),
+        )
+        .await;
     }
 }
