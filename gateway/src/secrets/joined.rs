@@ -650,16 +650,7 @@ fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<
                 _ => return,
             };
             if is_text(delta, field) {
-                deltas.push(Delta {
-                    key: (Kind::Anthropic, i, n, 0, 0),
-                    pointer: format!("/delta/{field}"),
-                    shape: Shape::Anthropic {
-                        index: i,
-                        delta_type: delta_type.to_owned(),
-                        field,
-                    },
-                    tokens: None,
-                });
+                deltas.push(anthropic_delta(i, n, delta_type, field, "delta"));
             }
         }
         // A block may start with text, which the SDK puts before its deltas.
@@ -674,21 +665,33 @@ fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<
                 _ => return,
             };
             if is_text(block, field) {
-                deltas.push(Delta {
-                    key: (Kind::Anthropic, i, n, 0, 0),
-                    pointer: format!("/content_block/{field}"),
-                    shape: Shape::Anthropic {
-                        index: i,
-                        delta_type: delta_type.to_owned(),
-                        field,
-                    },
-                    tokens: None,
-                });
+                deltas.push(anthropic_delta(i, n, delta_type, field, "content_block"));
             }
         }
         "content_block_stop" => ends.push((Kind::Anthropic, index(event, "index"))),
         "message_delta" | "message_stop" | "error" => ends.push((Kind::Anthropic, None)),
         _ => {}
+    }
+}
+
+/// An Anthropic text channel's delta: block `index`, its `n`th kind of text (`delta_type`,
+/// in `field` of the event's `object`: `delta` or `content_block`).
+fn anthropic_delta(
+    index: u64,
+    n: u64,
+    delta_type: &str,
+    field: &'static str,
+    object: &str,
+) -> Delta {
+    Delta {
+        key: (Kind::Anthropic, index, n, 0, 0),
+        pointer: format!("/{object}/{field}"),
+        shape: Shape::Anthropic {
+            index,
+            delta_type: delta_type.to_owned(),
+            field,
+        },
+        tokens: None,
     }
 }
 
