@@ -68,6 +68,42 @@ async fn check_reports_each_bad_config_with_file_line_and_key() {
     }
 }
 
+/// A misspelt key is named at its file, line and key with the known key it most likely
+/// meant: a section, a key inside one, a key inside a route.
+#[tokio::test]
+async fn check_says_which_known_key_a_misspelt_one_meant() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let path = setup.dir.path().join("misspelt.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir: {}\nlistne:\n  proxy: 127.0.0.1:18080\nlimits:\n  max_request_byte: 1024\n\
+             routes:\n  - prefix: /openai\n    connector: openai\n    upstream: http://127.0.0.1:9/v1\n\
+             \x20   Credential: {{ env: FAKE_OPENAI_KEY }}\n",
+            setup.data_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = warden(&["check", "--config"], &path, &setup).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let file = path.display();
+    for said in [
+        format!("{file}:2: listne: unknown section (did you mean `listen`?)"),
+        format!(
+            "{file}:5: limits.max_request_byte: unknown field `max_request_byte` (did you mean \
+             `max_request_bytes`?)"
+        ),
+        format!(
+            "{file}:10: routes[0].Credential: unknown field `Credential` (did you mean \
+             `credential`?)"
+        ),
+    ] {
+        assert!(stderr.contains(&said), "{said:?} not in:\n{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn policy_validate_names_the_invalid_policy_file() {
     let fake = FakeLlm::start().await.unwrap();

@@ -992,6 +992,229 @@ async fn a_missing_kv_secret_says_how_to_check_and_write_it() {
     );
 }
 
+/// A request on `prefix` (route `prefix[1..]`) refused 503 `credential_unavailable`: the
+/// error its audit record gives.
+async fn credential_refusal(warden: &Warden, token: &str, prefix: &str) -> String {
+    let (status, body) = get(warden, token, &format!("{prefix}/models")).await;
+    assert_eq!(status, 503, "{prefix}: {body}");
+    assert_eq!(
+        body["error"]["code"], "credential_unavailable",
+        "{prefix}: {body}"
+    );
+    let route = &prefix[1..];
+    let outcome = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "outcome" && r["route"] == route && r["outcome"]["error"].is_string()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{prefix}: no outcome record of the refusal: {e}"));
+    outcome["outcome"]["error"].as_str().unwrap().to_owned()
+}
+
+/// Real OpenBao's answers to a KV version that holds no data (404 with the version's
+/// metadata when it was deleted or destroyed, a bare 404 when it was never written) reach
+/// the operator as what they are and what to do: the latest version deleted (`bao kv
+/// delete`), a pinned version destroyed (`bao kv destroy`), a pinned version never written.
+/// The agent's request is refused 503 `credential_unavailable`; its audit record and
+/// Warden's log say which. The advice works: `bao kv undelete` as told brings the route back.
+#[tokio::test]
+async fn kv_versions_deleted_destroyed_or_never_written_say_which_and_what_to_do() {
+    let (bao, fake, echo) = stage().await;
+    bao.kv_put("e2e/deleted", &[("token", "sk-deleted-000000001")]);
+    bao.run(&["kv", "delete", "-mount=secret", "e2e/deleted"]);
+    bao.kv_put("e2e/destroyed", &[("token", "sk-destroyed-00000001")]);
+    bao.kv_put("e2e/destroyed", &[("token", "sk-destroyed-00000002")]);
+    bao.run(&[
+        "kv",
+        "destroy",
+        "-mount=secret",
+        "-versions=1",
+        "e2e/destroyed",
+    ]);
+    bao.kv_put("e2e/versions", &[("token", "sk-versions-000000001")]);
+    let routes = [
+        echo_route(
+            "/deleted",
+            &echo,
+            json!({"vault": {"kv": "secret/e2e/deleted"}}),
+            None,
+        ),
+        echo_route(
+            "/destroyed",
+            &echo,
+            json!({"vault": {"kv": "secret/e2e/destroyed", "version": 1}}),
+            None,
+        ),
+        echo_route(
+            "/unwritten",
+            &echo,
+            json!({"vault": {"kv": "secret/e2e/versions", "version": 9}}),
+            None,
+        ),
+    ];
+    let warden = warden(&bao, &fake, |mut b| {
+        for (i, r) in routes.into_iter().enumerate() {
+            b = b.set(&format!("/routes/{}", 3 + i), r);
+        }
+        b
+    })
+    .await;
+    let token = warden.token(AGENT).await.expect("token");
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "/deleted",
+            &[
+                "version 1 of secret/e2e/deleted was deleted at 20",
+                "undelete it with `bao kv undelete -versions=1 secret/e2e/deleted`",
+                "`bao kv put secret/e2e/deleted FIELD=VALUE`",
+            ],
+            &["no secret at", "destroyed", "pins it"],
+        ),
+        (
+            "/destroyed",
+            &[
+                "version 1 of secret/e2e/destroyed is destroyed (its data cannot be recovered)",
+                "pin another (`bao kv metadata get secret/e2e/destroyed` lists them)",
+            ],
+            &["undelete", "no secret at"],
+        ),
+        (
+            "/unwritten",
+            &[
+                "version 9 of secret/e2e/versions does not exist",
+                "`bao kv metadata get secret/e2e/versions`",
+                "pin one of them, or drop `version` to follow the latest",
+            ],
+            &["deleted at", "destroyed", "undelete"],
+        ),
+    ];
+    for (prefix, says, not) in cases {
+        let error = credential_refusal(&warden, &token, prefix).await;
+        for said in says {
+            assert!(error.contains(said), "{prefix}: {said:?} not in {error}");
+        }
+        for unsaid in not {
+            assert!(!error.contains(unsaid), "{prefix}: {unsaid:?} in {error}");
+        }
+        // Warden's log line for the refusal says it as well.
+        let output = warden.output();
+        assert!(
+            output.contains(says[0]),
+            "{prefix}: not in the log:\n{output}"
+        );
+    }
+    assert!(echo.seen().is_empty(), "no refused request went upstream");
+
+    // Done as told, the deleted version serves again (once the refusal's back-off ends).
+    bao.run(&["kv", "undelete", "-versions=1", "secret/e2e/deleted"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(&warden, &token, "/deleted/models").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "undeleted, the secret is still refused: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        echo.seen().last().unwrap()["headers"]["authorization"],
+        "Bearer sk-deleted-000000001"
+    );
+}
+
+/// `warden_vault_reload_rereads_total{result}` on `warden`'s /metrics.
+async fn rereads(warden: &Warden, result: &str) -> f64 {
+    let metrics = warden.metrics().await.expect("metrics");
+    metric(
+        &metrics,
+        &format!("warden_vault_reload_rereads_total{{result=\"{result}\"}}"),
+    )
+}
+
+/// Waits until `warden` counts `at_least` re-reads of `result`, within 15 s.
+async fn wait_rereads(warden: &Warden, result: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while rereads(warden, result).await < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no re-read counted {result}: {}",
+            warden.metrics().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each KV secret a reload reads again is counted on /metrics by what came of it: `ok` (a
+/// rotated version is read), `failed` (its latest version deleted in OpenBao: dropped, and
+/// the route refuses, saying so), `kept_stale` (OpenBao down: the held version serves).
+#[tokio::test]
+async fn a_reloads_rereads_are_counted_ok_failed_or_kept_stale() {
+    let (mut bao, fake, echo) = stage().await;
+    bao.kv_put("e2e/reread", &[("token", "sk-reread-0000000001")]);
+    let route = echo_route(
+        "/reread",
+        &echo,
+        json!({"vault": {"kv": "secret/e2e/reread"}}),
+        None,
+    );
+    let warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    let authorization = || echo.seen().last().unwrap()["headers"]["authorization"].clone();
+    let (status, body) = get(&warden, &token, "/reread/models").await;
+    assert_eq!(status, 200, "{body}");
+    for result in ["ok", "failed", "kept_stale"] {
+        assert_eq!(
+            rereads(&warden, result).await,
+            0.0,
+            "{result} before any reload"
+        );
+    }
+
+    // Rotated, then a reload: read again.
+    bao.kv_put("e2e/reread", &[("token", "sk-reread-0000000002")]);
+    warden.signal(libc::SIGHUP).unwrap();
+    wait_rereads(&warden, "ok", 1.0).await;
+    let (status, body) = get(&warden, &token, "/reread/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(authorization(), "Bearer sk-reread-0000000002");
+
+    // Its latest version deleted, then a reload: Vault refuses it, and so does Warden.
+    bao.run(&["kv", "delete", "-mount=secret", "e2e/reread"]);
+    warden.signal(libc::SIGHUP).unwrap();
+    wait_rereads(&warden, "failed", 1.0).await;
+    let error = credential_refusal(&warden, &token, "/reread").await;
+    assert!(
+        error.contains("version 2 of secret/e2e/reread was deleted at"),
+        "{error}"
+    );
+    let output = warden.output();
+    assert!(
+        output.contains("vault no longer gives a secret; it is dropped")
+            && output.contains("version 2 of secret/e2e/reread was deleted at"),
+        "{output}"
+    );
+
+    // A new version is read by the next request after the back-off; then OpenBao goes down
+    // and a reload cannot read it again: the held version serves on.
+    bao.kv_put("e2e/reread", &[("token", "sk-reread-0000000003")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while get(&warden, &token, "/reread/models").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bao.stop();
+    warden.signal(libc::SIGHUP).unwrap();
+    wait_rereads(&warden, "kept_stale", 1.0).await;
+    let (status, body) = get(&warden, &token, "/reread/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(authorization(), "Bearer sk-reread-0000000003");
+    assert_eq!(rereads(&warden, "ok").await, 1.0);
+    assert_eq!(rereads(&warden, "failed").await, 1.0);
+}
+
 /// The token of Warden's AppRole login, as OpenBao's `lookup-accessor` shows it (`None` until
 /// Warden has logged in).
 fn approle_token(bao: &OpenBao) -> Option<Value> {

@@ -168,10 +168,18 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "canaries" => section(&key, value, &mut config.canaries, &error, &mut errors),
             "fleet" => section(&key, value, &mut config.fleet, &error, &mut errors),
             "admin" => section(&key, value, &mut config.admin, &error, &mut errors),
-            other => errors.push(error(
-                other,
-                format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
-            )),
+            other => {
+                let guess = super::suggest::closest(other, SECTIONS.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                errors.push(error(
+                    other,
+                    format!(
+                        "unknown section{guess}; expected one of: {}",
+                        SECTIONS.join(", ")
+                    ),
+                ))
+            }
         }
     }
     errors.extend(
@@ -230,7 +238,8 @@ fn section<T: DeserializeOwned>(
                 } else {
                     join_key(key, &mistake.path)
                 };
-                errors.push(error(&path, plain_expectation(&mistake.message)));
+                let message = super::suggest::unknown_name(&mistake.message);
+                errors.push(error(&path, plain_expectation(&message)));
             }
         }
     }
@@ -367,6 +376,56 @@ mod tests {
             last.contains("the first 50 mistakes are shown; fix them and run `warden check` again"),
             "{last}"
         );
+    }
+
+    /// A misspelt key, in any section and at any depth, is named at its line with the known
+    /// key it most likely meant; a key close to none gets no guess.
+    #[test]
+    fn an_unknown_key_close_to_a_known_one_says_did_you_mean() {
+        let text = "\
+adit:
+  dir: a
+vault:
+  adress: http://127.0.0.1:8200
+  auth: { method: token, token: { env: T } }
+  tiemout: 2s
+audit:
+  Fail-Closed: true
+routes:
+  - { prefix: /o, conector: openai, upstream: http://127.0.0.1:1 }
+listen:
+  Proxy: 127.0.0.1:8080
+log:
+  colour_scheme: dark
+";
+        let errors = parse(text, Some(Path::new("w.yaml"))).unwrap_err();
+        let text = errors.to_string();
+        for said in [
+            "w.yaml:1: adit: unknown section (did you mean `audit`?); expected one of:",
+            "w.yaml:4: vault.adress: unknown field `adress` (did you mean `address`?), expected",
+            "w.yaml:6: vault.tiemout: unknown field `tiemout` (did you mean `timeout`?), expected",
+            "w.yaml:8: audit.Fail-Closed: unknown field `Fail-Closed` (did you mean \
+             `fail_closed`?), expected",
+            "w.yaml:10: routes[0].conector: unknown field `conector` (did you mean \
+             `connector`?), expected",
+            "w.yaml:12: listen.Proxy: unknown field `Proxy` (did you mean `proxy`?), expected",
+        ] {
+            assert!(text.contains(said), "{said:?} not in\n{text}");
+        }
+        // A kind chosen from a list (an internally tagged enum) as well.
+        let method = parse(
+            "vault:\n  address: http://127.0.0.1:8200\n  auth: { method: tokn }\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            method.contains("unknown variant `tokn` (did you mean `token`?), expected one of"),
+            "{method}"
+        );
+        let colour = errors.0.iter().find(|e| e.key == "log.colour_scheme");
+        let colour = colour.unwrap_or_else(|| panic!("{text}"));
+        assert!(!colour.message.contains("did you mean"), "{text}");
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub mod locate;
 pub mod section;
 #[cfg(test)]
 mod secure_defaults;
+pub mod suggest;
 pub mod url;
 pub mod validate;
 pub mod workdir;

@@ -1,4 +1,5 @@
-//! Vault's metrics: whether it answers, what is held, reads, renewals and revocations. One
+//! Vault's metrics: whether it answers, what is held, reads, renewals, revocations and the
+//! re-reads a reload makes. One
 //! set per process (stores come and go with reloads); `/metrics` exports them.
 
 use std::sync::LazyLock;
@@ -17,6 +18,10 @@ pub struct VaultMetrics {
     pub renewals: IntCounterVec,
     /// Lease revocations by result (`ok`, `error`).
     pub revocations: IntCounterVec,
+    /// KV secrets a reload read again, by result: `ok` (the latest version is held),
+    /// `failed` (Vault refused it: dropped, its requests refused), `kept_stale` (Vault did
+    /// not answer: the version held serves until it expires).
+    pub reload_rereads: IntCounterVec,
 }
 
 impl VaultMetrics {
@@ -28,6 +33,7 @@ impl VaultMetrics {
             Box::new(self.reads.clone()),
             Box::new(self.renewals.clone()),
             Box::new(self.revocations.clone()),
+            Box::new(self.reload_rereads.clone()),
         ]
     }
 }
@@ -58,6 +64,11 @@ pub static VAULT: LazyLock<VaultMetrics> = LazyLock::new(|| {
         revocations: counter(
             "warden_vault_lease_revocations_total",
             "Lease revocations by result",
+            &["result"],
+        ),
+        reload_rereads: counter(
+            "warden_vault_reload_rereads_total",
+            "KV secrets a reload read again from Vault, by result",
             &["result"],
         ),
     }

@@ -320,17 +320,22 @@ impl SecretStore {
             return Err(e);
         }
         slot.last_used.store(self.now_ms(), Ordering::Relaxed);
-        // This read leaves now: it reads what any reload before it asked for.
-        slot.stale.store(false, Ordering::SeqCst);
-        match self.read(&slot.key).await {
+        // This read leaves now: it reads what any reload before it asked for (and is counted
+        // as that reload's re-read; nothing valid is held, so none is kept stale).
+        let asked = slot.stale.swap(false, Ordering::SeqCst);
+        let (answer, refreshed) = match self.read(&slot.key).await {
             Ok(held) => {
                 let held = Arc::new(held);
                 self.replace(slot, Some(Arc::clone(&held)), Revoke::Never);
                 self.succeeded(slot);
-                Ok(held)
+                (Ok(held), Refreshed::Ok)
             }
-            Err(e) => Err(self.failed(slot, e)),
+            Err(e) => (Err(self.failed(slot, e)), Refreshed::Failed),
+        };
+        if asked {
+            refreshed.count_reread();
         }
+        answer
     }
 
     /// Reads `key` from Vault.
@@ -561,7 +566,8 @@ impl SecretStore {
     }
 
     /// Renews `held`'s lease, or reads the secret again when it has no renewable lease or
-    /// the last renewal was capped by the lease's maximum TTL.
+    /// the last renewal was capped by the lease's maximum TTL. A read that takes a reload's
+    /// mark is counted as that reload's re-read.
     async fn refresh(&self, slot: &Slot, held: &Arc<Held>) {
         if let (Some((lease_id, true)), false) = (&held.lease, held.last_renewal) {
             match self.vault.renew_lease(lease_id, held.lease_duration).await {
@@ -599,22 +605,28 @@ impl SecretStore {
                 }
             }
         }
-        slot.stale.store(false, Ordering::SeqCst);
-        match self.read(&slot.key).await {
+        let asked = slot.stale.swap(false, Ordering::SeqCst);
+        let refreshed = match self.read(&slot.key).await {
             Ok(new) => {
                 self.replace(slot, Some(Arc::new(new)), Revoke::Never);
                 self.succeeded(slot);
+                Refreshed::Ok
             }
             Err(e) if e.is_outage() => {
                 let answer = self.failed(slot, e);
                 tracing::warn!(error = %answer, "cannot refresh a secret from vault; the cached one serves until it expires");
+                Refreshed::KeptStale
             }
             Err(e) => {
                 // Vault refuses it now (deleted, destroyed, no longer granted): so does Warden.
                 let answer = self.failed(slot, e);
                 tracing::warn!(error = %answer, "vault no longer gives a secret; it is dropped and its requests refused");
                 self.replace(slot, None, Revoke::Now);
+                Refreshed::Failed
             }
+        };
+        if asked {
+            refreshed.count_reread();
         }
     }
 
@@ -667,6 +679,30 @@ impl SecretStore {
         let stores: Vec<Arc<SecretStore>> =
             lock(&STORES).iter().filter_map(Weak::upgrade).collect();
         futures_util::future::join_all(stores.iter().map(|s| s.shutdown(within))).await;
+    }
+}
+
+/// What came of a read of a secret held, as `warden_vault_reload_rereads_total` counts it
+/// when a reload asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refreshed {
+    /// Read again: the secret held is current.
+    Ok,
+    /// Vault refused it (deleted, destroyed, no longer granted): dropped.
+    Failed,
+    /// Vault did not answer: what is held serves until it expires.
+    KeptStale,
+}
+
+impl Refreshed {
+    /// Counts it as the re-read a reload asked for.
+    fn count_reread(self) {
+        let result = match self {
+            Refreshed::Ok => "ok",
+            Refreshed::Failed => "failed",
+            Refreshed::KeptStale => "kept_stale",
+        };
+        VAULT.reload_rereads.with_label_values(&[result]).inc();
     }
 }
 
