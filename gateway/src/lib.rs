@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod harden;
 pub mod identity;
 pub mod inspect;
+pub mod json_len;
 pub mod keys;
 pub mod listener;
 pub mod mcp;

@@ -703,6 +703,24 @@ impl Warden {
     }
 }
 
+/// `N` replicas on the state store at `state_url`, started one after another from `replica(i)`
+/// for `i` in `0..N`: each [`WardenBuilder::replica_of`] the store, every one after the first
+/// signing its Warden tokens with the first's key, so that each accepts the others' tokens.
+pub async fn replicas_on_one_store<const N: usize>(
+    state_url: &str,
+    replica: impl Fn(usize) -> WardenBuilder,
+) -> anyhow::Result<[Warden; N]> {
+    let mut started: Vec<Warden> = Vec::with_capacity(N);
+    for i in 0..N {
+        let builder = replica(i).replica_of(state_url, started.first());
+        started.push(builder.start().await?);
+    }
+    match started.try_into() {
+        Ok(all) => Ok(all),
+        Err(_) => unreachable!("{N} replicas were started"),
+    }
+}
+
 /// `warden ARGS…` (the binary under test, `RUST_LOG` unset) within `timeout`: whether it
 /// succeeded, its stdout and its stderr.
 pub async fn cli(args: &[&str], timeout: Duration) -> (bool, String, String) {

@@ -17,28 +17,40 @@ use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::operator::{NEEDS_SRE, decide, enrol, oathtool, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::openai_chat;
-use warden_e2e::warden::{Prepared, Warden, WardenBuilder, read_audit, run_bounded};
+use warden_e2e::warden::{
+    Prepared, Warden, WardenBuilder, read_audit, replicas_on_one_store, run_bounded,
+};
 
 /// The agent-token and factor keys every replica shares (a factor sealed through one replica
 /// opens at another).
 const FACTOR_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// One replica on `state_url` named `name`, refusing as errors (`on_deny: http_error`) so that
-/// a response's status and code say what was decided; approvals answered at once (`pending`)
-/// and given by any of `operators` (all in `sre`).
-fn replica(
+/// `N` replicas on a fresh PostgreSQL database `database`, named `replica-a`, `replica-b`…, each
+/// refusing as errors (`on_deny: http_error`) so that a response's status and code say what was
+/// decided, approvals answered at once (`pending`) and given by any of `operators` (all in
+/// `sre`), and then set up by `more`.
+async fn replicas<const N: usize>(
     upstream: &FakeLlm,
-    state_url: &str,
-    name: &str,
-    signer: Option<&Warden>,
+    database: &str,
     operators: &[&str],
-) -> WardenBuilder {
+    more: impl Fn(WardenBuilder) -> WardenBuilder,
+) -> [Warden; N] {
+    let state_url = Postgres::from_env().fresh_database(database);
+    replicas_on_one_store(&state_url, |i| {
+        let name = format!("replica-{}", char::from(b'a' + u8::try_from(i).unwrap()));
+        more(replica(upstream, &name, operators))
+    })
+    .await
+    .unwrap()
+}
+
+/// One replica named `name` (for its store, see [`replicas`]).
+fn replica(upstream: &FakeLlm, name: &str, operators: &[&str]) -> WardenBuilder {
     let operators: Vec<Value> = operators
         .iter()
         .map(|o| json!({"subject": o, "groups": ["sre"]}))
         .collect();
     WardenBuilder::new(upstream)
-        .replica_of(state_url, signer)
         .set("/routes/0/on_deny", json!("http_error"))
         .set(
             "/approvals",
@@ -136,20 +148,11 @@ fn assert_sequence(log: &[Value], who: &str) {
 
 #[tokio::test]
 async fn an_approval_replayed_fifty_times_across_two_replicas_lets_exactly_one_through() {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_replay");
     let upstream = FakeLlm::start().await.unwrap();
-    let ops = ["alice"];
-    let a = replica(&upstream, &state_url, "replica-a", None, &ops)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .start()
-        .await
-        .unwrap();
-    let b = replica(&upstream, &state_url, "replica-b", Some(&a), &ops)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .start()
-        .await
-        .unwrap();
+    let [a, b] = replicas(&upstream, "warden_e2e_load_replay", &["alice"], |r| {
+        r.policy("needs-sre.cedar", NEEDS_SRE)
+    })
+    .await;
     let token = a.token("replayer").await.unwrap();
     let body = chat_body("gpt-4o", "replay");
 
@@ -224,22 +227,14 @@ async fn an_approval_replayed_fifty_times_across_two_replicas_lets_exactly_one_t
 
 #[tokio::test]
 async fn an_approve_and_a_deny_racing_from_two_replicas_settle_the_approval_once() {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_vote_race");
     let upstream = FakeLlm::start().await.unwrap();
     // Each approver can vote once per TOTP step (a code counts once): one pair per round.
     let pairs = [("alice", "dave"), ("carol", "erin")];
     let ops: Vec<&str> = pairs.iter().flat_map(|(x, y)| [*x, *y]).collect();
-    let a = replica(&upstream, &state_url, "replica-a", None, &ops)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .start()
-        .await
-        .unwrap();
-    let b = replica(&upstream, &state_url, "replica-b", Some(&a), &ops)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .start()
-        .await
-        .unwrap();
+    let [a, b] = replicas(&upstream, "warden_e2e_load_vote_race", &ops, |r| {
+        r.policy("needs-sre.cedar", NEEDS_SRE)
+    })
+    .await;
     let token = a.token("raced").await.unwrap();
     let mut secrets = HashMap::new();
     for who in &ops {
@@ -337,18 +332,9 @@ async fn collect(
 #[tokio::test]
 async fn policies_and_a_route_reloaded_under_load_judge_each_request_by_one_set_and_lose_no_record()
 {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_reload");
     let upstream = FakeLlm::start().await.unwrap();
     upstream.set_response_delay(Duration::from_millis(20));
-    let a = replica(&upstream, &state_url, "replica-a", None, &["alice"])
-        .start()
-        .await
-        .unwrap();
-    let b = replica(&upstream, &state_url, "replica-b", Some(&a), &["alice"])
-        .start()
-        .await
-        .unwrap();
+    let [a, b] = replicas(&upstream, "warden_e2e_load_reload", &["alice"], |r| r).await;
     let token = a.token("flipper").await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = load(
@@ -479,8 +465,6 @@ async fn policies_and_a_route_reloaded_under_load_judge_each_request_by_one_set_
 
 #[tokio::test]
 async fn a_rate_limit_burst_across_three_replicas_stays_within_the_documented_bound() {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_rate_burst");
     let upstream = FakeLlm::start().await.unwrap();
     // A burst of 10 and (nearly) no refill: what is admitted is the burst, plus what each
     // other replica admits before it hears of the others.
@@ -494,36 +478,7 @@ async fn a_rate_limit_burst_across_three_replicas_stays_within_the_documented_bo
             ]}),
         )
     };
-    let a = limited(replica(
-        &upstream,
-        &state_url,
-        "replica-a",
-        None,
-        &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
-    let b = limited(replica(
-        &upstream,
-        &state_url,
-        "replica-b",
-        Some(&a),
-        &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
-    let c = limited(replica(
-        &upstream,
-        &state_url,
-        "replica-c",
-        Some(&a),
-        &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
+    let [a, b, c] = replicas(&upstream, "warden_e2e_load_rate_burst", &["alice"], limited).await;
     // Each has read the store once: what it counts from.
     tokio::time::sleep(Duration::from_millis(4 * SYNC_MS)).await;
     let token = a.token("burster").await.unwrap();
@@ -580,18 +535,9 @@ async fn a_rate_limit_burst_across_three_replicas_stays_within_the_documented_bo
 
 #[tokio::test]
 async fn a_quarantine_committed_through_one_replica_stops_a_burst_on_another_within_a_second() {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_quarantine");
     let upstream = FakeLlm::start().await.unwrap();
     upstream.set_response_delay(Duration::from_millis(10));
-    let a = replica(&upstream, &state_url, "replica-a", None, &["alice"])
-        .start()
-        .await
-        .unwrap();
-    let b = replica(&upstream, &state_url, "replica-b", Some(&a), &["alice"])
-        .start()
-        .await
-        .unwrap();
+    let [a, b] = replicas(&upstream, "warden_e2e_load_quarantine", &["alice"], |r| r).await;
     let token = a.token("rogue").await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let workers = load(

@@ -2,31 +2,43 @@
 //! Responses API, embeddings, models. Warden strips the agent's token, injects the provider
 //! key, and records decision and usage.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
 use warden_e2e::sdk;
 use warden_e2e::stack::{AGENT, Stack, openai_chat};
 use warden_e2e::warden::OPENAI_KEY;
 
+/// What the official OpenAI SDK (`openai_chat.py`) reports of `args`, run with base URL `base`
+/// and the stack's agent token.
+async fn openai_sdk(s: &Stack, base: &str, args: &[&str]) -> Value {
+    sdk::run("openai_chat.py", base, &s.token, args)
+        .await
+        .unwrap()
+}
+
+/// Asserts that the SDK's `out` of mode `mode` read the fake LLM's whole text as its `field`.
+#[track_caller]
+fn assert_whole_text(out: &Value, mode: &str, field: &str) {
+    assert_eq!(out[mode][field], json!(fake_llm::full_text()), "{out}");
+}
+
 #[tokio::test]
 async fn openai_sdk_chat_whole_streamed_and_tool_call_deltas_pass_through_unchanged() {
     let s = Stack::start().await.unwrap();
-    let out = sdk::run(
-        "openai_chat.py",
+    let out = openai_sdk(
+        &s,
         &s.openai_base(),
-        &s.token,
         &["chat", "stream", "tools", "tools-stream"],
     )
-    .await
-    .unwrap();
+    .await;
 
     let chat = &out["chat"];
-    assert_eq!(chat["content"], json!(fake_llm::full_text()), "{out}");
+    assert_whole_text(&out, "chat", "content");
     assert_eq!(chat["finish_reason"], "stop");
     assert_eq!(chat["usage"]["prompt_tokens"], json!(PROMPT_TOKENS));
 
     let stream = &out["stream"];
-    assert_eq!(stream["content"], json!(fake_llm::full_text()), "{out}");
+    assert_whole_text(&out, "stream", "content");
     assert_eq!(stream["finish_reason"], "stop");
     assert_eq!(
         stream["usage"]["completion_tokens"],
@@ -77,14 +89,8 @@ async fn openai_sdk_chat_whole_streamed_and_tool_call_deltas_pass_through_unchan
 #[tokio::test]
 async fn agent_token_is_stripped_and_openai_provider_key_injected() {
     let s = Stack::start().await.unwrap();
-    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["chat"])
-        .await
-        .unwrap();
-    assert_eq!(
-        out["chat"]["content"],
-        json!(fake_llm::full_text()),
-        "{out}"
-    );
+    let out = openai_sdk(&s, &s.openai_base(), &["chat"]).await;
+    assert_whole_text(&out, "chat", "content");
 
     let upstream = s.upstream_requests(1).await;
     let forwarded = upstream.last().unwrap();
@@ -112,14 +118,8 @@ async fn agent_token_is_stripped_and_openai_provider_key_injected() {
 async fn a_base_url_ending_in_v1_reaches_the_upstream_once_under_v1() {
     let s = Stack::start().await.unwrap();
     let base = format!("{}/v1", s.openai_base());
-    let out = sdk::run("openai_chat.py", &base, &s.token, &["chat", "models"])
-        .await
-        .unwrap();
-    assert_eq!(
-        out["chat"]["content"],
-        json!(fake_llm::full_text()),
-        "{out}"
-    );
+    let out = openai_sdk(&s, &base, &["chat", "models"]).await;
+    assert_whole_text(&out, "chat", "content");
     let upstream = s.upstream_requests(2).await;
     let paths: Vec<&str> = upstream.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/v1/chat/completions", "/v1/models"], "{out}");
@@ -128,19 +128,8 @@ async fn a_base_url_ending_in_v1_reaches_the_upstream_once_under_v1() {
 #[tokio::test]
 async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
     let s = Stack::start().await.unwrap();
-    let out = sdk::run(
-        "openai_chat.py",
-        &s.openai_base(),
-        &s.token,
-        &["stream", "chat"],
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        out["stream"]["content"],
-        json!(fake_llm::full_text()),
-        "{out}"
-    );
+    let out = openai_sdk(&s, &s.openai_base(), &["stream", "chat"]).await;
+    assert_whole_text(&out, "stream", "content");
 
     let decision = s
         .audit("decision", |r| r["action"] == "llm:chat")
@@ -202,26 +191,16 @@ async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
 #[tokio::test]
 async fn openai_sdk_embeddings_models_and_responses_pass_through() {
     let s = Stack::start().await.unwrap();
-    let out = sdk::run(
-        "openai_chat.py",
+    let out = openai_sdk(
+        &s,
         &s.openai_base(),
-        &s.token,
         &["models", "responses", "responses-stream"],
     )
-    .await
-    .unwrap();
+    .await;
     let ids = out["models"]["ids"].as_array().cloned().unwrap_or_default();
     assert!(ids.contains(&json!("gpt-4o-mini")), "{out}");
-    assert_eq!(
-        out["responses"]["text"],
-        json!(fake_llm::full_text()),
-        "{out}"
-    );
-    assert_eq!(
-        out["responses-stream"]["text"],
-        json!(fake_llm::full_text()),
-        "{out}"
-    );
+    assert_whole_text(&out, "responses", "text");
+    assert_whole_text(&out, "responses-stream", "text");
     assert_eq!(
         out["responses-stream"]["deltas"],
         json!(fake_llm::TEXT_CHUNKS.len())
@@ -231,14 +210,12 @@ async fn openai_sdk_embeddings_models_and_responses_pass_through() {
         json!(COMPLETION_TOKENS)
     );
 
-    let emb = sdk::run(
-        "openai_chat.py",
+    let emb = openai_sdk(
+        &s,
         &s.openai_base(),
-        &s.token,
         &["embeddings", "--model", "text-embedding-3-small"],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(emb["embeddings"]["count"], 2, "{emb}");
     assert_eq!(emb["embeddings"]["dimensions"], 8);
 

@@ -16,7 +16,7 @@ use warden_e2e::operator::{
 use warden_e2e::postgres::Postgres;
 use warden_e2e::sse;
 use warden_e2e::stack::openai_chat;
-use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::warden::{Warden, WardenBuilder, replicas_on_one_store};
 
 /// A chat on `warden` as `token`: its status and body.
 async fn chat(warden: &Warden, token: &str, prompt: &str) -> (u16, Value) {
@@ -78,21 +78,14 @@ async fn two_replicas(
     refresh: Option<&str>,
 ) -> (Warden, Warden) {
     let state_url = Postgres::from_env().fresh_database(database);
-    let replica = |key: Option<&str>| {
-        let mut builder = WardenBuilder::new(upstream)
-            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
-            .env("STATE_URL", &state_url);
-        if let Some(refresh) = refresh {
-            builder = builder.set("/fleet/quarantine/refresh_interval", json!(refresh));
+    let [a, b] = replicas_on_one_store(&state_url, |_| match refresh {
+        Some(refresh) => {
+            WardenBuilder::new(upstream).set("/fleet/quarantine/refresh_interval", json!(refresh))
         }
-        if let Some(key) = key {
-            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
-        }
-        builder
-    };
-    let a = replica(None).start().await.unwrap();
-    let key = a.setup.data_dir.join("keys/agent-signing.pem");
-    let b = replica(Some(key.to_str().unwrap())).start().await.unwrap();
+        None => WardenBuilder::new(upstream),
+    })
+    .await
+    .unwrap();
     (a, b)
 }
 

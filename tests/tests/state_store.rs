@@ -52,21 +52,16 @@ async fn until_up_is(warden: &Warden, up: f64, within: Duration) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it_is_back() {
-    let pg = Postgres::from_env();
-    let database = "warden_e2e_state_store_up";
-    let url = pg.fresh_database(database);
-    let upstream = FakeLlm::start().await.unwrap();
-    let warden = WardenBuilder::new(&upstream)
-        .replica_of(&url, None)
-        .set("/fleet/quarantine/refresh_interval", json!("200ms"))
-        .set("/state/postgres/connect_timeout", json!("1s"))
-        .start()
-        .await
-        .unwrap();
+/// A gateway reading its quarantines from the store every 200 ms, so that a store that stops
+/// answering is found within a few of them.
+fn gateway(upstream: &FakeLlm) -> WardenBuilder {
+    WardenBuilder::new(upstream).set("/fleet/quarantine/refresh_interval", json!("200ms"))
+}
 
-    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(10)).await;
+/// Waits for `warden`'s store to answer, none of its operations having failed as unreachable;
+/// the time of its last success.
+async fn answering(warden: &Warden) -> f64 {
+    let metrics = until_up_is(warden, 1.0, Duration::from_secs(10)).await;
     let answered = sample(
         &metrics,
         "warden_state_store_last_success_timestamp_seconds",
@@ -74,6 +69,39 @@ async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it
     .expect("the time of the last success");
     assert!(answered > 1.0e9, "{answered}");
     assert_eq!(failures(&metrics, "unreachable"), 0.0);
+    answered
+}
+
+/// Waits for `warden`'s store to answer again, after it did at `answered`, and for the log to
+/// say so.
+async fn answers_again(warden: &Warden, answered: f64) {
+    let metrics = until_up_is(warden, 1.0, Duration::from_secs(20)).await;
+    let since = sample(
+        &metrics,
+        "warden_state_store_last_success_timestamp_seconds",
+    )
+    .unwrap();
+    assert!(since > answered, "{since} after {answered}");
+    assert!(
+        warden.output().contains("the state store answers again"),
+        "{}",
+        warden.output()
+    );
+}
+
+#[tokio::test]
+async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it_is_back() {
+    let pg = Postgres::from_env();
+    let database = "warden_e2e_state_store_up";
+    let url = pg.fresh_database(database);
+    let upstream = FakeLlm::start().await.unwrap();
+    let warden = gateway(&upstream)
+        .replica_of(&url, None)
+        .set("/state/postgres/connect_timeout", json!("1s"))
+        .start()
+        .await
+        .unwrap();
+    let answered = answering(&warden).await;
 
     // The database refuses connections and drops the ones it had: within a few refresh
     // intervals the quarantine follower's read fails, and the gauge says so.
@@ -94,18 +122,7 @@ async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it
     assert!(!warden.output().contains(pg.password()));
 
     pg.query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
-    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(20)).await;
-    let since = sample(
-        &metrics,
-        "warden_state_store_last_success_timestamp_seconds",
-    )
-    .unwrap();
-    assert!(since > answered, "{since} after {answered}");
-    assert!(
-        warden.output().contains("the state store answers again"),
-        "{}",
-        warden.output()
-    );
+    answers_again(&warden, answered).await;
 }
 
 #[tokio::test]
@@ -113,19 +130,12 @@ async fn a_gateway_says_on_metrics_when_its_sqlite_file_is_moved_away_and_when_i
     let upstream = FakeLlm::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (state, away) = (dir.path().join("state"), dir.path().join("moved"));
-    let warden = WardenBuilder::new(&upstream)
+    let warden = gateway(&upstream)
         .set("/state/sqlite", json!(state.join("state.db")))
-        .set("/fleet/quarantine/refresh_interval", json!("200ms"))
         .start()
         .await
         .unwrap();
-    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(10)).await;
-    let answered = sample(
-        &metrics,
-        "warden_state_store_last_success_timestamp_seconds",
-    )
-    .expect("the time of the last success");
-    assert_eq!(failures(&metrics, "unreachable"), 0.0);
+    let answered = answering(&warden).await;
 
     // The file's directory moved (a volume unmounted, a clean-up run): what the gateway wrote
     // now would be lost, so the quarantine follower's next read fails, and the gauge says so.
@@ -140,16 +150,5 @@ async fn a_gateway_says_on_metrics_when_its_sqlite_file_is_moved_away_and_when_i
     );
 
     std::fs::rename(&away, &state).unwrap();
-    let metrics = until_up_is(&warden, 1.0, Duration::from_secs(20)).await;
-    let since = sample(
-        &metrics,
-        "warden_state_store_last_success_timestamp_seconds",
-    )
-    .unwrap();
-    assert!(since > answered, "{since} after {answered}");
-    assert!(
-        warden.output().contains("the state store answers again"),
-        "{}",
-        warden.output()
-    );
+    answers_again(&warden, answered).await;
 }

@@ -490,9 +490,20 @@ mod tests {
     use crate::state::approvals::{SecondFactor, Vote, VoteDecision};
     use crate::state::sqlite::SqliteStore;
 
+    /// A gate answering at once (`pending`), on a new SQLite store.
     async fn gate() -> (Gate, Store, tempfile::TempDir) {
         gate_with(ApprovalsConfig {
             mode: ApprovalMode::Pending,
+            ..ApprovalsConfig::default()
+        })
+        .await
+    }
+
+    /// A gate answering at once that lets an agent have `cap` approvals pending.
+    async fn capped_at(cap: u32) -> (Gate, Store, tempfile::TempDir) {
+        gate_with(ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            max_pending_per_agent: cap,
             ..ApprovalsConfig::default()
         })
         .await
@@ -535,6 +546,38 @@ mod tests {
         }
     }
 
+    /// [`waiting`] for `action` under a digest of its own, `n`.
+    fn asking(n: u8, action: &str) -> Waiting {
+        Waiting {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            action: action.into(),
+            ..waiting()
+        }
+    }
+
+    /// The id of [`waiting`]'s approval under `policy`, opened and approved by one of `sre`.
+    async fn approved(gate: &Gate, store: &Store, policy: &str) -> String {
+        let opened = gate
+            .open(&needs(policy, "sre", 1), waiting())
+            .await
+            .unwrap();
+        let id = opened.id().to_owned();
+        approve(store, &id, "alice").await;
+        id
+    }
+
+    /// Approval `id` used by an identical request elsewhere (another replica's).
+    async fn used_elsewhere(store: &Store, id: &str) {
+        assert!(matches!(
+            store
+                .approvals()
+                .consume(id, &waiting().digest)
+                .await
+                .unwrap(),
+            ConsumeOutcome::Consumed(_)
+        ));
+    }
+
     async fn approve(store: &Store, id: &str, approver: &str) {
         store
             .approvals()
@@ -555,16 +598,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_agent_past_its_pending_cap_is_refused_and_still_finds_what_it_asked() {
-        let (gate, store, _dir) = gate_with(ApprovalsConfig {
-            mode: ApprovalMode::Pending,
-            max_pending_per_agent: 2,
-            ..ApprovalsConfig::default()
-        })
-        .await;
-        let asking = |n: u8| Waiting {
-            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
-            ..waiting()
-        };
+        let (gate, store, _dir) = capped_at(2).await;
+        let asking = |n: u8| asking(n, "mcp:call_tool");
         let decision = needs("prod-deploys", "sre", 1);
         let first = gate.open(&decision, asking(1)).await.unwrap();
         gate.open(&decision, asking(2)).await.unwrap();
@@ -591,17 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_mcp_servers_requests_neither_count_against_nor_meet_the_agents_pending_cap() {
-        let (gate, _store, _dir) = gate_with(ApprovalsConfig {
-            mode: ApprovalMode::Pending,
-            max_pending_per_agent: 2,
-            ..ApprovalsConfig::default()
-        })
-        .await;
-        let asking = |n: u8, action: &str| Waiting {
-            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
-            action: action.into(),
-            ..waiting()
-        };
+        let (gate, _store, _dir) = capped_at(2).await;
         let decision = needs("prod-deploys", "sre", 1);
         for n in 1..=3 {
             gate.open(&decision, asking(n, "mcp:sample")).await.unwrap();
@@ -709,21 +734,9 @@ mod tests {
     #[tokio::test]
     async fn the_loser_of_a_race_for_one_approval_is_told_it_was_used_not_that_it_expired() {
         let (gate, store, _dir) = gate().await;
-        let opened = gate
-            .open(&needs("deploys", "sre", 1), waiting())
-            .await
-            .unwrap();
-        let id = opened.id().to_owned();
-        approve(&store, &id, "alice").await;
+        let id = approved(&gate, &store, "deploys").await;
         // Another replica's identical request uses it first.
-        assert!(matches!(
-            store
-                .approvals()
-                .consume(&id, &waiting().digest)
-                .await
-                .unwrap(),
-            ConsumeOutcome::Consumed(_)
-        ));
+        used_elsewhere(&store, &id).await;
         let used = store.approvals().get(&id).await.unwrap().unwrap();
         assert_eq!(used.status, ApprovalStatus::Consumed);
         let hold = gate
@@ -742,24 +755,12 @@ mod tests {
     async fn a_request_that_read_its_approval_approved_and_lost_the_race_to_use_it_is_told_it_was_used()
      {
         let (gate, store, _dir) = gate().await;
-        let opened = gate
-            .open(&needs("deploys", "sre", 1), waiting())
-            .await
-            .unwrap();
-        let id = opened.id().to_owned();
-        approve(&store, &id, "alice").await;
+        let id = approved(&gate, &store, "deploys").await;
         // This request reads it approved; before it uses it, an identical request (here, on
         // another replica) does.
         let read = store.approvals().get(&id).await.unwrap().unwrap();
         assert_eq!(read.status, ApprovalStatus::Approved);
-        assert!(matches!(
-            store
-                .approvals()
-                .consume(&id, &waiting().digest)
-                .await
-                .unwrap(),
-            ConsumeOutcome::Consumed(_)
-        ));
+        used_elsewhere(&store, &id).await;
         let hold = gate
             .settle(read, &waiting().digest, "needs approval")
             .await

@@ -443,20 +443,7 @@ fn clear_tokens(event: &mut Value, at: &str, arrays: &[&str]) {
 
 /// How many bytes `value` takes written as JSON.
 fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // A `Value` always serialises.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    crate::json_len::json_len(value)
 }
 
 /// Writes `value` as one `data:` line and the blank line that ends its event.

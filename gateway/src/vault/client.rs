@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use super::config::{BootstrapSecret, VaultAuth, VaultConfig, shown_path};
 use super::error::{KvGone, VaultError};
 use super::secret::{KvSecret, LeasedSecret, SecretData};
+use crate::json_len::json_len;
 
 /// Whether Vault answers, as the last call found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -798,25 +799,11 @@ struct LoginBody<'a> {
 /// leave copies behind) wiped when the request is done with it: a login's body holds its
 /// credential.
 fn json_body(what: &str, body: &impl serde::Serialize) -> Result<Bytes, VaultError> {
-    /// Counts what is written.
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let malformed = |e: serde_json::Error| VaultError::Malformed {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(json_len(body)));
+    serde_json::to_writer(&mut *bytes, body).map_err(|e| VaultError::Malformed {
         what: what.to_owned(),
         reason: format!("the request cannot be written: {e}"),
-    };
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, body).map_err(malformed)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(count.0));
-    serde_json::to_writer(&mut *bytes, body).map_err(malformed)?;
+    })?;
     Ok(Bytes::from_owner(bytes))
 }
 

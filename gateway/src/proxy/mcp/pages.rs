@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::answer::json_response;
+use crate::json_len::json_len;
 use crate::mcp::{Link, McpError};
 use crate::protocol::mcp::jsonrpc;
 use crate::proxy::exchange::{Exchange, ProxyBody};
@@ -73,24 +74,6 @@ impl Gathered {
         self.items.extend(page.iter().cloned());
         Ok(())
     }
-}
-
-/// The length of `value` written as JSON, counted without writing it anywhere.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 = self.0.saturating_add(buf.len());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a `Value` to a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// The items under `key` of every page (at most [`MAX_PAGES`], [`MAX_LIST_ITEMS`] items and
@@ -197,12 +180,6 @@ mod tests {
         let limit = gathered.add(&page).unwrap_err();
         assert_eq!(limit, format!("{MAX_LIST_BYTES} bytes"));
         assert_eq!(gathered.items.len(), 3);
-    }
-
-    #[test]
-    fn an_items_size_is_its_json_length() {
-        let item = json!({"name": "a\"b", "n": [1, 2]});
-        assert_eq!(json_len(&item), item.to_string().len());
     }
 
     #[test]

@@ -20,17 +20,14 @@ const PRUNE_RESETS: &str = "DELETE FROM policy_bundle_floor_resets \
 
 impl BundleFloorRepository for SqliteStore {
     fn floor(&self, keys: &str, set: BundleSet) -> BoxFuture<'_, Result<Option<i64>, StateError>> {
-        let keys = keys.to_owned();
-        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
-            conn.query_row(
-                "SELECT signed_ns FROM policy_bundle_floors \
-                 WHERE trusted_keys = ?1 AND bundle = ?2",
-                params![keys, set.as_str()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(query_error(path, "read a policy bundle's rollback floor"))
-        }))
+        Box::pin(self.query_opt(
+            Area::BundleFloors,
+            "read a policy bundle's rollback floor",
+            "SELECT signed_ns FROM policy_bundle_floors \
+             WHERE trusted_keys = ?1 AND bundle = ?2",
+            (keys.to_owned(), set.as_str()),
+            |row| row.get(0),
+        ))
     }
 
     fn raise(
@@ -39,57 +36,52 @@ impl BundleFloorRepository for SqliteStore {
         set: BundleSet,
         signed_ns: i64,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
-        let keys = keys.to_owned();
-        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
-            conn.query_row(
-                "INSERT INTO policy_bundle_floors (trusted_keys, bundle, signed_ns, raised_ms) \
-                 VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (trusted_keys, bundle) DO UPDATE SET \
-                 raised_ms = CASE WHEN excluded.signed_ns > policy_bundle_floors.signed_ns \
-                     THEN excluded.raised_ms ELSE policy_bundle_floors.raised_ms END, \
-                 signed_ns = max(policy_bundle_floors.signed_ns, excluded.signed_ns) \
-                 RETURNING signed_ns",
-                params![keys, set.as_str(), signed_ns, now_ms()],
-                |row| row.get(0),
-            )
-            .map_err(query_error(path, "raise a policy bundle's rollback floor"))
-        }))
+        Box::pin(self.query_one(
+            Area::BundleFloors,
+            "raise a policy bundle's rollback floor",
+            "INSERT INTO policy_bundle_floors (trusted_keys, bundle, signed_ns, raised_ms) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (trusted_keys, bundle) DO UPDATE SET \
+             raised_ms = CASE WHEN excluded.signed_ns > policy_bundle_floors.signed_ns \
+                 THEN excluded.raised_ms ELSE policy_bundle_floors.raised_ms END, \
+             signed_ns = max(policy_bundle_floors.signed_ns, excluded.signed_ns) \
+             RETURNING signed_ns",
+            (keys.to_owned(), set.as_str(), signed_ns, now_ms()),
+            |row| row.get(0),
+        ))
     }
 
     fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFloor>, StateError>> {
-        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
-            let failed = || query_error(path, "list the policy bundles' rollback floors");
-            let mut statement = conn
-                .prepare(
-                    "SELECT trusted_keys, bundle, signed_ns, raised_ms FROM policy_bundle_floors \
-                     ORDER BY trusted_keys, bundle",
-                )
-                .map_err(failed())?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                    ))
-                })
-                .map_err(failed())?;
-            let mut floors = Vec::new();
-            for row in rows {
-                let (trusted_keys, bundle, signed_ns, raised_ms) = row.map_err(failed())?;
+        let rows = self.query(
+            Area::BundleFloors,
+            "list the policy bundles' rollback floors",
+            "SELECT trusted_keys, bundle, signed_ns, raised_ms FROM policy_bundle_floors \
+             ORDER BY trusted_keys, bundle",
+            (),
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            },
+        );
+        Box::pin(async move {
+            Ok(rows
+                .await?
+                .into_iter()
                 // The table's CHECK admits only the two names.
-                if let Some(set) = BundleSet::named(&bundle) {
-                    floors.push(StoredFloor {
+                .filter_map(|(trusted_keys, bundle, signed_ns, raised_ms)| {
+                    Some(StoredFloor {
                         trusted_keys,
-                        set,
+                        set: BundleSet::named(&bundle)?,
                         signed_ns,
                         raised_ms,
-                    });
-                }
-            }
-            Ok(floors)
-        }))
+                    })
+                })
+                .collect())
+        })
     }
 
     fn reset<'a>(
@@ -150,47 +142,44 @@ impl BundleFloorRepository for SqliteStore {
     }
 
     fn resets<'a>(&'a self, keys: &'a str) -> BoxFuture<'a, Result<Vec<FloorReset>, StateError>> {
-        let keys = keys.to_owned();
-        Box::pin(self.run(Area::BundleFloors, move |conn, path| {
-            let failed = || query_error(path, "list the resets of the policy bundles' floors");
-            let mut statement = conn
-                .prepare(
-                    "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
-                     reset_at_ms, signature FROM (SELECT * FROM policy_bundle_floor_resets \
-                     WHERE trusted_keys = ?1 ORDER BY id DESC LIMIT ?2) newest ORDER BY id",
-                )
-                .map_err(failed())?;
-            let rows = statement
-                .query_map(params![keys, RESETS_READ], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        Resetter {
-                            by: row.get(4)?,
-                            reason: row.get(5)?,
-                            at_ms: row.get(6)?,
-                            signature: row.get(7)?,
-                        },
-                    ))
-                })
-                .map_err(failed())?;
-            let mut resets = Vec::new();
-            for row in rows {
-                let (id, bundle, signed_ns, raised_ms, by) = row.map_err(failed())?;
+        let rows = self.query(
+            Area::BundleFloors,
+            "list the resets of the policy bundles' floors",
+            "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
+             reset_at_ms, signature FROM (SELECT * FROM policy_bundle_floor_resets \
+             WHERE trusted_keys = ?1 ORDER BY id DESC LIMIT ?2) newest ORDER BY id",
+            (keys.to_owned(), RESETS_READ),
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    Resetter {
+                        by: row.get(4)?,
+                        reason: row.get(5)?,
+                        at_ms: row.get(6)?,
+                        signature: row.get(7)?,
+                    },
+                ))
+            },
+        );
+        Box::pin(async move {
+            Ok(rows
+                .await?
+                .into_iter()
                 // The table's CHECK admits only the two names.
-                if let Some(set) = BundleSet::named(&bundle) {
-                    resets.push(FloorReset::new(
+                .filter_map(|(id, bundle, signed_ns, raised_ms, by)| {
+                    let set = BundleSet::named(&bundle)?;
+                    Some(FloorReset::new(
                         id,
-                        keys.clone(),
+                        keys.to_owned(),
                         set,
                         (signed_ns, raised_ms),
                         by,
-                    ));
-                }
-            }
-            Ok(resets)
-        }))
+                    ))
+                })
+                .collect())
+        })
     }
 }

@@ -17,25 +17,22 @@ impl FactorRepository for SqliteStore {
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            conn.query_row(
-                "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
-                 FROM totp_enrolments WHERE subject = ?1",
-                params![subject],
-                |row| {
-                    Ok(TotpEnrolment {
-                        subject: row.get(0)?,
-                        sealed_secret: row.get(1)?,
-                        last_step: row.get(2)?,
-                        created_ms: row.get(3)?,
-                        confirmed_ms: row.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(query_error(path, "read a TOTP enrolment"))
-        }))
+        Box::pin(self.query_opt(
+            Area::Factors,
+            "read a TOTP enrolment",
+            "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
+             FROM totp_enrolments WHERE subject = ?1",
+            (subject.to_owned(),),
+            |row| {
+                Ok(TotpEnrolment {
+                    subject: row.get(0)?,
+                    sealed_secret: row.get(1)?,
+                    last_step: row.get(2)?,
+                    created_ms: row.get(3)?,
+                    confirmed_ms: row.get(4)?,
+                })
+            },
+        ))
     }
 
     fn begin_totp<'a>(
@@ -43,20 +40,17 @@ impl FactorRepository for SqliteStore {
         subject: &'a str,
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
-                     created_ms, confirmed_ms) VALUES (?1, ?2, NULL, ?3, NULL) \
-                     ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
-                     last_step = NULL, created_ms = excluded.created_ms \
-                     WHERE totp_enrolments.confirmed_ms IS NULL",
-                    params![subject, sealed_secret, now_ms()],
-                )
-                .map_err(query_error(path, "record a TOTP enrolment"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "record a TOTP enrolment",
+            "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
+             created_ms, confirmed_ms) VALUES (?1, ?2, NULL, ?3, NULL) \
+             ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
+             last_step = NULL, created_ms = excluded.created_ms \
+             WHERE totp_enrolments.confirmed_ms IS NULL",
+            (subject.to_owned(), sealed_secret, now_ms()),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn accept_totp_step<'a>(
@@ -65,79 +59,71 @@ impl FactorRepository for SqliteStore {
         step: i64,
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "UPDATE totp_enrolments SET last_step = ?2, \
-                     confirmed_ms = CASE WHEN ?3 THEN COALESCE(confirmed_ms, ?4) \
-                       ELSE confirmed_ms END \
-                     WHERE subject = ?1 AND (last_step IS NULL OR last_step < ?2)",
-                    params![subject, step, confirm, now_ms()],
-                )
-                .map_err(query_error(path, "record a TOTP code's time step"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "record a TOTP code's time step",
+            "UPDATE totp_enrolments SET last_step = ?2, \
+             confirmed_ms = CASE WHEN ?3 THEN COALESCE(confirmed_ms, ?4) \
+               ELSE confirmed_ms END \
+             WHERE subject = ?1 AND (last_step IS NULL OR last_step < ?2)",
+            (subject.to_owned(), step, confirm, now_ms()),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "DELETE FROM totp_enrolments WHERE subject = ?1",
-                    params![subject],
-                )
-                .map_err(query_error(path, "remove a TOTP enrolment"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "remove a TOTP enrolment",
+            "DELETE FROM totp_enrolments WHERE subject = ?1",
+            (subject.to_owned(),),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn webauthn_credentials<'a>(
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let err = || query_error(path, "read passkeys");
-            let mut stmt = conn
-                .prepare(
-                    "SELECT credential_id, subject, passkey, sign_count, created_ms, \
-                     last_used_ms FROM webauthn_credentials WHERE subject = ?1 \
-                     ORDER BY created_ms, credential_id",
+        let rows = self.query(
+            Area::Factors,
+            "read passkeys",
+            "SELECT credential_id, subject, passkey, sign_count, created_ms, \
+             last_used_ms FROM webauthn_credentials WHERE subject = ?1 \
+             ORDER BY created_ms, credential_id",
+            (subject.to_owned(),),
+            |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                ))
+            },
+        );
+        Box::pin(async move {
+            rows.await?
+                .into_iter()
+                .map(
+                    |(credential_id, subject, passkey, count, created_ms, last_used_ms)| {
+                        let sign_count = u32::try_from(count).map_err(|_| StateError::Corrupt {
+                            store: self.path().display().to_string(),
+                            what: format!("signature counter of a passkey of {subject:?}"),
+                        })?;
+                        Ok(WebauthnCredential {
+                            credential_id,
+                            subject,
+                            passkey,
+                            sign_count,
+                            created_ms,
+                            last_used_ms,
+                        })
+                    },
                 )
-                .map_err(err())?;
-            let rows = stmt
-                .query_map(params![subject], |row| {
-                    Ok((
-                        row.get::<_, Vec<u8>>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                        row.get::<_, Option<i64>>(5)?,
-                    ))
-                })
-                .map_err(err())?;
-            let mut credentials = Vec::new();
-            for row in rows {
-                let (credential_id, subject, passkey, count, created_ms, last_used_ms) =
-                    row.map_err(err())?;
-                let sign_count = u32::try_from(count).map_err(|_| StateError::Corrupt {
-                    store: path.display().to_string(),
-                    what: format!("signature counter of a passkey of {subject:?}"),
-                })?;
-                credentials.push(WebauthnCredential {
-                    credential_id,
-                    subject,
-                    passkey,
-                    sign_count,
-                    created_ms,
-                    last_used_ms,
-                });
-            }
-            Ok(credentials)
-        }))
+                .collect()
+        })
     }
 
     fn add_webauthn<'a>(
@@ -147,24 +133,15 @@ impl FactorRepository for SqliteStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
-                     sign_count, created_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?5, NULL) \
-                     ON CONFLICT (credential_id) DO NOTHING",
-                    params![
-                        credential_id,
-                        subject,
-                        passkey,
-                        i64::from(sign_count),
-                        now_ms()
-                    ],
-                )
-                .map_err(query_error(path, "record a passkey"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "record a passkey",
+            "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
+             sign_count, created_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?5, NULL) \
+             ON CONFLICT (credential_id) DO NOTHING",
+            passkey_params(subject, credential_id, passkey, sign_count),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn use_webauthn<'a>(
@@ -174,24 +151,15 @@ impl FactorRepository for SqliteStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "UPDATE webauthn_credentials SET passkey = ?3, sign_count = ?4, \
-                     last_used_ms = ?5 WHERE credential_id = ?1 AND subject = ?2 \
-                     AND (sign_count < ?4 OR (sign_count = 0 AND ?4 = 0))",
-                    params![
-                        credential_id,
-                        subject,
-                        passkey,
-                        i64::from(sign_count),
-                        now_ms()
-                    ],
-                )
-                .map_err(query_error(path, "record a passkey's use"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "record a passkey's use",
+            "UPDATE webauthn_credentials SET passkey = ?3, sign_count = ?4, \
+             last_used_ms = ?5 WHERE credential_id = ?1 AND subject = ?2 \
+             AND (sign_count < ?4 OR (sign_count = 0 AND ?4 = 0))",
+            passkey_params(subject, credential_id, passkey, sign_count),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn remove_webauthn<'a>(
@@ -199,16 +167,13 @@ impl FactorRepository for SqliteStore {
         subject: &'a str,
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let changed = conn
-                .execute(
-                    "DELETE FROM webauthn_credentials WHERE credential_id = ?1 AND subject = ?2",
-                    params![credential_id, subject],
-                )
-                .map_err(query_error(path, "remove a passkey"))?;
-            Ok(changed == 1)
-        }))
+        let changed = self.execute(
+            Area::Factors,
+            "remove a passkey",
+            "DELETE FROM webauthn_credentials WHERE credential_id = ?1 AND subject = ?2",
+            (credential_id.to_vec(), subject.to_owned()),
+        );
+        Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn count_code_attempt<'a>(
@@ -258,52 +223,55 @@ impl FactorRepository for SqliteStore {
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let keys = attempt_keys(names);
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let err = || query_error(path, "give back a second-factor code attempt");
-            let tx = conn.transaction().map_err(err())?;
-            for key in &keys {
-                tx.execute(
-                    "UPDATE code_attempts SET failures = failures - 1 \
-                     WHERE subject = ?1 AND failures > 0",
-                    params![key],
-                )
-                .map_err(err())?;
-            }
-            tx.commit().map_err(err())
-        }))
+        Box::pin(self.execute_each(
+            Area::Factors,
+            "give back a second-factor code attempt",
+            "UPDATE code_attempts SET failures = failures - 1 \
+             WHERE subject = ?1 AND failures > 0",
+            attempt_keys(names),
+            |key, _| (key,),
+        ))
     }
 
     fn clear_code_attempts<'a>(
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let keys = attempt_keys(names);
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let err = || query_error(path, "clear second-factor code attempts");
-            let tx = conn.transaction().map_err(err())?;
-            for key in &keys {
-                tx.execute("DELETE FROM code_attempts WHERE subject = ?1", params![key])
-                    .map_err(err())?;
-            }
-            tx.commit().map_err(err())
-        }))
+        Box::pin(self.execute_each(
+            Area::Factors,
+            "clear second-factor code attempts",
+            "DELETE FROM code_attempts WHERE subject = ?1",
+            attempt_keys(names),
+            |key, _| (key,),
+        ))
     }
 
     fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.run(Area::Factors, move |conn, path| {
-            let removed = conn
-                .execute(
-                    "DELETE FROM code_attempts WHERE since_ms <= ?1",
-                    params![window_start_ms],
-                )
-                .map_err(query_error(
-                    path,
-                    "remove wrong-code counts past their window",
-                ))?;
-            Ok(removed as u64)
-        }))
+        let removed = self.execute(
+            Area::Factors,
+            "remove wrong-code counts past their window",
+            "DELETE FROM code_attempts WHERE since_ms <= ?1",
+            (window_start_ms,),
+        );
+        Box::pin(async move { Ok(removed.await? as u64) })
     }
+}
+
+/// The parameters of a passkey's row written: credential id, subject, passkey, signature
+/// counter, the time now.
+fn passkey_params(
+    subject: &str,
+    credential_id: &[u8],
+    passkey: String,
+    sign_count: u32,
+) -> (Vec<u8>, String, String, i64, i64) {
+    (
+        credential_id.to_vec(),
+        subject.to_owned(),
+        passkey,
+        i64::from(sign_count),
+        now_ms(),
+    )
 }
 
 /// Counts an attempt (subject, now, window start, max): a row changes only when the attempt

@@ -5,7 +5,7 @@
 use futures_util::future::BoxFuture;
 use rusqlite::params;
 
-use super::{SqliteStore, query_error, write_bumping};
+use super::{SqliteStore, query_error, rows, write_bumping};
 use crate::state::error::StateError;
 use crate::state::health::Area;
 use crate::state::pins::now_ms;
@@ -28,12 +28,7 @@ impl SqliteStore {
                 Ok(tx.execute(prune, params![now_ms()])? > 0)
             })
             .map_err(query_error(path, operation))?;
-            let mut statement = conn.prepare(select).map_err(query_error(path, operation))?;
-            let rows = statement
-                .query_map([], row)
-                .map_err(query_error(path, operation))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(query_error(path, operation))
+            rows(conn, select, (), row).map_err(query_error(path, operation))
         }))
     }
 
@@ -44,13 +39,12 @@ impl SqliteStore {
         concern: &'static str,
         operation: &'static str,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(area, move |conn, path| {
-            conn.query_row(
-                "SELECT revision FROM revisions WHERE concern = ?1",
-                [concern],
-                |row| row.get(0),
-            )
-            .map_err(query_error(path, operation))
-        }))
+        Box::pin(self.query_one(
+            area,
+            operation,
+            "SELECT revision FROM revisions WHERE concern = ?1",
+            (concern,),
+            |row| row.get(0),
+        ))
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{broadcast, oneshot};
 
 use super::approvals::{ANY, CHANGES_CAPACITY, Change};
@@ -190,6 +190,159 @@ impl SqliteStore {
             store: self.path.display().to_string(),
         }
     }
+}
+
+/// Operations of one statement, each run as [`SqliteStore::run`] runs one, an operation about
+/// `area` whose errors say it failed to `operation`; `params` go to the store's thread with it.
+impl SqliteStore {
+    /// How many rows `sql` changed.
+    async fn execute<P>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: P,
+    ) -> Result<usize, StateError>
+    where
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            conn.execute(sql, params)
+                .map_err(query_error(path, operation))
+        })
+        .await
+    }
+
+    /// The row `sql` answers, as `read` reads it; one it does not answer is an error.
+    async fn query_one<T, P, F>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: P,
+        read: F,
+    ) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            conn.query_row(sql, params, read)
+                .map_err(query_error(path, operation))
+        })
+        .await
+    }
+
+    /// The row `sql` answers, if any, as `read` reads it.
+    async fn query_opt<T, P, F>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: P,
+        read: F,
+    ) -> Result<Option<T>, StateError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            conn.query_row(sql, params, read)
+                .optional()
+                .map_err(query_error(path, operation))
+        })
+        .await
+    }
+
+    /// The rows `sql` answers, each as `read` reads it.
+    async fn query<T, P, F>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: P,
+        read: F,
+    ) -> Result<Vec<T>, StateError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            rows(conn, sql, params, read).map_err(query_error(path, operation))
+        })
+        .await
+    }
+
+    /// The rows `sql` answers, each as `read` reads it, once `tidy` (a statement and its
+    /// parameters) has removed the rows past their time, in the same operation.
+    async fn query_tidied<T, Q, P, F>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        tidy: (&'static str, Q),
+        sql: &'static str,
+        params: P,
+        read: F,
+    ) -> Result<Vec<T>, StateError>
+    where
+        T: Send + 'static,
+        Q: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            let err = || query_error(path, operation);
+            conn.execute(tidy.0, tidy.1).map_err(err())?;
+            rows(conn, sql, params, read).map_err(err())
+        })
+        .await
+    }
+
+    /// Runs `sql` once for each of `rows`, with the parameters `params` makes of it and the
+    /// time now, in one immediate transaction; nothing of it is kept when one fails.
+    async fn execute_each<R, P>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        rows: Vec<R>,
+        params: fn(R, i64) -> P,
+    ) -> Result<(), StateError>
+    where
+        R: Send + 'static,
+        P: rusqlite::Params + 'static,
+    {
+        self.run(area, move |conn, path| {
+            let now = super::pins::now_ms();
+            let each = || -> rusqlite::Result<()> {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = tx.prepare_cached(sql)?;
+                    for row in rows {
+                        statement.execute(params(row, now))?;
+                    }
+                }
+                tx.commit()
+            };
+            each().map_err(query_error(path, operation))
+        })
+        .await
+    }
+}
+
+/// The rows `sql` answers on `conn`, each as `read` reads it.
+fn rows<T, P, F>(conn: &Connection, sql: &str, params: P, read: F) -> rusqlite::Result<Vec<T>>
+where
+    P: rusqlite::Params,
+    F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(params, read)?;
+    rows.collect()
 }
 
 /// The device and inode of the file at `path`; `None` when there is none.

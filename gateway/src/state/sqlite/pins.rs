@@ -1,6 +1,7 @@
 //! [`PinRepository`] on SQLite: the `tool_pins` table and the `pins` revision.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -18,22 +19,19 @@ const INSERT_APPROVED: &str = "INSERT INTO tool_pins (server, tool, first_seen_m
      approved_digest, approved_json, approved_at_ms, approved_by) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) ON CONFLICT (server, tool)";
 
+/// Every pin, ordered by server and tool.
+static SELECT_ALL: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {PIN_COLUMNS} FROM tool_pins ORDER BY server, tool"));
+
 impl PinRepository for SqliteStore {
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
-        Box::pin(self.run(Area::Pins, |conn, path| {
-            let err = || query_error(path, "read the tool pins");
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {PIN_COLUMNS} FROM tool_pins ORDER BY server, tool"
-                ))
-                .map_err(err())?;
-            let rows = stmt.query_map([], raw).map_err(err())?;
-            let mut pins = Vec::new();
-            for row in rows {
-                pins.push(record(row.map_err(err())?, path)?);
-            }
-            Ok(pins)
-        }))
+        let rows = self.query(Area::Pins, "read the tool pins", &SELECT_ALL, (), raw);
+        Box::pin(async move {
+            rows.await?
+                .into_iter()
+                .map(|row| record(row, self.path()))
+                .collect()
+        })
     }
 
     fn get<'a>(
@@ -53,27 +51,22 @@ impl PinRepository for SqliteStore {
         tool: &'a str,
         definition: StoredDefinition,
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
-        let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(Area::Pins, move |conn, path| {
-            change_pin(
-                conn,
-                path,
-                &server,
-                &tool,
-                "pin a tool on first use",
-                |tx| {
-                    let insert = format!("{INSERT_APPROVED} DO NOTHING");
-                    let created = tx.execute(
-                        &insert,
-                        approved_params(&server, &tool, &definition, &Approver::FirstUse),
-                    )? == 1;
-                    if created {
-                        clear_removal(tx, &server, &tool)?;
-                    }
-                    Ok(created)
-                },
-            )
-        }))
+        self.change_pin(
+            server,
+            tool,
+            "pin a tool on first use",
+            move |tx, server, tool| {
+                let insert = format!("{INSERT_APPROVED} DO NOTHING");
+                let created = tx.execute(
+                    &insert,
+                    approved_params(server, tool, &definition, &Approver::FirstUse),
+                )? == 1;
+                if created {
+                    clear_removal(tx, server, tool)?;
+                }
+                Ok(created)
+            },
+        )
     }
 
     fn propose<'a>(
@@ -82,26 +75,22 @@ impl PinRepository for SqliteStore {
         tool: &'a str,
         definition: StoredDefinition,
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
-        let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(Area::Pins, move |conn, path| {
-            change_pin(
-                conn,
-                path,
-                &server,
-                &tool,
-                "record a changed tool definition",
-                |tx| {
-                    let known: Option<(Option<String>, Option<String>)> = tx
-                        .query_row(
-                            "SELECT approved_digest, pending_digest FROM tool_pins \
+        self.change_pin(
+            server,
+            tool,
+            "record a changed tool definition",
+            move |tx, server, tool| {
+                let known: Option<(Option<String>, Option<String>)> = tx
+                    .query_row(
+                        "SELECT approved_digest, pending_digest FROM tool_pins \
                          WHERE server = ?1 AND tool = ?2",
-                            params![server, tool],
-                            |row| Ok((row.get(0)?, row.get(1)?)),
-                        )
-                        .optional()?;
-                    match known {
-                        None => {
-                            tx.execute(
+                        params![server, tool],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                match known {
+                    None => {
+                        tx.execute(
                             "INSERT INTO tool_pins (server, tool, first_seen_ms, pending_digest, \
                              pending_json, pending_since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?3)",
                             params![
@@ -112,33 +101,32 @@ impl PinRepository for SqliteStore {
                                 definition.json
                             ],
                         )?;
-                            clear_removal(tx, &server, &tool)?;
-                            Ok(true)
-                        }
-                        Some((approved, pending))
-                            if approved.as_deref() == Some(definition.digest.as_str())
-                                || pending.as_deref() == Some(definition.digest.as_str()) =>
-                        {
-                            Ok(false)
-                        }
-                        Some(_) => {
-                            tx.execute(
-                                "UPDATE tool_pins SET pending_digest = ?3, pending_json = ?4, \
-                             pending_since_ms = ?5 WHERE server = ?1 AND tool = ?2",
-                                params![
-                                    server,
-                                    tool,
-                                    definition.digest,
-                                    definition.json,
-                                    definition.at_ms
-                                ],
-                            )?;
-                            Ok(true)
-                        }
+                        clear_removal(tx, server, tool)?;
+                        Ok(true)
                     }
-                },
-            )
-        }))
+                    Some((approved, pending))
+                        if approved.as_deref() == Some(definition.digest.as_str())
+                            || pending.as_deref() == Some(definition.digest.as_str()) =>
+                    {
+                        Ok(false)
+                    }
+                    Some(_) => {
+                        tx.execute(
+                            "UPDATE tool_pins SET pending_digest = ?3, pending_json = ?4, \
+                             pending_since_ms = ?5 WHERE server = ?1 AND tool = ?2",
+                            params![
+                                server,
+                                tool,
+                                definition.digest,
+                                definition.json,
+                                definition.at_ms
+                            ],
+                        )?;
+                        Ok(true)
+                    }
+                }
+            },
+        )
     }
 
     fn approve_definition<'a>(
@@ -148,38 +136,33 @@ impl PinRepository for SqliteStore {
         definition: StoredDefinition,
         approver: Approver,
     ) -> BoxFuture<'a, Result<PinRecord, StateError>> {
-        let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(Area::Pins, move |conn, path| {
-            change_pin(
-                conn,
-                path,
-                &server,
-                &tool,
-                "approve a tool definition",
-                |tx| {
-                    let upsert = format!(
-                        "{INSERT_APPROVED} DO UPDATE SET \
-                       approved_digest = excluded.approved_digest, \
-                       approved_json = excluded.approved_json, \
-                       approved_at_ms = excluded.approved_at_ms, \
-                       approved_by = excluded.approved_by, \
-                       pending_since_ms = CASE WHEN pending_digest = excluded.approved_digest \
-                         THEN NULL ELSE pending_since_ms END, \
-                       pending_json = CASE WHEN pending_digest = excluded.approved_digest \
-                         THEN NULL ELSE pending_json END, \
-                       pending_digest = CASE WHEN pending_digest = excluded.approved_digest \
-                         THEN NULL ELSE pending_digest END"
-                    );
-                    tx.execute(
-                        &upsert,
-                        approved_params(&server, &tool, &definition, &approver),
-                    )?;
-                    clear_removal(tx, &server, &tool)?;
-                    Ok(true)
-                },
-            )
-            .map(|(pin, _)| pin)
-        }))
+        let changed = self.change_pin(
+            server,
+            tool,
+            "approve a tool definition",
+            move |tx, server, tool| {
+                let upsert = format!(
+                    "{INSERT_APPROVED} DO UPDATE SET \
+                   approved_digest = excluded.approved_digest, \
+                   approved_json = excluded.approved_json, \
+                   approved_at_ms = excluded.approved_at_ms, \
+                   approved_by = excluded.approved_by, \
+                   pending_since_ms = CASE WHEN pending_digest = excluded.approved_digest \
+                     THEN NULL ELSE pending_since_ms END, \
+                   pending_json = CASE WHEN pending_digest = excluded.approved_digest \
+                     THEN NULL ELSE pending_json END, \
+                   pending_digest = CASE WHEN pending_digest = excluded.approved_digest \
+                     THEN NULL ELSE pending_digest END"
+                );
+                tx.execute(
+                    &upsert,
+                    approved_params(server, tool, &definition, &approver),
+                )?;
+                clear_removal(tx, server, tool)?;
+                Ok(true)
+            },
+        );
+        Box::pin(async move { changed.await.map(|(pin, _)| pin) })
     }
 
     fn approve_pending<'a>(
@@ -299,33 +282,47 @@ impl PinRepository for SqliteStore {
         server: &'a str,
         tool: &'a str,
     ) -> BoxFuture<'a, Result<Option<Removal>, StateError>> {
-        let (server, tool) = (server.to_owned(), tool.to_owned());
-        Box::pin(self.run(Area::Pins, move |conn, path| {
-            conn.query_row(
-                "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
-                 WHERE server = ?1 AND tool = ?2",
-                params![server, tool],
-                |row| {
-                    Ok(Removal {
-                        by: row.get(0)?,
-                        reason: row.get(1)?,
-                        at_ms: row.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(query_error(path, "read who forgot a pin"))
-        }))
+        Box::pin(self.query_opt(
+            Area::Pins,
+            "read who forgot a pin",
+            "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
+             WHERE server = ?1 AND tool = ?2",
+            (server.to_owned(), tool.to_owned()),
+            |row| {
+                Ok(Removal {
+                    by: row.get(0)?,
+                    reason: row.get(1)?,
+                    at_ms: row.get(2)?,
+                })
+            },
+        ))
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(Area::Pins, |conn, path| {
-            conn.query_row(
-                "SELECT revision FROM revisions WHERE concern = 'pins'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(query_error(path, "read the pins revision"))
+        self.revision_of(Area::Pins, "pins", "read the pins revision")
+    }
+}
+
+impl SqliteStore {
+    /// [`change_pin`] on the store's thread, `change` given the transaction, the server and
+    /// the tool.
+    fn change_pin<F>(
+        &self,
+        server: &str,
+        tool: &str,
+        operation: &'static str,
+        change: F,
+    ) -> BoxFuture<'_, Result<(PinRecord, bool), StateError>>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>, &str, &str) -> rusqlite::Result<bool>
+            + Send
+            + 'static,
+    {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(Area::Pins, move |conn, path| {
+            change_pin(conn, path, &server, &tool, operation, |tx| {
+                change(tx, &server, &tool)
+            })
         }))
     }
 }

@@ -118,46 +118,40 @@ impl QuarantineRepository for SqliteStore {
                 .collect::<Vec<_>>(),
         )
         .to_string();
-        let none = quarantines.is_empty();
-        Box::pin(self.run(Area::Quarantine, move |conn, path| {
-            let operation = "read who released quarantines";
-            if none {
-                return Ok(Vec::new());
-            }
-            let mut statement = conn
-                .prepare(
-                    "SELECT r.kind, r.name, r.created_ms, r.by, r.by_issuer, r.released_ms \
-                     FROM json_each(?1) AS k JOIN quarantine_releases AS r \
-                     ON r.kind = k.value ->> 0 AND r.name = k.value ->> 1 \
-                     AND r.created_ms = k.value ->> 2",
-                )
-                .map_err(query_error(path, operation))?;
-            let rows = statement
-                .query_map(params![keys], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        ReleaseRecord {
-                            target: Target::Agent(row.get(1)?),
-                            created_ms: row.get(2)?,
-                            by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
-                            released_ms: row.get(5)?,
-                        },
-                    ))
+        let rows = self.query(
+            Area::Quarantine,
+            "read who released quarantines",
+            "SELECT r.kind, r.name, r.created_ms, r.by, r.by_issuer, r.released_ms \
+             FROM json_each(?1) AS k JOIN quarantine_releases AS r \
+             ON r.kind = k.value ->> 0 AND r.name = k.value ->> 1 \
+             AND r.created_ms = k.value ->> 2",
+            (keys,),
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    ReleaseRecord {
+                        target: Target::Agent(row.get(1)?),
+                        created_ms: row.get(2)?,
+                        by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
+                        released_ms: row.get(5)?,
+                    },
+                ))
+            },
+        );
+        Box::pin(async move {
+            rows.await?
+                .into_iter()
+                .map(|(kind, mut release)| {
+                    release.target = Target::from_stored(
+                        &kind,
+                        release.target.name().to_owned(),
+                        self.path().display(),
+                        "a quarantine's release",
+                    )?;
+                    Ok(release)
                 })
-                .map_err(query_error(path, operation))?;
-            let mut releases = Vec::new();
-            for row in rows {
-                let (kind, mut release) = row.map_err(query_error(path, operation))?;
-                release.target = Target::from_stored(
-                    &kind,
-                    release.target.name().to_owned(),
-                    path.display(),
-                    "a quarantine's release",
-                )?;
-                releases.push(release);
-            }
-            Ok(releases)
-        }))
+                .collect()
+        })
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
