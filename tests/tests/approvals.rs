@@ -645,10 +645,7 @@ async fn a_held_action_is_posted_to_a_signed_json_webhook_and_to_slack() {
         .unwrap();
     let token = w.token("billing-bot").await.unwrap();
     let id = pending_id(&w, &token, "summarise the invoices").await;
-    let link = format!(
-        "https://warden.example.com/approvals/{}",
-        id.replace('_', "%5F")
-    );
+    let link = format!("https://warden.example.com/approvals/{id}");
 
     let posted = hooks
         .delivery("/json", Duration::from_secs(15))
@@ -835,10 +832,7 @@ async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sen
         let said = pending["text"].as_str().unwrap();
         assert!(said.contains("approval"), "{mode}: {said}");
         assert_eq!(approval_in(said), id, "{mode}: {said}");
-        let link = format!(
-            "https://warden.example.com/approvals/{}",
-            id.replace('_', "%5F")
-        );
+        let link = format!("https://warden.example.com/approvals/{id}");
         assert_eq!(
             pending["meta"]["warden/approval"],
             json!({"id": id, "status": "pending", "url": link}),

@@ -10,7 +10,8 @@
 //! that outlives its short access token by refreshing it, fails closed while the IdP's token
 //! endpoint is down, and ends once the IdP refuses to renew it (the account disabled); an
 //! access token the IdP revoked before its expiry, renewed once; and a session that follows
-//! its ID token, as long as refreshes bring new ones.
+//! its ID token, as long as refreshes bring new ones. Two approvers' sessions voting on one
+//! approval at once: one decides it, the other is told it was decided already.
 //!
 //! Screenshots of the pages land in `target/console-screenshots/` (docs/approvals.md shows
 //! them).
@@ -1048,4 +1049,99 @@ async fn an_approver_reads_look_alikes_as_escapes_and_is_told_when_a_message_was
     );
     request.abort();
     alice.close().await.unwrap();
+}
+
+/// Alice approves and Bob denies one approval at the same moment, each from a console
+/// session of their own: one vote decides it, the other is answered 409 `already_decided`
+/// saying how and by whom it was decided; the held request ends as the winner decided, and
+/// the audit log records the loser's vote as not counted.
+#[tokio::test]
+async fn two_sessions_voting_on_one_approval_at_once_decide_it_once() {
+    let s = start().await;
+    let (w, console) = (&s.warden, s.console.as_str());
+    let (mut alice, alice_secret, id, request) = held_for_alice(w, console).await;
+    let mut bob = Browser::launch("bob").await.unwrap();
+    sign_in(&mut bob, console, "bob", "/factors").await;
+    let (bob_secret, _) = enrol_totp(&mut bob, console, None).await;
+    let path = format!("/approvals/{id}");
+    for b in [&mut alice, &mut bob] {
+        b.goto(&format!("{console}{path}")).await.unwrap();
+        b.wait_for("form.totp").await.unwrap();
+    }
+    let decide = format!("{path}/decide");
+    let (alice_code, bob_code) = (oathtool(&alice_secret, 1), oathtool(&bob_secret, 1));
+    let approve = [("decision", "approve"), ("code", alice_code.as_str())];
+    let deny = [("decision", "deny"), ("code", bob_code.as_str())];
+    let (approved, denied) = tokio::join!(
+        page_post(&mut alice, &decide, &approve, true),
+        page_post(&mut bob, &decide, &deny, true),
+    );
+    let won = |answer: &Value| answer["status"] == 200;
+    assert!(
+        won(&approved) != won(&denied),
+        "exactly one vote decides it:\napprove: {approved}\ndeny: {denied}"
+    );
+    let (winner, loser, outcome) = if won(&approved) {
+        ("alice", &denied, "approved")
+    } else {
+        ("bob", &approved, "denied")
+    };
+    assert_eq!(loser["status"], 409, "{loser}");
+    let said = loser["body"].as_str().unwrap_or_default();
+    // Approved, it may be used by the held request by then: "consumed by alice".
+    let how = if outcome == "approved" {
+        ["approved by alice", "consumed by alice"]
+    } else {
+        ["denied by bob"; 2]
+    };
+    assert!(
+        said.contains("already decided") && how.iter().any(|h| said.contains(h)),
+        "the other is told it was decided already, how and by whom: {said}"
+    );
+    assert!(said.contains("your vote was not counted"), "{said}");
+
+    // The held request ends as the winner decided.
+    let r = tokio::time::timeout(Duration::from_secs(30), request)
+        .await
+        .expect("the held request ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    if outcome == "approved" {
+        assert!(
+            content.contains("the fake upstream answers") && !content.contains(&id),
+            "it went upstream: {content}"
+        );
+    } else {
+        assert!(
+            content.contains(&format!("approval {id} was denied by bob")),
+            "{content}"
+        );
+    }
+    // One vote counted: the loser's is recorded refused (or cast and voided), with its code.
+    let loser_name = if winner == "alice" { "bob" } else { "alice" };
+    let not_counted = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            (r["detail"]["event"] == "approval_vote_refused"
+                || r["detail"]["event"] == "approval_vote_void")
+                && r["detail"]["approval_id"] == id.as_str()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        not_counted["detail"]["code"], "already_decided",
+        "{not_counted}"
+    );
+    assert_eq!(
+        not_counted["detail"]["approver"], loser_name,
+        "{not_counted}"
+    );
+    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains(winner) && !shown.contains(loser_name),
+        "one vote stored: {shown}"
+    );
 }

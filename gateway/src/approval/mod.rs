@@ -23,6 +23,7 @@ pub mod totp;
 pub mod undeclared;
 
 use crate::decision::Decision;
+use crate::state::approvals::ApprovalStatus;
 
 /// Why a decided request does not go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +141,27 @@ impl Hold {
             Hold::AnotherApprovalNeeded { .. } => "another_approval_required",
             Hold::TooManyPending { .. } => "too_many_pending",
             Hold::Unavailable { .. } => "approval_unavailable",
+        }
+    }
+
+    /// The approval this refusal is about, and where it stands: the one the request waits
+    /// for, or the one it was refused on (denied, expired, used by another request first,
+    /// withdrawn, or used and then judged to need another). The agent is told its id
+    /// (`x-warden-approval-id`) whichever it is, so that it and its operator can tell which
+    /// approval was spent.
+    pub fn approval(&self) -> Option<(&str, ApprovalStatus)> {
+        match self {
+            Hold::Pending { id, .. } => Some((id, ApprovalStatus::Pending)),
+            Hold::ApprovalDenied { id, .. } => Some((id, ApprovalStatus::Denied)),
+            Hold::ApprovalExpired { id } => Some((id, ApprovalStatus::Expired)),
+            Hold::ApprovalUsed { id } | Hold::AnotherApprovalNeeded { id, .. } => {
+                Some((id, ApprovalStatus::Consumed))
+            }
+            Hold::ApprovalWithdrawn { id, .. } => Some((id, ApprovalStatus::Withdrawn)),
+            Hold::Denied { .. }
+            | Hold::ApprovalUnavailable { .. }
+            | Hold::TooManyPending { .. }
+            | Hold::Unavailable { .. } => None,
         }
     }
 

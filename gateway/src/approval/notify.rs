@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prometheus::{IntCounterVec, Opts};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -73,12 +73,21 @@ pub struct Notice {
     pub undeclared: Option<String>,
 }
 
-/// `<console_url>/approvals/<id>`, the id percent-encoded.
+/// What a path segment of the console link percent-encodes: everything but RFC 3986's
+/// unreserved characters (letters, digits, `-`, `.`, `_`, `~`), which a URI must not encode
+/// (RFC 3986 section 2.3: `apr_01J9Z` stays as it is, the id the agent and the approver read).
+const LINK_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `<console_url>/approvals/<id>`, the id percent-encoded as a path segment.
 pub fn console_link(console_url: &str, approval_id: &str) -> String {
     format!(
         "{}/approvals/{}",
         console_url.trim_end_matches('/'),
-        utf8_percent_encode(approval_id, NON_ALPHANUMERIC)
+        utf8_percent_encode(approval_id, LINK_SEGMENT)
     )
 }
 
@@ -815,7 +824,7 @@ mod tests {
     }
 
     const CONSOLE: &str = "https://warden.example.com/";
-    const LINK: &str = "https://warden.example.com/approvals/apr%5F01J9Z";
+    const LINK: &str = "https://warden.example.com/approvals/apr_01J9Z";
 
     /// A real HTTP receiver on 127.0.0.1 that records what it is sent and answers with the
     /// statuses it is given, then 200.
@@ -901,6 +910,23 @@ mod tests {
         );
     }
 
+    /// RFC 3986's unreserved characters (`-`, `.`, `_`, `~`) are never percent-encoded, in
+    /// the id or in the console's own path; what would end or change a path segment is.
+    #[test]
+    fn the_console_link_leaves_unreserved_characters_as_they_are() {
+        assert_eq!(
+            console_link(
+                "https://ops.example.com/warden_console-eu.1~a/",
+                "apr_01J-9Z.x~y"
+            ),
+            "https://ops.example.com/warden_console-eu.1~a/approvals/apr_01J-9Z.x~y"
+        );
+        assert_eq!(
+            console_link(CONSOLE, "apr_1 #%/é"),
+            "https://warden.example.com/approvals/apr_1%20%23%25%2F%C3%A9"
+        );
+    }
+
     #[tokio::test]
     async fn slack_gets_blocks_with_a_link_to_the_console_and_no_arguments() {
         let hook = receiver(&[]).await;
@@ -918,7 +944,7 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "text": "Approval needed: `ci-bot` wants `mcp:call_tool` on `Tool::\"github/create_issue\"` (expires 2026-12-05T04:00:00Z): https://warden.example.com/approvals/apr%5F01J9Z",
+                "text": "Approval needed: `ci-bot` wants `mcp:call_tool` on `Tool::\"github/create_issue\"` (expires 2026-12-05T04:00:00Z): https://warden.example.com/approvals/apr_01J9Z",
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": "Approval needed", "emoji": false}},
                     {"type": "section", "fields": [

@@ -41,6 +41,17 @@ pub enum OperatorError {
     Unknown(String),
     #[error("approval {id} is {status}: only a pending approval can be decided")]
     NotPending { id: String, status: String },
+    /// Another approver's vote decided it first (two voting at once: one wins); this vote was
+    /// not counted.
+    #[error(
+        "approval {id} was already decided: {status} by {by}; only a pending approval can be \
+         decided, so your vote was not counted"
+    )]
+    AlreadyDecided {
+        id: String,
+        status: String,
+        by: String,
+    },
     #[error("approval {id} cannot be decided: this request was withdrawn: {why}")]
     Withdrawn { id: String, why: String },
     #[error("{subject} has decided approval {id} already")]
@@ -259,11 +270,32 @@ impl Approver {
 /// Why `record`, no longer pending, cannot be decided: how it was decided, or why it was
 /// withdrawn.
 pub fn not_pending(record: &ApprovalRecord) -> OperatorError {
+    use crate::state::approvals::ApprovalStatus as S;
+    let decided_by = |decision: VoteDecision| {
+        record
+            .votes
+            .iter()
+            .filter(|v| v.decision == decision)
+            .map(|v| v.approver.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (&record.status, &record.withdrawn) {
-        (crate::state::approvals::ApprovalStatus::Withdrawn, Some(why)) => {
-            OperatorError::Withdrawn {
+        (S::Withdrawn, Some(why)) => OperatorError::Withdrawn {
+            id: record.id.clone(),
+            why: why.clone(),
+        },
+        // Decided by votes (and maybe used since): who decided it.
+        (status @ (S::Approved | S::Consumed | S::Denied), _) => {
+            let decision = if *status == S::Denied {
+                VoteDecision::Deny
+            } else {
+                VoteDecision::Approve
+            };
+            OperatorError::AlreadyDecided {
                 id: record.id.clone(),
-                why: why.clone(),
+                status: status.to_string(),
+                by: decided_by(decision),
             }
         }
         (status, _) => OperatorError::NotPending {
@@ -786,6 +818,41 @@ when { resource.action == "llm:chat" };
         assert!(matches!(
             operator.confirm("alice@example.com", "000000").await,
             Err(OperatorError::Code(_))
+        ));
+    }
+
+    /// A vote that lost the race to another approver's is told it was decided already, by
+    /// whom, and that it did not count; an approval that expired or was withdrawn says so.
+    #[test]
+    fn a_vote_on_an_approval_another_decided_first_is_told_who_decided_it() {
+        let mut approved = record("alice", "llm:chat", &["alice"]);
+        approved.status = ApprovalStatus::Approved;
+        let told = not_pending(&approved);
+        assert!(
+            matches!(&told, OperatorError::AlreadyDecided { by, .. } if by == "alice"),
+            "{told:?}"
+        );
+        assert_eq!(
+            told.to_string(),
+            "approval apr_1 was already decided: approved by alice; only a pending approval can \
+             be decided, so your vote was not counted"
+        );
+        let mut denied = record("alice", "llm:chat", &["alice"]);
+        denied.votes[0].decision = VoteDecision::Deny;
+        denied.votes[0].approver = "bob".into();
+        denied.status = ApprovalStatus::Denied;
+        assert!(
+            not_pending(&denied)
+                .to_string()
+                .contains("already decided: denied by bob"),
+            "{}",
+            not_pending(&denied)
+        );
+        let mut expired = record("alice", "llm:chat", &[]);
+        expired.status = ApprovalStatus::Expired;
+        assert!(matches!(
+            not_pending(&expired),
+            OperatorError::NotPending { status, .. } if status == "expired"
         ));
     }
 }

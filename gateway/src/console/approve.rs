@@ -293,7 +293,9 @@ impl Console {
     ) -> Result<DecideOptions, ConsoleError> {
         let approve = match self.may(approver, record, VoteDecision::Approve, source) {
             Err(ConsoleError::Decide(
-                OperatorError::NotPending { .. } | OperatorError::Withdrawn { .. },
+                OperatorError::NotPending { .. }
+                | OperatorError::AlreadyDecided { .. }
+                | OperatorError::Withdrawn { .. },
             )) => {
                 return Ok(DecideOptions::Closed);
             }

@@ -77,9 +77,10 @@ impl ConsoleError {
             },
             ConsoleError::Decide(e) => match e {
                 O::Unknown(_) => StatusCode::NOT_FOUND,
-                O::NotPending { .. } | O::Withdrawn { .. } | O::AlreadyVoted { .. } => {
-                    StatusCode::CONFLICT
-                }
+                O::NotPending { .. }
+                | O::AlreadyDecided { .. }
+                | O::Withdrawn { .. }
+                | O::AlreadyVoted { .. } => StatusCode::CONFLICT,
                 O::Brake(BrakeError::TooManyAttempts { .. }) => StatusCode::TOO_MANY_REQUESTS,
                 O::State(_) | O::Sealed(_) | O::Brake(BrakeError::Unavailable(_)) => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -122,6 +123,7 @@ impl ConsoleError {
                 O::Brake(BrakeError::TooManyAttempts { .. }) => "too_many_attempts",
                 O::Unknown(_) => "unknown_approval",
                 O::NotPending { .. } => "not_pending",
+                O::AlreadyDecided { .. } => "already_decided",
                 O::Withdrawn { .. } => "withdrawn",
                 O::AlreadyVoted { .. } => "already_voted",
                 O::NotInGroup { .. } => "not_in_group",

@@ -44,7 +44,7 @@ pub use identifier::{
     unreadable as unreadable_identifier,
 };
 pub use refusal::{
-    DECISION_HEADER, DECISION_ID_HEADER, Pending, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,
+    DECISION_HEADER, DECISION_ID_HEADER, NamedApproval, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,
     RefusalFinish, strip_wardens_own,
 };
 pub use request::{Endpoint, LlmRequest};

@@ -40,24 +40,39 @@ pub struct Refusal<'a> {
     pub decision_id: &'a str,
     /// How the answer ends its turn.
     pub finish: RefusalFinish,
-    /// The approval the request waits for (the reason says which and how to retry), when it
-    /// is pending rather than refused for good.
-    pub pending: Option<Pending<'a>>,
+    /// The approval the request was held on: pending (the reason says which and how to
+    /// retry), or denied, expired, used or withdrawn (the reason says which was spent).
+    pub approval: Option<NamedApproval<'a>>,
 }
 
-/// An approval a request waits for, as told to the agent.
+/// The approval a held request names, as told to the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pending<'a> {
+pub struct NamedApproval<'a> {
     /// The approval's id (`apr_…`).
     pub id: &'a str,
-    /// Where an approver decides (the console's page for it), when a console URL is set.
+    /// Where it stands: `pending`, `denied`, `expired`, `consumed`, `withdrawn`.
+    pub status: &'a str,
+    /// Where an approver decides (the console's page for it), when a console URL is set and
+    /// it is pending.
     pub link: Option<&'a str>,
 }
 
+impl NamedApproval<'_> {
+    /// Whether the request waits for it (rather than being refused for good).
+    pub fn is_pending(&self) -> bool {
+        self.status == "pending"
+    }
+}
+
 impl Refusal<'_> {
+    /// Whether the request waits for an approval (rather than being refused for good).
+    pub fn is_pending(&self) -> bool {
+        self.approval.is_some_and(|a| a.is_pending())
+    }
+
     /// The text an agent is shown: what was blocked, why, and the decision id.
     pub fn message(&self) -> String {
-        if self.pending.is_some() {
+        if self.is_pending() {
             return format!(
                 "Warden is holding this request for a human's approval: {} (decision {}).",
                 self.reason, self.decision_id
@@ -203,7 +218,7 @@ pub(crate) mod tests {
         reason: "model gpt-5 is not allowed for fleet dev",
         decision_id: "01JDEC0000000000000000000",
         finish: RefusalFinish::Stop,
-        pending: None,
+        approval: None,
     };
 
     /// The same refusal on a route that keeps the content-filter marking.

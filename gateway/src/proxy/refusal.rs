@@ -20,7 +20,7 @@ use crate::mcp::McpError;
 use crate::observe::readable::Unreadable;
 use crate::protocol::body::BodyError;
 use crate::protocol::mcp::jsonrpc;
-use crate::protocol::{self, Protocol, ProtocolError, Shape};
+use crate::protocol::{self, NamedApproval, Protocol, ProtocolError, Shape};
 use crate::proxy::redirect;
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
@@ -250,19 +250,22 @@ impl Refusal {
             return dialect.error(self.status(), self.code(), &self.to_string());
         }
         let reason = hold.reason();
-        let pending = match hold {
-            Hold::Pending { id, link, .. } => Some(protocol::Pending {
-                id,
-                link: link.as_deref(),
-            }),
+        let link = match hold {
+            Hold::Pending { link, .. } => link.as_deref(),
             _ => None,
         };
+        let approval = hold.approval().map(|(id, status)| protocol::NamedApproval {
+            id,
+            status: status.as_str(),
+            link,
+        });
+        let pending = approval.is_some_and(|a| a.is_pending());
         let completion = route.is_none_or(|r| r.on_deny == DenyStyle::Completion);
         let text = protocol::Refusal {
             reason: &reason,
             decision_id,
             finish: route.map(|r| r.refusal_finish).unwrap_or_default(),
-            pending,
+            approval,
         };
         let mut response = match (completion, shape) {
             (true, Some(shape)) => match dialect.refusal(shape, &text) {
@@ -270,7 +273,7 @@ impl Refusal {
                 None => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
             },
             (true, None) => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
-            (false, _) if pending.is_some() => dialect.error(
+            (false, _) if pending => dialect.error(
                 StatusCode::FORBIDDEN,
                 hold.code(),
                 &format!(
@@ -283,16 +286,12 @@ impl Refusal {
                 &format!("Warden denied this request: {reason} (decision {decision_id})"),
             ),
         };
-        let label = if pending.is_some() {
-            "approval_required"
-        } else {
-            "deny"
-        };
+        let label = if pending { "approval_required" } else { "deny" };
         response
             .headers_mut()
             .insert(protocol::DECISION_HEADER, HeaderValue::from_static(label));
-        if let Hold::Pending { id, .. } = hold
-            && let Ok(v) = HeaderValue::try_from(id.as_str())
+        if let Some(NamedApproval { id, .. }) = approval
+            && let Ok(v) = HeaderValue::try_from(id)
         {
             response.headers_mut().insert(APPROVAL_HEADER, v);
         }
@@ -317,7 +316,7 @@ fn limited_answer(
                 reason: &message,
                 decision_id: "none",
                 finish: route.map(|r| r.refusal_finish).unwrap_or_default(),
-                pending: None,
+                approval: None,
             },
         ),
         _ => None,
@@ -418,5 +417,51 @@ mod tests {
         let (_, body) = answer(&file).await;
         assert_eq!(body["error"]["code"], "credential_unavailable", "{body}");
         assert!(!body.to_string().contains("/etc/warden"), "{body}");
+    }
+
+    /// An approval lost to another identical request, or expired, is named as a pending one
+    /// is: the agent and its operator can tell which approval was spent.
+    #[tokio::test]
+    async fn a_request_refused_on_a_spent_approval_is_told_its_id() {
+        let spent = [
+            (
+                Hold::ApprovalUsed {
+                    id: "apr_used".into(),
+                },
+                "approval_consumed",
+                "consumed",
+            ),
+            (
+                Hold::ApprovalExpired {
+                    id: "apr_late".into(),
+                },
+                "approval_expired",
+                "expired",
+            ),
+        ];
+        for (hold, code, status) in spent {
+            let (id, named) = hold.approval().unwrap();
+            assert_eq!(named.as_str(), status);
+            let id = id.to_owned();
+            assert_eq!(hold.code(), code);
+            let refusal = Refusal::Hold(hold);
+            let response = refusal.respond(None, None, "dec-1");
+            assert_eq!(response.headers()[APPROVAL_HEADER], *id, "{code}");
+            assert_eq!(response.headers()[protocol::DECISION_HEADER], "deny");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains(&id), "{status}: {body}");
+        }
+        // A refusal that names no approval carries no approval header.
+        let denied = Refusal::Hold(Hold::Denied {
+            reasons: vec!["no".into()],
+        });
+        assert!(
+            denied
+                .respond(None, None, "dec-1")
+                .headers()
+                .get(APPROVAL_HEADER)
+                .is_none()
+        );
     }
 }

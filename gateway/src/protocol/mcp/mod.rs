@@ -46,16 +46,17 @@ impl Dialect for Mcp {
     /// errors; any other denied request is a JSON-RPC error. A tool call that waits for an
     /// approval is a tool result either way, its text saying which approval, where an
     /// approver decides and to call again once approved; the approval is also in the result's
-    /// `_meta` (`warden/approval`: id, status, url) or the error's `data`.
+    /// `_meta` (`warden/approval`: id, status, url) or the error's `data`, as is the approval
+    /// a request was refused on (denied, expired, used by another request, withdrawn).
     fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
         let Shape::Mcp(shape) = shape else {
             return None;
         };
         let text = refusal.message();
         let approval = refusal
-            .pending
-            .map(|p| json!({"id": p.id, "status": "pending", "url": p.link}));
-        let body = if shape.deny_as_tool_result || (shape.tool_call && approval.is_some()) {
+            .approval
+            .map(|a| json!({"id": a.id, "status": a.status, "url": a.link}));
+        let body = if shape.deny_as_tool_result || (shape.tool_call && refusal.is_pending()) {
             let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
             if let Some(approval) = approval {
                 result["_meta"] = json!({ "warden/approval": approval });
@@ -115,7 +116,7 @@ mod tests {
     fn answer_to(
         deny_as_tool_result: bool,
         tool_call: bool,
-        pending: Option<crate::protocol::Pending<'_>>,
+        approval: Option<crate::protocol::NamedApproval<'_>>,
     ) -> (Response<Full<Bytes>>, Value) {
         let shape = Shape::Mcp(McpShape {
             id: json!("call-7"),
@@ -126,7 +127,7 @@ mod tests {
             reason: "writes stay in the workspace",
             decision_id: "d123",
             finish: Default::default(),
-            pending,
+            approval,
         };
         let response = Mcp.refusal(&shape, &refusal).expect("an answer");
         let body = http_body_util::BodyExt::collect(response.body().clone());
@@ -154,9 +155,10 @@ mod tests {
 
     #[test]
     fn a_tool_call_pending_approval_is_a_tool_result_naming_it_even_where_denials_are_errors() {
-        let pending = crate::protocol::Pending {
+        let pending = crate::protocol::NamedApproval {
             id: "apr_0123",
-            link: Some("https://warden.example.com/approvals/apr%5F0123"),
+            status: "pending",
+            link: Some("https://warden.example.com/approvals/apr_0123"),
         };
         for deny_as_tool_result in [true, false] {
             let (response, body) = answer_to(deny_as_tool_result, true, Some(pending));
@@ -170,13 +172,34 @@ mod tests {
             assert_eq!(
                 body["result"]["_meta"]["warden/approval"],
                 json!({"id": "apr_0123", "status": "pending",
-                       "url": "https://warden.example.com/approvals/apr%5F0123"})
+                       "url": "https://warden.example.com/approvals/apr_0123"})
             );
         }
         // A prompt or resource has no result to carry it: a JSON-RPC error that names it.
         let (_, body) = answer_to(false, false, Some(pending));
         assert_eq!(body["error"]["code"], jsonrpc::code::DENIED);
         assert_eq!(body["error"]["data"]["approval"]["id"], "apr_0123");
+    }
+
+    /// A request refused on an approval (used by another request first, expired) names it
+    /// as a pending one is named, with where it stands, and is refused as any denial is.
+    #[test]
+    fn a_call_refused_on_a_spent_approval_names_it_and_how_it_was_spent() {
+        for status in ["consumed", "expired"] {
+            let spent = crate::protocol::NamedApproval {
+                id: "apr_0123",
+                status,
+                link: None,
+            };
+            let named = json!({"id": "apr_0123", "status": status, "url": null});
+            let (_, body) = answer_to(true, true, Some(spent));
+            assert_eq!(body["result"]["_meta"]["warden/approval"], named, "{body}");
+            let text = body["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.contains("Warden blocked this request"), "{text}");
+            let (_, body) = answer_to(false, true, Some(spent));
+            assert_eq!(body["error"]["code"], jsonrpc::code::DENIED, "{body}");
+            assert_eq!(body["error"]["data"]["approval"], named, "{body}");
+        }
     }
 
     #[test]

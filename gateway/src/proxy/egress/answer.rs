@@ -51,8 +51,8 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
             _ => "deny",
         };
         headers.insert(protocol::DECISION_HEADER, HeaderValue::from_static(label));
-        if let Hold::Pending { id, .. } = hold
-            && let Ok(v) = HeaderValue::try_from(id.as_str())
+        if let Some((id, _)) = hold.approval()
+            && let Ok(v) = HeaderValue::try_from(id)
         {
             headers.insert(APPROVAL_HEADER, v);
         }

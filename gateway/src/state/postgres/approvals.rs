@@ -43,7 +43,7 @@ impl ApprovalRepository for PostgresStore {
                     .map_err(err())?;
                 for row in open {
                     let id: String = row.get(0);
-                    let record = read(&tx, &db, &id, now, false)
+                    let record = read(&tx, &db, &id, now)
                         .await?
                         .ok_or_else(|| vanished(&db))?;
                     if record.covers(&new) {
@@ -115,7 +115,7 @@ impl ApprovalRepository for PostgresStore {
                     .await
                     .map_err(err())?
                     .get(0);
-                let record = read(&tx, &db, &open, now, false)
+                let record = read(&tx, &db, &open, now)
                     .await?
                     .ok_or_else(|| vanished(&db))?;
                 commit(tx, &db, operation, &changed).await?;
@@ -132,7 +132,7 @@ impl ApprovalRepository for PostgresStore {
                     .transaction()
                     .await
                     .map_err(query_error(&db, "read an approval"))?;
-                read(&tx, &db, &id, now_ms(), false).await
+                read(&tx, &db, &id, now_ms()).await
             }),
         )
     }
@@ -189,8 +189,7 @@ impl ApprovalRepository for PostgresStore {
                 let operation = "record a vote on an approval";
                 let err = || query_error(&db, operation);
                 let tx = client.transaction().await.map_err(err())?;
-                let now = now_ms();
-                let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                let Some((record, now)) = locked(&tx, &db, &id).await? else {
                     return Ok(VoteOutcome::Unknown);
                 };
                 if record.status != ApprovalStatus::Pending {
@@ -201,7 +200,7 @@ impl ApprovalRepository for PostgresStore {
                     } else {
                         vec![]
                     };
-                    let record = read(&tx, &db, &id, now, false)
+                    let record = read(&tx, &db, &id, now)
                         .await?
                         .ok_or_else(|| vanished(&db))?;
                     commit(tx, &db, operation, &changed).await?;
@@ -238,7 +237,7 @@ impl ApprovalRepository for PostgresStore {
                     .await
                     .map_err(err())?;
                 }
-                let record = read(&tx, &db, &id, now, false)
+                let record = read(&tx, &db, &id, now)
                     .await?
                     .ok_or_else(|| vanished(&db))?;
                 commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
@@ -258,8 +257,7 @@ impl ApprovalRepository for PostgresStore {
                 let operation = "use an approval";
                 let err = || query_error(&db, operation);
                 let tx = client.transaction().await.map_err(err())?;
-                let now = now_ms();
-                let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                let Some((record, now)) = locked(&tx, &db, &id).await? else {
                     return Ok(ConsumeOutcome::Unknown);
                 };
                 if record.digest != digest {
@@ -274,7 +272,7 @@ impl ApprovalRepository for PostgresStore {
                         )
                         .await
                         .map_err(err())?;
-                        let record = read(&tx, &db, &id, now, false)
+                        let record = read(&tx, &db, &id, now)
                             .await?
                             .ok_or_else(|| vanished(&db))?;
                         commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
@@ -307,7 +305,7 @@ impl ApprovalRepository for PostgresStore {
                     .execute(&withdraw_sql('$'), &[&id, &why, &now])
                     .await
                     .map_err(err())?;
-                let record = read(&tx, &db, &id, now, false).await?;
+                let record = read(&tx, &db, &id, now).await?;
                 let changed = if withdrawn > 0 { vec![id] } else { vec![] };
                 commit(tx, &db, operation, &changed).await?;
                 Ok(record)
@@ -373,18 +371,43 @@ async fn read(
     db: &str,
     id: &str,
     now: i64,
-    lock: bool,
 ) -> Result<Option<ApprovalRecord>, StateError> {
-    let lock = if lock { " FOR UPDATE" } else { "" };
     let row = tx
         .query_opt(
-            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{lock}"),
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
             &[&id],
         )
         .await
         .map_err(query_error(db, "read an approval"))?;
     match row {
         Some(row) => Ok(Some(with_votes(tx, db, approval_row(&row), now).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Approval `id` locked for this transaction (`FOR UPDATE`), as of the time read once the
+/// lock is held, and that time. A vote or a use that waited for the lock (another replica's
+/// vote, use or expiry holding it) is judged when it is made, not when it asked: one that
+/// waited past the approval's end finds it expired, as SQLite's (whose clock is read inside
+/// its write lock) does.
+async fn locked(
+    tx: &Transaction<'_>,
+    db: &str,
+    id: &str,
+) -> Result<Option<(ApprovalRecord, i64)>, StateError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await
+        .map_err(query_error(db, "read an approval"))?;
+    let now = now_ms();
+    match row {
+        Some(row) => Ok(Some((
+            with_votes(tx, db, approval_row(&row), now).await?,
+            now,
+        ))),
         None => Ok(None),
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Backend;
+use super::{Backend, psql};
 use crate::state::approvals::{
     ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome,
     NewApproval, SecondFactor, Vote, VoteDecision, VoteOutcome,
@@ -30,6 +30,8 @@ on_both_backends!(
     a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_nor_used,
     an_agent_opens_at_most_its_cap_of_pending_requests_and_still_finds_its_own,
     concurrent_requests_of_one_agent_on_two_handles_stay_within_its_cap,
+    a_vote_that_waited_for_the_lock_past_the_end_is_refused_and_decides_nothing,
+    votes_racing_the_end_of_approvals_each_settle_them_one_way,
 );
 
 fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
@@ -660,4 +662,165 @@ async fn a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_
             .unwrap()
             .is_none()
     );
+}
+
+/// Holds approval `id`'s row (PostgreSQL: `FOR UPDATE`) or the whole store (SQLite: a write
+/// transaction) from another connection, as another replica's vote, use or expiry would, until
+/// `until_ms`; returns once the lock is held.
+async fn hold_lock(backend: &Backend, id: &str, until_ms: i64) -> tokio::task::JoinHandle<()> {
+    let held_for = move || Duration::from_millis(u64::try_from(until_ms - now_ms()).unwrap_or(0));
+    match backend {
+        Backend::Sqlite { path, .. } => {
+            let path = path.clone();
+            let (locked, is_locked) = tokio::sync::oneshot::channel();
+            let holding = tokio::task::spawn_blocking(move || {
+                let mut conn = rusqlite::Connection::open(path).unwrap();
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(held_for());
+                tx.commit().unwrap();
+            });
+            is_locked.await.unwrap();
+            holding
+        }
+        Backend::Postgres { url } => {
+            let seconds = held_for().as_secs_f64();
+            let sql = format!(
+                "BEGIN; SELECT id FROM approvals WHERE id = '{id}' FOR UPDATE; \
+                 SELECT pg_sleep({seconds}); COMMIT;"
+            );
+            let holding = {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    psql(&url, &sql).await;
+                })
+            };
+            // Held once the other session holds its lock on the table (the row's follows at
+            // once).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while psql(
+                url,
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'approvals' AND l.mode = 'RowShareLock' \
+                 AND l.pid <> pg_backend_pid() \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await
+                == "0"
+            {
+                assert!(Instant::now() < deadline, "the lock was never taken");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            holding
+        }
+    }
+}
+
+/// A vote that asked before an approval's end but, waiting for another replica's lock, is
+/// made after it, finds it expired: refused, no vote stored, and a request waiting for it is
+/// told it expired. Never "recorded" on an approval the store then calls expired.
+async fn a_vote_that_waited_for_the_lock_past_the_end_is_refused_and_decides_nothing(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = ask(&approvals, request("late", 1, Duration::from_secs(3))).await;
+    let holding = hold_lock(&backend, &record.id, record.expires_ms + 400).await;
+    assert!(
+        now_ms() < record.expires_ms,
+        "the lock was taken before the approval's end"
+    );
+    let voted = outcome(&approvals, &record.id, "alice", VoteDecision::Approve).await;
+    holding.await.unwrap();
+    assert!(
+        matches!(&voted, VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Expired),
+        "a vote made past the end is refused as expired: {voted:?}"
+    );
+    let now = approvals.get(&record.id).await.unwrap().unwrap();
+    assert_eq!(now.status, ApprovalStatus::Expired);
+    assert!(now.votes.is_empty(), "{:?}", now.votes);
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:late").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Expired)
+    );
+}
+
+/// Approvals whose one vote lands around their end, each with a request waiting for it on
+/// another handle (as a gate on another replica waits: watch, read, use once decided): each
+/// settles one way. The vote recorded in time (the approval approved, one vote stored) and
+/// the waiting request let through or told it expired, as the store then says; or the vote
+/// refused as expired, nothing stored, and the request told it expired.
+async fn votes_racing_the_end_of_approvals_each_settle_them_one_way(backend: Backend) {
+    let voter = backend.open().await.approvals();
+    let waiter = backend.open().await.approvals();
+    const TTL: Duration = Duration::from_millis(600);
+    let rounds = (0..12u64).map(|n| {
+        let (voter, waiter) = (voter.clone(), waiter.clone());
+        async move {
+            let digest = format!("race-{n}");
+            let (record, _) = ask(&voter, request(&digest, 1, TTL)).await;
+            let waiting = {
+                let (waiter, id, digest) = (waiter.clone(), record.id.clone(), digest.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let mut watch = waiter.watch(&id);
+                        let now = waiter.get(&id).await.unwrap().unwrap();
+                        if now.status != ApprovalStatus::Pending {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "never settled: {now:?}");
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+                    }
+                    waiter
+                        .consume(&id, &format!("sha256:{digest}"))
+                        .await
+                        .unwrap()
+                })
+            };
+            // Around the end: from 60 ms before it to 60 ms after, 10 ms apart.
+            let at = record.expires_ms - 60 + i64::try_from(n * 10).unwrap();
+            tokio::time::sleep(Duration::from_millis(
+                u64::try_from(at - now_ms()).unwrap_or(0),
+            ))
+            .await;
+            let voted = outcome(&voter, &record.id, "alice", VoteDecision::Approve).await;
+            let used = waiting.await.unwrap();
+            let settled = voter.get(&record.id).await.unwrap().unwrap();
+            (voted, used, settled)
+        }
+    });
+    let mut approved_in_time = 0;
+    for (voted, used, settled) in futures_util::future::join_all(rounds).await {
+        match &voted {
+            VoteOutcome::Recorded(r) => {
+                approved_in_time += 1;
+                assert_eq!(r.status, ApprovalStatus::Approved, "{voted:?}");
+                assert_eq!(settled.votes.len(), 1, "{settled:?}");
+                match &used {
+                    ConsumeOutcome::Consumed(_) => {
+                        assert_eq!(settled.status, ApprovalStatus::Consumed, "{settled:?}")
+                    }
+                    ConsumeOutcome::NotApproved(ApprovalStatus::Expired) => {
+                        assert_eq!(settled.status, ApprovalStatus::Expired, "{settled:?}")
+                    }
+                    other => panic!("the waiting request got {other:?} for {settled:?}"),
+                }
+            }
+            VoteOutcome::NotPending(r) => {
+                assert_eq!(r.status, ApprovalStatus::Expired, "{voted:?}");
+                assert!(settled.votes.is_empty(), "{settled:?}");
+                assert_eq!(settled.status, ApprovalStatus::Expired, "{settled:?}");
+                assert_eq!(
+                    used,
+                    ConsumeOutcome::NotApproved(ApprovalStatus::Expired),
+                    "{settled:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    println!("votes racing the end: {approved_in_time} of 12 recorded in time");
 }
