@@ -51,6 +51,8 @@ pub use run_end::LastRun;
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
 #[cfg(test)]
+mod inline_tests;
+#[cfg(test)]
 mod live_tests;
 #[cfg(test)]
 mod retention_tests;
