@@ -2,6 +2,9 @@
 //! every waiter (group commit). In `disk` durability a commit is made durable (`fdatasync`)
 //! before its records are answered; in `process` durability they are answered once written
 //! (the kernel has them), and the flusher thread flushes them within the flush interval.
+//! There, while nothing but a write is due, the appending threads commit their own records
+//! under the writer's lock ([`inline`]); the thread holds that lock for its rounds of work,
+//! never while it waits.
 
 use std::fs::File;
 use std::io;

@@ -27,6 +27,11 @@ use crate::audit::error::AuditError;
 use crate::audit::event::AuditEvent;
 
 /// What became of a record offered for an inline commit.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the event moves on to the writer's channel when declined; boxing it would cost \
+              an allocation there"
+)]
 pub enum Inline {
     /// Committed (or its commit failed) on this thread; `wake`: send the writer a wake-up.
     Committed { answer: Answer, wake: bool },
