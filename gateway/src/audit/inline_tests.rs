@@ -2,8 +2,7 @@
 //! its own record in the normal case, and hands it to the writer thread otherwise.
 
 use std::collections::HashSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::log::AuditLog;
 use super::signed_tests::{config as signed_config, signer, strict};
+use super::tests::all_records;
 use super::verify::{verify, verify_with};
 
 fn event(name: &str) -> AuditEvent {
@@ -45,28 +45,6 @@ fn open(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog
     let faults = Arc::new(Faults::default());
     let log = AuditLog::open_with(&dir, cfg, faults.clone(), None, Vec::new()).unwrap();
     (tmp, dir, faults, log)
-}
-
-fn all_records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    segments.sort();
-    segments
-        .iter()
-        .flat_map(|s| {
-            let data = fs::read(s).unwrap();
-            let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-            String::from_utf8(data[..end].to_vec())
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect()
 }
 
 /// The seq of the record whose request id is `name`.
