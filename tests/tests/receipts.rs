@@ -293,3 +293,43 @@ async fn verify_elsewhere(jwks_url: &str, receipts: &[&str]) -> Vec<Value> {
     assert_eq!(results.len(), receipts.len(), "{out}");
     results
 }
+
+/// In `process` durability a decision record is committed by the request's own thread
+/// (docs/audit.md#durability), not by the writer thread that signs receipts after its
+/// commits: every response still carries a receipt that verifies against the log.
+#[tokio::test]
+async fn receipts_of_records_committed_inline_verify_against_the_log() {
+    let s = Stack::start_with(|b| b.set("/audit/durability", serde_json::json!("process")))
+        .await
+        .unwrap();
+    let body = openai_chat("gpt-4o-mini", false);
+    let responses = futures_util::future::join_all((0..8).map(|_| s.post(CHAT, &body))).await;
+    let mut receipts = Vec::new();
+    for response in responses {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        let receipt = response
+            .headers()
+            .get("x-warden-receipt")
+            .expect("x-warden-receipt on a response decided in process durability")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let _ = response.text().await.unwrap();
+        receipts.push(receipt);
+    }
+    let metrics = s.warden.metrics().await.unwrap();
+    let inline = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_audit_inline_commits_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no inline commit counter in /metrics:\n{metrics}"));
+    assert!(
+        inline >= 1.0,
+        "the decisions were committed inline: {inline}"
+    );
+    let jwks_url = s.warden.admin_url("/.well-known/warden-audit-keys.json");
+    for receipt in &receipts {
+        verify_against_log(&s, receipt, &jwks_url).await;
+    }
+}

@@ -26,7 +26,8 @@ use super::segment_file::SegmentFile;
 use super::signer::Signer;
 use super::stats::CommitStats;
 use super::unauthenticated::Folder;
-use super::writer::{FULL_HARD, FULL_REFUSE, Msg, Settings, Shared, Writer};
+use super::writer::inline::{self, Inline};
+use super::writer::{FULL_HARD, FULL_REFUSE, Locked, Msg, Settings, Shared, Writer};
 
 /// File locked while a writer owns the directory.
 const LOCK_FILE: &str = "audit.lock";
@@ -40,6 +41,8 @@ pub struct AuditLog {
 struct Inner {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
+    /// The writer, which `process` durability's appends commit through on their own thread.
+    writer: Arc<Locked>,
     /// The audit key, when the log is signed: checkpoints and receipts.
     signer: Option<Arc<Signer>>,
     /// Signs receipts a batch at a time, when the log is signed.
@@ -213,9 +216,11 @@ impl AuditLog {
             writer.sign_receipts(receipts.clone());
         }
         let (tx, rx) = mpsc::channel();
+        let writer = Arc::new(Locked::new(Some(writer)));
+        let thread_writer = Arc::clone(&writer);
         std::thread::Builder::new()
             .name("warden-audit".to_owned())
-            .spawn(move || writer.run(rx))
+            .spawn(move || super::writer::run(thread_writer, rx))
             .map_err(|source| AuditError::Io {
                 action: "start the writer thread for",
                 path: dir.to_path_buf(),
@@ -225,6 +230,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx,
                 shared,
+                writer,
                 receipts,
                 signer,
                 unauthenticated: Folder::new(
@@ -239,37 +245,49 @@ impl AuditLog {
 
     /// Appends; the returned future resolves with the record's sequence number once it is
     /// recorded: on disk (its group's fdatasync returned) in `disk` durability, handed to the
-    /// operating system (its group's write returned) in `process` durability.
+    /// operating system (its write returned) in `process` durability.
     ///
-    /// The record is handed to the writer by this call, not when the future is first polled:
-    /// dropping the future does not withdraw it, and the future holds only the answer's
-    /// receiver, not the event (the request path's state, which holds it across the wait,
-    /// stays small).
+    /// In `process` durability, while the log is in its normal state, this call commits the
+    /// record itself, on the calling thread, and the future is ready (`writer/inline.rs`);
+    /// otherwise, and in `disk` durability, the record is handed to the writer thread by this
+    /// call, not when the future is first polled: dropping the future does not withdraw it,
+    /// and the future holds only the answer's receiver, not the event (the request path's
+    /// state, which holds it across the wait, stays small).
     pub fn append(
         &self,
         event: AuditEvent,
     ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
         let shared = &self.inner.shared;
-        let full = shared.full.load(std::sync::atomic::Ordering::Acquire) >= FULL_REFUSE;
         let max_bytes = shared.max_bytes;
-        let (done, committed) = answer::waiter();
-        let sent = !full
-            && self
-                .inner
-                .tx
-                .send(Msg::Append {
-                    event,
-                    done: Some(done),
-                })
-                .is_ok();
+        let appended = if shared.full.load(std::sync::atomic::Ordering::Acquire) >= FULL_REFUSE {
+            Appended::Full
+        } else {
+            match inline::append(&self.inner.writer, shared, event) {
+                Inline::Committed { answer, wake } => {
+                    if wake {
+                        let _ = self.inner.tx.send(Msg::Wake);
+                    }
+                    Appended::Ready(answer)
+                }
+                Inline::Declined(event) => {
+                    let (done, committed) = answer::waiter();
+                    let sent = self.inner.tx.send(Msg::Append {
+                        event,
+                        done: Some(done),
+                    });
+                    match sent {
+                        Ok(()) => Appended::Sent(committed),
+                        Err(_) => Appended::Ready(Err(AuditError::Closed)),
+                    }
+                }
+            }
+        };
         async move {
-            if full {
-                return Err(AuditError::Full { max_bytes });
+            match appended {
+                Appended::Full => Err(AuditError::Full { max_bytes }),
+                Appended::Ready(answer) => answer,
+                Appended::Sent(committed) => committed.await.map_err(|_| AuditError::Closed)?,
             }
-            if !sent {
-                return Err(AuditError::Closed);
-            }
-            committed.await.map_err(|_| AuditError::Closed)?
         }
     }
 
@@ -379,6 +397,16 @@ impl AuditLog {
     pub fn stats(&self) -> &CommitStats {
         &self.inner.shared.stats
     }
+}
+
+/// What [`AuditLog::append`] did with a record.
+enum Appended {
+    /// Refused: the log is full.
+    Full,
+    /// Committed (or not) already: the answer.
+    Ready(answer::Answer),
+    /// Handed to the writer thread, which answers here.
+    Sent(oneshot::Receiver<answer::Answer>),
 }
 
 /// Whether a writer holds the log in `dir` (a Warden is writing it). Takes a shared lock on

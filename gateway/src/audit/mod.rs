@@ -6,7 +6,9 @@
 //! data ends at its first NUL byte. In `disk` durability each commit is flushed
 //! (`fdatasync`) before its records are answered; in `process` durability they are answered
 //! once written and a flusher thread flushes them within `audit.flush_interval`. `head.json`
-//! anchors the last durable record so a cut tail shows. [`verify`] walks the chain and names
+//! anchors the last durable record so a cut tail shows. In `process` durability a commit is
+//! one write, so while nothing else is due the appending thread makes it itself, under the
+//! writer's lock (`writer/inline.rs`). [`verify`] walks the chain and names
 //! the first bad record. The format is described in `docs/audit.md`.
 
 pub mod acknowledged;
@@ -50,6 +52,8 @@ pub use record::Hash;
 pub use run_end::LastRun;
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
+#[cfg(test)]
+mod inline_tests;
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]

@@ -63,6 +63,21 @@ impl Outbox {
         std::mem::swap(&mut self.lock().events, spare);
     }
 
+    /// Puts `events`, taken by [`take_into`](Self::take_into) and not committed, back in
+    /// front of the records pushed since; returns how many are lost (the outbox is closed).
+    pub fn put_back(&self, mut events: Vec<AuditEvent>) -> u64 {
+        if events.is_empty() {
+            return 0;
+        }
+        let mut state = self.lock();
+        if state.closed {
+            return events.len() as u64;
+        }
+        events.append(&mut state.events);
+        state.events = events;
+        0
+    }
+
     /// Takes every waiting record and refuses any pushed later.
     pub fn close(&self) -> Vec<AuditEvent> {
         let mut state = self.lock();
@@ -75,6 +90,11 @@ impl Outbox {
     /// pusher sees the flag and wakes it.
     pub fn set_sleeping(&self, sleeping: bool) {
         self.sleeping.store(sleeping, Ordering::SeqCst);
+    }
+
+    /// Whether the writer sleeps with nothing to time, clearing it: the caller wakes it.
+    pub fn take_sleeping(&self) -> bool {
+        self.sleeping.swap(false, Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

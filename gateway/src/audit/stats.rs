@@ -15,6 +15,9 @@ const COMMIT_BUCKETS: &[f64] = &[
 pub struct CommitStats {
     /// Commits: one write (and, in `disk` durability, one fdatasync) each.
     pub commits: IntCounter,
+    /// Of the commits, those made inline: by the appending thread itself, in `process`
+    /// durability, rather than by the writer thread.
+    pub inline_commits: IntCounter,
     /// Records committed.
     pub records: IntCounter,
     /// Time from a commit's first write to its records being answered.
@@ -42,6 +45,12 @@ impl CommitStats {
             commits: IntCounter::new(
                 "warden_audit_commits_total",
                 "Audit log commits (one write and one fdatasync each)",
+            )
+            .expect("static metric definition"),
+            inline_commits: IntCounter::new(
+                "warden_audit_inline_commits_total",
+                "Audit log commits made by the appending thread itself (process durability), \
+                 of warden_audit_commits_total",
             )
             .expect("static metric definition"),
             records: IntCounter::new("warden_audit_records_total", "Audit records committed")
@@ -97,6 +106,7 @@ impl CommitStats {
     pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![
             Box::new(self.commits.clone()),
+            Box::new(self.inline_commits.clone()),
             Box::new(self.records.clone()),
             Box::new(self.commit_seconds.clone()),
             Box::new(self.flush_seconds.clone()),

@@ -1185,7 +1185,7 @@ async fn a_retention_record_that_fails_to_commit_is_an_outage_like_any_other() {
 }
 
 /// Every segment's records of `dir`, in order, parsed.
-fn all_records(dir: &Path) -> Vec<serde_json::Value> {
+pub(super) fn all_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut segments: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -2,13 +2,16 @@
 //! every waiter (group commit). In `disk` durability a commit is made durable (`fdatasync`)
 //! before its records are answered; in `process` durability they are answered once written
 //! (the kernel has them), and the flusher thread flushes them within the flush interval.
+//! There, while nothing but a write is due, the appending threads commit their own records
+//! under the writer's lock ([`inline`]); the thread holds that lock for its rounds of work,
+//! never while it waits.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -29,6 +32,8 @@ use super::run_end::Boundary;
 use super::segment::segment_name;
 use super::segment_file::SegmentFile;
 use super::stats::CommitStats;
+
+pub mod inline;
 
 /// Most records gathered into one commit.
 const MAX_BATCH: usize = 1024;
@@ -82,6 +87,15 @@ pub struct Shared {
     pub full: AtomicU8,
     /// `audit.retention.max_bytes`, for the error a full log answers with.
     pub max_bytes: u64,
+    /// `process` durability: appending threads commit their own records ([`inline`]).
+    pub inline: bool,
+    /// The writer thread is at work under the lock (a commit, retention, a wait for the
+    /// flusher), which may take disk time: appending threads hand their records over
+    /// instead of waiting for the lock.
+    pub busy: AtomicBool,
+    /// An inline commit changed what the writer times (a flush became due, a commit
+    /// failed) since the writer last looked: it must look again before it sleeps.
+    pub unseen: AtomicBool,
 }
 
 /// The log is at its bound: decision records are refused.
@@ -144,6 +158,8 @@ struct Pending {
     /// A `retention` record: made anew at the next look when its commit fails (nothing is
     /// deleted without it), so neither failed nor lost either.
     retention: bool,
+    /// Committed inline: its appender takes the answer on its own thread, without a waiter.
+    answered_here: bool,
 }
 
 impl Pending {
@@ -157,6 +173,7 @@ impl Pending {
             recovery: false,
             checkpoint: false,
             retention: false,
+            answered_here: false,
         }
     }
 
@@ -345,6 +362,8 @@ pub struct Writer {
     outage: Option<Outage>,
     /// Signs the receipts queued by the requests it answered, after each commit.
     receipts: Option<BatchSigner>,
+    /// The outbox's records an inline commit takes (its room is kept between commits).
+    spare: Vec<AuditEvent>,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
 }
@@ -396,6 +415,9 @@ impl Writer {
                 stats,
                 full: AtomicU8::new(0),
                 max_bytes: settings.max_bytes,
+                inline: settings.durability == Durability::Process,
+                busy: AtomicBool::new(false),
+                unseen: AtomicBool::new(false),
             }),
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
@@ -408,6 +430,7 @@ impl Writer {
             unflushed,
             outage: None,
             receipts: None,
+            spare: Vec::new(),
             _lock: lock,
         })
     }
@@ -469,81 +492,81 @@ impl Writer {
         Ok(())
     }
 
-    /// The thread's body: group-commit until closed or every handle is dropped.
-    pub fn run(mut self, rx: Receiver<Msg>) {
-        let _stopped = Stopped(self.shared.clone());
-        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-        // Two lists take turns: the outbox fills one while the writer drains the other.
-        let mut detached: Vec<AuditEvent> = Vec::with_capacity(64);
-        while let Some(first) = self.wait_first(&rx) {
-            self.tend_retention();
-            // Records waiting in the outbox were appended before this message arrived.
-            self.shared.outbox.take_into(&mut detached);
-            batch.extend(detached.drain(..).map(Pending::detached));
-            let mut close = first.and_then(|msg| take(msg, &mut batch));
-            if close.is_none() {
-                close = drain(&rx, &mut batch);
-            }
-            if close.is_some() {
-                // A close can arrive while draining, after the outbox was taken: records left
-                // there before it was sent are the last to commit.
-                take_detached(self.shared.outbox.close(), &mut batch);
-            }
-            if batch.is_empty()
-                && close.is_none()
-                && self.outage.is_none()
-                && let Some(beat) = self.heartbeat_due()
-            {
-                batch.push(Pending::checkpoint(beat));
-            }
-            if batch.is_empty()
-                && close.is_none()
-                && self.outage.is_none()
-                && !self.checkpoint_due()
-            {
-                continue; // a wake-up whose records an earlier commit took
-            }
-            if let Some(outage) = &self.outage {
-                batch.insert(0, Pending::recovery(outage));
-            }
-            let started = Instant::now();
-            let failure = self.commit(&mut batch, close.is_some());
-            let took = started.elapsed();
-            self.track_outage(&batch, failure.as_ref());
-            if failure.is_none() {
-                let stats = &self.shared.stats;
-                stats.commits.inc();
-                stats.records.inc_by(batch.len() as u64);
-                stats.commit_seconds.observe(took.as_secs_f64());
-            }
-            let failed = failure.as_ref().map(CommitFailure::clone_error);
-            reply(&mut batch, self.head.0, failure, &self.shared.stats);
-            if let Some(done) = close.take() {
-                let stopped = self.stop();
-                let result = match failed {
-                    Some(error) => Err(error),
-                    None => stopped,
-                };
-                drop(self);
-                drop(rx);
-                let _ = done.send(result);
-                return;
-            }
-            if let Some(receipts) = &self.receipts {
-                receipts.sign_queued();
-            }
-            self.tend_flushes();
-            if self.anchored != Some(self.durable.0)
-                && self.anchored_at.elapsed() >= ANCHOR_INTERVAL
-            {
-                self.post_anchor();
-            }
+    /// One round of the thread's body, under the lock: commits what `first` and the channel
+    /// and outbox hold (with the recovery record, a checkpoint or retention's record as due),
+    /// answers it, and tends flushes and `head.json`. On a close request, also stops: returns
+    /// the request and its answer, for the caller to send once the writer is dropped.
+    fn round(
+        &mut self,
+        first: Option<Msg>,
+        rx: &Receiver<Msg>,
+        batch: &mut Vec<Pending>,
+        detached: &mut Vec<AuditEvent>,
+    ) -> Option<Closing> {
+        self.tend_retention();
+        // Records waiting in the outbox were appended before this message arrived.
+        self.shared.outbox.take_into(detached);
+        batch.extend(detached.drain(..).map(Pending::detached));
+        let mut close = first.and_then(|msg| take(msg, batch));
+        if close.is_none() {
+            close = drain(rx, batch);
         }
-        // Every handle is gone: what waits in the outbox is the last to commit.
-        take_detached(self.shared.outbox.close(), &mut batch);
+        if close.is_some() {
+            // A close can arrive while draining, after the outbox was taken: records left
+            // there before it was sent are the last to commit.
+            take_detached(self.shared.outbox.close(), batch);
+        }
+        if batch.is_empty()
+            && close.is_none()
+            && self.outage.is_none()
+            && let Some(beat) = self.heartbeat_due()
+        {
+            batch.push(Pending::checkpoint(beat));
+        }
+        if batch.is_empty() && close.is_none() && self.outage.is_none() && !self.checkpoint_due() {
+            return None; // a wake-up whose records an earlier commit took
+        }
+        if let Some(outage) = &self.outage {
+            batch.insert(0, Pending::recovery(outage));
+        }
+        let started = Instant::now();
+        let failure = self.commit(batch, close.is_some());
+        let took = started.elapsed();
+        self.track_outage(batch, failure.as_ref());
+        if failure.is_none() {
+            let stats = &self.shared.stats;
+            stats.commits.inc();
+            stats.records.inc_by(batch.len() as u64);
+            stats.commit_seconds.observe(took.as_secs_f64());
+        }
+        let failed = failure.as_ref().map(CommitFailure::clone_error);
+        if close.is_none() {
+            // The disk work is done: what is left is quick, and an appender answered now
+            // commits its next record inline.
+            self.shared.busy.store(false, Ordering::SeqCst);
+        }
+        reply(batch, self.head.0, failure, &self.shared.stats);
+        if let Some(done) = close {
+            let stopped = self.stop();
+            let result = match failed {
+                Some(error) => Err(error),
+                None => stopped,
+            };
+            return Some((done, result));
+        }
+        self.tend_flushes();
+        if self.anchored != Some(self.durable.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
+            self.post_anchor();
+        }
+        None
+    }
+
+    /// Every handle is gone: commits what waits in the outbox, the last records, and stops.
+    fn finish(&mut self, batch: &mut Vec<Pending>) {
+        take_detached(self.shared.outbox.close(), batch);
         if !batch.is_empty() || self.checkpoint_pending() {
-            let failure = self.commit(&mut batch, true);
-            reply(&mut batch, self.head.0, failure, &self.shared.stats);
+            let failure = self.commit(batch, true);
+            reply(batch, self.head.0, failure, &self.shared.stats);
         }
         if let Err(error) = self.stop() {
             tracing::error!(%error, "audit log stopped without flushing or recording its head");
@@ -577,7 +600,10 @@ impl Writer {
                 }
                 let outage = outage.get_or_insert_with(Outage::begin);
                 let failed = batch.iter().filter(|p| !p.own() && p.not_written(written));
-                let lost = failed.clone().filter(|p| p.done.is_none()).count();
+                let lost = failed
+                    .clone()
+                    .filter(|p| p.done.is_none() && !p.answered_here)
+                    .count();
                 outage.failed_records += failed.count() as u64;
                 outage.lost_records += lost as u64;
                 outage.error = failure.source.to_string();
@@ -618,7 +644,11 @@ impl Writer {
         };
         let backlog = unflushed.bytes.len() >= MAX_UNFLUSHED_BYTES;
         let report = if backlog {
-            unflushed.flusher.wait()
+            // Appending threads hand their records over meanwhile (they would wait too).
+            let busy = self.shared.busy.swap(true, Ordering::SeqCst);
+            let report = unflushed.flusher.wait();
+            self.shared.busy.store(busy, Ordering::SeqCst);
+            report
         } else {
             unflushed.flusher.take()
         };
@@ -701,18 +731,18 @@ impl Writer {
         }
     }
 
-    /// Blocks for the next request (`Some(Some(_))`), or until records in the outbox have
-    /// waited long enough or a failed log is due for a retry (`Some(None)`); `None` once
-    /// every handle is gone. Meanwhile posts flushes as they fall due and, once idle, catches
-    /// `head.json` up with the durable head.
-    fn wait_first(&mut self, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
-        let mut commit_at: Option<Instant> = None;
-        let mut anchor_at: Option<Instant> = None;
+    /// Tends flushes and `head.json` as they fall due, and says when the thread must act
+    /// next: now (records in the outbox have waited long enough, a failed log is due for a
+    /// retry, a checkpoint or retention is due), or after a sleep. Called under the lock,
+    /// which the sleep is not.
+    fn plan(&mut self, timers: &mut Timers) -> Wake {
+        // What inline commits changed until now is seen here; a later one sets it again.
+        self.shared.unseen.store(false, Ordering::SeqCst);
         loop {
             self.tend_flushes();
             let now = Instant::now();
-            if commit_at.is_none() {
-                commit_at = if !self.shared.outbox.is_empty() {
+            if timers.commit_at.is_none() {
+                timers.commit_at = if !self.shared.outbox.is_empty() {
                     Some(now + OUTBOX_DELAY)
                 } else if self.outage.is_some() {
                     Some(now + RETRY_INTERVAL)
@@ -720,19 +750,19 @@ impl Writer {
                     None
                 };
             }
-            if commit_at.is_some_and(|at| at <= now) {
-                return Some(None);
+            if timers.commit_at.is_some_and(|at| at <= now) {
+                return Wake::Now;
             }
             if self.anchored == Some(self.head.0) {
-                anchor_at = None;
-            } else if anchor_at.is_some_and(|at| at <= now) {
-                anchor_at = None;
+                timers.anchor_at = None;
+            } else if timers.anchor_at.is_some_and(|at| at <= now) {
+                timers.anchor_at = None;
                 if self.anchored != Some(self.durable.0) {
                     self.post_anchor();
                 }
                 continue;
             } else {
-                anchor_at.get_or_insert(now + ANCHOR_IDLE);
+                timers.anchor_at.get_or_insert(now + ANCHOR_IDLE);
             }
             let flush_at = self
                 .unflushed
@@ -751,51 +781,20 @@ impl Writer {
                 .map(Retention::next_look);
             if checkpoint_at.is_some_and(|at| at <= now) || retention_at.is_some_and(|at| at <= now)
             {
-                return Some(None);
+                return Wake::Now;
             }
-            let wake = [commit_at, anchor_at, flush_at, checkpoint_at, retention_at]
-                .into_iter()
-                .flatten()
-                .min();
-            let Some(at) = wake else {
-                match self.sleep(rx, None) {
-                    Ok(Msg::Wake) => continue,
-                    Ok(msg) => return Some(Some(msg)),
-                    Err(_) => return None,
-                }
-            };
-            let wait = at.saturating_duration_since(now);
-            // A long wait (a checkpoint's interval) lets the outbox's pushers wake the writer,
-            // as an untimed sleep does; a short one ends before an outbox record is due.
-            let next = if wait > OUTBOX_DELAY {
-                self.sleep(rx, Some(wait))
-            } else {
-                rx.recv_timeout(wait)
-            };
-            match next {
-                Ok(Msg::Wake) => {}
-                Ok(msg) => return Some(Some(msg)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
+            let wake = [
+                timers.commit_at,
+                timers.anchor_at,
+                flush_at,
+                checkpoint_at,
+                retention_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            return Wake::After(wake.map(|at| at.saturating_duration_since(now)));
         }
-    }
-
-    /// Blocks for the next message, for at most `wait` when given. The outbox's pushers wake
-    /// the writer (with [`Msg::Wake`]) only while it sleeps here.
-    fn sleep(&self, rx: &Receiver<Msg>, wait: Option<Duration>) -> Result<Msg, RecvTimeoutError> {
-        let outbox = &self.shared.outbox;
-        outbox.set_sleeping(true);
-        if !outbox.is_empty() {
-            outbox.set_sleeping(false);
-            return Ok(Msg::Wake);
-        }
-        let next = match wait {
-            Some(wait) => rx.recv_timeout(wait),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        outbox.set_sleeping(false);
-        next
     }
 
     /// Whether a checkpoint is due (by count or time) for the records written so far.
@@ -828,6 +827,12 @@ impl Writer {
     /// records continue the chain from there.
     fn commit(&mut self, batch: &mut Vec<Pending>, closing: bool) -> Option<CommitFailure> {
         self.encode(batch, closing);
+        self.write_batch(batch)
+    }
+
+    /// Writes the batch `encode` encoded (see [`commit`](Self::commit)), and notes the keys
+    /// and the checkpoint it wrote.
+    fn write_batch(&mut self, batch: &[Pending]) -> Option<CommitFailure> {
         let failure = self.write_encoded();
         self.buf.clear();
         self.ends.clear();
@@ -1099,6 +1104,134 @@ impl Writer {
             }
         }
     }
+}
+
+/// The writer, under the lock its thread and (`process` durability) the appending threads
+/// commit under; `None` once the thread has stopped it.
+pub type Locked = Mutex<Option<Writer>>;
+
+/// Takes the writer's lock. A panic under it (the thread's, or an inline commit's) leaves the
+/// writer as it was, possibly mid-commit: the thread goes on with it, as it would have.
+fn lock(locked: &Locked) -> MutexGuard<'_, Option<Writer>> {
+    locked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A close request and its answer, sent once the writer (and its directory lock) is dropped.
+type Closing = (
+    oneshot::Sender<Result<(), AuditError>>,
+    Result<(), AuditError>,
+);
+
+/// What the writer thread waits for between rounds.
+#[derive(Default)]
+struct Timers {
+    /// Commit then: records in the outbox are due, or a failed log's retry.
+    commit_at: Option<Instant>,
+    /// Catch `head.json` up then.
+    anchor_at: Option<Instant>,
+}
+
+/// When the writer thread acts next.
+enum Wake {
+    /// Now.
+    Now,
+    /// After this long, or at the next message (`None`: only at the next message).
+    After(Option<Duration>),
+}
+
+/// The thread's body: group-commit until closed or every handle is dropped. It holds the
+/// writer's lock for a round of work, never while it waits: in `process` durability the
+/// appending threads commit under it in between ([`inline`]).
+pub fn run(locked: Arc<Locked>, rx: Receiver<Msg>) {
+    let Some((shared, receipts)) = lock(&locked)
+        .as_ref()
+        .map(|writer| (writer.shared(), writer.receipts.clone()))
+    else {
+        return;
+    };
+    let _stopped = Stopped(shared.clone());
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    // Two lists take turns: the outbox fills one while the writer drains the other.
+    let mut detached: Vec<AuditEvent> = Vec::with_capacity(64);
+    loop {
+        let first = wait_first(&locked, &shared, &rx);
+        let mut guard = lock(&locked);
+        shared.busy.store(true, Ordering::SeqCst);
+        let Some(writer) = guard.as_mut() else {
+            return;
+        };
+        let Some(first) = first else {
+            // Every handle is gone: what waits in the outbox is the last to commit.
+            writer.finish(&mut batch);
+            *guard = None;
+            return;
+        };
+        if let Some((done, result)) = writer.round(first, &rx, &mut batch, &mut detached) {
+            *guard = None;
+            drop(guard);
+            drop(rx);
+            let _ = done.send(result);
+            return;
+        }
+        shared.busy.store(false, Ordering::SeqCst);
+        drop(guard);
+        // The requests it answered queue their receipts on their way upstream; signed off
+        // the lock, which inline commits wait for.
+        if let Some(receipts) = &receipts {
+            receipts.sign_queued();
+        }
+    }
+}
+
+/// Blocks for the next request (`Some(Some(_))`), or until the writer is due to act on its
+/// own (`Some(None)`); `None` once every handle is gone. Plans under the lock, sleeps
+/// without it.
+fn wait_first(locked: &Locked, shared: &Shared, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
+    let mut timers = Timers::default();
+    loop {
+        let wake = match lock(locked).as_mut() {
+            Some(writer) => writer.plan(&mut timers),
+            None => return None,
+        };
+        let next = match wake {
+            Wake::Now => return Some(None),
+            Wake::After(None) => sleep(shared, rx, None),
+            // A long wait (a checkpoint's interval) lets the outbox's pushers and inline
+            // commits wake the writer, as an untimed sleep does; a short one ends before an
+            // outbox record is due.
+            Wake::After(Some(wait)) if wait > OUTBOX_DELAY => sleep(shared, rx, Some(wait)),
+            Wake::After(Some(wait)) => rx.recv_timeout(wait),
+        };
+        match next {
+            Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(msg) => return Some(Some(msg)),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Blocks for the next message, for at most `wait` when given. The outbox's pushers and
+/// inline commits wake the writer (with [`Msg::Wake`]) only while it sleeps here; what they
+/// left before it began is seen here.
+fn sleep(
+    shared: &Shared,
+    rx: &Receiver<Msg>,
+    wait: Option<Duration>,
+) -> Result<Msg, RecvTimeoutError> {
+    let outbox = &shared.outbox;
+    outbox.set_sleeping(true);
+    if !outbox.is_empty() || shared.unseen.load(Ordering::SeqCst) {
+        outbox.set_sleeping(false);
+        return Ok(Msg::Wake);
+    }
+    let next = match wait {
+        Some(wait) => rx.recv_timeout(wait),
+        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    };
+    outbox.set_sleeping(false);
+    next
 }
 
 /// Adds what is pending (up to a full batch) without waiting; returns a close request.

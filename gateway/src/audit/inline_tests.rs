@@ -1,0 +1,284 @@
+//! `process` durability's inline commits (`writer/inline.rs`): the appending thread commits
+//! its own record in the normal case, and hands it to the writer thread otherwise.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::anchor;
+use super::config::{AuditConfig, Durability};
+use super::event::{AuditEvent, EventKind};
+use super::faults::Faults;
+use super::log::AuditLog;
+use super::signed_tests::{config as signed_config, signer, strict};
+use super::tests::all_records;
+use super::verify::{verify, verify_with};
+
+fn event(name: &str) -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::Decision);
+    event.request_id = name.into();
+    event.action = "llm:chat".into();
+    event.decision = "allow".into();
+    event
+}
+
+fn outcome(name: &str) -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::Outcome);
+    event.request_id = name.into();
+    event
+}
+
+/// `process` durability; flushes an interval no test waits for unless it says so.
+fn process() -> AuditConfig {
+    AuditConfig {
+        durability: Durability::Process,
+        flush_interval: Duration::from_secs(1),
+        ..AuditConfig::default()
+    }
+}
+
+fn open(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, cfg, faults.clone(), None, Vec::new()).unwrap();
+    (tmp, dir, faults, log)
+}
+
+/// The seq of the record whose request id is `name`.
+fn seq_of(records: &[serde_json::Value], name: &str) -> u64 {
+    records
+        .iter()
+        .find(|r| r["request_id"] == name)
+        .unwrap_or_else(|| panic!("no record of {name}"))["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[test]
+fn concurrent_inline_appends_and_detached_records_form_one_chain_in_order() {
+    const THREADS: usize = 8;
+    const EACH: usize = 150;
+    let (_tmp, dir, _faults, log) = open(&process());
+    let seqs: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let log = log.clone();
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    (0..EACH)
+                        .map(|i| {
+                            // Its outcome record is queued before its decision is appended:
+                            // the decision's commit takes it first.
+                            log.append_detached(outcome(&format!("out-{t}-{i}")));
+                            runtime
+                                .block_on(log.append(event(&format!("dec-{t}-{i}"))))
+                                .unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let inline = log.stats().inline_commits.get();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(log.close())
+        .unwrap();
+
+    let total = (THREADS * EACH) as u64;
+    let mut answered = HashSet::new();
+    for thread in &seqs {
+        assert!(
+            thread.windows(2).all(|w| w[0] < w[1]),
+            "a thread's records are answered in order"
+        );
+        for seq in thread {
+            assert!(answered.insert(*seq), "seq {seq} answered twice");
+        }
+    }
+    assert_eq!(answered.len() as u64, total);
+    let report = verify(&dir).unwrap();
+    assert_eq!(
+        report.records,
+        2 * total,
+        "every decision and outcome, once"
+    );
+    let records = all_records(&dir);
+    for (t, thread) in seqs.iter().enumerate() {
+        for (i, seq) in thread.iter().enumerate() {
+            assert_eq!(seq_of(&records, &format!("dec-{t}-{i}")), *seq);
+            assert!(
+                seq_of(&records, &format!("out-{t}-{i}")) < *seq,
+                "an outcome queued before a decision is in the chain before it"
+            );
+        }
+    }
+    assert!(
+        inline > total / 2,
+        "most appends committed inline: {inline} of {total}"
+    );
+}
+
+#[tokio::test]
+async fn an_inline_commit_is_flushed_within_the_interval_and_anchored() {
+    let (_tmp, dir, _faults, log) = open(&AuditConfig {
+        flush_interval: Duration::from_millis(20),
+        ..process()
+    });
+    // Let the writer thread fall asleep with nothing to time.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(log.append(event("one")).await.unwrap(), 1);
+    assert_eq!(log.stats().inline_commits.get(), 1);
+    eventually("the inline commit was flushed", || {
+        log.stats().flush_seconds.get_sample_count() == 1
+    })
+    .await;
+    eventually("head.json caught up", || {
+        anchor::read(&dir).unwrap().is_some_and(|a| a.seq == 1)
+    })
+    .await;
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rotation_is_the_writer_threads_and_appends_are_inline_again_after_it() {
+    let (_tmp, dir, _faults, log) = open(&AuditConfig {
+        segment_bytes: 1500,
+        ..process()
+    });
+    let inline = || log.stats().inline_commits.get();
+    let mut handed_over = 0;
+    for i in 1..=30u64 {
+        let before = inline();
+        assert_eq!(log.append(event(&format!("r{i}"))).await.unwrap(), i);
+        handed_over += u64::from(inline() == before);
+    }
+    log.close().await.unwrap();
+    let report = verify(&dir).unwrap();
+    assert!(report.segments >= 3, "{report:?}");
+    assert_eq!(
+        handed_over,
+        report.segments - 1,
+        "exactly the appends that rotated went to the writer thread"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_due_by_count_is_the_writer_threads_and_comes_at_its_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let cfg = AuditConfig {
+        durability: Durability::Process,
+        ..signed_config(5)
+    };
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    let inline = || log.stats().inline_commits.get();
+    for i in 1..=4u64 {
+        assert_eq!(log.append(event(&format!("c{i}"))).await.unwrap(), i);
+        assert_eq!(inline(), i, "no checkpoint due: inline");
+    }
+    // The fifth record makes a checkpoint due: the writer commits both.
+    assert_eq!(log.append(event("c5")).await.unwrap(), 5);
+    assert_eq!(inline(), 4);
+    assert_eq!(log.append(event("c6")).await.unwrap(), 7);
+    assert_eq!(inline(), 5, "inline again");
+    log.close().await.unwrap();
+    let records = all_records(&dir);
+    assert_eq!(records[5]["kind"], "checkpoint", "{}", records[5]);
+    let report = verify_with(&dir, &strict()).unwrap();
+    assert!(report.checkpoints >= 2, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_failed_inline_commit_is_an_outage_the_writer_thread_recovers_from() {
+    let (_tmp, dir, faults, log) = open(&process());
+    let inline = || log.stats().inline_commits.get();
+    assert_eq!(log.append(event("a")).await.unwrap(), 1);
+    assert_eq!(inline(), 1);
+    // Two outcomes ride with the next decision, whose write is torn.
+    log.append_detached(outcome("o1"));
+    log.append_detached(outcome("o2"));
+    faults.torn_writes.store(1, Ordering::SeqCst);
+    assert!(log.append(event("b")).await.is_err());
+    assert_eq!(log.stats().lost.get(), 2, "the outcomes nobody waited for");
+    assert!(!log.is_writable());
+    // Failing: the writer thread commits the next one, after the record of the outage.
+    assert_eq!(log.append(event("c")).await.unwrap(), 3);
+    assert_eq!(inline(), 1, "not inline while failing");
+    assert!(log.is_writable());
+    assert_eq!(log.append(event("d")).await.unwrap(), 4);
+    assert_eq!(inline(), 2, "inline again once recovered");
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 4);
+    let records = all_records(&dir);
+    assert_eq!(records[1]["detail"]["event"], "audit_recovered");
+    let detail = &records[1]["detail"];
+    assert_eq!(detail["failed_records"], 3, "{detail}");
+    assert_eq!(detail["lost_records"], 2, "{detail}");
+}
+
+#[tokio::test]
+async fn a_failed_inline_commit_is_retried_by_the_writer_without_traffic() {
+    let (_tmp, dir, faults, log) = open(&process());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    faults.torn_writes.store(1, Ordering::SeqCst);
+    assert!(log.append(event("a")).await.is_err());
+    assert!(!log.is_writable());
+    eventually("the writer retried and recovered on its own", || {
+        log.is_writable()
+    })
+    .await;
+    log.close().await.unwrap();
+    let records = all_records(&dir);
+    assert_eq!(records[0]["detail"]["event"], "audit_recovered");
+    assert_eq!(records[0]["detail"]["failed_records"], 1);
+    assert_eq!(verify(&dir).unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn disk_durability_never_commits_inline() {
+    let (_tmp, dir, _faults, log) = open(&AuditConfig::default());
+    for i in 1..=3u64 {
+        assert_eq!(log.append(event(&format!("d{i}"))).await.unwrap(), i);
+    }
+    assert_eq!(log.stats().inline_commits.get(), 0);
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn a_receipt_of_a_record_committed_inline_is_signed_and_verifies() {
+    use super::receipt::{Receipt, verify as verify_receipt};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let cfg = AuditConfig {
+        durability: Durability::Process,
+        ..signed_config(1000)
+    };
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    let seq = log.append(event("r1")).await.unwrap();
+    assert_eq!(log.stats().inline_commits.get(), 1);
+    let pending = log.receipt(&Receipt::example(seq)).expect("a signed log");
+    log.append(event("r2")).await.unwrap();
+    // No writer round signs it: the response signs what is queued on its own thread.
+    let receipt = pending.receipt().expect("the receipt");
+    let verified = verify_receipt(&receipt, &super::signed_tests::keys()).unwrap();
+    assert_eq!(verified.claims, Receipt::example(seq));
+    log.close().await.unwrap();
+    verify_with(&dir, &strict()).unwrap();
+}
