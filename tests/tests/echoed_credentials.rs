@@ -333,3 +333,39 @@ async fn a_streamed_answer_is_joined_whatever_its_content_types_case_and_refused
     assert!(text.contains("response_unreadable"), "{text}");
     assert!(!text.contains(a), "{text}");
 }
+
+#[tokio::test]
+async fn a_stream_that_only_comes_near_the_credential_reaches_the_agent_byte_for_byte() {
+    use warden_e2e::stack::Stack;
+    use warden_e2e::warden::OPENAI_KEY;
+
+    let s = Stack::start().await.unwrap();
+    // Each delta but the last ends with what could begin the injected key, which never
+    // comes: the events are held until that is clear, then sent as the upstream cut them.
+    let near = &OPENAI_KEY[..OPENAI_KEY.len() - 1];
+    let events = vec![
+        chat_chunk(Some("Keys look like sk"), None),
+        chat_chunk(Some("-fake; mine is "), None),
+        chat_chunk(Some(near), None),
+        chat_chunk(Some("!, not a key"), None),
+        chat_chunk(None, Some("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    s.fake.script_streams(Some(events.clone()));
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let text = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    s.fake.script_streams(None);
+    assert_eq!(text, events.concat());
+}

@@ -3,8 +3,6 @@
 //! many chunks; the baseline pack refuses some. The official OpenAI SDK parses every rewritten
 //! response; allowed calls arrive as the model sent them, refused ones in no chunk.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{AnswerEncoding, PROMPT_TOKENS, PROPOSE_PREFIX, call_id};
 use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
@@ -221,113 +219,13 @@ fn tools(calls: &Value) -> Value {
     })
 }
 
-/// An event's lines other than `data`, and its data with its delta's text made empty.
-type SdkEvent = (Vec<String>, Value);
-
-/// A stream as the agent's SDK reads it: its events in order, each with its non-`data` lines
-/// and its data (parsed, `[DONE]` as it is) with every delta's text made empty; and, per
-/// channel (a choice's `delta` text field or tool call's `arguments`, a Responses `*.delta` event's
-/// output, part and summary), the text its deltas join to. On a route that injects a
-/// credential the cuts between a channel's deltas may move (docs/secrets.md); this does not.
-fn as_the_sdk_reads(stream: &str) -> (Vec<SdkEvent>, BTreeMap<String, String>) {
-    let mut events = Vec::new();
-    let mut joined = BTreeMap::<String, String>::new();
-    let mut join = |channel: String, text: &mut Value| {
-        if let Value::String(t) = text {
-            joined
-                .entry(channel)
-                .or_default()
-                .push_str(&std::mem::take(t));
-        }
-    };
-    for event in stream.split_inclusive("\n\n") {
-        let mut lines = Vec::new();
-        let mut data = Value::Null;
-        for line in event.lines().filter(|l| !l.is_empty()) {
-            match line.strip_prefix("data:") {
-                Some(d) if d.trim() == "[DONE]" => data = json!("[DONE]"),
-                Some(d) => {
-                    data = serde_json::from_str(d.trim())
-                        .unwrap_or_else(|e| panic!("each event's data is JSON ({e}): {event:?}"))
-                }
-                None => lines.push(line.to_owned()),
-            }
-        }
-        for (at, choice) in data
-            .get_mut("choices")
-            .and_then(Value::as_array_mut)
-            .map(|c| c.iter_mut().enumerate().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            let i = choice["index"].as_u64().unwrap_or(at as u64);
-            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            for field in ["content", "refusal", "reasoning_content", "reasoning"] {
-                if let Some(text) = delta.get_mut(field) {
-                    join(format!("choice {i} {field}"), text);
-                }
-            }
-            for (c, call) in delta
-                .get_mut("tool_calls")
-                .and_then(Value::as_array_mut)
-                .map(|c| c.iter_mut().enumerate().collect::<Vec<_>>())
-                .unwrap_or_default()
-            {
-                let t = call["index"].as_u64().unwrap_or(c as u64);
-                join(
-                    format!("choice {i} tool call {t}"),
-                    &mut call["function"]["arguments"],
-                );
-            }
-        }
-        if let Some(kind) = data["type"].as_str().filter(|k| k.ends_with(".delta")) {
-            let channel = format!(
-                "{kind} output {} part {} summary {}",
-                data["output_index"], data["content_index"], data["summary_index"]
-            );
-            join(channel, &mut data["delta"]);
-        }
-        events.push((lines, data));
-    }
-    (events, joined)
-}
-
-/// Asserts the agent's SDK reads `through` as it reads `direct`: the same events in the same
-/// order, each unchanged but for where its channel's text is cut, and each channel joining to
-/// the same text (of which there is some).
-fn same_for_the_sdk(through: &str, direct: &str, what: &str) {
-    let (events, joined) = as_the_sdk_reads(through);
-    let (sent, upstream) = as_the_sdk_reads(direct);
-    assert!(
-        upstream.values().any(|t| !t.is_empty()),
-        "the upstream streams text in deltas: {direct}"
-    );
-    assert_eq!(
-        joined, upstream,
-        "{what}: each channel joins to the upstream's text"
-    );
-    assert_eq!(
-        events.len(),
-        sent.len(),
-        "{what}: as many events as the upstream sent\n{through}\n{direct}"
-    );
-    for (at, (got, want)) in events.iter().zip(&sent).enumerate() {
-        assert_eq!(
-            got, want,
-            "{what}: event {at} unchanged but for its delta's text"
-        );
-    }
-}
-
 #[tokio::test]
-async fn allowed_calls_reach_the_sdk_unchanged_and_a_refused_call_in_no_chunk() {
+async fn allowed_calls_arrive_byte_for_byte_and_a_refused_call_in_no_chunk() {
     let s = with_baseline().await;
     let (through, direct) = streams(&s, &tools(&read_and_write())).await;
-    same_for_the_sdk(
-        &through,
-        &direct,
-        "every call allowed: the stream is unchanged",
+    assert_eq!(
+        through, direct,
+        "every call allowed: the stream is unchanged"
     );
 
     let (through, _) = streams(&s, &tools(&proposals())).await;
@@ -539,7 +437,7 @@ async fn a_denied_push_is_replaced_by_a_text_naming_the_approver_streamed_and_wh
 }
 
 #[tokio::test]
-async fn an_approved_call_reaches_the_sdk_unchanged_and_the_wait_is_kept_alive_with_comments() {
+async fn an_approved_call_arrives_byte_for_byte_and_the_wait_is_kept_alive_with_comments() {
     let s = with_approvals().await;
     let alice = enrol(&s.warden, "alice").await;
     let calls = read_and_push(FORCE_PUSH);
@@ -567,7 +465,7 @@ async fn an_approved_call_reaches_the_sdk_unchanged_and_the_wait_is_kept_alive_w
         .split_inclusive("\n\n")
         .filter(|event| !event.starts_with(':'))
         .collect();
-    same_for_the_sdk(&without_comments, &direct, "released unchanged");
+    assert_eq!(without_comments, direct, "released unchanged");
 }
 
 /// The Responses API stream as the agent receives it and as the fake sends it.
@@ -602,10 +500,9 @@ async fn responses_api_calls_are_judged_streamed_and_whole_and_the_sdk_parses_th
         through.contains("response.function_call_arguments.delta"),
         "{through}"
     );
-    same_for_the_sdk(
-        &through,
-        &direct,
-        "every call allowed: the stream is unchanged",
+    assert_eq!(
+        through, direct,
+        "every call allowed: the stream is unchanged"
     );
     let (through, _) = response_streams(&s, &proposals()).await;
     assert!(

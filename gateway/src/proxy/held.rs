@@ -117,7 +117,7 @@ async fn splice(
     let event_stream = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        .is_some_and(is_event_stream);
     if parts.status != StatusCode::OK || !event_stream {
         let mut read = Vec::new();
         while let Some(Ok(frame)) = body.frame().await {
@@ -166,6 +166,13 @@ async fn splice(
             }
         }
     }
+}
+
+/// Whether a `Content-Type` is `text/event-stream`: a media type's case carries nothing, and
+/// parameters may follow it (`Text/Event-Stream; charset=utf-8`).
+fn is_event_stream(content_type: &HeaderValue) -> bool {
+    let media_type = content_type.as_bytes().split(|&b| b == b';').next();
+    media_type.is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 /// The body of `dialect`'s error with `status`, `code` and `message`.
@@ -264,15 +271,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_stream_answer_passes_as_it_is() {
+    async fn an_event_stream_answer_passes_as_it_is_whatever_the_case_of_its_media_type() {
         let stream = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
-        let mut answer = Response::new(Either::Left(Full::new(Bytes::from_static(
-            stream.as_bytes(),
-        ))));
-        protocol::event_stream_headers(answer.headers_mut());
-        let (tx, body) = EventBody::channel(BUFFER);
-        splice(answer, Protocol::Openai.dialect(), &tx).await;
-        drop(tx);
-        assert_eq!(drain(body).await, stream);
+        for content_type in [
+            "text/event-stream",
+            "Text/Event-Stream; charset=utf-8",
+            "TEXT/EVENT-STREAM ;charset=UTF-8",
+        ] {
+            let mut answer = Response::new(Either::Left(Full::new(Bytes::from_static(
+                stream.as_bytes(),
+            ))));
+            protocol::event_stream_headers(answer.headers_mut());
+            answer
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            let (tx, body) = EventBody::channel(BUFFER);
+            splice(answer, Protocol::Openai.dialect(), &tx).await;
+            drop(tx);
+            assert_eq!(drain(body).await, stream, "{content_type}");
+        }
+        // A media type that only begins with it is another.
+        for other in ["text/event-streamed", "application/json"] {
+            assert!(
+                !is_event_stream(&HeaderValue::from_static(other)),
+                "{other}"
+            );
+        }
     }
 }

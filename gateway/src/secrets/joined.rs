@@ -5,27 +5,33 @@
 //! each of its tool calls' `arguments`, its legacy `function_call`'s `arguments`; an Anthropic
 //! content block's text, JSON or thinking; a Responses output's text, refusal, arguments or
 //! reasoning; a Gemini candidate's text) is read as the SDK joins it: its text decoded from
-//! JSON, the part of it held back from the previous delta put in front. Which shape a stream's
+//! JSON, its deltas' text in order. Which shape a stream's
 //! events have is known from the request (its endpoint), not guessed per event: the keys of
 //! other shapes are ignored.
 //!
-//! A secret found in the joined text is replaced in the delta that completes it: what came of
-//! it in earlier deltas was held back, never sent, so the joined text reads `[REDACTED]` once
-//! where the secret was. At the end of each delta only the longest suffix that could still
-//! begin one of the secret's forms is held back (at most the longest form less a byte), and
-//! it moves to the front of the channel's next delta; a channel that ends (its block stops,
-//! its output is done, the stream ends or sends `[DONE]`) with text held gets it in one more
-//! delta of its own, shaped as the channel's deltas are. A chat choice's channels end only
-//! with the stream: an SDK joins deltas sent after a `finish_reason` too. Nothing else is
-//! held: every event goes on at once, its text shortened by what is held, and the token
-//! log probabilities of an event whose text changed (which carry the same pieces) emptied.
+//! Events are held, never cut. When a channel's joined text ends with what could still begin
+//! one of the secret's forms (at most the longest form less a byte), the event that carries
+//! it is held, and every event after it, in order, until the channel's next text decides: no
+//! secret, and the held events go on byte for byte; a secret, and only the events that carry
+//! a piece of it are written anew, `[REDACTED]` in the one where it begins and its other
+//! pieces gone (their token log probabilities, which spell the same pieces, emptied). A
+//! channel that ends (its block stops, its output is done, the stream ends or sends `[DONE]`)
+//! decides too: what it held was no secret. A chat choice's and a Gemini candidate's channels
+//! end only with the stream: the SDKs join text sent after a `finish_reason` (`finishReason`)
+//! too. A comment (a keep-alive) is sent at once.
+//!
+//! Held events are bounded: past [`MAX_HELD_EVENTS`] bytes of them, each channel's undecided
+//! text is moved out of them (they go on without it) to the front of the channel's next
+//! delta, or into a delta of its own, shaped as the channel's deltas are, when the channel
+//! ends: the text the SDK joins is the upstream's, only its cuts between deltas move.
 //!
 //! The stream must be read to be redacted: an event whose data is not JSON (but for `[DONE]`),
 //! or one larger than [`MAX_EVENT`], ends the stream with the dialect's error, as does a stream
-//! holding text back in more than [`MAX_HELD_CHANNELS`] channels at once, or more than
-//! [`MAX_HELD_BYTES`] for them all (held text and the fixed fields of the deltas that send
-//! it).
+//! with more than [`MAX_HELD_CHANNELS`] channels undecided at once, or more than
+//! [`MAX_HELD_BYTES`] of text moved out for them (that text and the fixed fields of the
+//! deltas that would send it).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,11 +52,15 @@ pub const UNREADABLE: &str = "Warden could not read an event of the upstream's s
 /// Largest event read whole; a larger one (or a partial event past it) ends the stream.
 pub const MAX_EVENT: usize = MAX_WHOLE_BODY;
 
-/// Most channels that hold text back at once (far more than any model streams in parallel).
+/// Most channels undecided at once (far more than any model streams in parallel).
 pub const MAX_HELD_CHANNELS: usize = 256;
 
-/// Most bytes a stream holds for its channels at once: their held text and the deltas that
-/// would send it (ids, names), past which the stream ends with the error.
+/// Most bytes of events held at once; past it the undecided text is moved out of them and
+/// they go on.
+pub const MAX_HELD_EVENTS: usize = 32 << 10;
+
+/// Most bytes of text moved out of events a stream holds for its channels at once: that text
+/// and the deltas that would send it (ids, names), past which the stream ends with the error.
 pub const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// The streamed shapes whose deltas are joined.
@@ -88,7 +98,8 @@ impl Kind {
 /// output or candidate first; then a tool call, a content part or a summary; then which text).
 type Key = (Kind, u64, u64, u64, u64);
 
-/// How a channel's held text is sent once it ends: in a delta of its own, of this shape.
+/// How a channel's text moved out of the events is sent once it ends: in a delta of its own,
+/// of this shape.
 #[derive(Debug, Clone)]
 enum Shape {
     /// A choice's `delta.<field>`, `delta.tool_calls[i].function.arguments`,
@@ -121,6 +132,7 @@ enum Shape {
 /// A delta in one event: its channel, where its text is (a JSON pointer) and its shape; and
 /// where the token log probabilities that spell the same text are (an object's pointer, and
 /// which of its arrays hold them), emptied when the text changes.
+#[derive(Clone)]
 struct Delta {
     key: Key,
     pointer: String,
@@ -143,10 +155,29 @@ const CHAT_TOKENS: &[&str] = &[
 /// candidate) or all of them.
 type End = (Kind, Option<u64>);
 
-/// A channel holding text back.
-struct Held {
-    key: Key,
-    /// The held text: the start of what may be one of the secret's forms.
+/// An event held while a channel's text in it, or before it, is undecided.
+struct Queued {
+    /// Its place in the stream.
+    seq: u64,
+    /// The event as it came.
+    raw: Vec<u8>,
+    /// Its data, when it carries deltas (their text rewritten here).
+    value: Option<Value>,
+    /// Whether its text changed: it is written anew from `value`.
+    changed: bool,
+}
+
+/// Where a channel's text lies in a held event: the text of `delta` from byte `start` on.
+struct Piece {
+    seq: u64,
+    delta: Delta,
+    start: usize,
+}
+
+/// A channel's undecided text moved out of events already sent (held events outgrew
+/// [`MAX_HELD_EVENTS`]): it goes in front of the channel's next delta, or in a delta of its
+/// own when the channel ends.
+struct Moved {
     text: Zeroizing<String>,
     /// The event that sends it when the channel ends first: its `event:` lines, its JSON
     /// and where the text goes.
@@ -157,14 +188,29 @@ struct Held {
     size: usize,
 }
 
+/// A channel whose joined text ends with what could begin one of the secret's forms.
+enum Undecided {
+    /// That text is in held events: the pieces, oldest first.
+    Held(Vec<Piece>),
+    /// It was moved out of them.
+    Moved(Moved),
+}
+
 /// Joins each channel's deltas and redacts the secret from the joined text.
 pub struct Joined {
     echo: Arc<Echo>,
     framer: EventFramer,
-    held: Vec<Held>,
+    /// Events held, in order.
+    queue: VecDeque<Queued>,
+    /// Their bytes.
+    queued: usize,
+    /// The place of the next event held.
+    next: u64,
+    /// The channels whose text is undecided.
+    channels: Vec<(Key, Undecided)>,
     /// Secrets replaced in the joined text.
     count: usize,
-    /// Of them, those that began in text held back from an earlier delta.
+    /// Of them, those that began in an earlier delta.
     spread: usize,
     /// The shape of the stream's events.
     kind: Kind,
@@ -180,7 +226,10 @@ impl Joined {
         Joined {
             echo,
             framer: EventFramer::default(),
-            held: Vec::new(),
+            queue: VecDeque::new(),
+            queued: 0,
+            next: 0,
+            channels: Vec::new(),
             count: 0,
             spread: 0,
             kind,
@@ -194,7 +243,7 @@ impl Joined {
         self.count
     }
 
-    /// How many of them were spread over deltas: began in text held back from an earlier one.
+    /// How many of them were spread over deltas: began in an earlier one.
     pub fn spread(&self) -> usize {
         self.spread
     }
@@ -204,10 +253,10 @@ impl Joined {
         self.failed
     }
 
-    /// Bytes held: of an event not yet whole, and of text held back.
+    /// Bytes held: of an event not yet whole, of events held and of text moved out of them.
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.framer.held() + self.held.iter().map(|h| h.text.len()).sum::<usize>()
+        self.framer.held() + self.queued + self.moved().map(|m| m.text.len()).sum::<usize>()
     }
 
     /// The next chunk of the stream: what may be sent now.
@@ -219,7 +268,7 @@ impl Joined {
         self.framer.push(chunk, |e| events.push(e.to_vec()));
         let mut out = Vec::with_capacity(chunk.len() + 64);
         for event in events {
-            self.event(&event, &mut out);
+            self.event(event, &mut out);
             if self.failed {
                 return Bytes::from(out);
             }
@@ -230,8 +279,8 @@ impl Joined {
         Bytes::from(out)
     }
 
-    /// The stream ended: the last event, if it had no blank line after it, and the text every
-    /// channel still holds.
+    /// The stream ended: the last event, if it had no blank line after it, and every event
+    /// still held (each channel ends).
     pub fn finish(&mut self) -> Bytes {
         if self.failed {
             return Bytes::new();
@@ -239,179 +288,368 @@ impl Joined {
         let mut out = Vec::new();
         let rest = self.framer.rest();
         if !rest.is_empty() {
-            self.event(&rest, &mut out);
+            self.event(rest, &mut out);
         }
         if !self.failed {
-            self.flush(|_| true, &mut out);
+            self.end(|_| true);
+            self.release(&mut out);
         }
         Bytes::from(out)
     }
 
-    /// Ends the stream with the dialect's error: nothing more is read or held.
+    /// Ends the stream with the dialect's error: the events held before go on without the
+    /// undecided text; nothing more is read or held.
     fn fail(&mut self, out: &mut Vec<u8>) {
+        for (_, undecided) in std::mem::take(&mut self.channels) {
+            if let Undecided::Held(pieces) = undecided {
+                for piece in &pieces {
+                    self.cut(piece);
+                }
+            }
+        }
+        self.release(out);
         out.extend_from_slice(&self.dialect.error_event(
             http::StatusCode::BAD_GATEWAY,
             UNREADABLE_CODE,
             UNREADABLE,
         ));
         self.failed = true;
-        self.held.clear();
         self.framer.rest();
     }
 
     /// One whole event (raw, its blank line included).
-    fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+    fn event(&mut self, raw: Vec<u8>, out: &mut Vec<u8>) {
         if raw.len() > MAX_EVENT {
             return self.fail(out);
         }
-        let Some(data) = event_data(raw) else {
-            out.extend_from_slice(raw);
+        let Some(data) = event_data(&raw) else {
+            // A comment (a keep-alive), `retry:` or `id:`: nothing an SDK joins, sent at once.
+            out.extend_from_slice(&raw);
             return;
         };
         let data = data.trim_ascii();
         if data == b"[DONE]" {
-            self.flush(|_| true, out);
-            out.extend_from_slice(raw);
-            return;
+            self.end(|_| true);
+            self.hold(raw, None);
+            return self.release(out);
         }
         if data.is_empty() {
-            out.extend_from_slice(raw);
-            return;
+            self.hold(raw, None);
+            return self.release(out);
         }
-        let Ok(mut value) = serde_json::from_slice::<Value>(data) else {
+        let Ok(value) = serde_json::from_slice::<Value>(data) else {
             return self.fail(out);
         };
         let (deltas, ends) = deltas(&value, self.kind);
         if deltas.is_empty() && ends.is_empty() {
-            out.extend_from_slice(raw);
-            return;
+            self.hold(raw, None);
+            return self.release(out);
         }
         let ended = |key: &Key| {
             ends.iter()
                 .any(|(kind, first)| *kind == key.0 && first.is_none_or(|f| f == key.1))
         };
-        let mut changed = false;
-        // What each channel holds after this event's deltas so far (a candidate's text parts
-        // follow one another in one event).
-        let mut left: Vec<(usize, Zeroizing<String>)> = Vec::new();
+        // A channel this event ends with no text of its own is decided before it.
+        self.end(|key| ended(key) && !deltas.iter().any(|d| d.key == *key));
+        let seq = self.hold(raw, Some(value));
         for (i, delta) in deltas.iter().enumerate() {
-            let before = match left.iter().position(|(d, _)| deltas[*d].key == delta.key) {
-                Some(at) => Some(left.swap_remove(at).1),
-                None => self
-                    .held
-                    .iter()
-                    .position(|h| h.key == delta.key)
-                    .map(|at| self.held.swap_remove(at).text),
-            };
-            let rest = match value.pointer_mut(&delta.pointer) {
-                Some(Value::String(text)) => {
-                    let (rewritten, rest) = self.redact(before, text, ended(&delta.key));
-                    if rewritten && let Some((at, arrays)) = &delta.tokens {
-                        clear_tokens(&mut value, at, arrays);
-                    }
-                    changed |= rewritten;
-                    rest
-                }
-                _ => before.unwrap_or_default(),
-            };
-            if !rest.is_empty() {
-                left.push((i, rest));
-            }
+            // One that it ends with text ends after its last delta in the event (a Gemini
+            // candidate's parts follow one another).
+            let last = !deltas[i + 1..].iter().any(|d| d.key == delta.key);
+            self.join(seq, delta, last && ended(&delta.key));
         }
-        let lines = event_lines(raw);
-        for (i, text) in left {
-            let delta = &deltas[i];
-            let (template, pointer, named) = template(&delta.shape, &value);
-            // Named as the channel's deltas are, when the stream names its events.
-            let name = match named {
-                Some(named) if !lines.is_empty() => format!("event: {named}\n").into_bytes(),
-                _ => lines.clone(),
-            };
-            let size = text.len() + name.len() + json_len(&template);
-            self.held.push(Held {
-                key: delta.key,
-                text,
-                name,
-                template,
-                pointer,
-                size,
-            });
+        if self.queued > MAX_HELD_EVENTS {
+            self.move_out();
         }
-        // Channels this event ends send what they hold first.
-        self.flush(ended, out);
-        if self.held.len() > MAX_HELD_CHANNELS
-            || self.held.iter().map(|h| h.size).sum::<usize>() > MAX_HELD_BYTES
+        if self.channels.len() > MAX_HELD_CHANNELS
+            || self.moved().map(|m| m.size).sum::<usize>() > MAX_HELD_BYTES
         {
             return self.fail(out);
         }
-        if changed {
-            rewrite(raw, &value, out);
-        } else {
-            out.extend_from_slice(raw);
-        }
+        self.release(out);
     }
 
-    /// `text`, a channel's delta, after `before` (what the channel held back): with every form
-    /// of the secret the joined text holds replaced, and what could begin one at its end held
-    /// back unless the channel `ends` here. Whether it changed, and what is held.
-    fn redact(
-        &mut self,
-        before: Option<Zeroizing<String>>,
-        text: &mut String,
-        ends: bool,
-    ) -> (bool, Zeroizing<String>) {
-        let before = before.unwrap_or_default();
-        let echo = &*self.echo;
-        if before.is_empty()
-            && echo.find(text.as_bytes(), 0).is_none()
-            && (ends || echo.partial(text.as_bytes()) == 0)
+    /// Holds `raw` (its data `value` when it carries deltas) after the events held; its place.
+    fn hold(&mut self, raw: Vec<u8>, value: Option<Value>) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.queued += raw.len();
+        self.queue.push_back(Queued {
+            seq,
+            raw,
+            value,
+            changed: false,
+        });
+        seq
+    }
+
+    /// Sends the held events no undecided text is in (nor before), in order.
+    fn release(&mut self, out: &mut Vec<u8>) {
+        let oldest = self
+            .channels
+            .iter()
+            .filter_map(|(_, undecided)| match undecided {
+                Undecided::Held(pieces) => pieces.first().map(|p| p.seq),
+                Undecided::Moved(_) => None,
+            })
+            .min();
+        while self
+            .queue
+            .front()
+            .is_some_and(|q| oldest.is_none_or(|seq| q.seq < seq))
         {
-            return (false, Zeroizing::default());
-        }
-        let mut joined = Zeroizing::new(String::with_capacity(before.len() + text.len()));
-        joined.push_str(&before);
-        joined.push_str(text);
-        let mut out = Zeroizing::new(Vec::with_capacity(joined.len()));
-        let joined = joined.as_bytes();
-        let mut i = 0;
-        while let Some((at, end)) = echo.find(joined, i) {
-            out.extend_from_slice(&joined[i..at]);
-            out.extend_from_slice(REDACTED);
-            self.count += 1;
-            // Spread over deltas when it began in what an earlier one left.
-            if at < before.len() {
-                self.spread += 1;
+            let Some(queued) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued -= queued.raw.len();
+            match (&queued.value, queued.changed) {
+                (Some(value), true) => rewrite(&queued.raw, value, out),
+                _ => out.extend_from_slice(&queued.raw),
             }
-            i = end;
         }
-        out.extend_from_slice(&joined[i..]);
-        let mut keep = if ends { 0 } else { echo.partial(&out) };
-        // A form begins on a character: were it not so, the whole character is held.
-        while keep > 0 && keep < out.len() && (out[out.len() - keep] & 0xC0) == 0x80 {
-            keep += 1;
-        }
-        let cut = out.len() - keep;
-        let rest = Zeroizing::new(String::from_utf8_lossy(&out[cut..]).into_owned());
-        // A form begins and ends on a character's boundary; were it not so, what is sent
-        // loses the broken character rather than keeping a part of the secret.
-        *text = String::from_utf8_lossy(&out[..cut]).into_owned();
-        (true, rest)
     }
 
-    /// Sends what the channels `which` picks hold, each as a delta of its own.
-    fn flush(&mut self, which: impl Fn(&Key) -> bool, out: &mut Vec<u8>) {
+    /// Ends the channels `which` picks: text of theirs held in events was no secret (the
+    /// events go on as they came); text moved out goes in a delta of its own, held in order.
+    fn end(&mut self, which: impl Fn(&Key) -> bool) {
         let mut i = 0;
-        while i < self.held.len() {
-            if !which(&self.held[i].key) {
+        while i < self.channels.len() {
+            if !which(&self.channels[i].0) {
                 i += 1;
                 continue;
             }
-            let mut held = self.held.swap_remove(i);
-            if let Some(slot) = held.template.pointer_mut(&held.pointer) {
-                *slot = Value::String(std::mem::take(&mut *held.text));
+            if let (_, Undecided::Moved(mut moved)) = self.channels.remove(i) {
+                if let Some(slot) = moved.template.pointer_mut(&moved.pointer) {
+                    *slot = Value::String(std::mem::take(&mut *moved.text));
+                }
+                let mut event = moved.name;
+                write_data(&moved.template, &mut event);
+                self.hold(event, None);
             }
-            out.extend_from_slice(&held.name);
-            write_data(&held.template, out);
+        }
+    }
+
+    /// The text of `delta` in the held event `seq`, as the channel reads it.
+    fn text(&self, seq: u64, delta: &Delta) -> Option<&str> {
+        let front = self.queue.front()?.seq;
+        let at = usize::try_from(seq.checked_sub(front)?).ok()?;
+        self.queue
+            .get(at)?
+            .value
+            .as_ref()?
+            .pointer(&delta.pointer)?
+            .as_str()
+    }
+
+    /// The held event `seq`'s data and whether it changed.
+    fn value_mut(&mut self, seq: u64) -> Option<(&mut Value, &mut bool)> {
+        let front = self.queue.front()?.seq;
+        let at = usize::try_from(seq.checked_sub(front)?).ok()?;
+        let queued = self.queue.get_mut(at)?;
+        Some((queued.value.as_mut()?, &mut queued.changed))
+    }
+
+    /// Replaces the text of `piece` with `new` (what comes before it in its delta kept), its
+    /// event's token log probabilities emptied; what was replaced.
+    fn replace(&mut self, piece: &Piece, new: &str) -> Zeroizing<String> {
+        let Some((value, changed)) = self.value_mut(piece.seq) else {
+            return Zeroizing::default();
+        };
+        *changed = true;
+        let mut old = Zeroizing::default();
+        if let Some(Value::String(text)) = value.pointer_mut(&piece.delta.pointer) {
+            // A piece starts on a character; were it not so, the whole delta goes.
+            let start = if text.is_char_boundary(piece.start) {
+                piece.start
+            } else {
+                0
+            };
+            *old = text.split_off(start);
+            text.push_str(new);
+        }
+        if let Some((at, arrays)) = &piece.delta.tokens {
+            clear_tokens(value, at, arrays);
+        }
+        old
+    }
+
+    /// Takes the text of `piece` out of its event.
+    fn cut(&mut self, piece: &Piece) -> Zeroizing<String> {
+        self.replace(piece, "")
+    }
+
+    /// The channels whose text was moved out of the events.
+    fn moved(&self) -> impl Iterator<Item = &Moved> {
+        self.channels.iter().filter_map(|(_, u)| match u {
+            Undecided::Moved(moved) => Some(moved),
+            Undecided::Held(_) => None,
+        })
+    }
+
+    /// The held events outgrew [`MAX_HELD_EVENTS`]: each channel's undecided text is taken
+    /// out of them (they go on without it), to go in front of its next delta or in a delta of
+    /// its own.
+    fn move_out(&mut self) {
+        let channels = std::mem::take(&mut self.channels);
+        for (key, undecided) in channels {
+            let pieces = match undecided {
+                Undecided::Held(pieces) => pieces,
+                moved @ Undecided::Moved(_) => {
+                    self.channels.push((key, moved));
+                    continue;
+                }
+            };
+            let mut text = Zeroizing::new(String::new());
+            for piece in &pieces {
+                text.push_str(&self.cut(piece));
+            }
+            let Some(last) = pieces.last() else {
+                continue;
+            };
+            let front = self.queue.front().map_or(0, |q| q.seq);
+            let Some(event) = usize::try_from(last.seq - front)
+                .ok()
+                .and_then(|at| self.queue.get(at))
+            else {
+                continue;
+            };
+            let lines = event_lines(&event.raw);
+            let (template, pointer, named) = template(
+                &last.delta.shape,
+                event.value.as_ref().unwrap_or(&Value::Null),
+            );
+            // Named as the channel's deltas are, when the stream names its events.
+            let name = match named {
+                Some(named) if !lines.is_empty() => format!("event: {named}\n").into_bytes(),
+                _ => lines,
+            };
+            let size = text.len() + name.len() + json_len(&template);
+            self.channels.push((
+                key,
+                Undecided::Moved(Moved {
+                    text,
+                    name,
+                    template,
+                    pointer,
+                    size,
+                }),
+            ));
+        }
+    }
+
+    /// Joins the text of `delta`, in the held event `seq`, to what its channel holds
+    /// undecided: every form of the secret the joined text holds is replaced in the events
+    /// that carry it (`[REDACTED]` where it begins), and what could begin one at its end stays
+    /// undecided unless the channel `ends` here.
+    fn join(&mut self, seq: u64, delta: &Delta, ends: bool) {
+        let at = self.channels.iter().position(|(k, _)| *k == delta.key);
+        if at.is_none() {
+            // The common case: nothing undecided, and nothing in this text to decide.
+            let Some(text) = self.text(seq, delta) else {
+                return;
+            };
+            let echo = &*self.echo;
+            if echo.find(text.as_bytes(), 0).is_none()
+                && (ends || echo.partial(text.as_bytes()) == 0)
+            {
+                return;
+            }
+        }
+        let (mut pieces, moved_in) = match at.map(|at| self.channels.remove(at).1) {
+            Some(Undecided::Held(pieces)) => (pieces, Zeroizing::default()),
+            Some(Undecided::Moved(moved)) => (Vec::new(), moved.text),
+            None => (Vec::new(), Zeroizing::default()),
+        };
+        pieces.push(Piece {
+            seq,
+            delta: delta.clone(),
+            start: 0,
+        });
+        // The joined text, and where each piece is in it (text moved in goes in front of
+        // this delta's).
+        let mut joined = Zeroizing::new(Vec::new());
+        let mut bounds = Vec::with_capacity(pieces.len());
+        for (n, piece) in pieces.iter().enumerate() {
+            let from = joined.len();
+            if n + 1 == pieces.len() {
+                joined.extend_from_slice(moved_in.as_bytes());
+            }
+            let text = self.text(piece.seq, &piece.delta).unwrap_or_default();
+            joined.extend_from_slice(text.as_bytes().get(piece.start..).unwrap_or_default());
+            bounds.push((from, joined.len()));
+        }
+        let before = bounds.last().map_or(0, |b| b.0) + moved_in.len();
+        let mut found = Vec::new();
+        let mut i = 0;
+        while let Some((at, end)) = self.echo.find(&joined, i) {
+            found.push((at, end));
+            i = end;
+        }
+        self.count += found.len();
+        self.spread += found.iter().filter(|(at, _)| *at < before).count();
+        for (n, &(a, b)) in bounds.iter().enumerate() {
+            let moved_here = n + 1 == bounds.len() && !moved_in.is_empty();
+            if !moved_here && !found.iter().any(|&(at, end)| at < b && end > a) {
+                continue;
+            }
+            let mut new = Zeroizing::new(Vec::with_capacity(b - a));
+            let mut pos = a;
+            for &(at, end) in &found {
+                if end <= a || at >= b {
+                    continue;
+                }
+                new.extend_from_slice(&joined[pos..at.max(a)]);
+                if at >= a {
+                    new.extend_from_slice(REDACTED);
+                }
+                pos = end.min(b);
+            }
+            new.extend_from_slice(&joined[pos..b]);
+            // A form begins and ends on a character's boundary; were it not so, what is sent
+            // loses the broken character rather than keeping a part of the secret.
+            self.replace(&pieces[n], &String::from_utf8_lossy(&new));
+        }
+        // What stays undecided: the end of the joined text, as rewritten, that could begin a
+        // form (never a part of what replaced one).
+        let mut lens = Vec::with_capacity(pieces.len());
+        let mut text = Zeroizing::new(Vec::with_capacity(joined.len()));
+        for piece in &pieces {
+            let rest = self
+                .text(piece.seq, &piece.delta)
+                .and_then(|t| t.get(piece.start..))
+                .unwrap_or_default();
+            lens.push(rest.len());
+            text.extend_from_slice(rest.as_bytes());
+        }
+        let after = found
+            .last()
+            .map_or(text.len(), |&(_, end)| (joined.len() - end).min(text.len()));
+        let mut keep = if ends {
+            0
+        } else {
+            self.echo.partial(&text[text.len() - after..])
+        };
+        // A form begins on a character: were it not so, the whole character stays.
+        while keep > 0 && keep < text.len() && (text[text.len() - keep] & 0xC0) == 0x80 {
+            keep += 1;
+        }
+        let mut held = Vec::new();
+        for (piece, len) in pieces.into_iter().zip(lens).rev() {
+            if keep == 0 {
+                break;
+            }
+            let take = len.min(keep);
+            keep -= take;
+            if take > 0 {
+                held.push(Piece {
+                    start: piece.start + len - take,
+                    ..piece
+                });
+            }
+        }
+        held.reverse();
+        if !held.is_empty() {
+            self.channels.push((delta.key, Undecided::Held(held)));
         }
     }
 }
@@ -498,7 +736,7 @@ fn deltas(event: &Value, kind: Kind) -> (Vec<Delta>, Vec<End>) {
         }
         Kind::Gemini => {
             if let Some(candidates) = array("candidates") {
-                gemini(candidates, &mut deltas, &mut ends);
+                gemini(candidates, &mut deltas);
             }
         }
         Kind::Anthropic => {
@@ -588,9 +826,11 @@ fn chat(choices: &[Value], deltas: &mut Vec<Delta>) {
     }
 }
 
-/// Gemini: each candidate's text parts (thoughts apart); a candidate with a `finishReason`
-/// ends.
-fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+/// Gemini: each candidate's text parts (thoughts apart). A candidate's channels end with the
+/// stream only: the SDKs hand over each chunk's text (`chunk.text`, the candidate's text parts
+/// joined, thoughts apart) and the agent joins the chunks', one sent after a `finishReason`
+/// too (a chunk with the reason may be followed by more of it).
+fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>) {
     for (at, candidate) in candidates.iter().enumerate() {
         let i = index(candidate, "index").unwrap_or(at as u64);
         let parts = candidate
@@ -613,9 +853,6 @@ fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
                     )),
                 });
             }
-        }
-        if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
-            ends.push((Kind::Gemini, Some(i)));
         }
     }
 }

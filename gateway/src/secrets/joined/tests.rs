@@ -204,43 +204,136 @@ fn json_escapes_inside_a_delta_are_read_as_the_sdk_decodes_them() {
 }
 
 #[test]
-fn only_what_could_begin_the_secret_is_held_back_and_the_rest_flows_at_once() {
+fn an_event_that_could_begin_the_secret_is_held_whole_then_released_byte_for_byte() {
     let mut j = joined(Kind::Chat);
     // Nothing near the secret: the event goes as it came, byte for byte.
     let plain = chat(0, "hello there", None);
     assert_eq!(&j.push(plain.as_bytes())[..], plain.as_bytes());
-    // Ends with what could begin it: only that is held; the event goes at once without it.
-    let out = j.push(chat(0, "then sk-liv", None).as_bytes());
+    // Ends with what could begin it: the event is held whole, and the events after it wait
+    // behind it in order (another choice's, one with no delta)...
+    let near = chat(0, "then sk-liv", None);
+    let other = chat(1, "meanwhile", None);
+    let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+    assert!(j.push(near.as_bytes()).is_empty());
+    assert!(j.push(other.as_bytes()).is_empty());
+    assert!(j.push(role.as_bytes()).is_empty());
+    assert_eq!(j.held(), near.len() + other.len() + role.len());
+    // ...but a keep-alive comment goes at once.
+    assert_eq!(&j.push(b": ping\n\n")[..], b": ping\n\n");
+    // Not the secret after all: all of them go on as they came, in order.
+    let decides = chat(0, "ely day", None);
+    let out = j.push(decides.as_bytes());
     assert_eq!(
-        chat_joined(std::str::from_utf8(&out).unwrap())["0"],
-        "then "
-    );
-    assert_eq!(j.held(), "sk-liv".len());
-    // Not the secret after all: the held text goes in front of the next delta.
-    let out = j.push(chat(0, "ely day", None).as_bytes());
-    assert_eq!(
-        chat_joined(std::str::from_utf8(&out).unwrap())["0"],
-        "sk-lively day"
+        std::str::from_utf8(&out).unwrap(),
+        [near, other, role.to_owned(), decides].concat()
     );
     assert_eq!(j.held(), 0);
 }
 
 #[test]
-fn what_is_held_never_passes_the_longest_form_and_is_sent_when_the_stream_ends() {
+fn a_stream_with_no_secret_passes_byte_for_byte_wherever_its_deltas_are_cut() {
+    // Near misses of every length, cut at every pair of offsets into three deltas.
+    let text = format!(
+        "s sk-lively {} sk-live-Xy7Q7 end",
+        &SECRET[..SECRET.len() - 1]
+    );
+    for a in 1..text.len() {
+        for b in (a..text.len()).step_by(3) {
+            let events = chat_stream(&text, &[a, b]);
+            let mut j = joined(Kind::Chat);
+            assert_eq!(run(&mut j, &events), events.concat(), "cut at {a}, {b}");
+            assert_eq!(j.count(), 0);
+        }
+    }
+}
+
+#[test]
+fn a_secret_rewrites_only_the_events_that_carry_a_piece_of_it() {
+    let (a, b) = SECRET.split_at(9);
+    let first = chat(0, &format!("key {a}"), None);
+    let other = chat(1, "sk-lively", None);
+    let last = chat(0, &format!("{b} ok"), None);
+    let after = chat(1, " day", None);
+    let events = [first, other.clone(), last, after.clone()];
+    let mut j = joined(Kind::Chat);
+    let stream = run(&mut j, &events);
+    let sent: Vec<&str> = stream.split_inclusive("\n\n").collect();
+    assert_eq!(sent.len(), 4, "{stream}");
+    // `[REDACTED]` where the secret began, the rest of it gone from the event it ended in.
+    assert_eq!(chat_joined(sent[0])["0"], "key [REDACTED]", "{stream}");
+    assert_eq!(chat_joined(sent[2])["0"], " ok", "{stream}");
+    // The other choice's events, held behind them, as they came.
+    assert_eq!((sent[1], sent[3]), (other.as_str(), after.as_str()));
+    assert_redacted_once(&chat_joined(&stream)["0"], "key [REDACTED] ok", &stream);
+}
+
+#[test]
+fn what_stays_undecided_never_passes_the_longest_form_and_the_end_decides_it() {
     let mut j = joined(Kind::Chat);
     let near = &SECRET[..SECRET.len() - 1];
-    let _ = j.push(chat(0, &format!("x {near}"), None).as_bytes());
-    assert!(j.held() < SECRET.len(), "{}", j.held());
-    // The choice finishes: an SDK still joins what comes after, so the text stays held...
-    let out = j.push(chat_end()[0].as_bytes());
-    assert!(!String::from_utf8_lossy(&out).contains(near));
-    assert_eq!(j.held(), near.len());
-    // ...and is sent in a delta of its own at `[DONE]`, before it.
+    let first = chat(0, &format!("x {near}"), None);
+    assert!(j.push(first.as_bytes()).is_empty());
+    let undecided: usize = j
+        .channels
+        .iter()
+        .map(|(_, u)| match u {
+            Undecided::Held(pieces) => pieces
+                .iter()
+                .map(|p| j.text(p.seq, &p.delta).unwrap().len() - p.start)
+                .sum(),
+            Undecided::Moved(m) => m.text.len(),
+        })
+        .sum();
+    assert_eq!(undecided, near.len());
+    // The choice finishes: an SDK still joins what comes after, so the events stay held...
+    assert!(j.push(chat_end()[0].as_bytes()).is_empty());
+    // ...until `[DONE]`, which ends every channel: all go on as they came.
     let out = j.push(chat_end()[1].as_bytes());
-    let out = std::str::from_utf8(&out).unwrap();
-    assert_eq!(chat_joined(out)["0"], near, "{out}");
-    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        [first, chat_end().concat()].concat()
+    );
     assert_eq!(j.held(), 0);
+}
+
+#[test]
+fn held_events_past_their_bound_go_on_with_the_undecided_text_moved_to_the_next_delta() {
+    let (a, b) = SECRET.split_at(6);
+    let call = |args: &str| {
+        let data = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": args}}]}}]});
+        format!("data: {data}\n\n")
+    };
+    let big = "y".repeat(1000);
+    let mut events = vec![chat(0, &format!("key {a}"), None)];
+    events.extend((0..40).map(|_| call(&big)));
+    events.push(chat(0, &format!("{b} ok"), None));
+    events.extend(chat_end());
+    let mut j = joined(Kind::Chat);
+    let mut out = Vec::new();
+    let mut released_before_the_end = false;
+    for e in &events[..41] {
+        let sent = j.push(e.as_bytes());
+        released_before_the_end |= !sent.is_empty();
+        out.extend_from_slice(&sent);
+    }
+    assert!(released_before_the_end, "held events are bounded");
+    assert!(j.held() < MAX_HELD_EVENTS + 2048, "{}", j.held());
+    for e in &events[41..] {
+        out.extend_from_slice(&j.push(e.as_bytes()));
+    }
+    out.extend_from_slice(&j.finish());
+    let stream = String::from_utf8(out).unwrap();
+    assert_redacted_once(&chat_joined(&stream)["0"], "key [REDACTED] ok", &stream);
+    assert_eq!(chat_joined(&stream)["0/0"], big.repeat(40));
+    assert_eq!(j.spread(), 1);
+    // Moved out and the channel ends first: the text goes in a delta of its own.
+    let mut events = vec![chat(0, "key sk-li", None)];
+    events.extend((0..40).map(|_| call(&big)));
+    events.extend(chat_end());
+    let stream = run(&mut joined(Kind::Chat), &events);
+    assert_eq!(chat_joined(&stream)["0"], "key sk-li", "{stream}");
+    assert!(stream.ends_with("data: [DONE]\n\n"));
 }
 
 #[test]
@@ -407,6 +500,37 @@ fn gemini_text_parts_are_joined_per_candidate_within_and_across_chunks() {
 }
 
 #[test]
+fn a_gemini_candidate_is_joined_after_its_finish_reason_too() {
+    // The SDKs hand the agent each chunk's text (`chunk.text`) and it joins them all: a
+    // `finishReason` does not end what it joins.
+    let chunk = |text: &str, finish: Option<&str>| {
+        let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"},
+            "index": 0});
+        if let Some(f) = finish {
+            candidate["finishReason"] = json!(f);
+        }
+        format!("data: {}\r\n\r\n", json!({"candidates": [candidate]}))
+    };
+    let text = |stream: &str| -> String {
+        datas(stream)
+            .iter()
+            .filter_map(|d| d["candidates"][0]["content"]["parts"][0]["text"].as_str())
+            .collect()
+    };
+    let usage = "data: {\"usageMetadata\":{\"totalTokenCount\":9}}\r\n\r\n".to_owned();
+    let events = [
+        chunk("key sk-li", Some("STOP")),
+        chunk("ve-Xy7Qz9Lm2Pk4", None),
+        usage.clone(),
+    ];
+    let stream = run(&mut joined(Kind::Gemini), &events);
+    assert_redacted_once(&text(&stream), "key [REDACTED]", &stream);
+    // No secret: byte for byte.
+    let events = [chunk("key sk-li", Some("STOP")), chunk("ly", None), usage];
+    assert_eq!(run(&mut joined(Kind::Gemini), &events), events.concat());
+}
+
+#[test]
 fn an_event_that_is_not_json_ends_the_stream_with_the_dialects_error() {
     let mut j = joined(Kind::Chat);
     let events = vec![
@@ -547,16 +671,10 @@ fn text_a_block_or_a_part_starts_with_is_joined_with_its_deltas() {
     ];
     let stream = run(&mut joined(Kind::Anthropic), &events);
     assert_redacted_once(&sdk_text(&stream), "[REDACTED] x", &stream);
-    // Held in the start and the block stops: sent as a delta, named as deltas are.
-    let stream = run(
-        &mut joined(Kind::Anthropic),
-        &[start("a sk-live"), stop.to_owned()],
-    );
-    assert_eq!(sdk_text(&stream), "a sk-live", "{stream}");
-    assert!(
-        stream.contains("event: content_block_delta\ndata: "),
-        "{stream}"
-    );
+    // Held with the start and the block stops: both go on as they came.
+    let events = [start("a sk-live"), stop.to_owned()];
+    let stream = run(&mut joined(Kind::Anthropic), &events);
+    assert_eq!(stream, events.concat());
     // A Responses content part that starts with text.
     let added = json!({"type": "response.content_part.added", "item_id": "msg_1",
         "output_index": 0, "content_index": 0,
@@ -693,7 +811,7 @@ fn the_stream_kind_comes_from_the_request_and_other_kinds_keys_are_ignored() {
 }
 
 #[test]
-fn a_held_responses_channel_keeps_only_the_fixed_fields_of_its_event() {
+fn text_moved_out_of_a_responses_event_keeps_only_the_fixed_fields_of_its_event() {
     let pad = "x".repeat(1 << 16);
     let events: Vec<String> = (0..64)
         .map(|n| {
@@ -708,11 +826,12 @@ fn a_held_responses_channel_keeps_only_the_fixed_fields_of_its_event() {
         let _ = j.push(e.as_bytes());
     }
     assert!(!j.failed());
-    assert_eq!(j.held.len(), 64);
-    for held in &j.held {
-        let fields = held.template.as_object().unwrap();
+    // Each event outgrew what is held: its text was moved out, with only what places it.
+    assert_eq!(j.moved().count(), 64);
+    for moved in j.moved() {
+        let fields = moved.template.as_object().unwrap();
         assert!(!fields.contains_key("obfuscation"), "{fields:?}");
-        assert!(held.size < 256, "{}", held.size);
+        assert!(moved.size < 256, "{}", moved.size);
     }
     // Sent at the end as deltas of their own, placed as the channel's were.
     let last = datas(std::str::from_utf8(&j.finish()).unwrap());
