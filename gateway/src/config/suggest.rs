@@ -20,7 +20,7 @@ pub fn closest<'a>(written: &str, known: impl IntoIterator<Item = &'a str>) -> O
             return None;
         }
         let distance = distance(&wanted, &normal(name));
-        let longest = wanted.len().max(name.chars().count());
+        let longest = wanted.chars().count().max(name.chars().count());
         let close = distance == 0 || (distance <= DISTANCE_MAX && distance * 2 < longest);
         if close && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, name));
@@ -64,7 +64,7 @@ fn quoted(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A name as compared: lower case, `-` read as `_`.
-fn normal(name: &str) -> Vec<char> {
+fn normal(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c == '-' {
@@ -77,27 +77,9 @@ fn normal(name: &str) -> Vec<char> {
 }
 
 /// The optimal string alignment distance between `a` and `b` (Levenshtein's, with a swap of
-/// two neighbours counted as one edit).
-fn distance(a: &[char], b: &[char]) -> usize {
-    // Three rows of the classic table: the one before the previous, the previous, this one.
-    let mut before = vec![0; b.len() + 1];
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut row = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        row[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            row[j] = (previous[j] + 1)
-                .min(row[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                row[j] = row[j].min(before[j - 2] + 1);
-            }
-        }
-        std::mem::swap(&mut before, &mut previous);
-        std::mem::swap(&mut previous, &mut row);
-    }
-    previous[b.len()]
+/// two neighbours counted as one edit), of the names as compared ([`normal`]).
+fn distance(a: &str, b: &str) -> usize {
+    strsim::osa_distance(a, b)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::echo::{Echo, REDACTED};
+use crate::json_len::json_len;
 use crate::protocol::Dialect;
 use crate::protocol::Endpoint;
 use crate::protocol::proposed::{EventFramer, MAX_WHOLE_BODY, event_data, lines};
@@ -677,11 +678,6 @@ fn clear_tokens(event: &mut Value, at: &str, arrays: &[&str]) {
             items.clear();
         }
     }
-}
-
-/// How many bytes `value` takes written as JSON.
-fn json_len(value: &Value) -> usize {
-    crate::json_len::json_len(value)
 }
 
 /// Writes `value` as one `data:` line and the blank line that ends its event.
