@@ -611,8 +611,6 @@ fn budget_rule() -> String {
 #[tokio::test]
 async fn a_budget_spent_by_concurrent_calls_across_three_replicas_stays_within_the_documented_bound()
  {
-    let pg = Postgres::from_env();
-    let state_url = pg.fresh_database("warden_e2e_load_budget_burst");
     let upstream = FakeLlm::start().await.unwrap();
     upstream.set_response_delay(Duration::from_millis(20));
     // Each call costs what the fake reports; the day's budget is 20 of them.
@@ -634,36 +632,13 @@ async fn a_budget_spent_by_concurrent_calls_across_three_replicas_stays_within_t
                                    "tokens": BUDGET}]}),
             )
     };
-    let a = budgeted(replica(
+    let [a, b, c] = replicas::<3>(
         &upstream,
-        &state_url,
-        "replica-a",
-        None,
+        "warden_e2e_load_budget_burst",
         &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
-    let b = budgeted(replica(
-        &upstream,
-        &state_url,
-        "replica-b",
-        Some(&a),
-        &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
-    let c = budgeted(replica(
-        &upstream,
-        &state_url,
-        "replica-c",
-        Some(&a),
-        &["alice"],
-    ))
-    .start()
-    .await
-    .unwrap();
+        budgeted,
+    )
+    .await;
     // Each has read the store once: what it counts from.
     tokio::time::sleep(Duration::from_millis(4 * SYNC_MS)).await;
     let token = a.token("spender").await.unwrap();
