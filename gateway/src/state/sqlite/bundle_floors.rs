@@ -3,13 +3,12 @@
 use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, query_error};
+use super::{SqliteStore, fixed, query_error};
 use crate::state::bundle_floors::{
     BundleFloorRepository, BundleSet, FloorReset, RESETS_KEPT, RESETS_READ, Resetter, StoredFloor,
 };
 use crate::state::error::StateError;
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 
 /// Drops the resets of one set's floor for one fingerprint (?1, ?2) older than the newest
 /// ?3 ([`RESETS_KEPT`]); none while there are no more.
@@ -25,7 +24,7 @@ impl BundleFloorRepository for SqliteStore {
             "read a policy bundle's rollback floor",
             "SELECT signed_ns FROM policy_bundle_floors \
              WHERE trusted_keys = ?1 AND bundle = ?2",
-            (keys.to_owned(), set.as_str()),
+            fixed((keys.to_owned(), set.as_str())),
             |row| row.get(0),
         ))
     }
@@ -36,6 +35,7 @@ impl BundleFloorRepository for SqliteStore {
         set: BundleSet,
         signed_ns: i64,
     ) -> BoxFuture<'_, Result<i64, StateError>> {
+        let keys = keys.to_owned();
         Box::pin(self.query_one(
             Area::BundleFloors,
             "raise a policy bundle's rollback floor",
@@ -46,7 +46,7 @@ impl BundleFloorRepository for SqliteStore {
                  THEN excluded.raised_ms ELSE policy_bundle_floors.raised_ms END, \
              signed_ns = max(policy_bundle_floors.signed_ns, excluded.signed_ns) \
              RETURNING signed_ns",
-            (keys.to_owned(), set.as_str(), signed_ns, now_ms()),
+            move |now| (keys, set.as_str(), signed_ns, now),
             |row| row.get(0),
         ))
     }
@@ -57,7 +57,7 @@ impl BundleFloorRepository for SqliteStore {
             "list the policy bundles' rollback floors",
             "SELECT trusted_keys, bundle, signed_ns, raised_ms FROM policy_bundle_floors \
              ORDER BY trusted_keys, bundle",
-            (),
+            fixed(()),
             |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -148,7 +148,7 @@ impl BundleFloorRepository for SqliteStore {
             "SELECT id, bundle, old_signed_ns, old_raised_ms, reset_by, reason, \
              reset_at_ms, signature FROM (SELECT * FROM policy_bundle_floor_resets \
              WHERE trusted_keys = ?1 ORDER BY id DESC LIMIT ?2) newest ORDER BY id",
-            (keys.to_owned(), RESETS_READ),
+            fixed((keys.to_owned(), RESETS_READ)),
             |row| {
                 Ok((
                     row.get::<_, i64>(0)?,

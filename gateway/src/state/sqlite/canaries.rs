@@ -2,11 +2,10 @@
 
 use futures_util::future::BoxFuture;
 
-use super::SqliteStore;
+use super::{SqliteStore, fixed};
 use crate::state::canaries::{CanaryRecord, CanaryRepository, needles_from_json, needles_json};
 use crate::state::error::StateError;
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 
 impl CanaryRepository for SqliteStore {
     fn issue(&self, canary: CanaryRecord) -> BoxFuture<'_, Result<(), StateError>> {
@@ -16,14 +15,14 @@ impl CanaryRepository for SqliteStore {
             "record a canary",
             "INSERT INTO canaries (id, kind, label, needles_json, created_ms, revoked_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            (
+            fixed((
                 canary.id,
                 canary.kind,
                 canary.label,
                 needles,
                 canary.created_ms,
                 canary.revoked_ms,
-            ),
+            )),
         );
         Box::pin(async move { issued.await.map(|_| ()) })
     }
@@ -34,7 +33,7 @@ impl CanaryRepository for SqliteStore {
             "list canaries",
             "SELECT id, kind, label, needles_json, created_ms, revoked_ms \
              FROM canaries ORDER BY created_ms, id",
-            (),
+            fixed(()),
             |row| {
                 let record = CanaryRecord {
                     id: row.get(0)?,
@@ -63,11 +62,12 @@ impl CanaryRepository for SqliteStore {
     }
 
     fn revoke<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id = id.to_owned();
         let changed = self.execute(
             Area::Canaries,
             "revoke a canary",
             "UPDATE canaries SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-            (id.to_owned(), now_ms()),
+            move |now| (id, now),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }

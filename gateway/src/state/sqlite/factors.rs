@@ -4,13 +4,12 @@
 use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, query_error};
+use super::{SqliteStore, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::factors::{
     CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
 };
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 
 impl FactorRepository for SqliteStore {
     fn totp<'a>(
@@ -22,7 +21,7 @@ impl FactorRepository for SqliteStore {
             "read a TOTP enrolment",
             "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
              FROM totp_enrolments WHERE subject = ?1",
-            (subject.to_owned(),),
+            fixed((subject.to_owned(),)),
             |row| {
                 Ok(TotpEnrolment {
                     subject: row.get(0)?,
@@ -40,6 +39,7 @@ impl FactorRepository for SqliteStore {
         subject: &'a str,
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
         let changed = self.execute(
             Area::Factors,
             "record a TOTP enrolment",
@@ -48,7 +48,7 @@ impl FactorRepository for SqliteStore {
              ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
              last_step = NULL, created_ms = excluded.created_ms \
              WHERE totp_enrolments.confirmed_ms IS NULL",
-            (subject.to_owned(), sealed_secret, now_ms()),
+            move |now| (subject, sealed_secret, now),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -59,6 +59,7 @@ impl FactorRepository for SqliteStore {
         step: i64,
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
         let changed = self.execute(
             Area::Factors,
             "record a TOTP code's time step",
@@ -66,7 +67,7 @@ impl FactorRepository for SqliteStore {
              confirmed_ms = CASE WHEN ?3 THEN COALESCE(confirmed_ms, ?4) \
                ELSE confirmed_ms END \
              WHERE subject = ?1 AND (last_step IS NULL OR last_step < ?2)",
-            (subject.to_owned(), step, confirm, now_ms()),
+            move |now| (subject, step, confirm, now),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -76,7 +77,7 @@ impl FactorRepository for SqliteStore {
             Area::Factors,
             "remove a TOTP enrolment",
             "DELETE FROM totp_enrolments WHERE subject = ?1",
-            (subject.to_owned(),),
+            fixed((subject.to_owned(),)),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -91,7 +92,7 @@ impl FactorRepository for SqliteStore {
             "SELECT credential_id, subject, passkey, sign_count, created_ms, \
              last_used_ms FROM webauthn_credentials WHERE subject = ?1 \
              ORDER BY created_ms, credential_id",
-            (subject.to_owned(),),
+            fixed((subject.to_owned(),)),
             |row| {
                 Ok((
                     row.get::<_, Vec<u8>>(0)?,
@@ -171,7 +172,7 @@ impl FactorRepository for SqliteStore {
             Area::Factors,
             "remove a passkey",
             "DELETE FROM webauthn_credentials WHERE credential_id = ?1 AND subject = ?2",
-            (credential_id.to_vec(), subject.to_owned()),
+            fixed((credential_id.to_vec(), subject.to_owned())),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -251,27 +252,22 @@ impl FactorRepository for SqliteStore {
             Area::Factors,
             "remove wrong-code counts past their window",
             "DELETE FROM code_attempts WHERE since_ms <= ?1",
-            (window_start_ms,),
+            fixed((window_start_ms,)),
         );
         Box::pin(async move { Ok(removed.await? as u64) })
     }
 }
 
-/// The parameters of a passkey's row written: credential id, subject, passkey, signature
-/// counter, the time now.
+/// The parameters of a passkey's row written, made of the time now (its creation or its last
+/// use): credential id, subject, passkey, signature counter, the time now.
 fn passkey_params(
     subject: &str,
     credential_id: &[u8],
     passkey: String,
     sign_count: u32,
-) -> (Vec<u8>, String, String, i64, i64) {
-    (
-        credential_id.to_vec(),
-        subject.to_owned(),
-        passkey,
-        i64::from(sign_count),
-        now_ms(),
-    )
+) -> impl FnOnce(i64) -> (Vec<u8>, String, String, i64, i64) + Send + 'static {
+    let (credential_id, subject) = (credential_id.to_vec(), subject.to_owned());
+    move |now| (credential_id, subject, passkey, i64::from(sign_count), now)
 }
 
 /// Counts an attempt (subject, now, window start, max): a row changes only when the attempt

@@ -5,14 +5,13 @@
 use futures_util::future::BoxFuture;
 use rusqlite::{TransactionBehavior, params};
 
-use super::{SqliteStore, query_error};
+use super::{SqliteStore, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::fleet::{
     DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
     deny_times_text,
 };
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 
 impl FleetRepository for SqliteStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
@@ -61,7 +60,7 @@ impl FleetRepository for SqliteStore {
              WHERE (period = 'day' AND period_index = ?1) \
                 OR (period = 'month' AND period_index = ?2) \
              ORDER BY scope, name, period",
-            (day, month),
+            fixed((day, month)),
             |row| {
                 Ok(SpendRow {
                     scope: row.get(0)?,
@@ -122,9 +121,12 @@ impl FleetRepository for SqliteStore {
         Box::pin(self.query_tidied(
             Area::Fleet,
             "read rate-limit counts",
-            ("DELETE FROM rate_counts WHERE updated_ms < ?1", (since_ms,)),
+            (
+                "DELETE FROM rate_counts WHERE updated_ms < ?1",
+                fixed((since_ms,)),
+            ),
             "SELECT replica, bucket, admitted, interval_ns, updated_ms FROM rate_counts",
-            (),
+            fixed(()),
             |row| {
                 Ok(RateCount {
                     replica: row.get(0)?,
@@ -155,13 +157,12 @@ impl FleetRepository for SqliteStore {
         Box::pin(self.query_tidied(
             Area::Fleet,
             "read session labels",
-            (
-                "DELETE FROM session_labels WHERE expires_ms <= ?1",
-                (now_ms(),),
-            ),
+            ("DELETE FROM session_labels WHERE expires_ms <= ?1", |now| {
+                (now,)
+            }),
             "SELECT session, label, expires_ms, updated_ms, owner FROM session_labels \
              WHERE updated_ms >= ?1 ORDER BY updated_ms",
-            (since_ms,),
+            fixed((since_ms,)),
             |row| {
                 Ok(SessionLabel {
                     session: row.get(0)?,
@@ -210,14 +211,13 @@ impl FleetRepository for SqliteStore {
         Box::pin(self.query_tidied(
             Area::Fleet,
             "read session counts",
-            (
-                "DELETE FROM session_counts WHERE expires_ms <= ?1",
-                (now_ms(),),
-            ),
+            ("DELETE FROM session_counts WHERE expires_ms <= ?1", |now| {
+                (now,)
+            }),
             "SELECT replica, session, actions, keys, expires_ms, updated_ms, owner \
              FROM session_counts WHERE updated_ms >= ?1 AND replica <> ?2 \
              ORDER BY updated_ms",
-            (since_ms, replica),
+            fixed((since_ms, replica)),
             |row| {
                 Ok(SessionCount {
                     replica: row.get(0)?,
@@ -261,11 +261,11 @@ impl FleetRepository for SqliteStore {
             "read recent denies",
             (
                 "DELETE FROM quarantine_denies WHERE expires_ms <= ?1",
-                (now_ms(),),
+                |now| (now,),
             ),
             "SELECT replica, agent, at_ms, fired_ms, expires_ms FROM quarantine_denies \
              WHERE replica <> ?1",
-            (replica,),
+            fixed((replica,)),
             |row| {
                 Ok(DenyWindow {
                     replica: row.get(0)?,

@@ -5,7 +5,7 @@
 use futures_util::future::BoxFuture;
 use rusqlite::params;
 
-use super::{SqliteStore, query_error, rows, write_bumping};
+use super::{SqliteStore, fixed, query_error, rows, write_bumping};
 use crate::state::error::StateError;
 use crate::state::health::Area;
 use crate::state::pins::now_ms;
@@ -43,7 +43,7 @@ impl SqliteStore {
             area,
             operation,
             "SELECT revision FROM revisions WHERE concern = ?1",
-            (concern,),
+            fixed((concern,)),
             |row| row.get(0),
         ))
     }

@@ -35,6 +35,7 @@ use super::approvals::{ANY, CHANGES_CAPACITY, Change};
 use super::error::StateError;
 use super::health::{Area, StoreHealth};
 use super::migrated::Migrated;
+use super::pins::now_ms;
 
 mod approvals;
 mod bundle_floors;
@@ -193,116 +194,140 @@ impl SqliteStore {
 }
 
 /// Operations of one statement, each run as [`SqliteStore::run`] runs one, an operation about
-/// `area` whose errors say it failed to `operation`; `params` go to the store's thread with it.
+/// `area` whose errors say it failed to `operation`. Its parameters are made by `params` of
+/// the time now, read on the store's thread when the statement runs (see [`at_now`]), not when
+/// the operation was asked for: it may wait behind the store's other jobs and another
+/// process's transaction, and what it compares with the time (an expiry) or records of it (a
+/// last use) must be of the moment it takes effect. Statements go through the connection's
+/// cache of prepared statements.
 impl SqliteStore {
     /// How many rows `sql` changed.
-    async fn execute<P>(
+    async fn execute<P, M>(
         &self,
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: P,
+        params: M,
     ) -> Result<usize, StateError>
     where
-        P: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
     {
         self.run(area, move |conn, path| {
-            conn.execute(sql, params)
-                .map_err(query_error(path, operation))
+            at_now(conn, sql, |conn, now| {
+                conn.prepare_cached(sql)?.execute(params(now))
+            })
+            .map_err(query_error(path, operation))
         })
         .await
     }
 
     /// The row `sql` answers, as `read` reads it; one it does not answer is an error.
-    async fn query_one<T, P, F>(
+    async fn query_one<T, P, M, F>(
         &self,
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: P,
+        params: M,
         read: F,
     ) -> Result<T, StateError>
     where
         T: Send + 'static,
-        P: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.run(area, move |conn, path| {
-            conn.query_row(sql, params, read)
-                .map_err(query_error(path, operation))
+            at_now(conn, sql, |conn, now| {
+                conn.prepare_cached(sql)?.query_row(params(now), read)
+            })
+            .map_err(query_error(path, operation))
         })
         .await
     }
 
     /// The row `sql` answers, if any, as `read` reads it.
-    async fn query_opt<T, P, F>(
+    async fn query_opt<T, P, M, F>(
         &self,
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: P,
+        params: M,
         read: F,
     ) -> Result<Option<T>, StateError>
     where
         T: Send + 'static,
-        P: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.run(area, move |conn, path| {
-            conn.query_row(sql, params, read)
-                .optional()
-                .map_err(query_error(path, operation))
+            at_now(conn, sql, |conn, now| {
+                conn.prepare_cached(sql)?
+                    .query_row(params(now), read)
+                    .optional()
+            })
+            .map_err(query_error(path, operation))
         })
         .await
     }
 
     /// The rows `sql` answers, each as `read` reads it.
-    async fn query<T, P, F>(
+    async fn query<T, P, M, F>(
         &self,
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: P,
+        params: M,
         read: F,
     ) -> Result<Vec<T>, StateError>
     where
         T: Send + 'static,
-        P: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
         F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.run(area, move |conn, path| {
-            rows(conn, sql, params, read).map_err(query_error(path, operation))
+            at_now(conn, sql, |conn, now| rows(conn, sql, params(now), read))
+                .map_err(query_error(path, operation))
         })
         .await
     }
 
-    /// The rows `sql` answers, each as `read` reads it, once `tidy` (a statement and its
-    /// parameters) has removed the rows past their time, in the same operation.
-    async fn query_tidied<T, Q, P, F>(
+    /// The rows `sql` answers, each as `read` reads it, once `tidy` (a statement and what
+    /// makes its parameters of the time now) has removed the rows past their time, in the
+    /// same transaction and at the same time now.
+    async fn query_tidied<T, Q, N, P, M, F>(
         &self,
         area: Area,
         operation: &'static str,
-        tidy: (&'static str, Q),
+        tidy: (&'static str, N),
         sql: &'static str,
-        params: P,
+        params: M,
         read: F,
     ) -> Result<Vec<T>, StateError>
     where
         T: Send + 'static,
-        Q: rusqlite::Params + Send + 'static,
-        P: rusqlite::Params + Send + 'static,
+        Q: rusqlite::Params,
+        N: FnOnce(i64) -> Q + Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
         F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         self.run(area, move |conn, path| {
-            let err = || query_error(path, operation);
-            conn.execute(tidy.0, tidy.1).map_err(err())?;
-            rows(conn, sql, params, read).map_err(err())
+            let (tidy, tidy_params) = tidy;
+            at_now(conn, tidy, |conn, now| {
+                conn.prepare_cached(tidy)?.execute(tidy_params(now))?;
+                rows(conn, sql, params(now), read)
+            })
+            .map_err(query_error(path, operation))
         })
         .await
     }
 
     /// Runs `sql` once for each of `rows`, with the parameters `params` makes of it and the
-    /// time now, in one immediate transaction; nothing of it is kept when one fails.
+    /// time now (read once the write lock is held), in one immediate transaction; nothing of
+    /// it is kept when one fails.
     async fn execute_each<R, P>(
         &self,
         area: Area,
@@ -316,10 +341,10 @@ impl SqliteStore {
         P: rusqlite::Params + 'static,
     {
         self.run(area, move |conn, path| {
-            let now = super::pins::now_ms();
             let each = || -> rusqlite::Result<()> {
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let now = now_ms();
                 {
                     let mut statement = tx.prepare_cached(sql)?;
                     for row in rows {
@@ -332,6 +357,30 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The parameters of a statement that do not depend on the time, as the helpers above take
+/// them.
+fn fixed<P: Send + 'static>(params: P) -> impl FnOnce(i64) -> P + Send + 'static {
+    move |_| params
+}
+
+/// Runs `run` on `conn` with the time now (milliseconds since the epoch), read as late as it
+/// can be: when `sql` writes, in an immediate transaction once it holds the file's write lock
+/// (after any wait for another process's transaction, as the approvals' writes read it), then
+/// committed; when `sql` only reads, as it runs.
+fn at_now<T>(
+    conn: &mut Connection,
+    sql: &str,
+    run: impl FnOnce(&Connection, i64) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    if conn.prepare_cached(sql)?.readonly() {
+        return run(conn, now_ms());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done = run(&tx, now_ms())?;
+    tx.commit()?;
+    Ok(done)
 }
 
 /// The rows `sql` answers on `conn`, each as `read` reads it.

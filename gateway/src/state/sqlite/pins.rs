@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{SqliteStore, query_error};
+use super::{SqliteStore, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::health::Area;
 use crate::state::pins::{
@@ -25,7 +25,13 @@ static SELECT_ALL: LazyLock<String> =
 
 impl PinRepository for SqliteStore {
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
-        let rows = self.query(Area::Pins, "read the tool pins", &SELECT_ALL, (), raw);
+        let rows = self.query(
+            Area::Pins,
+            "read the tool pins",
+            &SELECT_ALL,
+            fixed(()),
+            raw,
+        );
         Box::pin(async move {
             rows.await?
                 .into_iter()
@@ -287,7 +293,7 @@ impl PinRepository for SqliteStore {
             "read who forgot a pin",
             "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
              WHERE server = ?1 AND tool = ?2",
-            (server.to_owned(), tool.to_owned()),
+            fixed((server.to_owned(), tool.to_owned())),
             |row| {
                 Ok(Removal {
                     by: row.get(0)?,

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::broadcast;
 
-use super::{SqliteStore, query_error, write_bumping};
+use super::{SqliteStore, fixed, query_error, write_bumping};
 use crate::state::error::StateError;
 use crate::state::health::Area;
 use crate::state::pins::now_ms;
@@ -125,7 +125,7 @@ impl QuarantineRepository for SqliteStore {
              FROM json_each(?1) AS k JOIN quarantine_releases AS r \
              ON r.kind = k.value ->> 0 AND r.name = k.value ->> 1 \
              AND r.created_ms = k.value ->> 2",
-            (keys,),
+            fixed((keys,)),
             |row| {
                 Ok((
                     row.get::<_, String>(0)?,

@@ -2,16 +2,17 @@
 
 use futures_util::future::BoxFuture;
 
-use super::SqliteStore;
+use super::{SqliteStore, fixed};
 use crate::state::approvals::expiry;
 use crate::state::error::StateError;
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secret_hash};
 
 impl SessionRepository for SqliteStore {
     fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
-        let now = now_ms();
+        let (id_hash, csrf_hash) = (secret_hash(&session.id), secret_hash(&session.csrf_token));
+        let groups = serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into());
+        let aliases = serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into());
         let created = self.execute(
             Area::Sessions,
             "record a console session",
@@ -19,17 +20,19 @@ impl SessionRepository for SqliteStore {
              csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, \
              sealed_idp_token) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8, ?9)",
-            (
-                secret_hash(&session.id),
-                session.subject,
-                session.display_name,
-                serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into()),
-                secret_hash(&session.csrf_token),
-                now,
-                expiry(now, session.ttl),
-                serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into()),
-                session.sealed_idp_token,
-            ),
+            move |now| {
+                (
+                    id_hash,
+                    session.subject,
+                    session.display_name,
+                    groups,
+                    csrf_hash,
+                    now,
+                    expiry(now, session.ttl),
+                    aliases,
+                    session.sealed_idp_token,
+                )
+            },
         );
         Box::pin(async move { created.await.map(|_| ()) })
     }
@@ -38,6 +41,7 @@ impl SessionRepository for SqliteStore {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
+        let id_hash = secret_hash(id);
         let row = self.query_opt(
             Area::Sessions,
             "read a console session",
@@ -46,7 +50,7 @@ impl SessionRepository for SqliteStore {
              RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
              expires_ms, last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
              idp_refreshing_until_ms",
-            (secret_hash(id), now_ms()),
+            move |now| (id_hash, now),
             |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -111,13 +115,14 @@ impl SessionRepository for SqliteStore {
         version: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
         let changed = self.execute(
             Area::Sessions,
             "claim the refresh of a console session's tokens",
             "UPDATE console_sessions SET idp_refreshing_until_ms = ?3 \
              WHERE id_hash = ?1 AND idp_token_version = ?2 AND expires_ms > ?4 \
              AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= ?4)",
-            (secret_hash(id), version, until_ms, now_ms()),
+            move |now| (id_hash, version, until_ms, now),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -129,6 +134,7 @@ impl SessionRepository for SqliteStore {
         sealed: Vec<u8>,
         expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
         let changed = self.execute(
             Area::Sessions,
             "store a console session's refreshed tokens",
@@ -136,7 +142,7 @@ impl SessionRepository for SqliteStore {
              idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
              expires_ms = COALESCE(?5, expires_ms) \
              WHERE id_hash = ?1 AND idp_token_version = ?2 AND expires_ms > ?4",
-            (secret_hash(id), version, sealed, now_ms(), expires_ms),
+            move |now| (id_hash, version, sealed, now, expires_ms),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -152,7 +158,7 @@ impl SessionRepository for SqliteStore {
             "lift the refresh claim of a console session",
             "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
              WHERE id_hash = ?1 AND idp_token_version = ?2 AND idp_refreshing_until_ms = ?3",
-            (secret_hash(id), version, until_ms),
+            fixed((secret_hash(id), version, until_ms)),
         );
         Box::pin(async move { released.await.map(|_| ()) })
     }
@@ -162,7 +168,7 @@ impl SessionRepository for SqliteStore {
             Area::Sessions,
             "end a console session",
             "DELETE FROM console_sessions WHERE id_hash = ?1",
-            (secret_hash(id),),
+            fixed((secret_hash(id),)),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -172,7 +178,7 @@ impl SessionRepository for SqliteStore {
             Area::Sessions,
             "remove expired console sessions",
             "DELETE FROM console_sessions WHERE expires_ms <= ?1",
-            (now_ms(),),
+            |now| (now,),
         );
         Box::pin(async move { Ok(removed.await? as u64) })
     }

@@ -261,3 +261,129 @@ async fn a_file_moved_away_fails_every_operation_until_it_is_back() {
     RevocationRepository::revision(&store).await.unwrap();
     assert!(health.is_up());
 }
+
+/// What the time-now tests below hold: a console session of `ttl`.
+fn console_session(id: &str, ttl: Duration) -> crate::state::sessions::NewSession {
+    crate::state::sessions::NewSession {
+        id: id.into(),
+        csrf_token: format!("csrf-{id}"),
+        subject: "alice".into(),
+        display_name: "Alice Example".into(),
+        groups: vec![],
+        aliases: vec![],
+        sealed_idp_token: None,
+        ttl,
+    }
+}
+
+/// Another process's transaction holding the file's write lock, as `warden tools …` does.
+fn hold_write_lock(path: &Path) -> Connection {
+    let other = Connection::open(path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    other
+}
+
+#[tokio::test]
+async fn a_session_that_ends_while_the_store_waits_for_another_process_is_not_resumed() {
+    use crate::state::sessions::SessionRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let ttl = Duration::from_millis(800);
+    store.create(console_session("waited", ttl)).await.unwrap();
+    let other = hold_write_lock(store.path());
+    // Asked while the session lasts; it runs once the other transaction ends, after its end.
+    let resumed = tokio::spawn({
+        let store = store.clone();
+        async move { SessionRepository::resume(&store, "waited").await }
+    });
+    tokio::time::sleep(ttl + Duration::from_millis(400)).await;
+    other.execute_batch("COMMIT").unwrap();
+    let resumed = resumed.await.unwrap().unwrap();
+    assert!(resumed.is_none(), "resumed past its end: {resumed:?}");
+}
+
+#[tokio::test]
+async fn a_session_s_last_use_is_when_the_store_ran_it_so_it_never_goes_back() {
+    use crate::state::sessions::SessionRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    store
+        .create(console_session("raced", Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    // Two uses racing: the one asked for first runs second.
+    let first = SessionRepository::resume(&store, "raced");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let second = SessionRepository::resume(&store, "raced")
+        .await
+        .unwrap()
+        .unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert!(
+        first.last_seen_ms >= second.last_seen_ms,
+        "last use went back from {} to {}",
+        second.last_seen_ms,
+        first.last_seen_ms
+    );
+}
+
+#[tokio::test]
+async fn sessions_ended_by_the_time_the_purge_runs_are_purged() {
+    use crate::state::sessions::SessionRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let ttl = Duration::from_millis(100);
+    store.create(console_session("brief", ttl)).await.unwrap();
+    let purge = store.purge_expired();
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(purge.await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn labels_ended_by_the_time_they_are_read_are_tidied_away_first() {
+    use crate::state::fleet::{FleetRepository, SessionLabel};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let label = SessionLabel {
+        session: "s".into(),
+        label: "exfil".into(),
+        owner: "a".into(),
+        expires_ms: crate::state::pins::now_ms() + 100,
+        updated_ms: 0,
+    };
+    store.add_labels(vec![label]).await.unwrap();
+    let read = FleetRepository::labels(&store, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let labels = read.await.unwrap();
+    assert!(labels.is_empty(), "read past their end: {labels:?}");
+}
+
+#[tokio::test]
+async fn a_batch_written_after_waiting_for_another_process_is_stamped_when_it_took_effect() {
+    use crate::state::fleet::{FleetRepository, SessionLabel};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let label = SessionLabel {
+        session: "s".into(),
+        label: "exfil".into(),
+        owner: "a".into(),
+        expires_ms: i64::MAX,
+        updated_ms: 0,
+    };
+    let other = hold_write_lock(store.path());
+    let added = tokio::spawn({
+        let store = store.clone();
+        async move { store.add_labels(vec![label]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let released_ms = crate::state::pins::now_ms();
+    other.execute_batch("COMMIT").unwrap();
+    added.await.unwrap().unwrap();
+    let labels = FleetRepository::labels(&store, 0).await.unwrap();
+    assert_eq!(labels.len(), 1);
+    assert!(
+        labels[0].updated_ms >= released_ms,
+        "stamped {} before the write lock was released at {released_ms}",
+        labels[0].updated_ms
+    );
+}
