@@ -15,10 +15,11 @@
 //! secret, and the held events go on byte for byte; a secret, and only the events that carry
 //! a piece of it are written anew, `[REDACTED]` in the one where it begins and its other
 //! pieces gone (their token log probabilities, which spell the same pieces, emptied). A
-//! channel that ends (its block stops, its output is done, the stream ends or sends `[DONE]`)
-//! decides too: what it held was no secret. A chat choice's and a Gemini candidate's channels
-//! end only with the stream: the SDKs join text sent after a `finish_reason` (`finishReason`)
-//! too. A comment (a keep-alive) is sent at once.
+//! channel that ends decides too: what it held was no secret. Channels end only when the
+//! answer does (the stream ends or sends `[DONE]`, Anthropic's `message_stop`, the Responses
+//! `response.completed`, an error): the SDKs join text sent after a choice's `finish_reason`,
+//! a block's `content_block_stop` or an output's `….done` too. A comment (a keep-alive),
+//! `retry:` or `id:` goes on in its place: at once when nothing is held.
 //!
 //! Held events are bounded: past [`MAX_HELD_EVENTS`] bytes of them, each channel's undecided
 //! text is moved out of them (they go on without it) to the front of the channel's next
@@ -151,10 +152,6 @@ const CHAT_TOKENS: &[&str] = &[
     "top_logprobs",
     "text_offset",
 ];
-
-/// Which channels an event ends: those of one shape, and of one choice (block, output,
-/// candidate) or all of them.
-type End = (Kind, Option<u64>);
 
 /// An event held while a channel's text in it, or before it, is undecided.
 struct Queued {
@@ -324,41 +321,46 @@ impl Joined {
             return self.fail(out);
         }
         let Some(data) = event_data(&raw) else {
-            // A comment (a keep-alive), `retry:` or `id:`: nothing an SDK joins, sent at once.
-            out.extend_from_slice(&raw);
-            return;
+            // A comment (a keep-alive), `retry:` or `id:`: nothing an SDK joins. It goes on at
+            // once when nothing is held, else in its place after the events held.
+            self.hold(raw, None);
+            return self.settle(out);
         };
         let data = data.trim_ascii();
         if data == b"[DONE]" {
             self.end(|_| true);
             self.hold(raw, None);
-            return self.release(out);
+            return self.settle(out);
         }
         if data.is_empty() {
             self.hold(raw, None);
-            return self.release(out);
+            return self.settle(out);
         }
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
             return self.fail(out);
         };
         let (deltas, ends) = deltas(&value, self.kind);
-        if deltas.is_empty() && ends.is_empty() {
+        if deltas.is_empty() && !ends {
             self.hold(raw, None);
-            return self.release(out);
+            return self.settle(out);
         }
-        let ended = |key: &Key| {
-            ends.iter()
-                .any(|(kind, first)| *kind == key.0 && first.is_none_or(|f| f == key.1))
-        };
-        // A channel this event ends with no text of its own is decided before it.
-        self.end(|key| ended(key) && !deltas.iter().any(|d| d.key == *key));
+        // The channels this event ends with no text of their own are decided before it.
+        if ends {
+            self.end(|key| !deltas.iter().any(|d| d.key == *key));
+        }
         let seq = self.hold(raw, Some(value));
         for (i, delta) in deltas.iter().enumerate() {
             // One that it ends with text ends after its last delta in the event (a Gemini
             // candidate's parts follow one another).
             let last = !deltas[i + 1..].iter().any(|d| d.key == delta.key);
-            self.join(seq, delta, last && ended(&delta.key));
+            self.join(seq, delta, last && ends);
         }
+        self.settle(out);
+    }
+
+    /// After an event was held: past [`MAX_HELD_EVENTS`] of them, the undecided text is moved
+    /// out; past the other bounds, the stream ends with the error; else what may go on goes.
+    fn settle(&mut self, out: &mut Vec<u8>) {
         if self.queued > MAX_HELD_EVENTS {
             self.move_out();
         }
@@ -717,11 +719,12 @@ fn type_id(name: &str) -> u64 {
     })
 }
 
-/// The deltas `event`, an event of a `kind` stream, carries and the channels it ends, as the
-/// SDKs read them: the keys of other kinds' events are not looked at.
-fn deltas(event: &Value, kind: Kind) -> (Vec<Delta>, Vec<End>) {
+/// The deltas `event`, an event of a `kind` stream, carries and whether it ends every channel
+/// (the message or response is over), as the SDKs read them: the keys of other kinds' events
+/// are not looked at.
+fn deltas(event: &Value, kind: Kind) -> (Vec<Delta>, bool) {
     let mut deltas = Vec::new();
-    let mut ends = Vec::new();
+    let mut ends = false;
     let array = |key| event.get(key).and_then(Value::as_array);
     let typed = event.get("type").and_then(Value::as_str);
     match kind {
@@ -854,8 +857,9 @@ fn gemini(candidates: &[Value], deltas: &mut Vec<Delta>) {
 }
 
 /// Anthropic messages: each content block's text, tool input JSON and thinking (and the text a
-/// block starts with); a block ends at its stop, all of them at the message's end or an error.
-fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+/// block starts with). The blocks end together, at `message_stop` or an error: the SDKs join
+/// a delta sent after its block's `content_block_stop` (or the `message_delta`) too.
+fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut bool) {
     match kind {
         "content_block_delta" => {
             let i = index(event, "index").unwrap_or(0);
@@ -888,8 +892,7 @@ fn anthropic(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<
                 deltas.push(anthropic_delta(i, n, delta_type, field, "content_block"));
             }
         }
-        "content_block_stop" => ends.push((Kind::Anthropic, index(event, "index"))),
-        "message_delta" | "message_stop" | "error" => ends.push((Kind::Anthropic, None)),
+        "message_stop" | "error" => *ends = true,
         _ => {}
     }
 }
@@ -916,12 +919,12 @@ fn anthropic_delta(
 }
 
 /// OpenAI Responses: each output's (content part's, summary's) `….delta` of text (and the text
-/// a content part starts with); an output ends at its `….done`, all of them at the response's
-/// end or an error.
-fn responses(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<End>) {
+/// a content part starts with). The outputs end together, at the response's end or an error:
+/// the SDK joins a delta sent after its output's `….done` too.
+fn responses(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut bool) {
     match kind {
         "error" | "response.completed" | "response.incomplete" | "response.failed" => {
-            ends.push((Kind::Responses, None));
+            *ends = true;
         }
         // A content part may start with text, which the SDK puts before its deltas.
         "response.content_part.added" => {
@@ -970,11 +973,6 @@ fn responses(event: &Value, kind: &str, deltas: &mut Vec<Delta>, ends: &mut Vec<
                 shape: Shape::Responses,
                 tokens: Some((String::new(), &["logprobs"])),
             });
-        }
-        _ if kind.ends_with(".done") => {
-            if let Some(output) = index(event, "output_index") {
-                ends.push((Kind::Responses, Some(output)));
-            }
         }
         _ => {}
     }

@@ -33,14 +33,14 @@ fn run(j: &mut Joined, events: &[String]) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The data of each event of `stream`, parsed (`[DONE]` left out).
+/// The data of each event of `stream`, parsed (`[DONE]` and empty data left out).
 fn datas(stream: &str) -> Vec<Value> {
     let mut framer = EventFramer::default();
     let mut all = Vec::new();
     framer.push(stream.as_bytes(), |e| all.push(e.to_vec()));
     all.into_iter()
         .filter_map(|e| event_data(&e))
-        .filter(|d| d != b"[DONE]")
+        .filter(|d| d != b"[DONE]" && !d.is_empty())
         .map(|d| serde_json::from_slice(&d).unwrap_or_else(|e| panic!("{e}: {stream}")))
         .collect()
 }
@@ -218,14 +218,21 @@ fn an_event_that_could_begin_the_secret_is_held_whole_then_released_byte_for_byt
     assert!(j.push(other.as_bytes()).is_empty());
     assert!(j.push(role.as_bytes()).is_empty());
     assert_eq!(j.held(), near.len() + other.len() + role.len());
-    // ...but a keep-alive comment goes at once.
-    assert_eq!(&j.push(b": ping\n\n")[..], b": ping\n\n");
+    // ...as does a keep-alive comment, in its place.
+    assert!(j.push(b": ping\n\n").is_empty());
     // Not the secret after all: all of them go on as they came, in order.
     let decides = chat(0, "ely day", None);
     let out = j.push(decides.as_bytes());
     assert_eq!(
         std::str::from_utf8(&out).unwrap(),
-        [near, other, role.to_owned(), decides].concat()
+        [
+            near,
+            other,
+            role.to_owned(),
+            ": ping\n\n".to_owned(),
+            decides
+        ]
+        .concat()
     );
     assert_eq!(j.held(), 0);
 }
@@ -334,6 +341,36 @@ fn held_events_past_their_bound_go_on_with_the_undecided_text_moved_to_the_next_
     let stream = run(&mut joined(Kind::Chat), &events);
     assert_eq!(chat_joined(&stream)["0"], "key sk-li", "{stream}");
     assert!(stream.ends_with("data: [DONE]\n\n"));
+    // Events with no delta (a role-only or empty delta, a usage chunk), empty `data:` and
+    // comments are held behind an undecided channel too, and bounded as well.
+    let pad = |n: usize| {
+        let data = json!({"choices": [{"index": 0, "delta": {}}], "pad": "y".repeat(1000),
+            "n": n});
+        format!("data: {data}\n\n")
+    };
+    let comment = format!(": {}\n\n", "z".repeat(1000));
+    let fillers: [Vec<String>; 2] = [
+        (0..100).map(pad).collect(),
+        (0..100)
+            .flat_map(|_| [comment.clone(), "data:\n\n".to_owned()])
+            .collect(),
+    ];
+    for filler in fillers {
+        let mut events = vec![chat(0, "yes", None)];
+        events.extend(filler.iter().cloned());
+        events.push(chat(0, " and no", None));
+        events.extend(chat_end());
+        let mut j = joined(Kind::Chat);
+        let mut out = Vec::new();
+        for e in &events {
+            out.extend_from_slice(&j.push(e.as_bytes()));
+            assert!(j.held() < MAX_HELD_EVENTS + 2048, "{}", j.held());
+        }
+        out.extend_from_slice(&j.finish());
+        let stream = String::from_utf8(out).unwrap();
+        assert_eq!(chat_joined(&stream)["0"], "yes and no");
+        assert!(stream.contains(&filler.concat()), "they go on in order");
+    }
 }
 
 #[test]
@@ -418,7 +455,7 @@ fn anthropic_text_and_tool_input_are_joined_per_content_block() {
             "{stream}"
         );
     }
-    // A block that stops with text held gets it before its stop.
+    // Text held when its block stops goes on before the stop.
     let events = vec![
         anthropic(0, json!({"type": "text_delta", "text": "a sk-live"})),
         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
@@ -430,6 +467,99 @@ fn anthropic_text_and_tool_input_are_joined_per_content_block() {
         stream.find("sk-live").unwrap() < stream.find("content_block_stop").unwrap(),
         "{stream}"
     );
+}
+
+#[test]
+fn a_delta_after_its_block_stops_or_its_output_is_done_is_still_joined() {
+    // The SDKs' accumulators append a delta to its block (output) whatever came before: a
+    // `content_block_stop` or `….done` ends nothing; `message_stop` (`response.completed`)
+    // does.
+    let (a, b) = SECRET.split_at(3);
+    let stop = "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
+    let message_stop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let events = vec![
+        anthropic(0, json!({"type": "text_delta", "text": format!("key {a}")})),
+        stop.to_owned(),
+        anthropic(0, json!({"type": "text_delta", "text": format!("{b} ok")})),
+        message_stop.to_owned(),
+    ];
+    let mut j = joined(Kind::Anthropic);
+    let stream = run(&mut j, &events);
+    assert_eq!(
+        anthropic_joined(&stream)[&0],
+        "key [REDACTED] ok",
+        "{stream}"
+    );
+    assert!(!stream.contains(b), "{stream}");
+    assert_eq!(j.spread(), 1);
+    // `message_stop` decides what is held: it goes on before it.
+    let events = vec![
+        anthropic(0, json!({"type": "text_delta", "text": "a sk-live"})),
+        stop.to_owned(),
+    ];
+    let mut j = joined(Kind::Anthropic);
+    let mut out = Vec::new();
+    for e in &events {
+        out.extend_from_slice(&j.push(e.as_bytes()));
+    }
+    assert!(out.is_empty(), "held past the block's stop");
+    out.extend_from_slice(&j.push(message_stop.as_bytes()));
+    assert_eq!(
+        out,
+        [events.concat(), message_stop.to_owned()]
+            .concat()
+            .as_bytes()
+    );
+    // Responses: a delta after its output's `….done`.
+    let event = |data: Value| {
+        let kind = data["type"].as_str().unwrap().to_owned();
+        format!("event: {kind}\ndata: {data}\n\n")
+    };
+    let delta = |text: &str| {
+        event(json!({"type": "response.output_text.delta", "item_id": "i",
+            "output_index": 0, "content_index": 0, "delta": text}))
+    };
+    let events = vec![
+        delta(&format!("key {a}")),
+        event(json!({"type": "response.output_text.done", "item_id": "i",
+            "output_index": 0, "content_index": 0, "text": format!("key {a}")})),
+        event(
+            json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"id": "i", "type": "message"}}),
+        ),
+        delta(&format!("{b} ok")),
+        event(json!({"type": "response.completed", "response": {"status": "completed"}})),
+    ];
+    let mut j = joined(Kind::Responses);
+    let stream = run(&mut j, &events);
+    let text: String = datas(&stream)
+        .iter()
+        .filter(|d| d["type"] == "response.output_text.delta")
+        .map(|d| d["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "key [REDACTED] ok", "{stream}");
+    assert!(!stream.contains(b), "{stream}");
+}
+
+#[test]
+fn comments_and_id_lines_keep_their_place_among_held_events() {
+    // Nothing held: a keep-alive goes on at once.
+    let mut j = joined(Kind::Chat);
+    assert_eq!(&j.push(b": keep-alive\n\n")[..], b": keep-alive\n\n");
+    // Held: it waits in its place, and the stream goes on byte for byte.
+    let events = [
+        chat(0, "yes", None),
+        ": keep-alive\n\n".to_owned(),
+        "id: 7\nretry: 100\n\n".to_owned(),
+        chat(0, " no", None),
+    ];
+    let mut j = joined(Kind::Chat);
+    let mut out = Vec::new();
+    for e in &events[..3] {
+        out.extend_from_slice(&j.push(e.as_bytes()));
+    }
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(run(&mut j, &events[3..]), events.concat());
 }
 
 #[test]
