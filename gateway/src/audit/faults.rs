@@ -29,6 +29,10 @@ mod hooks {
         /// Called before the anchor thread writes `head.json`.
         #[inline(always)]
         pub fn before_anchor(&self) {}
+
+        /// Called when a segment reserves space.
+        #[inline(always)]
+        pub fn on_reserve(&self) {}
     }
 }
 
@@ -54,6 +58,14 @@ mod hooks {
         /// When set, the next write whose bytes hold this text fails whole (ENOSPC); the
         /// text is then taken.
         pub failed_write_of: Mutex<Option<&'static str>>,
+        /// When set, the next write whose bytes hold this text panics (a bug mid-commit);
+        /// the text is then taken.
+        pub panicking_write_of: Mutex<Option<&'static str>>,
+        /// When set, the next write says so on the first channel, then waits until the test
+        /// sends on (or drops) the second (a write stuck in the kernel).
+        pub held_write: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+        /// The names of the threads that reserved segment space, in order.
+        pub reserved_on: Mutex<Vec<String>>,
     }
 
     /// Waits, if a test armed `slot`, until it sends on (or drops) the channel; once.
@@ -74,6 +86,24 @@ mod hooks {
         /// Tears the write when armed: half the bytes land, then ENOSPC; or fails it whole when
         /// it holds the text armed.
         pub fn before_write(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+            let held = self.held_write.lock().map(|mut h| h.take()).ok().flatten();
+            if let Some((entered, release)) = held {
+                let _ = entered.send(());
+                let _ = release.recv();
+            }
+            let panicking = self
+                .panicking_write_of
+                .lock()
+                .map(|mut text| {
+                    text.take_if(|needle| {
+                        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                    })
+                })
+                .ok()
+                .flatten();
+            if let Some(needle) = panicking {
+                panic!("injected panic in the write of {needle}");
+            }
             if take_one(&self.torn_writes) {
                 file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
                 return Err(io::Error::from_raw_os_error(28));
@@ -89,6 +119,14 @@ mod hooks {
                 return Err(io::Error::from_raw_os_error(28));
             }
             Ok(())
+        }
+
+        /// Notes the thread reserving segment space.
+        pub fn on_reserve(&self) {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            if let Ok(mut on) = self.reserved_on.lock() {
+                on.push(name);
+            }
         }
 
         /// Holds the anchor write when armed.

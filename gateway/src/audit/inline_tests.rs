@@ -65,6 +65,14 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Waits until the writer thread is done with its round and the planning after it: an
+/// append does not wait for its lock, and an append answered by the round would otherwise
+/// find it held and be handed over again.
+async fn writer_settled(log: &AuditLog) {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually("the writer thread is idle", || log.writer_idle()).await;
+}
+
 #[test]
 fn concurrent_inline_appends_and_detached_records_form_one_chain_in_order() {
     const THREADS: usize = 8;
@@ -128,10 +136,10 @@ fn concurrent_inline_appends_and_detached_records_form_one_chain_in_order() {
             );
         }
     }
-    assert!(
-        inline > total / 2,
-        "most appends committed inline: {inline} of {total}"
-    );
+    // Eight threads appending back to back on a loaded machine often find the lock taken
+    // (by another appender or the writer thread): those records are handed over, and the
+    // writer commits them together; how many depends on the machine's load.
+    assert!(inline > 0, "no append committed inline");
 }
 
 #[tokio::test]
@@ -164,6 +172,7 @@ async fn a_rotation_is_the_writer_threads_and_appends_are_inline_again_after_it(
     let inline = || log.stats().inline_commits.get();
     let mut handed_over = 0;
     for i in 1..=30u64 {
+        writer_settled(&log).await;
         let before = inline();
         assert_eq!(log.append(event(&format!("r{i}"))).await.unwrap(), i);
         handed_over += u64::from(inline() == before);
@@ -189,12 +198,14 @@ async fn a_checkpoint_due_by_count_is_the_writer_threads_and_comes_at_its_count(
     let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
     let inline = || log.stats().inline_commits.get();
     for i in 1..=4u64 {
+        writer_settled(&log).await;
         assert_eq!(log.append(event(&format!("c{i}"))).await.unwrap(), i);
         assert_eq!(inline(), i, "no checkpoint due: inline");
     }
     // The fifth record makes a checkpoint due: the writer commits both.
     assert_eq!(log.append(event("c5")).await.unwrap(), 5);
     assert_eq!(inline(), 4);
+    writer_settled(&log).await;
     assert_eq!(log.append(event("c6")).await.unwrap(), 7);
     assert_eq!(inline(), 5, "inline again");
     log.close().await.unwrap();
@@ -208,6 +219,7 @@ async fn a_checkpoint_due_by_count_is_the_writer_threads_and_comes_at_its_count(
 async fn a_failed_inline_commit_is_an_outage_the_writer_thread_recovers_from() {
     let (_tmp, dir, faults, log) = open(&process());
     let inline = || log.stats().inline_commits.get();
+    writer_settled(&log).await;
     assert_eq!(log.append(event("a")).await.unwrap(), 1);
     assert_eq!(inline(), 1);
     // Two outcomes ride with the next decision, whose write is torn.
@@ -221,6 +233,7 @@ async fn a_failed_inline_commit_is_an_outage_the_writer_thread_recovers_from() {
     assert_eq!(log.append(event("c")).await.unwrap(), 3);
     assert_eq!(inline(), 1, "not inline while failing");
     assert!(log.is_writable());
+    writer_settled(&log).await;
     assert_eq!(log.append(event("d")).await.unwrap(), 4);
     assert_eq!(inline(), 2, "inline again once recovered");
     log.close().await.unwrap();
@@ -271,6 +284,7 @@ async fn a_receipt_of_a_record_committed_inline_is_signed_and_verifies() {
         ..signed_config(1000)
     };
     let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    writer_settled(&log).await;
     let seq = log.append(event("r1")).await.unwrap();
     assert_eq!(log.stats().inline_commits.get(), 1);
     let pending = log.receipt(&Receipt::example(seq)).expect("a signed log");
@@ -281,4 +295,175 @@ async fn a_receipt_of_a_record_committed_inline_is_signed_and_verifies() {
     assert_eq!(verified.claims, Receipt::example(seq));
     log.close().await.unwrap();
     verify_with(&dir, &strict()).unwrap();
+}
+
+#[test]
+fn an_append_while_another_appenders_write_holds_the_lock_is_handed_over_not_waited_for() {
+    let (_tmp, dir, faults, log) = open(&process());
+    // Let the writer thread fall asleep: the first append is then inline.
+    std::thread::sleep(Duration::from_millis(50));
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    *faults.held_write.lock().unwrap() = Some((entered_tx, release_rx));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let first_log = log.clone();
+        let first = scope.spawn(move || runtime().block_on(first_log.append(event("a"))));
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first append's write began");
+        let (returned_tx, returned) = std::sync::mpsc::channel();
+        let second_log = log.clone();
+        let second = scope.spawn(move || {
+            let answer = second_log.append(event("b"));
+            returned_tx.send(()).unwrap();
+            runtime().block_on(answer)
+        });
+        // Generous: the call takes microseconds when it does not wait for the lock.
+        let handed_over = returned.recv_timeout(Duration::from_secs(10));
+        drop(release);
+        assert!(
+            handed_over.is_ok(),
+            "the append waited for the lock another appender's write held"
+        );
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    assert_eq!(first.unwrap(), 1);
+    assert_eq!(
+        second.unwrap(),
+        2,
+        "committed by the writer thread, after it"
+    );
+    assert!(
+        log.stats().inline_commits.get() < 2,
+        "the second append was not committed inline"
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(log.close())
+        .unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn inline_commits_write_into_space_the_writer_thread_reserved() {
+    let (_tmp, dir, faults, log) = open(&process());
+    // Opening reserved the first 1 MiB, on the opening thread (at start-up).
+    faults.reserved_on.lock().unwrap().clear();
+    let padded = |name: &str, bytes: usize| {
+        let mut event = event(name);
+        event.detail = Some(serde_json::json!({ "pad": "x".repeat(bytes) }));
+        event
+    };
+    let inline = || log.stats().inline_commits.get();
+    let mut seq = 0;
+    for round in 0..3 {
+        for i in 0..4 {
+            writer_settled(&log).await;
+            seq += 1;
+            let small = padded(&format!("s{round}-{i}"), 1024);
+            assert_eq!(log.append(small).await.unwrap(), seq);
+        }
+        // More than the reserved space left: reserving is the writer thread's.
+        let before = inline();
+        writer_settled(&log).await;
+        seq += 1;
+        let big = padded(&format!("big{round}"), 1200 * 1024);
+        assert_eq!(log.append(big).await.unwrap(), seq);
+        assert_eq!(
+            inline(),
+            before,
+            "a record past the reserved space is handed over"
+        );
+    }
+    assert_eq!(inline(), 12, "the others were committed inline");
+    log.close().await.unwrap();
+    let reserved_on = faults.reserved_on.lock().unwrap().clone();
+    assert!(reserved_on.len() >= 3, "{reserved_on:?}");
+    assert!(
+        reserved_on.iter().all(|thread| thread == "warden-audit"),
+        "only the writer thread reserves: {reserved_on:?}"
+    );
+    assert_eq!(verify(&dir).unwrap().records, seq);
+}
+
+#[tokio::test]
+async fn a_panic_in_an_inline_commit_is_an_outage_and_the_chain_goes_on_from_its_head() {
+    let (_tmp, dir, faults, log) = open(&process());
+    // Let the writer thread fall asleep: the append is then inline.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    *faults.panicking_write_of.lock().unwrap() = Some("boom");
+    let panicking = log.clone();
+    let panicked = std::thread::spawn(move || {
+        drop(panicking.append(event("boom")));
+    })
+    .join();
+    assert!(panicked.is_err(), "the inline commit panicked");
+    assert_eq!(log.stats().inline_commits.get(), 0);
+    // Declined while the lock is poisoned: the writer drops the half-done commit and leads
+    // its next with the record of the outage.
+    assert_eq!(log.append(event("next")).await.unwrap(), 2);
+    assert!(log.is_writable());
+    writer_settled(&log).await;
+    assert_eq!(log.append(event("after")).await.unwrap(), 3);
+    assert_eq!(log.stats().inline_commits.get(), 1, "inline again");
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 3);
+    let records = all_records(&dir);
+    let detail = &records[0]["detail"];
+    assert_eq!(detail["event"], "audit_recovered", "{detail}");
+    assert_eq!(detail["failed_records"], 1, "{detail}");
+    assert_eq!(detail["lost_records"], 0, "{detail}");
+    assert_eq!(records[1]["request_id"], "next");
+    assert_eq!(records[2]["request_id"], "after");
+}
+
+#[tokio::test]
+async fn a_declined_inline_commit_puts_the_outbox_records_it_took_back_in_front() {
+    // The writer thread takes the outbox's records on its own 5 ms after they come: if it
+    // did so before the decision came (a loaded machine), the case was not met: again.
+    for _attempt in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let cfg = AuditConfig {
+            durability: Durability::Process,
+            ..signed_config(5)
+        };
+        let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+        for i in 1..=3u64 {
+            assert_eq!(log.append(event(&format!("c{i}"))).await.unwrap(), i);
+        }
+        writer_settled(&log).await;
+        let inline = log.stats().inline_commits.get();
+        log.append_detached(outcome("o1"));
+        log.append_detached(outcome("o2"));
+        // With the outbox's two, it makes a checkpoint due (5 records): declined.
+        let seq = log.append(event("c4")).await.unwrap();
+        let declined = log.stats().inline_commits.get() == inline;
+        log.close().await.unwrap();
+        if !declined {
+            continue;
+        }
+        assert_eq!(seq, 6, "after the outbox's records");
+        assert_eq!(log.stats().lost.get(), 0);
+        let records = all_records(&dir);
+        let order: Vec<&str> = records
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            order[..6],
+            ["c1", "c2", "c3", "o1", "o2", "c4"],
+            "{order:?}"
+        );
+        assert_eq!(records[6]["kind"], "checkpoint", "{}", records[6]);
+        verify_with(&dir, &strict()).unwrap();
+        return;
+    }
+    panic!("the writer thread took the outbox's records before the decision every time");
 }

@@ -291,6 +291,18 @@ impl AuditLog {
         }
     }
 
+    /// Whether the writer thread is between rounds, not holding its lock (tests: an append
+    /// then commits inline, the log being in its normal state).
+    #[cfg(test)]
+    pub fn writer_idle(&self) -> bool {
+        !self
+            .inner
+            .shared
+            .busy
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && self.inner.writer.try_lock().is_ok()
+    }
+
     /// Appends without waiting (outcome records): the record goes to the writer's outbox and
     /// is committed with the next commit or within a few milliseconds. A record that cannot
     /// be written (the log is closed, or its commit fails) is counted in

@@ -12,7 +12,8 @@ use super::event::AuditEvent;
 #[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<State>,
-    /// The writer sleeps without a timeout: the next push must wake it.
+    /// The writer sleeps with no timer due before an outbox record would be (none, or a long
+    /// one): the next push must wake it.
     sleeping: AtomicBool,
 }
 
@@ -28,7 +29,7 @@ struct State {
 pub enum Pushed {
     /// It waits for the next commit.
     Queued,
-    /// It waits, and the writer sleeps with nothing to time: wake it.
+    /// It waits, and the writer sleeps: wake it.
     WakeWriter,
     /// The log is closed: the record is lost.
     Closed,
@@ -85,14 +86,16 @@ impl Outbox {
         std::mem::take(&mut state.events)
     }
 
-    /// The writer is about to sleep with nothing to time (`true`) or has woken (`false`).
+    /// The writer is about to sleep with no timer due before an outbox record would be
+    /// (`true`), or has woken (`false`).
     /// Either the writer's check after setting it sees a record pushed meanwhile, or the
     /// pusher sees the flag and wakes it.
     pub fn set_sleeping(&self, sleeping: bool) {
         self.sleeping.store(sleeping, Ordering::SeqCst);
     }
 
-    /// Whether the writer sleeps with nothing to time, clearing it: the caller wakes it.
+    /// Whether the writer sleeps (untimed, or a timed sleep longer than an outbox record
+    /// may wait), clearing it: the caller wakes it.
     pub fn take_sleeping(&self) -> bool {
         self.sleeping.swap(false, Ordering::SeqCst)
     }
@@ -141,6 +144,34 @@ mod tests {
         assert_eq!(
             outbox.push(AuditEvent::now(EventKind::Outcome)),
             Pushed::Closed
+        );
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn records_put_back_go_in_front_of_those_pushed_since_and_are_lost_once_closed() {
+        let outbox = Outbox::default();
+        let named = |name: &str| {
+            let mut event = AuditEvent::now(EventKind::Outcome);
+            event.request_id = name.into();
+            event
+        };
+        outbox.push(named("a"));
+        outbox.push(named("b"));
+        let mut taken = Vec::new();
+        outbox.take_into(&mut taken);
+        outbox.push(named("c"));
+        assert_eq!(outbox.put_back(taken), 0);
+        let order: Vec<String> = outbox
+            .close()
+            .iter()
+            .map(|e| e.request_id.to_string())
+            .collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(
+            outbox.put_back(vec![named("d"), named("e")]),
+            2,
+            "closed: lost"
         );
         assert!(outbox.is_empty());
     }

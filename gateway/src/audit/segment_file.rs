@@ -116,6 +116,23 @@ impl SegmentFile {
         Ok(())
     }
 
+    /// Whether `bytes` more can be written without reserving space or cutting a failed
+    /// write's tail first: an inline commit (`writer/inline.rs`) writes then, and leaves
+    /// the zero-filling (up to 16 writes of 64 KiB) to the writer thread.
+    pub fn fits(&self, bytes: u64) -> bool {
+        !self.dirty_tail && self.len + bytes <= self.allocated
+    }
+
+    /// Reserves the next [`RESERVE_BYTES`] once less than half of that is left (up to the
+    /// segment size limit): the writer thread does it between its rounds, so that the
+    /// appending threads' inline commits find the space reserved.
+    pub fn reserve_ahead(&mut self) -> io::Result<()> {
+        if self.allocated >= self.limit || self.allocated - self.len >= RESERVE_BYTES / 2 {
+            return Ok(());
+        }
+        self.reserve(self.allocated + 1)
+    }
+
     /// Makes sure the file holds zeros up to at least `end`, reserving ahead. The new space
     /// and size become durable with the next flush, before anything written into it is
     /// answered as durable.
@@ -123,6 +140,7 @@ impl SegmentFile {
         if end <= self.allocated {
             return Ok(());
         }
+        self.faults.on_reserve();
         let target = (self.allocated + RESERVE_BYTES).min(self.limit).max(end);
         let mut at = self.allocated;
         while at < target {
@@ -155,6 +173,12 @@ impl SegmentFile {
                 Err(e)
             }
         }
+    }
+
+    /// A commit stopped part-way (it panicked): bytes past the data may be a partial
+    /// write's; cut them before writing again.
+    pub fn distrust_tail(&mut self) {
+        self.dirty_tail = true;
     }
 
     /// Writes `bytes` again at `offset`, where they already are: after a failed flush the

@@ -65,7 +65,8 @@ pub enum Msg {
     },
     /// Commit everything sent before, flush, anchor the head, stop; answer on the sender.
     Close(oneshot::Sender<Result<(), AuditError>>),
-    /// The outbox got a record while the writer slept with nothing to time: start timing it.
+    /// The outbox got a record (or an inline commit made a flush due) while the writer slept:
+    /// look again.
     Wake,
 }
 
@@ -364,6 +365,11 @@ pub struct Writer {
     receipts: Option<BatchSigner>,
     /// The outbox's records an inline commit takes (its room is kept between commits).
     spare: Vec<AuditEvent>,
+    /// An inline commit's batch (its room is kept between commits).
+    inline_batch: Vec<Pending>,
+    /// While an inline commit encodes and writes: the head before it and how many of the
+    /// outbox's records it took, for the outage a panic there begins ([`lock`]).
+    inline_from: Option<(u64, u64)>,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
 }
@@ -431,8 +437,52 @@ impl Writer {
             outage: None,
             receipts: None,
             spare: Vec::new(),
+            inline_batch: Vec::with_capacity(MAX_BATCH),
+            inline_from: None,
             _lock: lock,
         })
+        .map(|mut writer| {
+            writer.reserve_ahead();
+            writer
+        })
+    }
+
+    /// Reserves segment space ahead of the writes, so that inline commits find it reserved
+    /// (`writer/inline.rs`); a failure shows again in the next commit that needs the space.
+    fn reserve_ahead(&mut self) {
+        if let Err(error) = self.segment.reserve_ahead() {
+            tracing::warn!(segment = %self.segment.name, %error, "cannot reserve space in the audit segment ahead of the writes; the next commit tries again");
+        }
+    }
+
+    /// The lock was found poisoned: a commit panicked part-way (a bug), on this thread or
+    /// an appending one, leaving its batch half-encoded. Its encoding is dropped and the
+    /// panic is an outage like a failed write: the log reports unwritable, and the next
+    /// commit, synced, leads with the record of it (with the records the commit took from
+    /// the outbox as lost, if it did not write them).
+    fn after_panic(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.hashes.clear();
+        self.breaks.clear();
+        self.spare.clear();
+        self.inline_batch.clear();
+        self.segment.distrust_tail();
+        let outage = self.outage.get_or_insert_with(Outage::begin);
+        if let Some((head, taken)) = self.inline_from.take()
+            && self.head.0 == head
+        {
+            outage.failed_records += taken + 1;
+            outage.lost_records += taken;
+            self.shared.stats.lost.inc_by(taken);
+        }
+        outage.error = "an audit commit panicked part-way (a bug); nothing it had not \
+                        written was kept"
+            .to_owned();
+        self.shared.failing.store(true, Ordering::Release);
+        tracing::error!(
+            "an audit commit panicked part-way; the log continues from its last written record, after the record of the outage"
+        );
     }
 
     /// Signs the receipts `receipts` holds after each commit: the requests it answered queue
@@ -504,18 +554,21 @@ impl Writer {
         detached: &mut Vec<AuditEvent>,
     ) -> Option<Closing> {
         self.tend_retention();
-        // Records waiting in the outbox were appended before this message arrived.
-        self.shared.outbox.take_into(detached);
-        batch.extend(detached.drain(..).map(Pending::detached));
         let mut close = first.and_then(|msg| take(msg, batch));
         if close.is_none() {
             close = drain(rx, batch);
         }
+        // The outbox is taken after the channel, and its records go first: a thread sends
+        // its decision after the outcome it left there, which must not commit after it (an
+        // outbox taken first could miss it). Records left later are not in front of
+        // anything they follow: the decision of a request is answered before its outcome
+        // is left. On a close, the outbox is closed too: it takes no more.
         if close.is_some() {
-            // A close can arrive while draining, after the outbox was taken: records left
-            // there before it was sent are the last to commit.
-            take_detached(self.shared.outbox.close(), batch);
+            detached.append(&mut self.shared.outbox.close());
+        } else {
+            self.shared.outbox.take_into(detached);
         }
+        batch.splice(0..0, detached.drain(..).map(Pending::detached));
         if batch.is_empty()
             && close.is_none()
             && self.outage.is_none()
@@ -738,6 +791,8 @@ impl Writer {
     fn plan(&mut self, timers: &mut Timers) -> Wake {
         // What inline commits changed until now is seen here; a later one sets it again.
         self.shared.unseen.store(false, Ordering::SeqCst);
+        // Appending threads do not wait for the lock meanwhile: they hand their records over.
+        self.reserve_ahead();
         loop {
             self.tend_flushes();
             let now = Instant::now();
@@ -1110,12 +1165,19 @@ impl Writer {
 /// commit under; `None` once the thread has stopped it.
 pub type Locked = Mutex<Option<Writer>>;
 
-/// Takes the writer's lock. A panic under it (the thread's, or an inline commit's) leaves the
-/// writer as it was, possibly mid-commit: the thread goes on with it, as it would have.
+/// Takes the writer's lock. A panic under it (an inline commit's: the thread's own ends the
+/// thread) leaves the writer mid-commit: it drops what that commit had encoded and begins an
+/// outage ([`Writer::after_panic`]), and clears the poison, so that inline commits (which
+/// decline while it is set) resume once a commit succeeds.
 fn lock(locked: &Locked) -> MutexGuard<'_, Option<Writer>> {
-    locked
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    locked.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        if let Some(writer) = guard.as_mut() {
+            writer.after_panic();
+        }
+        locked.clear_poison();
+        guard
+    })
 }
 
 /// A close request and its answer, sent once the writer (and its directory lock) is dropped.
