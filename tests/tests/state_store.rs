@@ -142,12 +142,19 @@ async fn a_gateway_says_on_metrics_when_its_sqlite_file_is_moved_away_and_when_i
     std::fs::rename(&state, &away).unwrap();
     let metrics = until_up_is(&warden, 0.0, Duration::from_secs(20)).await;
     assert!(failures(&metrics, "unreachable") >= 1.0, "{metrics}");
-    let output = warden.output();
-    assert!(
+    // The gauge is set before the outage's log line is written: wait for the line (bounded).
+    let said = |output: &str| {
         output.contains("the state store does not answer")
-            && output.contains("is no longer the file Warden opened"),
-        "{output}"
-    );
+            && output.contains("is no longer the file Warden opened")
+    };
+    for _ in 0..100 {
+        if said(&warden.output()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = warden.output();
+    assert!(said(&output), "{output}");
 
     std::fs::rename(&away, &state).unwrap();
     answers_again(&warden, answered).await;
