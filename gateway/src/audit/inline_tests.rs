@@ -13,6 +13,7 @@ use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::log::AuditLog;
 use super::signed_tests::{config as signed_config, signer, strict};
+use super::signer::Signer;
 use super::tests::all_records;
 use super::verify::{verify, verify_with};
 
@@ -40,10 +41,27 @@ fn process() -> AuditConfig {
 }
 
 fn open(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
+    open_with(cfg, None)
+}
+
+/// A signed log in `process` durability, with a checkpoint every `every` records (and every
+/// hour).
+fn signed_process_log(every: u64) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
+    let cfg = AuditConfig {
+        durability: Durability::Process,
+        ..signed_config(every)
+    };
+    open_with(&cfg, Some(signer()))
+}
+
+fn open_with(
+    cfg: &AuditConfig,
+    signer: Option<Arc<Signer>>,
+) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, cfg, faults.clone(), None, Vec::new()).unwrap();
+    let log = AuditLog::open_with(&dir, cfg, faults.clone(), signer, Vec::new()).unwrap();
     (tmp, dir, faults, log)
 }
 
@@ -189,13 +207,7 @@ async fn a_rotation_is_the_writer_threads_and_appends_are_inline_again_after_it(
 
 #[tokio::test]
 async fn a_checkpoint_due_by_count_is_the_writer_threads_and_comes_at_its_count() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let cfg = AuditConfig {
-        durability: Durability::Process,
-        ..signed_config(5)
-    };
-    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    let (_tmp, dir, _faults, log) = signed_process_log(5);
     let inline = || log.stats().inline_commits.get();
     for i in 1..=4u64 {
         writer_settled(&log).await;
@@ -277,13 +289,7 @@ async fn disk_durability_never_commits_inline() {
 #[tokio::test]
 async fn a_receipt_of_a_record_committed_inline_is_signed_and_verifies() {
     use super::receipt::{Receipt, verify as verify_receipt};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let cfg = AuditConfig {
-        durability: Durability::Process,
-        ..signed_config(1000)
-    };
-    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    let (_tmp, dir, _faults, log) = signed_process_log(1000);
     writer_settled(&log).await;
     let seq = log.append(event("r1")).await.unwrap();
     assert_eq!(log.stats().inline_commits.get(), 1);
@@ -428,13 +434,7 @@ async fn a_declined_inline_commit_puts_the_outbox_records_it_took_back_in_front(
     // The writer thread takes the outbox's records on its own 5 ms after they come: if it
     // did so before the decision came (a loaded machine), the case was not met: again.
     for _attempt in 0..5 {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("audit");
-        let cfg = AuditConfig {
-            durability: Durability::Process,
-            ..signed_config(5)
-        };
-        let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+        let (_tmp, dir, _faults, log) = signed_process_log(5);
         for i in 1..=3u64 {
             assert_eq!(log.append(event(&format!("c{i}"))).await.unwrap(), i);
         }
