@@ -1,5 +1,5 @@
 //! Failure injection for the writer's tests: failed or torn writes, failed or held fsyncs,
-//! held anchor writes.
+//! held anchor writes, a writer thread held before it answers its waiters.
 //! Outside tests, `Faults` is empty and every hook is a no-op.
 
 pub use hooks::Faults;
@@ -33,6 +33,10 @@ mod hooks {
         /// Called when a segment reserves space.
         #[inline(always)]
         pub fn on_reserve(&self) {}
+
+        /// Called before the writer thread answers a round's records (`waiters`: some wait).
+        #[inline(always)]
+        pub fn before_answer(&self, _waiters: bool) {}
     }
 }
 
@@ -66,6 +70,10 @@ mod hooks {
         pub held_write: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
         /// The names of the threads that reserved segment space, in order.
         pub reserved_on: Mutex<Vec<String>>,
+        /// When set, the next time the writer thread is about to answer waiters it says so
+        /// on the first channel, then waits until the test sends on (or drops) the second.
+        pub held_answer:
+            Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
     }
 
     /// Waits, if a test armed `slot`, until it sends on (or drops) the channel; once.
@@ -126,6 +134,18 @@ mod hooks {
             let name = std::thread::current().name().unwrap_or("").to_owned();
             if let Ok(mut on) = self.reserved_on.lock() {
                 on.push(name);
+            }
+        }
+
+        /// Holds the writer thread before it answers waiters, when armed.
+        pub fn before_answer(&self, waiters: bool) {
+            if !waiters {
+                return;
+            }
+            let held = self.held_answer.lock().map(|mut h| h.take()).ok().flatten();
+            if let Some((entered, release)) = held {
+                let _ = entered.send(());
+                let _ = release.recv();
             }
         }
 

@@ -467,3 +467,54 @@ async fn a_declined_inline_commit_puts_the_outbox_records_it_took_back_in_front(
     }
     panic!("the writer thread took the outbox's records before the decision every time");
 }
+
+#[test]
+fn appends_made_while_the_writer_thread_answers_its_waiters_commit_inline() {
+    const DURING: u64 = 3;
+    let (_tmp, dir, faults, log) = signed_process_log(5);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    for i in 1..=4u64 {
+        assert_eq!(rt.block_on(log.append(event(&format!("c{i}")))).unwrap(), i);
+    }
+    rt.block_on(writer_settled(&log));
+    let inline = || log.stats().inline_commits.get();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    *faults.held_answer.lock().unwrap() = Some((entered_tx, release_rx));
+    let (fifth, during) = std::thread::scope(|scope| {
+        // The fifth record makes a checkpoint due: the writer thread commits it, and is held
+        // before it answers it.
+        let fifth_log = log.clone();
+        let fifth = scope.spawn(move || runtime().block_on(fifth_log.append(event("c5"))));
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer thread committed the fifth record and is about to answer it");
+        let before = inline();
+        let answers: Vec<_> = (1..=DURING)
+            .map(|i| log.append(event(&format!("during{i}"))))
+            .collect();
+        let during = inline() - before;
+        drop(release);
+        let seqs: Vec<u64> = answers
+            .into_iter()
+            .map(|answer| rt.block_on(answer).unwrap())
+            .collect();
+        assert_eq!(seqs, [7, 8, 9], "after the fifth record and its checkpoint");
+        (fifth.join().unwrap(), during)
+    });
+    assert_eq!(fifth.unwrap(), 5);
+    assert_eq!(
+        during, DURING,
+        "the appends made while the writer thread answered found its lock free"
+    );
+    rt.block_on(log.close()).unwrap();
+    let records = all_records(&dir);
+    assert_eq!(records[5]["kind"], "checkpoint", "{}", records[5]);
+    verify_with(&dir, &strict()).unwrap();
+}

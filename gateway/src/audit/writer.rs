@@ -4,7 +4,7 @@
 //! (the kernel has them), and the flusher thread flushes them within the flush interval.
 //! There, while nothing but a write is due, the appending threads commit their own records
 //! under the writer's lock ([`inline`]); the thread holds that lock for its rounds of work,
-//! never while it waits.
+//! never while it waits, nor while it answers a round's waiters ([`run`]).
 
 use std::fs::File;
 use std::io;
@@ -543,16 +543,18 @@ impl Writer {
     }
 
     /// One round of the thread's body, under the lock: commits what `first` and the channel
-    /// and outbox hold (with the recovery record, a checkpoint or retention's record as due),
-    /// answers it, and tends flushes and `head.json`. On a close request, also stops: returns
-    /// the request and its answer, for the caller to send once the writer is dropped.
+    /// and outbox hold (with the recovery record, a checkpoint or retention's record as due)
+    /// into `batch`, and tends flushes and `head.json`. The caller answers the batch once it
+    /// has let go of the lock ([`Round::Answer`]). On a close request, also answers and
+    /// stops: returns the request and its answer, for the caller to send once the writer is
+    /// dropped.
     fn round(
         &mut self,
         first: Option<Msg>,
         rx: &Receiver<Msg>,
         batch: &mut Vec<Pending>,
         detached: &mut Vec<AuditEvent>,
-    ) -> Option<Closing> {
+    ) -> Round {
         self.tend_retention();
         let mut close = first.and_then(|msg| take(msg, batch));
         if close.is_none() {
@@ -577,7 +579,11 @@ impl Writer {
             batch.push(Pending::checkpoint(beat));
         }
         if batch.is_empty() && close.is_none() && self.outage.is_none() && !self.checkpoint_due() {
-            return None; // a wake-up whose records an earlier commit took
+            // A wake-up whose records an earlier commit took.
+            return Round::Answer {
+                written: self.head.0,
+                failure: None,
+            };
         }
         if let Some(outage) = &self.outage {
             batch.insert(0, Pending::recovery(outage));
@@ -592,26 +598,22 @@ impl Writer {
             stats.records.inc_by(batch.len() as u64);
             stats.commit_seconds.observe(took.as_secs_f64());
         }
-        let failed = failure.as_ref().map(CommitFailure::clone_error);
-        if close.is_none() {
-            // The disk work is done: what is left is quick, and an appender answered now
-            // commits its next record inline.
-            self.shared.busy.store(false, Ordering::SeqCst);
-        }
-        reply(batch, self.head.0, failure, &self.shared.stats);
         if let Some(done) = close {
+            let failed = failure.as_ref().map(CommitFailure::clone_error);
+            reply(batch, self.head.0, failure, &self.shared.stats);
             let stopped = self.stop();
             let result = match failed {
                 Some(error) => Err(error),
                 None => stopped,
             };
-            return Some((done, result));
+            return Round::Closed((done, result));
         }
+        let written = self.head.0;
         self.tend_flushes();
         if self.anchored != Some(self.durable.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
             self.post_anchor();
         }
-        None
+        Round::Answer { written, failure }
     }
 
     /// Every handle is gone: commits what waits in the outbox, the last records, and stops.
@@ -1186,6 +1188,19 @@ type Closing = (
     Result<(), AuditError>,
 );
 
+/// What a round of the writer thread leaves to do once it lets go of the lock.
+enum Round {
+    /// Answer the batch's waiters: the records up to seq `written` are in the log (and the
+    /// head published), the others failed with `failure`. Answered off the lock, so that
+    /// the appenders it wakes find the lock free and commit their next records inline.
+    Answer {
+        written: u64,
+        failure: Option<CommitFailure>,
+    },
+    /// The log is closed: send the close request its answer once the writer is dropped.
+    Closed(Closing),
+}
+
 /// What the writer thread waits for between rounds.
 #[derive(Default)]
 struct Timers {
@@ -1205,20 +1220,27 @@ enum Wake {
 
 /// The thread's body: group-commit until closed or every handle is dropped. It holds the
 /// writer's lock for a round of work, never while it waits: in `process` durability the
-/// appending threads commit under it in between ([`inline`]).
+/// appending threads commit under it in between ([`inline`]). A round plans the next one
+/// before it lets go of the lock, and answers its waiters and signs their receipts after:
+/// an appender it wakes then finds the lock free, not taken for the answers or for the
+/// plan, and commits its next record inline instead of handing it over.
 pub fn run(locked: Arc<Locked>, rx: Receiver<Msg>) {
-    let Some((shared, receipts)) = lock(&locked)
-        .as_ref()
-        .map(|writer| (writer.shared(), writer.receipts.clone()))
-    else {
+    let Some((shared, receipts, faults)) = lock(&locked).as_ref().map(|writer| {
+        (
+            writer.shared(),
+            writer.receipts.clone(),
+            writer.segment.faults(),
+        )
+    }) else {
         return;
     };
     let _stopped = Stopped(shared.clone());
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     // Two lists take turns: the outbox fills one while the writer drains the other.
     let mut detached: Vec<AuditEvent> = Vec::with_capacity(64);
+    let mut planned = None;
     loop {
-        let first = wait_first(&locked, &shared, &rx);
+        let first = wait_first(&locked, &shared, &rx, planned.take());
         let mut guard = lock(&locked);
         shared.busy.store(true, Ordering::SeqCst);
         let Some(writer) = guard.as_mut() else {
@@ -1230,17 +1252,26 @@ pub fn run(locked: Arc<Locked>, rx: Receiver<Msg>) {
             *guard = None;
             return;
         };
-        if let Some((done, result)) = writer.round(first, &rx, &mut batch, &mut detached) {
-            *guard = None;
-            drop(guard);
-            drop(rx);
-            let _ = done.send(result);
-            return;
-        }
+        let (written, failure) = match writer.round(first, &rx, &mut batch, &mut detached) {
+            Round::Answer { written, failure } => (written, failure),
+            Round::Closed((done, result)) => {
+                *guard = None;
+                drop(guard);
+                drop(rx);
+                let _ = done.send(result);
+                return;
+            }
+        };
+        let mut timers = Timers::default();
+        planned = Some((writer.plan(&mut timers), timers));
         shared.busy.store(false, Ordering::SeqCst);
         drop(guard);
-        // The requests it answered queue their receipts on their way upstream; signed off
-        // the lock, which inline commits wait for.
+        // Off the lock: the head is published, and the records are in the log in one
+        // sequence; the appenders woken now commit inline. This thread answers each round
+        // before it begins the next, so a thread's records are answered in order.
+        faults.before_answer(batch.iter().any(|p| p.done.is_some()));
+        reply(&mut batch, written, failure, &shared.stats);
+        // The requests it answered queue their receipts on their way upstream.
         if let Some(receipts) = &receipts {
             receipts.sign_queued();
         }
@@ -1248,15 +1279,25 @@ pub fn run(locked: Arc<Locked>, rx: Receiver<Msg>) {
 }
 
 /// Blocks for the next request (`Some(Some(_))`), or until the writer is due to act on its
-/// own (`Some(None)`); `None` once every handle is gone. Plans under the lock, sleeps
-/// without it.
-fn wait_first(locked: &Locked, shared: &Shared, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
-    let mut timers = Timers::default();
+/// own (`Some(None)`); `None` once every handle is gone. Plans under the lock (unless the
+/// round before planned already: `planned`), sleeps without it.
+fn wait_first(
+    locked: &Locked,
+    shared: &Shared,
+    rx: &Receiver<Msg>,
+    planned: Option<(Wake, Timers)>,
+) -> Option<Option<Msg>> {
+    let (mut wake, mut timers) = match planned {
+        Some(planned) => planned,
+        None => {
+            let mut timers = Timers::default();
+            match lock(locked).as_mut() {
+                Some(writer) => (writer.plan(&mut timers), timers),
+                None => return None,
+            }
+        }
+    };
     loop {
-        let wake = match lock(locked).as_mut() {
-            Some(writer) => writer.plan(&mut timers),
-            None => return None,
-        };
         let next = match wake {
             Wake::Now => return Some(None),
             Wake::After(None) => sleep(shared, rx, None),
@@ -1271,6 +1312,10 @@ fn wait_first(locked: &Locked, shared: &Shared, rx: &Receiver<Msg>) -> Option<Op
             Ok(msg) => return Some(Some(msg)),
             Err(RecvTimeoutError::Disconnected) => return None,
         }
+        wake = match lock(locked).as_mut() {
+            Some(writer) => writer.plan(&mut timers),
+            None => return None,
+        };
     }
 }
 
