@@ -104,6 +104,64 @@ async fn check_says_which_known_key_a_misspelt_one_meant() {
     }
 }
 
+/// A misspelt secret source (`enf:` for `env:`) is named at its file, line and key, with
+/// what a source is and the key it most likely meant, and never the key as written (it may be
+/// the secret itself): the same by `warden check` and by `warden serve`, which does not start.
+/// A misspelt connector is told the nearest one alike.
+#[tokio::test]
+async fn check_and_serve_say_which_secret_source_a_misspelt_one_meant() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let path = setup.dir.path().join("misspelt-source.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir: {}\npolicy:\n  dir: {}\nroutes:\n  - prefix: /openai\n    connector: openai\n\
+             \x20   upstream: http://127.0.0.1:9/v1\n    credential: {{ enf: FAKE_OPENAI_KEY }}\n\
+             \x20 - prefix: /anthropic\n    connector: antropic\n    credential: {{ env: K }}\n",
+            setup.data_dir.display(),
+            setup.policy_dir.display()
+        ),
+    )
+    .unwrap();
+    let file = path.display();
+    let source = format!(
+        "{file}:8: routes[0].credential: expected a secret source: {{ env: NAME }}, {{ file: PATH }} \
+         or {{ vault: {{ kv: ... }} }}, found a mapping whose key is none of env, file, vault (did \
+         you mean `env`?) (the key is not shown: it may be the secret itself; keep secrets out of \
+         the configuration and name where Warden reads them)\n"
+    );
+    let connector = format!(
+        "{file}:10: routes[1].connector: unknown connector \"antropic\" (did you mean \
+         `anthropic`?); known: "
+    );
+    let out = warden(&["check", "--config"], &path, &setup).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for said in [&source, &connector] {
+        assert!(stderr.contains(said.as_str()), "{said:?} not in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("`enf`") && !stderr.contains("enf:"),
+        "{stderr}"
+    );
+
+    let mut serve = setup.command();
+    serve.arg("serve").arg("--config").arg(&path);
+    let out = run_bounded(serve, Duration::from_secs(30)).await.unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{output}");
+    assert!(output.contains(&source), "{source:?} not in:\n{output}");
+    assert!(
+        !output.contains("`enf`") && !output.contains("enf:"),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn policy_validate_names_the_invalid_policy_file() {
     let fake = FakeLlm::start().await.unwrap();

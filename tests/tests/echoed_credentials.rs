@@ -5,8 +5,9 @@
 
 use serde_json::json;
 use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::stack::Stack;
 use warden_e2e::trailing_echo::{TrailingEcho, get_with_trailers, get_without_trailers};
-use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::warden::{OPENAI_KEY, Warden, WardenBuilder};
 
 const SECRET: &str = "sk-e2e-echoed-in-trailers-4242";
 
@@ -25,6 +26,31 @@ async fn stage() -> (FakeLlm, TrailingEcho, Warden, String) {
         .unwrap();
     let token = warden.token("echo-agent").await.unwrap();
     (fake, echo, warden, token)
+}
+
+/// A stack (fake model, Warden, an agent's token) whose model streams `events` in answer to
+/// the streamed requests that follow, until a test scripts others.
+async fn streaming(events: Vec<String>) -> Stack {
+    let s = Stack::start().await.unwrap();
+    s.fake.script_streams(Some(events));
+    s
+}
+
+/// The status and text of the answer to a streamed chat completion asked through the stack's
+/// OpenAI route.
+async fn streamed_chat(s: &Stack) -> (u16, String) {
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// Checks that `raw`, an answer as the agent received it, is the echo with the secret
@@ -163,10 +189,8 @@ fn anthropic_stream(pieces: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn a_credential_a_model_streams_a_piece_per_delta_never_reaches_the_sdk_joined() {
     use warden_e2e::sdk;
-    use warden_e2e::stack::Stack;
-    use warden_e2e::warden::{ANTHROPIC_KEY, OPENAI_KEY};
+    use warden_e2e::warden::ANTHROPIC_KEY;
 
-    let s = Stack::start().await.unwrap();
     // The key Warden injected, streamed back in three deltas: no event holds it, the SDK's
     // joined text would.
     let (a, rest) = OPENAI_KEY.split_at(2);
@@ -179,7 +203,7 @@ async fn a_credential_a_model_streams_a_piece_per_delta_never_reaches_the_sdk_jo
         chat_chunk(None, Some("stop")),
     ];
     events.push("data: [DONE]\n\n".to_owned());
-    s.fake.script_streams(Some(events));
+    let s = streaming(events).await;
     let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["stream"]).await;
     let (a, b) = ANTHROPIC_KEY.split_at(ANTHROPIC_KEY.len() / 2);
     s.fake.script_streams(Some(anthropic_stream(&[
@@ -241,32 +265,16 @@ async fn a_credential_a_model_streams_a_piece_per_delta_never_reaches_the_sdk_jo
 
 #[tokio::test]
 async fn a_stream_that_cannot_be_read_to_be_redacted_ends_with_an_error() {
-    use warden_e2e::stack::Stack;
-    use warden_e2e::warden::OPENAI_KEY;
-
-    let s = Stack::start().await.unwrap();
     let (a, b) = OPENAI_KEY.split_at(6);
-    s.fake.script_streams(Some(vec![
+    let s = streaming(vec![
         chat_chunk(Some(&format!("key {a}")), None),
         "data: <not json>\n\n".to_owned(),
         chat_chunk(Some(b), None),
         chat_chunk(None, Some("stop")),
         "data: [DONE]\n\n".to_owned(),
-    ]));
-    let body = json!({"model": "gpt-4o-mini", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let text = s
-        .warden
-        .http()
-        .post(s.warden.url("/openai/chat/completions"))
-        .bearer_auth(&s.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    ])
+    .await;
+    let (_, text) = streamed_chat(&s).await;
     s.fake.script_streams(None);
     assert!(text.contains("response_unreadable"), "{text}");
     assert!(
@@ -288,35 +296,18 @@ async fn a_stream_that_cannot_be_read_to_be_redacted_ends_with_an_error() {
 #[tokio::test]
 async fn a_streamed_answer_is_joined_whatever_its_content_types_case_and_refused_when_not_a_stream()
 {
-    use warden_e2e::stack::Stack;
-    use warden_e2e::warden::OPENAI_KEY;
-
-    let s = Stack::start().await.unwrap();
     let (a, b) = OPENAI_KEY.split_at(6);
-    s.fake.script_streams(Some(vec![
+    let s = streaming(vec![
         chat_chunk(Some(&format!("key {a}")), None),
         chat_chunk(Some(&format!("{b}.")), None),
         chat_chunk(None, Some("stop")),
         "data: [DONE]\n\n".to_owned(),
-    ]));
-    let body = json!({"model": "gpt-4o-mini", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let call = || async {
-        let response = s
-            .warden
-            .http()
-            .post(s.warden.url("/openai/chat/completions"))
-            .bearer_auth(&s.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
+    ])
+    .await;
     // A media type's case carries nothing: the stream is read as the SDK reads it.
     s.fake
         .script_content_type(Some("Text/Event-Stream; charset=utf-8"));
-    let (status, text) = call().await;
+    let (status, text) = streamed_chat(&s).await;
     assert_eq!(status, 200, "{text}");
     assert!(!text.contains(b), "{text}");
     assert!(
@@ -326,7 +317,7 @@ async fn a_streamed_answer_is_joined_whatever_its_content_types_case_and_refused
     // An answer to a streamed request that says it is no stream: refused, as an SDK reads
     // it as a stream all the same.
     s.fake.script_content_type(Some("application/json"));
-    let (status, text) = call().await;
+    let (status, text) = streamed_chat(&s).await;
     s.fake.script_content_type(None);
     s.fake.script_streams(None);
     assert_eq!(status, 502, "{text}");
@@ -336,10 +327,6 @@ async fn a_streamed_answer_is_joined_whatever_its_content_types_case_and_refused
 
 #[tokio::test]
 async fn a_stream_that_only_comes_near_the_credential_reaches_the_agent_byte_for_byte() {
-    use warden_e2e::stack::Stack;
-    use warden_e2e::warden::OPENAI_KEY;
-
-    let s = Stack::start().await.unwrap();
     // Each delta but the last ends with what could begin the injected key, which never
     // comes: the events are held until that is clear, then sent as the upstream cut them.
     let near = &OPENAI_KEY[..OPENAI_KEY.len() - 1];
@@ -351,21 +338,8 @@ async fn a_stream_that_only_comes_near_the_credential_reaches_the_agent_byte_for
         chat_chunk(None, Some("stop")),
         "data: [DONE]\n\n".to_owned(),
     ];
-    s.fake.script_streams(Some(events.clone()));
-    let body = json!({"model": "gpt-4o-mini", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let text = s
-        .warden
-        .http()
-        .post(s.warden.url("/openai/chat/completions"))
-        .bearer_auth(&s.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let s = streaming(events.clone()).await;
+    let (_, text) = streamed_chat(&s).await;
     s.fake.script_streams(None);
     assert_eq!(text, events.concat());
 }

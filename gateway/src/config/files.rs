@@ -20,28 +20,43 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     for (section, tls) in listeners {
         let Some(tls) = tls else { continue };
         for (field, error) in ServerTls::check(tls) {
-            let key = match field {
-                Some(field) => format!("{section}.{field}"),
-                None => section.to_string(),
+            let (key, path) = match field {
+                Some(field) => {
+                    let path = match field {
+                        "cert" => Some(&tls.cert),
+                        "key" => Some(&tls.key),
+                        "client_ca" => tls.client_ca.as_ref(),
+                        _ => None,
+                    };
+                    (format!("{section}.{field}"), path)
+                }
+                None => (section.to_string(), None),
             };
-            errors.push(source.error(&key, error.to_string()));
+            let message = match path {
+                Some(path) => nearby(error.to_string(), path),
+                None => error.to_string(),
+            };
+            errors.push(source.error(&key, message));
         }
     }
     if let Some(path) = &config.upstream.ca_file
         && let Err(error) = crate::upstream::check_ca_file(path)
     {
-        errors.push(source.error("upstream.ca_file", error.to_string()));
+        errors.push(source.error("upstream.ca_file", nearby(error.to_string(), path)));
     }
     if let Some(path) = config.traces.as_ref().and_then(|t| t.ca_file.as_ref())
         && let Err(error) = crate::upstream::check_ca_file(path)
     {
-        errors.push(source.error("traces.ca_file", error.to_string()));
+        errors.push(source.error("traces.ca_file", nearby(error.to_string(), path)));
     }
     for (i, issuer) in config.identity.issuers.iter().enumerate() {
         if let Some(path) = &issuer.ca_file
             && let Err(problem) = read_ca_bundle(path)
         {
-            errors.push(source.error(&format!("identity.issuers[{i}].ca_file"), problem));
+            errors.push(source.error(
+                &format!("identity.issuers[{i}].ca_file"),
+                nearby(problem, path),
+            ));
         }
     }
     let warden = &config.identity.warden_issuer;
@@ -79,19 +94,31 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     for (i, path) in config.policy.bundle.public_keys.iter().enumerate() {
         if let Err(error) = crate::policy::bundle::Trust::load(std::slice::from_ref(path)) {
             let key = format!("policy.bundle.public_keys[{i}]");
-            errors.push(source.error(&key, error.to_string()));
+            errors.push(source.error(&key, nearby(error.to_string(), path)));
         }
     }
     let intercept = &config.egress.intercept;
     if let Some(path) = &intercept.upstream_ca_file
         && let Err(error) = crate::upstream::check_ca_file(path)
     {
-        errors.push(source.error("egress.intercept.upstream_ca_file", error.to_string()));
+        errors.push(source.error(
+            "egress.intercept.upstream_ca_file",
+            nearby(error.to_string(), path),
+        ));
     }
     if let Err(error) = crate::egress::intercept::Ca::check_files(intercept, &config.data_dir) {
         errors.push(source.error("egress.intercept.ca_cert", error.to_string()));
     }
     errors
+}
+
+/// `message`, about the file at `path`, with the file beside it that was most likely meant
+/// when there is none at `path` ([`super::suggest::nearby_file`]).
+fn nearby(message: String, path: &std::path::Path) -> String {
+    match super::suggest::nearby_file(path) {
+        Some(meant) => format!("{message} (did you mean `{}`?)", meant.display()),
+        None => message,
+    }
 }
 
 /// Each retired key of `entries` (the configuration key `key`) must be readable, and, beside
@@ -108,7 +135,8 @@ fn check_previous_keys(
     let mut readable = true;
     for (i, entry) in entries.iter().enumerate() {
         if let Err(error) = crate::keys::public_from_file(&entry.path) {
-            errors.push(source.error(&format!("{key}[{i}]"), error.to_string()));
+            let message = nearby(error.to_string(), &entry.path);
+            errors.push(source.error(&format!("{key}[{i}]"), message));
             readable = false;
         }
     }
@@ -157,6 +185,32 @@ mod tests {
     /// A data dir with no signing key yet, so Warden's issuer adds no error of its own.
     fn data_dir() -> tempfile::TempDir {
         tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn a_file_that_is_not_there_is_told_the_nearest_one_beside_it() {
+        let dir = data_dir();
+        write(dir.path(), "upstream-ca.pem", "not read");
+        write(dir.path(), "bundle.pub", "not read");
+        let yaml = format!(
+            "data_dir: {d}\nupstream:\n  ca_file: {d}/upstream_ca.pem\npolicy:\n  bundle:\n    \
+             public_keys:\n      - {d}/bundle.pbu\n      - {d}/elsewhere.pem\n",
+            d = dir.path().display(),
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let d = dir.path().display();
+        assert!(
+            errors[0].starts_with("warden.yaml:3: upstream.ca_file: ")
+                && errors[0].ends_with(&format!(" (did you mean `{d}/upstream-ca.pem`?)")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("warden.yaml:7: policy.bundle.public_keys[0]: ")
+                && errors[1].ends_with(&format!(" (did you mean `{d}/bundle.pub`?)")),
+            "{errors:?}"
+        );
+        assert!(!errors[2].contains("did you mean"), "{errors:?}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
 
     let mut config = Config::default();
     let mut errors = Vec::new();
+    // Where each route that parsed stands in the file: without the ones that did not, a route
+    // validated as `routes[j]` is the file's `routes[route_at[j]]`.
+    let mut route_at: Vec<usize> = Vec::new();
     // Kept for the secret files every `{file: PATH}` source names, which sandboxed MCP
     // servers must not reach.
     let raw = serde_json::Value::Object(map.clone());
@@ -156,7 +159,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "connectors_dir" => {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
             }
-            "routes" => config.routes = routes(value, &error, &mut errors),
+            "routes" => (config.routes, route_at) = routes(value, &error, &mut errors),
             "vault" => section(&key, value, &mut config.vault, &error, &mut errors),
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
@@ -169,9 +172,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "fleet" => section(&key, value, &mut config.fleet, &error, &mut errors),
             "admin" => section(&key, value, &mut config.admin, &error, &mut errors),
             other => {
-                let guess = super::suggest::closest(other, SECTIONS.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let guess = super::suggest::did_you_mean(other, SECTIONS.iter().copied());
                 errors.push(error(
                     other,
                     format!(
@@ -182,10 +183,11 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             }
         }
     }
+    let in_file = |text: &str| file_route_indices(text, &route_at);
     errors.extend(
         super::validate::validate(&config)
             .into_iter()
-            .map(|(key, message)| error(&key, message)),
+            .map(|(key, message)| error(&in_file(&key), in_file(&message))),
     );
     // A local server that must run sandboxed on a kernel that cannot confine it.
     errors.extend(
@@ -302,30 +304,92 @@ fn plain_expectation(message: &str) -> String {
 }
 
 /// Deserializes each route on its own, so every bad route is reported.
+/// The routes that parse, each with its index in the file (see [`file_route_indices`]).
 fn routes(
     value: serde_json::Value,
     error: &impl Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
-) -> Vec<RouteConfig> {
+) -> (Vec<RouteConfig>, Vec<usize>) {
     let serde_json::Value::Array(items) = value else {
         errors.push(error(
             "routes",
             "must be a list of routes (- prefix: /openai ...)".into(),
         ));
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut at = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let mut route = None;
         section(&format!("routes[{i}]"), item, &mut route, error, errors);
-        out.extend(route);
+        if let Some(route) = route {
+            out.push(route);
+            at.push(i);
+        }
     }
+    (out, at)
+}
+
+/// `text` (a key or a message of validation) with each `routes[j]`, an index among the routes
+/// that parsed, made the index of that route in the file, `at[j]`: a route that does not
+/// parse is left out of those validated, and the ones after it must still be named where they
+/// are. Unchanged when `at` has no entry for `j` (the embedded default routes).
+fn file_route_indices(text: &str, at: &[usize]) -> String {
+    const OPEN: &str = "routes[";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(OPEN) {
+        let (head, tail) = rest.split_at(i + OPEN.len());
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let moved = tail[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|j| at.get(j))
+            .filter(|_| tail[digits..].starts_with(']'));
+        match moved {
+            Some(k) => {
+                out.push_str(&k.to_string());
+                rest = &tail[digits..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_after_one_that_did_not_parse_is_validated_under_its_own_index() {
+        let text = "routes:\n  - { prefix: /o, connector: openai, credential: { enf: K } }\n  - { prefix: /a, connector: antropic }\n  - { prefix: /a, connector: anthropic }\n";
+        let errors = parse(text, Some(Path::new("w.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("w.yaml:2: routes[0].credential: expected a secret source"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(
+                "w.yaml:3: routes[1].connector: unknown connector \"antropic\" (did you mean \
+                 `anthropic`?)"
+            ),
+            "{errors}"
+        );
+        // In a message too: the route another one collides with.
+        assert!(
+            errors.contains("w.yaml:4: routes[2].prefix: \"/a\" is already used by routes[1]"),
+            "{errors}"
+        );
+        assert_eq!(
+            file_route_indices("routes[0] routes[x] routes[9]", &[1]),
+            "routes[1] routes[x] routes[9]"
+        );
+    }
 
     #[test]
     fn a_value_of_the_wrong_type_says_what_to_write_in_plain_words() {

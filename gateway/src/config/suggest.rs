@@ -29,6 +29,47 @@ pub fn closest<'a>(written: &str, known: impl IntoIterator<Item = &'a str>) -> O
     best.map(|(_, name)| name)
 }
 
+/// " (did you mean `x`?)" when `x`, a name of `known`, is close to `written` ([`closest`]);
+/// nothing otherwise. Only the known name is quoted, so a message may carry it where what was
+/// written must not be shown (a key that may be a secret).
+pub fn did_you_mean<'a>(written: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    closest(written, known)
+        .map(|name| format!(" (did you mean `{name}`?)"))
+        .unwrap_or_default()
+}
+
+/// Most entries of a directory read for [`nearby_file`]: a name mistyped in a huge directory
+/// is not worth reading it whole.
+const ENTRIES_MAX: usize = 10_000;
+
+/// The file `path` most likely meant when there is nothing at `path`: the entry of its
+/// directory whose name is closest to its file name ([`closest`]), as `path` with that name.
+/// `None` when something is at `path`, when its directory cannot be read (or is `/`), or when
+/// no name there is close.
+pub fn nearby_file(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent()?;
+    let read = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else if dir == std::path::Path::new("/") {
+        return None;
+    } else {
+        dir
+    };
+    let names: Vec<String> = std::fs::read_dir(read)
+        .ok()?
+        .take(ENTRIES_MAX)
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // The same answer whatever order the directory lists its entries in.
+    names.sort_unstable();
+    closest(name, names).map(|found| dir.join(found))
+}
+
 /// `message` with a suggestion after the name when it is serde's "unknown field `x`,
 /// expected ..." (or "unknown variant") and one of the names it lists is close to `x`:
 /// "unknown field `tiemout` (did you mean `timeout`?), expected one of `a`, `timeout`".
@@ -85,6 +126,33 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn did_you_mean_names_the_known_name_only_when_one_is_close() {
+        assert_eq!(
+            did_you_mean("enf", ["env", "file", "vault"]),
+            " (did you mean `env`?)"
+        );
+        assert_eq!(did_you_mean("sk-live-0123456789", ["env", "file"]), "");
+        assert_eq!(did_you_mean("env", ["env", "file"]), "");
+    }
+
+    #[test]
+    fn a_missing_file_is_given_the_closest_name_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["server.pem", "server.key", "ca.pem"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let at = |name: &str| nearby_file(&dir.path().join(name));
+        assert_eq!(at("sever.pem"), Some(dir.path().join("server.pem")));
+        assert_eq!(at("server.kye"), Some(dir.path().join("server.key")));
+        assert_eq!(at("Server.pem"), Some(dir.path().join("server.pem")));
+        // Nothing close, a file that is there, a directory that is not: no guess.
+        assert_eq!(at("tls-bundle.crt"), None);
+        assert_eq!(at("server.pem"), None);
+        assert_eq!(nearby_file(&dir.path().join("nope/server.pem")), None);
+        assert_eq!(nearby_file(std::path::Path::new("/sever.pem")), None);
+    }
 
     fn d(a: &str, b: &str) -> usize {
         distance(&normal(a), &normal(b))

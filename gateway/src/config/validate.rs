@@ -446,12 +446,14 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             );
         }
         let Some(connector) = connectors.get(&route.connector) else {
+            let known = connectors.names();
             err(
                 &format!("{key}.connector"),
                 format!(
-                    "unknown connector {:?}; known: {}",
+                    "unknown connector {:?}{}; known: {}",
                     route.connector,
-                    connectors.names().join(", ")
+                    super::suggest::did_you_mean(&route.connector, known.iter().copied()),
+                    known.join(", ")
                 ),
             );
             continue;
@@ -603,6 +605,24 @@ mod tests {
         parse(yaml, Some(Path::new("warden.yaml")))
             .expect_err("config must be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn a_route_naming_a_connector_that_does_not_exist_is_told_the_nearest_one() {
+        let text = errors_of("routes:\n  - { prefix: /o, connector: opnai }\n");
+        assert!(
+            text.contains(
+                "warden.yaml:2: routes[0].connector: unknown connector \"opnai\" (did you mean \
+                 `openai`?); known: "
+            ),
+            "{text}"
+        );
+        let text = errors_of("routes:\n  - { prefix: /o, connector: mistral }\n");
+        assert!(
+            text.contains("unknown connector \"mistral\"; known: ")
+                && !text.contains("did you mean"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl InspectConfig {
                 errors.push((
                     format!("inspect.disabled[{i}]"),
                     format!(
-                        "{name:?} is not a detector; expected one of: {}",
+                        "{name:?} is not a detector{}; expected one of: {}",
+                        crate::config::suggest::did_you_mean(name, known.iter().copied()),
                         known.join(", ")
                     ),
                 ));

@@ -453,6 +453,24 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_detector_is_told_the_nearest_one() {
+        let config = InspectConfig {
+            disabled: vec!["privte_key".into(), "nothing-like-it".into()],
+            ..InspectConfig::default()
+        };
+        let errors = validate(&config);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "inspect.disabled[0]");
+        assert!(
+            errors[0].1.starts_with(
+                "\"privte_key\" is not a detector (did you mean `private_key`?); expected one of: "
+            ),
+            "{errors:?}"
+        );
+        assert!(!errors[1].1.contains("did you mean"), "{errors:?}");
+    }
+
+    #[test]
     fn each_detector_declares_whether_it_matches_by_shape_alone() {
         let shape: Vec<&str> = DETECTOR_NAMES
             .iter()

@@ -368,11 +368,21 @@ impl McpConfig {
                     "an endpoint needs at least one server".into(),
                 );
             }
+            let defined: Vec<&str> = self.servers.iter().map(|s| s.name.as_str()).collect();
             for (j, name) in e.servers.iter().enumerate() {
-                if !self.servers.iter().any(|s| &s.name == name) {
+                if !defined.contains(&name.as_str()) {
+                    let known = if defined.is_empty() {
+                        "none is".to_owned()
+                    } else {
+                        format!("defined: {}", defined.join(", "))
+                    };
                     err(
                         format!("{key}.servers[{j}]"),
-                        format!("unknown server {name:?}; define it under mcp.servers"),
+                        format!(
+                            "unknown server {name:?}{}; name one of mcp.servers ({known}), or \
+                             define it there",
+                            crate::config::suggest::did_you_mean(name, defined.iter().copied())
+                        ),
                     );
                 }
             }
@@ -396,6 +406,28 @@ mod tests {
 
     fn config(yaml: &str) -> McpConfig {
         serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    #[test]
+    fn an_endpoint_naming_a_server_that_is_not_defined_is_told_the_nearest_one() {
+        let c = config(
+            "servers:\n  - {name: files, url: 'https://mcp.example/files'}\n  - {name: git, url: 'https://mcp.example/git'}\nendpoints:\n  - {name: e, servers: [fiels, git, jira]}\n",
+        );
+        let errors = c.validate();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "mcp.endpoints[0].servers[0]");
+        assert_eq!(
+            errors[0].1,
+            "unknown server \"fiels\" (did you mean `files`?); name one of mcp.servers \
+             (defined: files, git), or define it there"
+        );
+        assert_eq!(errors[1].0, "mcp.endpoints[0].servers[2]");
+        assert!(
+            errors[1]
+                .1
+                .starts_with("unknown server \"jira\"; name one of"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub enum PolicyErrorKind {
     /// A file or directory could not be read.
     #[error("cannot read: {0}; check the path and its permissions")]
     Io(#[source] std::io::Error),
+    /// The policy directory is not there; `guess`: " (did you mean `PATH`?)" when a directory
+    /// beside it has a close name, else empty.
+    #[error(
+        "no such directory{guess}: policy.dir (or --dir) names the directory of the policies and \
+         their schema"
+    )]
+    NoDirectory { guess: String },
     /// The directory has no `schema.cedarschema`.
     #[error(
         "no schema: every policy directory needs `schema.cedarschema` (copy it from Warden's `policies/`)"

@@ -215,6 +215,17 @@ fn find_policy_files(
     let here = dir.join(rel);
     let entries = match std::fs::read_dir(&here) {
         Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel.as_os_str().is_empty() => {
+            let guess = crate::config::suggest::nearby_file(&here)
+                .map(|meant| format!(" (did you mean `{}`?)", meant.display()))
+                .unwrap_or_default();
+            errors.push(PolicyError::new(
+                &here,
+                None,
+                PolicyErrorKind::NoDirectory { guess },
+            ));
+            return;
+        }
         Err(e) => {
             errors.push(PolicyError::new(&here, None, PolicyErrorKind::Io(e)));
             return;

@@ -345,6 +345,29 @@ permit (principal, action == Action::"llm:embed", resource);
 }
 
 #[test]
+fn a_policy_directory_that_is_not_there_is_told_the_nearest_one() {
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::create_dir(parent.path().join("policies")).unwrap();
+    let e = PolicyEngine::load(&parent.path().join("polices"))
+        .expect_err("no such directory")
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "no such directory (did you mean `{}`?)",
+            parent.path().join("policies").display()
+        )),
+        "{e}"
+    );
+    let e = PolicyEngine::load(&parent.path().join("rules"))
+        .expect_err("no such directory")
+        .to_string();
+    assert!(
+        e.contains("no such directory: policy.dir") && !e.contains("did you mean"),
+        "{e}"
+    );
+}
+
+#[test]
 fn duplicate_ids_are_reported_with_both_locations() {
     let err = load(&[
         (

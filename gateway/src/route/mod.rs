@@ -75,7 +75,11 @@ fn account_headers(
                 return Err(ConfigErrors::one(
                     key,
                     format!(
-                        "{name:?} is not an account-scoping header; known: {}",
+                        "{name:?} is not an account-scoping header{}; known: {}",
+                        crate::config::suggest::did_you_mean(
+                            name,
+                            config::ACCOUNT_HEADERS.iter().copied()
+                        ),
                         config::ACCOUNT_HEADERS.join(", ")
                     ),
                 ));
@@ -196,9 +200,15 @@ impl RouteTable {
         let mut declared: Vec<&str> = Vec::new();
         for (i, rc) in config.routes.iter().enumerate() {
             let connector = connectors.get(&rc.connector).ok_or_else(|| {
+                let known = connectors.names();
                 ConfigErrors::one(
                     format!("routes[{i}].connector"),
-                    format!("unknown connector {:?}", rc.connector),
+                    format!(
+                        "unknown connector {:?}{}; known: {}",
+                        rc.connector,
+                        crate::config::suggest::did_you_mean(&rc.connector, known.iter().copied()),
+                        known.join(", ")
+                    ),
                 )
             })?;
             let url = rc.upstream.as_deref().unwrap_or(&connector.base_url);
@@ -346,6 +356,38 @@ mod tests {
 
     fn table(yaml: &str) -> RouteTable {
         RouteTable::build(&parse(yaml, None).expect("valid config"), None).expect("routes build")
+    }
+
+    #[test]
+    fn a_misspelt_account_header_or_connector_is_told_the_nearest_one() {
+        let built = |yaml: &str| {
+            RouteTable::build(&parse(yaml, None).expect("valid config"), None)
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = built(
+            "routes:\n  - { prefix: /o, connector: openai, account_headers: { OpenAI-Organisation: org-1 } }\n",
+        );
+        assert!(
+            e.starts_with(
+                "routes[0].account_headers.OpenAI-Organisation: \"OpenAI-Organisation\" is not an \
+                 account-scoping header (did you mean `openai-organization`?); known: "
+            ),
+            "{e}"
+        );
+        // The table is built from a configuration that was checked; a connector it names that
+        // is missing all the same (a file removed from connectors_dir) is told alike.
+        let mut config = parse("routes:\n  - { prefix: /o, connector: openai }\n", None).unwrap();
+        config.routes[0].connector = "opneai".into();
+        let e = RouteTable::build(&config, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.starts_with(
+                "routes[0].connector: unknown connector \"opneai\" (did you mean `openai`?); known: "
+            ),
+            "{e}"
+        );
     }
 
     #[test]

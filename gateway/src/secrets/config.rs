@@ -339,6 +339,66 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_source_key_is_told_the_key_it_meant_without_being_quoted() {
+        for (bad, meant) in [
+            (
+                json!({"enf": "OPENAI_KEY"}),
+                "none of env, file, vault (did you mean `env`?)",
+            ),
+            (json!({"Env": "OPENAI_KEY"}), "(did you mean `env`?)"),
+            (json!({"fiel": "/k"}), "(did you mean `file`?)"),
+            (
+                json!({"valut": {"kv": "secret/a"}}),
+                "(did you mean `vault`?)",
+            ),
+            (
+                json!({"vault": {"kv": "secret/a", "feild": "k"}}),
+                "vault: expected a mapping of kv or lease (with mount, version, params and field \
+                 as needed), found a mapping whose key is none of kv, mount, version, lease, \
+                 params, field (did you mean `field`?)",
+            ),
+            (
+                json!({"vault": {"kv": "secret/a", "verison": 2}}),
+                "(did you mean `version`?)",
+            ),
+            (
+                json!({"vault": {"lese": "database/creds/ro"}}),
+                "(did you mean `lease`?)",
+            ),
+        ] {
+            let e = serde_json::from_value::<CredentialSource>(bad.clone())
+                .expect_err("not a source")
+                .to_string();
+            assert!(e.contains(meant), "{bad}: {e}");
+            assert!(e.contains("the key is not shown"), "{bad}: {e}");
+            for written in ["enf", "Env", "fiel", "valut", "feild", "verison", "lese"] {
+                assert!(!e.contains(&format!("`{written}`")), "{bad}: {e}");
+            }
+        }
+        // A secret written as the key is like none of them: no guess, and never quoted.
+        for bad in [json!({SECRET: null}), json!({"vault": {SECRET: 1}})] {
+            let e = serde_json::from_value::<CredentialSource>(bad.clone())
+                .expect_err("not a source")
+                .to_string();
+            assert!(
+                !e.contains("did you mean") && !e.contains(SECRET),
+                "{bad}: {e}"
+            );
+        }
+        // Through the configuration: where, what, and the key meant.
+        let text =
+            "routes:\n  - { prefix: /o, connector: openai, credential: { enf: OPENAI_KEY } }\n";
+        let errors = crate::config::load::parse(text, Some(std::path::Path::new("w.yaml")))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            errors.contains("w.yaml:2: routes[0].credential: expected a secret source")
+                && errors.contains("(did you mean `env`?)"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn a_source_s_error_names_its_key_once() {
         let route = |source: &str| {
             let text =

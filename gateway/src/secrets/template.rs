@@ -80,11 +80,13 @@ pub fn issuer_segment(issuer: &str) -> String {
 /// Why a template cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("unknown placeholder {{{name}}} in {template:?} (known: {known})")]
+    #[error("unknown placeholder {{{name}}}{guess} in {template:?} (known: {known})")]
     Unknown {
         name: String,
         template: String,
         known: String,
+        /// " (did you mean `{x}`?)" when a known placeholder is close to `name`, else empty.
+        guess: String,
     },
     #[error("unclosed {{ in {0:?}")]
     Unclosed(String),
@@ -115,6 +117,18 @@ pub enum ResolveError {
     },
 }
 
+/// " (did you mean `{x}`?)" when `{x}`, one of the placeholders `known` lists
+/// (`{secret}, {secret.<field>}`), is close to `name`; a pattern (`<field>`) is no name.
+fn placeholder_guess(name: &str, known: &str) -> String {
+    let names = known
+        .split(", ")
+        .filter_map(|k| k.strip_prefix('{')?.strip_suffix('}'))
+        .filter(|k| !k.contains('<'));
+    crate::config::suggest::closest(name, names)
+        .map(|k| format!(" (did you mean `{{{k}}}`?)"))
+        .unwrap_or_default()
+}
+
 fn parse<V: Copy>(
     template: &str,
     var: impl Fn(&str) -> Option<V>,
@@ -135,6 +149,7 @@ fn parse<V: Copy>(
             name: name.to_owned(),
             template: template.to_owned(),
             known: known.to_owned(),
+            guess: placeholder_guess(name, known),
         })?;
         pieces.push(Piece::Var(v));
         rest = &after[close + 1..];
@@ -474,6 +489,17 @@ mod tests {
         assert!(e.to_string().contains("{principal.owner}"), "{e}");
         let e = ValueTemplate::parse("Bearer {token}").unwrap_err();
         assert!(e.to_string().contains("{secret.<field>}"), "{e}");
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+        // One close to a known placeholder is told which.
+        let e = PathTemplate::parse("secret/{principal.ownr}/k").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "unknown placeholder {principal.ownr} (did you mean `{principal.owner}`?) in"
+            ),
+            "{e}"
+        );
+        let e = ValueTemplate::parse("Bearer {secert}").unwrap_err();
+        assert!(e.to_string().contains("(did you mean `{secret}`?)"), "{e}");
         assert!(matches!(
             ValueTemplate::parse("Bearer {secret").unwrap_err(),
             TemplateError::Unclosed(_)

@@ -93,14 +93,44 @@ impl Default for BatchConfig {
 }
 
 /// The value of an export header: as written, or read from a secret source.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(
-    untagged,
-    expecting = "a header value: a string, or a secret source ({ env: NAME }, { file: PATH } or { vault: { ... } })"
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderSource {
     Value(String),
     Secret(CredentialSource),
+}
+
+/// A string is the value; a mapping is read as a secret source, whose own errors (a misspelt
+/// `env:`, what it expected) reach the message, which they would not through an untagged
+/// enum's "did not match any variant".
+impl<'de> Deserialize<'de> for HeaderSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Header;
+        impl<'de> serde::de::Visitor<'de> for Header {
+            type Value = HeaderSource;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a header value: a string, or a secret source ({ env: NAME }, { file: PATH } \
+                     or { vault: { ... } })",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderSource, E> {
+                Ok(HeaderSource::Value(v.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<HeaderSource, A::Error> {
+                // The trait's reading (refusing without quoting), not the derived one the
+                // type's own `deserialize` is.
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                <CredentialSource as Deserialize>::deserialize(map).map(HeaderSource::Secret)
+            }
+        }
+        d.deserialize_any(Header)
+    }
 }
 
 fn default_service_name() -> String {
@@ -264,6 +294,31 @@ mod tests {
         assert_eq!(
             t.headers["x-api-key"],
             HeaderSource::Secret(CredentialSource::Env("OTLP_KEY".into()))
+        );
+    }
+
+    #[test]
+    fn a_misspelt_secret_source_of_a_header_is_told_the_key_it_meant() {
+        let text = "traces:\n  endpoint: https://otlp.example.com/v1/traces\n  headers:\n    x-api-key: { enf: OTLP_KEY }\n";
+        let errors = crate::config::load::parse(text, Some(std::path::Path::new("w.yaml")))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            errors.contains("w.yaml:4: traces.headers.x-api-key: expected a secret source")
+                && errors.contains("none of env, file, vault (did you mean `env`?)"),
+            "{errors}"
+        );
+        assert!(!errors.contains("`enf`"), "{errors}");
+        // Neither a string nor a mapping: what a header value is.
+        let errors = crate::config::load::parse(
+            "traces:\n  endpoint: https://otlp.example.com/v1/traces\n  headers:\n    x-n: [1]\n",
+            None,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            errors.contains("traces.headers.x-n: invalid type: sequence, expected a header value"),
+            "{errors}"
         );
     }
 

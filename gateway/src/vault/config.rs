@@ -237,14 +237,17 @@ where
                     self.shape.text
                 ))
             };
-            let key = map
+            let written = map
                 .next_key::<String>()
                 .map_err(|_| self.refuse::<A::Error>("a mapping that is not one"))?
                 .ok_or_else(one_key)?;
-            let Some(&(key, expected)) = self.shape.keys.iter().find(|(k, _)| *k == key) else {
+            let Some(&(key, expected)) = self.shape.keys.iter().find(|(k, _)| *k == written) else {
                 let keys: Vec<&str> = self.shape.keys.iter().map(|(k, _)| *k).collect();
+                // Only the known key is named: what was written may be the secret.
+                let guess = crate::config::suggest::did_you_mean(&written, keys.iter().copied());
                 return Err(A::Error::custom(format!(
-                    "expected {}, found a mapping whose key is none of {} (the key is {NOT_SHOWN})",
+                    "expected {}, found a mapping whose key is none of {}{guess} (the key is \
+                     {NOT_SHOWN})",
                     self.shape.text,
                     keys.join(", ")
                 )));
@@ -294,9 +297,9 @@ where
             let mut object = serde_json::Map::with_capacity(1);
             object.insert(key.to_owned(), value);
             (self.read)(serde_json::Value::Object(object)).map_err(|e| match accepted_keys(&e) {
-                Some(keys) => A::Error::custom(format!(
-                    "{key}: expected {expected}, found a mapping whose key is none of {keys} \
-                     (the key is {NOT_SHOWN})"
+                Some((keys, guess)) => A::Error::custom(format!(
+                    "{key}: expected {expected}, found a mapping whose key is none of \
+                     {keys}{guess} (the key is {NOT_SHOWN})"
                 )),
                 None => wrong(found),
             })
@@ -335,15 +338,20 @@ where
 }
 
 /// The keys that serde's "unknown field" (or "unknown variant") error says are accepted: the
-/// code's own names, without the unknown key it quotes (that key may be the secret itself).
-fn accepted_keys(e: &serde_json::Error) -> Option<String> {
+/// code's own names, without the unknown key it quotes (that key may be the secret itself),
+/// and " (did you mean `k`?)" when one of them is close to that key
+/// ([`crate::config::suggest::did_you_mean`], which names only the known key).
+fn accepted_keys(e: &serde_json::Error) -> Option<(String, String)> {
     let text = e.to_string();
     let rest = text
         .strip_prefix("unknown field `")
         .or_else(|| text.strip_prefix("unknown variant `"))?;
-    let (_, list) = rest.rsplit_once("`, expected ")?;
+    let (written, list) = rest.rsplit_once("`, expected ")?;
     let list = list.split(" at line ").next().unwrap_or(list);
-    Some(list.trim_start_matches("one of ").replace('`', ""))
+    let list = list.trim_start_matches("one of ").replace('`', "");
+    let keys = list.split(", ").flat_map(|k| k.split(" or "));
+    let guess = crate::config::suggest::did_you_mean(written, keys);
+    Some((list, guess))
 }
 
 /// What a configuration value is, in words, without its content.
@@ -415,6 +423,32 @@ mod tests {
             kv_ttl: default_kv_ttl(),
             idle: default_idle(),
         }
+    }
+
+    #[test]
+    fn a_misspelt_key_of_a_login_secret_is_told_the_key_it_meant() {
+        let e = serde_json::from_value::<BootstrapSecret>(serde_json::json!({"fiel": "/t"}))
+            .expect_err("not a source")
+            .to_string();
+        assert!(
+            e.contains("found a mapping whose key is none of env, file (did you mean `file`?)"),
+            "{e}"
+        );
+        assert!(!e.contains("`fiel`"), "{e}");
+        // Vault is no source of Vault's own login secrets: nothing close to suggest.
+        let e = serde_json::from_value::<BootstrapSecret>(serde_json::json!({"vault": {}}))
+            .expect_err("not a source")
+            .to_string();
+        assert!(!e.contains("did you mean"), "{e}");
+        // As the configuration reads it, located.
+        let text = "vault:\n  address: https://vault.example:8200\n  auth: { method: token, token: { evn: VAULT_TOKEN } }\n";
+        let errors = crate::config::load::parse(text, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            errors.contains("vault.auth") && errors.contains("(did you mean `env`?)"),
+            "{errors}"
+        );
     }
 
     #[test]

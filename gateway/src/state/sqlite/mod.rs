@@ -201,6 +201,32 @@ impl SqliteStore {
 /// last use) must be of the moment it takes effect. Statements go through the connection's
 /// cache of prepared statements.
 impl SqliteStore {
+    /// What `run` gives of `sql`'s prepared statement (from the connection's cache) and its
+    /// parameters, made by `params` of the time now ([`at_now`]): the one body of the
+    /// operations below, which differ only in the call they make on the statement.
+    async fn statement<T, P, M, R>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        sql: &'static str,
+        params: M,
+        run: R,
+    ) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params,
+        M: FnOnce(i64) -> P + Send + 'static,
+        R: FnOnce(&mut rusqlite::CachedStatement<'_>, P) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.run(area, move |conn, path| {
+            at_now(conn, sql, |conn, now| {
+                run(&mut conn.prepare_cached(sql)?, params(now))
+            })
+            .map_err(query_error(path, operation))
+        })
+        .await
+    }
+
     /// How many rows `sql` changed.
     async fn execute<P, M>(
         &self,
@@ -213,11 +239,8 @@ impl SqliteStore {
         P: rusqlite::Params,
         M: FnOnce(i64) -> P + Send + 'static,
     {
-        self.run(area, move |conn, path| {
-            at_now(conn, sql, |conn, now| {
-                conn.prepare_cached(sql)?.execute(params(now))
-            })
-            .map_err(query_error(path, operation))
+        self.statement(area, operation, sql, params, |statement, params| {
+            statement.execute(params)
         })
         .await
     }
@@ -237,11 +260,8 @@ impl SqliteStore {
         M: FnOnce(i64) -> P + Send + 'static,
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.run(area, move |conn, path| {
-            at_now(conn, sql, |conn, now| {
-                conn.prepare_cached(sql)?.query_row(params(now), read)
-            })
-            .map_err(query_error(path, operation))
+        self.statement(area, operation, sql, params, |statement, params| {
+            statement.query_row(params, read)
         })
         .await
     }
@@ -261,13 +281,8 @@ impl SqliteStore {
         M: FnOnce(i64) -> P + Send + 'static,
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.run(area, move |conn, path| {
-            at_now(conn, sql, |conn, now| {
-                conn.prepare_cached(sql)?
-                    .query_row(params(now), read)
-                    .optional()
-            })
-            .map_err(query_error(path, operation))
+        self.statement(area, operation, sql, params, |statement, params| {
+            statement.query_row(params, read).optional()
         })
         .await
     }
@@ -287,9 +302,8 @@ impl SqliteStore {
         M: FnOnce(i64) -> P + Send + 'static,
         F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.run(area, move |conn, path| {
-            at_now(conn, sql, |conn, now| rows(conn, sql, params(now), read))
-                .map_err(query_error(path, operation))
+        self.statement(area, operation, sql, params, |statement, params| {
+            statement.query_map(params, read)?.collect()
         })
         .await
     }

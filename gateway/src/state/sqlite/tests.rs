@@ -339,18 +339,23 @@ async fn sessions_ended_by_the_time_the_purge_runs_are_purged() {
     assert_eq!(purge.await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn labels_ended_by_the_time_they_are_read_are_tidied_away_first() {
-    use crate::state::fleet::{FleetRepository, SessionLabel};
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let label = SessionLabel {
+/// Session `s`'s label `exfil`, put by `a`, until `expires_ms`.
+fn label(expires_ms: i64) -> crate::state::fleet::SessionLabel {
+    crate::state::fleet::SessionLabel {
         session: "s".into(),
         label: "exfil".into(),
         owner: "a".into(),
-        expires_ms: crate::state::pins::now_ms() + 100,
+        expires_ms,
         updated_ms: 0,
-    };
+    }
+}
+
+#[tokio::test]
+async fn labels_ended_by_the_time_they_are_read_are_tidied_away_first() {
+    use crate::state::fleet::FleetRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let label = label(crate::state::pins::now_ms() + 100);
     store.add_labels(vec![label]).await.unwrap();
     let read = FleetRepository::labels(&store, 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -360,16 +365,10 @@ async fn labels_ended_by_the_time_they_are_read_are_tidied_away_first() {
 
 #[tokio::test]
 async fn a_batch_written_after_waiting_for_another_process_is_stamped_when_it_took_effect() {
-    use crate::state::fleet::{FleetRepository, SessionLabel};
+    use crate::state::fleet::FleetRepository;
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
-    let label = SessionLabel {
-        session: "s".into(),
-        label: "exfil".into(),
-        owner: "a".into(),
-        expires_ms: i64::MAX,
-        updated_ms: 0,
-    };
+    let label = label(i64::MAX);
     let other = hold_write_lock(store.path());
     let added = tokio::spawn({
         let store = store.clone();
