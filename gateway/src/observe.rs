@@ -521,6 +521,18 @@ impl<C: Complete> Body for ObservedBody<C> {
                 }
                 return Poll::Ready(None);
             }
+            // Events the redactor has held too long go on, the upstream silent or not (its
+            // timer runs only while it holds some).
+            if let Some(redactor) = this.redactor.as_mut()
+                && let Poll::Ready(out) = redactor.poll_release(cx)
+            {
+                *this.done = redactor.failed();
+                counted(this.observer, redactor, false);
+                if out.is_empty() {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
             // A proposed call waits for its approval: nothing more is read meanwhile.
             let (polled, ended) = match this.judging.as_mut().filter(|j| j.is_held()) {
                 Some(judging) => match judging.poll_held(cx) {

@@ -343,3 +343,88 @@ async fn a_stream_that_only_comes_near_the_credential_reaches_the_agent_byte_for
     s.fake.script_streams(None);
     assert_eq!(text, events.concat());
 }
+
+/// What an OpenAI SDK joins of a chat stream: choice 0's content.
+fn chat_content(stream: &str) -> String {
+    stream
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_held_while_a_model_pauses_after_what_could_begin_the_credential_go_on_within_a_second()
+ {
+    use std::time::{Duration, Instant};
+    use warden_e2e::stack::Stack;
+    use warden_e2e::warden::OPENAI_KEY;
+
+    let s = Stack::start().await.unwrap();
+    // The model pauses 3 s after each event, the first ending with what could begin the key
+    // Warden injected: held, but not for the whole pause.
+    let (a, b) = OPENAI_KEY.split_at(6);
+    s.fake.set_chunk_delay(Duration::from_secs(3));
+    s.fake.script_streams(Some(vec![
+        chat_chunk(Some(&format!("Your key is {a}")), None),
+        chat_chunk(Some(&format!("{b}, keep it.")), None),
+        chat_chunk(None, Some("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ]));
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let started = Instant::now();
+    let mut response = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut first = Vec::new();
+    while !first.windows(2).any(|w| w == b"\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+            .await
+            .expect("the stream goes on")
+            .unwrap()
+            .expect("more of the stream");
+        first.extend_from_slice(&chunk);
+    }
+    let first_after = started.elapsed();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+        .await
+        .expect("the stream goes on")
+        .unwrap()
+    {
+        rest.extend_from_slice(&chunk);
+    }
+    s.fake.script_streams(None);
+    s.fake.set_chunk_delay(Duration::from_millis(15));
+    let first = String::from_utf8(first).unwrap();
+    let stream = [first.as_str(), std::str::from_utf8(&rest).unwrap()].concat();
+    // The first event reached the agent while the model was silent (its next text would
+    // have decided it, `[REDACTED]` in it), without what could begin the key...
+    assert_eq!(chat_content(&first), "Your key is ", "{first}");
+    assert!(!first.contains(a), "{first}");
+    assert!(first_after >= Duration::from_millis(900), "{first_after:?}");
+    // ...which went with the model's next text: the SDK joins the upstream's text, the key
+    // redacted.
+    assert_eq!(
+        chat_content(&stream),
+        "Your key is [REDACTED], keep it.",
+        "{stream}"
+    );
+    assert!(
+        !stream.contains(b) && stream.ends_with("data: [DONE]\n\n"),
+        "{stream}"
+    );
+}

@@ -18,13 +18,18 @@
 //! channel that ends decides too: what it held was no secret. Channels end only when the
 //! answer does (the stream ends or sends `[DONE]`, Anthropic's `message_stop`, the Responses
 //! `response.completed`, an error): the SDKs join text sent after a choice's `finish_reason`,
-//! a block's `content_block_stop` or an output's `….done` too. A comment (a keep-alive),
-//! `retry:` or `id:` goes on in its place: at once when nothing is held.
+//! a block's `content_block_stop` or an output's `….done` too. A comment (a keep-alive) goes
+//! on at once, ahead of held events: it carries nothing an SDK reads, and its worth is in
+//! showing now that the stream is alive. A block of `retry:` or `id:` lines goes on in its
+//! place (the last event id names the events before it): at once when nothing is held.
 //!
-//! Held events are bounded: past [`MAX_HELD_EVENTS`] bytes of them, each channel's undecided
-//! text is moved out of them (they go on without it) to the front of the channel's next
-//! delta, or into a delta of its own, shaped as the channel's deltas are, when the channel
-//! ends: the text the SDK joins is the upstream's, only its cuts between deltas move.
+//! Held events are bounded in bytes and in time: past [`MAX_HELD_EVENTS`] bytes of them, or
+//! once the oldest was held [`MAX_HELD_TIME`] (the stream's wrapper polls
+//! [`Joined::poll_release`], whose timer runs only while something is held), each channel's
+//! undecided text is moved out of them (they go on without it) to the front of the
+//! channel's next delta, or into a delta of its own, shaped as the channel's deltas are, when
+//! the channel ends: the text the SDK joins is the upstream's, only its cuts between deltas
+//! move, and no byte of what could begin the secret goes out before it is decided.
 //!
 //! The stream must be read to be redacted: an event whose data is not JSON (but for `[DONE]`),
 //! or one larger than [`MAX_EVENT`], ends the stream with the dialect's error, as does a stream
@@ -33,10 +38,15 @@
 //! deltas that would send it).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use tokio::time::{Instant, Sleep};
 use zeroize::Zeroizing;
 
 use super::echo::{Echo, REDACTED};
@@ -60,6 +70,14 @@ pub const MAX_HELD_CHANNELS: usize = 256;
 /// Most bytes of events held at once; past it the undecided text is moved out of them and
 /// they go on.
 pub const MAX_HELD_EVENTS: usize = 32 << 10;
+
+/// Longest an event is held; past it the undecided text is moved out of the held events and
+/// they go on, whether or not the upstream sent more. Far above the gaps between a streaming
+/// model's tokens (so a hold nearly always decides itself and the events go on byte for
+/// byte), far below the idle timeouts of SDKs (minutes) and proxies (60 s is common): a
+/// model that pauses after what could begin the secret (a long thought, a server-side tool,
+/// a slow upstream) stalls what the agent sees for at most this long.
+pub const MAX_HELD_TIME: Duration = Duration::from_secs(1);
 
 /// Most bytes of text moved out of events a stream holds for its channels at once: that text
 /// and the deltas that would send it (ids, names), past which the stream ends with the error.
@@ -163,6 +181,8 @@ struct Queued {
     value: Option<Value>,
     /// Whether its text changed: it is written anew from `value`.
     changed: bool,
+    /// When it was held (set once the chunk that brought it has been read).
+    at: Option<Instant>,
 }
 
 /// Where a channel's text lies in a held event: the text of `delta` from byte `start` on.
@@ -215,6 +235,11 @@ pub struct Joined {
     /// Whose error ends a stream that cannot be read.
     dialect: &'static dyn Dialect,
     failed: bool,
+    /// How long an event may be held ([`MAX_HELD_TIME`]).
+    hold_time: Duration,
+    /// Wakes the stream when the oldest event held has been held that long; only while
+    /// something is held.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Joined {
@@ -233,7 +258,16 @@ impl Joined {
             kind,
             dialect,
             failed: false,
+            hold_time: MAX_HELD_TIME,
+            timer: None,
         }
+    }
+
+    /// The same, events held at most `hold_time` (tests).
+    #[cfg(test)]
+    pub fn holding_at_most(mut self, hold_time: Duration) -> Joined {
+        self.hold_time = hold_time;
+        self
     }
 
     /// How many secrets were replaced in the deltas' text.
@@ -274,7 +308,57 @@ impl Joined {
         if self.framer.held() > MAX_EVENT {
             self.fail(&mut out);
         }
+        self.stamp();
         Bytes::from(out)
+    }
+
+    /// Notes when the events held by the chunk just read were held: now.
+    fn stamp(&mut self) {
+        if self.queue.back().is_none_or(|q| q.at.is_some()) {
+            return;
+        }
+        let now = Instant::now();
+        for queued in self.queue.iter_mut().rev() {
+            if queued.at.is_some() {
+                break;
+            }
+            queued.at = Some(now);
+        }
+    }
+
+    /// Ready, with what may go on, once the oldest event held has been held [`MAX_HELD_TIME`]:
+    /// the held events are released as past [`MAX_HELD_EVENTS`] (each channel's undecided
+    /// text moved out of them, to go with its next delta). Pending while none has been held
+    /// that long (the task is woken when one has) or nothing is held (no timer runs then:
+    /// the caller is woken by its upstream).
+    pub fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
+        let deadline = self
+            .queue
+            .front()
+            .and_then(|q| q.at)
+            .filter(|_| !self.failed)
+            .map(|at| at + self.hold_time);
+        let Some(deadline) = deadline else {
+            self.timer = None;
+            return Poll::Pending;
+        };
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        ready!(timer.as_mut().poll(cx));
+        self.timer = None;
+        let mut out = Vec::new();
+        self.move_out();
+        self.settle(&mut out);
+        Poll::Ready(Bytes::from(out))
     }
 
     /// The stream ended: the last event, if it had no blank line after it, and every event
@@ -321,8 +405,12 @@ impl Joined {
             return self.fail(out);
         }
         let Some(data) = event_data(&raw) else {
-            // A comment (a keep-alive), `retry:` or `id:`: nothing an SDK joins. It goes on at
-            // once when nothing is held, else in its place after the events held.
+            if is_comment(&raw) {
+                // A keep-alive: it goes on now, ahead of what is held.
+                return out.extend_from_slice(&raw);
+            }
+            // `retry:` or `id:`: nothing an SDK joins. It goes on at once when nothing is
+            // held, else in its place after the events held.
             self.hold(raw, None);
             return self.settle(out);
         };
@@ -382,6 +470,7 @@ impl Joined {
             raw,
             value,
             changed: false,
+            at: None,
         });
         seq
     }
@@ -655,6 +744,14 @@ impl Joined {
             self.channels.push((delta.key, Undecided::Held(held)));
         }
     }
+}
+
+/// Whether `raw`, a whole event with no data, is only comments (lines that begin with `:`).
+fn is_comment(raw: &[u8]) -> bool {
+    let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+    lines(raw)
+        .filter(|line| !line.is_empty())
+        .all(|line| line.starts_with(b":"))
 }
 
 /// The `event:` lines of `raw` (each with a line end): what an event made from it carries.

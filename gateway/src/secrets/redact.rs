@@ -139,6 +139,17 @@ impl Redactor {
         out.freeze()
     }
 
+    /// Ready, with what may go on, once an event stream's events have been held too long
+    /// while its upstream is silent ([`Joined::poll_release`]); pending otherwise, with no
+    /// timer while nothing is held. The stream may have [`failed`](Self::failed) then.
+    pub fn poll_release(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Bytes> {
+        let Some(joined) = self.joined.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let released = std::task::ready!(joined.poll_release(cx));
+        std::task::Poll::Ready(self.push_bytes(released))
+    }
+
     /// What is still held back, at the end of the stream.
     pub fn finish(&mut self) -> Bytes {
         let flushed = match self.joined.as_mut() {

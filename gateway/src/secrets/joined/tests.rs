@@ -218,21 +218,12 @@ fn an_event_that_could_begin_the_secret_is_held_whole_then_released_byte_for_byt
     assert!(j.push(other.as_bytes()).is_empty());
     assert!(j.push(role.as_bytes()).is_empty());
     assert_eq!(j.held(), near.len() + other.len() + role.len());
-    // ...as does a keep-alive comment, in its place.
-    assert!(j.push(b": ping\n\n").is_empty());
     // Not the secret after all: all of them go on as they came, in order.
     let decides = chat(0, "ely day", None);
     let out = j.push(decides.as_bytes());
     assert_eq!(
         std::str::from_utf8(&out).unwrap(),
-        [
-            near,
-            other,
-            role.to_owned(),
-            ": ping\n\n".to_owned(),
-            decides
-        ]
-        .concat()
+        [near, other, role.to_owned(), decides].concat()
     );
     assert_eq!(j.held(), 0);
 }
@@ -342,17 +333,17 @@ fn held_events_past_their_bound_go_on_with_the_undecided_text_moved_to_the_next_
     assert_eq!(chat_joined(&stream)["0"], "key sk-li", "{stream}");
     assert!(stream.ends_with("data: [DONE]\n\n"));
     // Events with no delta (a role-only or empty delta, a usage chunk), empty `data:` and
-    // comments are held behind an undecided channel too, and bounded as well.
+    // `id:` lines are held behind an undecided channel too, and bounded as well.
     let pad = |n: usize| {
         let data = json!({"choices": [{"index": 0, "delta": {}}], "pad": "y".repeat(1000),
             "n": n});
         format!("data: {data}\n\n")
     };
-    let comment = format!(": {}\n\n", "z".repeat(1000));
+    let id = format!("id: {}\n\n", "z".repeat(1000));
     let fillers: [Vec<String>; 2] = [
         (0..100).map(pad).collect(),
         (0..100)
-            .flat_map(|_| [comment.clone(), "data:\n\n".to_owned()])
+            .flat_map(|_| [id.clone(), "data:\n\n".to_owned()])
             .collect(),
     ];
     for filler in fillers {
@@ -542,24 +533,128 @@ fn a_delta_after_its_block_stops_or_its_output_is_done_is_still_joined() {
 }
 
 #[test]
-fn comments_and_id_lines_keep_their_place_among_held_events() {
+fn a_keep_alive_goes_on_at_once_while_events_are_held_and_id_lines_keep_their_place() {
     // Nothing held: a keep-alive goes on at once.
     let mut j = joined(Kind::Chat);
     assert_eq!(&j.push(b": keep-alive\n\n")[..], b": keep-alive\n\n");
-    // Held: it waits in its place, and the stream goes on byte for byte.
+    // Held: a keep-alive (comments only, after a byte-order mark too) still goes on at once,
+    // ahead of what is held; an `id:` or `retry:` block waits in its place (the last event
+    // id names the events before it), as does a comment that comes with one.
     let events = [
         chat(0, "yes", None),
         ": keep-alive\n\n".to_owned(),
+        ": ping\r\n: pong\r\n\r\n".to_owned(),
         "id: 7\nretry: 100\n\n".to_owned(),
+        ": and\nid: 8\n\n".to_owned(),
         chat(0, " no", None),
     ];
     let mut j = joined(Kind::Chat);
-    let mut out = Vec::new();
-    for e in &events[..3] {
-        out.extend_from_slice(&j.push(e.as_bytes()));
+    assert!(j.push(events[0].as_bytes()).is_empty());
+    for keep_alive in &events[1..3] {
+        assert_eq!(&j.push(keep_alive.as_bytes())[..], keep_alive.as_bytes());
     }
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
-    assert_eq!(run(&mut j, &events[3..]), events.concat());
+    for e in &events[3..5] {
+        assert!(j.push(e.as_bytes()).is_empty());
+    }
+    assert_eq!(
+        run(&mut j, &events[5..]),
+        [&events[0], &events[3], &events[4], &events[5]]
+            .map(String::as_str)
+            .concat()
+    );
+}
+
+/// Polls `j` once: what it releases now, if anything.
+fn released_now(j: &mut Joined) -> Option<Bytes> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match j.poll_release(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// What `j` releases once its held events are past their bound, waited for at most `wait`.
+async fn released_within(j: &mut Joined, wait: Duration) -> Bytes {
+    tokio::time::timeout(wait, std::future::poll_fn(|cx| j.poll_release(cx)))
+        .await
+        .expect("held events are released past their time bound")
+}
+
+#[tokio::test]
+async fn held_events_past_their_time_bound_go_on_without_the_undecided_text_while_the_upstream_is_silent()
+ {
+    const BOUND: Duration = Duration::from_millis(200);
+    let (a, b) = SECRET.split_at(6);
+    // What follows the pause: the rest of the secret, or text that makes it no secret.
+    let endings = [
+        (format!("{b} ok"), "key [REDACTED] ok".to_owned(), 1),
+        ("ly day".to_owned(), format!("key {a}ly day"), 0),
+        (String::new(), format!("key {a}"), 0),
+    ];
+    for (rest, expected, redacted) in endings {
+        let mut j = joined(Kind::Chat).holding_at_most(BOUND);
+        let mut stream = Vec::new();
+        // Nothing held: no timer runs.
+        let hello = chat(0, "hello ", None);
+        stream.extend_from_slice(&j.push(hello.as_bytes()));
+        assert!(released_now(&mut j).is_none() && j.timer.is_none());
+        // What could begin the secret, then the upstream is silent: held, and a timer runs.
+        let near = chat(0, &format!("key {a}"), None);
+        let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+        assert!(j.push(near.as_bytes()).is_empty());
+        assert!(j.push(role.as_bytes()).is_empty());
+        let held_at = Instant::now();
+        assert!(released_now(&mut j).is_none() && j.timer.is_some());
+        // Past the bound the held events go on, without what could begin the secret.
+        let released = released_within(&mut j, BOUND * 20).await;
+        assert!(held_at.elapsed() >= BOUND - Duration::from_millis(20));
+        let released = String::from_utf8(released.to_vec()).unwrap();
+        assert_eq!(chat_joined(&released)["0"], "key ", "{released}");
+        assert!(
+            !released.contains(a) && released.ends_with(role),
+            "{released}"
+        );
+        assert_eq!(j.held(), a.len());
+        assert!(released_now(&mut j).is_none() && j.timer.is_none());
+        stream.extend_from_slice(released.as_bytes());
+        // The rest comes: the text the SDK joins is the upstream's, the secret redacted.
+        let mut events = vec![];
+        if !rest.is_empty() {
+            events.push(chat(0, &rest, None));
+        }
+        events.extend(chat_end());
+        stream.extend_from_slice(run(&mut j, &events).as_bytes());
+        let stream = String::from_utf8(stream).unwrap();
+        assert_eq!(
+            chat_joined(&stream)["0"],
+            format!("hello {expected}"),
+            "{stream}"
+        );
+        assert!(!stream.contains(SECRET), "{stream}");
+        assert_eq!((j.count(), j.spread()), (redacted, redacted));
+    }
+}
+
+#[tokio::test]
+async fn the_time_bound_counts_from_when_the_oldest_held_event_was_held() {
+    const BOUND: Duration = Duration::from_millis(300);
+    let mut j = joined(Kind::Chat).holding_at_most(BOUND);
+    assert!(j.push(chat(0, "key sk-", None).as_bytes()).is_empty());
+    let held_at = Instant::now();
+    assert!(released_now(&mut j).is_none());
+    let deadline = j.timer.as_ref().map(|t| t.deadline());
+    tokio::time::sleep(BOUND / 2).await;
+    // More events held behind it, and a keep-alive, do not move the bound.
+    assert!(j.push(chat(1, "other", None).as_bytes()).is_empty());
+    assert!(!j.push(b": keep-alive\n\n").is_empty());
+    assert!(released_now(&mut j).is_none());
+    assert_eq!(j.timer.as_ref().map(|t| t.deadline()), deadline);
+    let released = released_within(&mut j, BOUND * 20).await;
+    let waited = held_at.elapsed();
+    assert!(waited >= BOUND - Duration::from_millis(20), "{waited:?}");
+    let released = String::from_utf8(released.to_vec()).unwrap();
+    assert_eq!(chat_joined(&released)["0"], "key ", "{released}");
+    assert_eq!(chat_joined(&released)["1"], "other", "{released}");
 }
 
 #[test]
