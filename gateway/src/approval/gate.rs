@@ -258,7 +258,7 @@ impl Gate {
             _ => record,
         };
         if record.status == ApprovalStatus::Pending {
-            // Its time is up (the store's clock may not have struck yet).
+            // Gone from the store while it was waited for: fail closed, as its time is up.
             self.waited(&record, WaitOutcome::Expired);
             return Err(Hold::ApprovalExpired { id: record.id });
         }
@@ -283,7 +283,11 @@ impl Gate {
         decided
     }
 
-    /// The wait of [`Gate::wait_for`].
+    /// The wait of [`Gate::wait_for`]. The approval's end is the store's to say: its timer is
+    /// set by the store's clock, and a timer that strikes while the store still holds the
+    /// approval pending (a timer runs on the monotonic clock, the store judges by the wall
+    /// clock, which NTP slews and steps) is set again for what is left, so the wait never ends
+    /// on an approval an approver can still decide, nor lasts past the store's end of it.
     async fn wait_until(
         &self,
         record: ApprovalRecord,
@@ -298,22 +302,33 @@ impl Gate {
                 Some(now) => record = now,
                 None => return Ok(record),
             }
+            // At least a millisecond: read pending, its end is still ahead by the store's clock.
+            let left = record
+                .expires_ms
+                .saturating_sub(self.approvals.now_ms())
+                .max(1);
             let expiry = tokio::time::Instant::now()
-                + Duration::from_millis(
-                    u64::try_from(record.expires_ms - crate::state::pins::now_ms()).unwrap_or(0),
-                );
-            let expires = deadline.map_or(expiry, |deadline| deadline.min(expiry));
-            if tokio::time::timeout_at(expires, watch.changed())
-                .await
-                .is_err()
-            {
-                // The wait is over (or the approval's time): as it stands now.
-                return Ok(self
-                    .approvals
-                    .get(&record.id)
-                    .await
-                    .map_err(unavailable)?
-                    .unwrap_or(record));
+                + Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
+            match deadline {
+                Some(deadline) if deadline <= expiry => {
+                    if tokio::time::timeout_at(deadline, watch.changed())
+                        .await
+                        .is_err()
+                    {
+                        // The wait is over: the approval as it stands now.
+                        return Ok(self
+                            .approvals
+                            .get(&record.id)
+                            .await
+                            .map_err(unavailable)?
+                            .unwrap_or(record));
+                    }
+                }
+                // Woken by a change or by its end: read again (pending past the timer: the
+                // store's clock has not reached the end yet, and the timer is set anew).
+                _ => {
+                    let _ = tokio::time::timeout_at(expiry, watch.changed()).await;
+                }
             }
         }
     }
@@ -579,8 +594,12 @@ mod tests {
     }
 
     async fn approve(store: &Store, id: &str, approver: &str) {
-        store
-            .approvals()
+        approve_on(store.approvals().as_ref(), id, approver).await;
+    }
+
+    /// `approver`'s vote for approval `id` on `approvals`, recorded.
+    async fn approve_on(approvals: &dyn ApprovalRepository, id: &str, approver: &str) {
+        let voted = approvals
             .vote(
                 id,
                 Vote {
@@ -594,6 +613,10 @@ mod tests {
             )
             .await
             .unwrap();
+        assert!(
+            matches!(voted, crate::state::approvals::VoteOutcome::Recorded(_)),
+            "{voted:?}"
+        );
     }
 
     #[tokio::test]
@@ -771,6 +794,248 @@ mod tests {
             "not told the used approval is pending: {hold}"
         );
         assert!(hold.to_string().contains(&id), "{hold}");
+    }
+
+    /// An approval store whose clock moves only when the test moves it, as a wall clock that
+    /// NTP holds back (slewed, or stepped back) while the gate's timers run on: what it says of
+    /// an approval's end is judged by its clock alone, as both backends judge it by theirs.
+    struct HeldClock {
+        now_ms: std::sync::atomic::AtomicI64,
+        records: std::sync::Mutex<Vec<ApprovalRecord>>,
+        changes: tokio::sync::broadcast::Sender<crate::state::approvals::Change>,
+    }
+
+    impl HeldClock {
+        fn new() -> Arc<HeldClock> {
+            Arc::new(HeldClock {
+                now_ms: crate::state::pins::now_ms().into(),
+                records: std::sync::Mutex::new(Vec::new()),
+                changes: tokio::sync::broadcast::channel(16).0,
+            })
+        }
+
+        /// Sets its clock to `now_ms`.
+        fn set(&self, now_ms: i64) {
+            self.now_ms
+                .store(now_ms, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        /// Record `id` as its clock now has it.
+        fn record(&self, id: &str) -> Option<ApprovalRecord> {
+            let now = ApprovalRepository::now_ms(self);
+            let records = self.records.lock().unwrap();
+            let mut record = records.iter().find(|r| r.id == id)?.clone();
+            if matches!(
+                record.status,
+                ApprovalStatus::Pending | ApprovalStatus::Approved
+            ) && record.expires_ms <= now
+            {
+                record.status = ApprovalStatus::Expired;
+            }
+            Some(record)
+        }
+
+        fn update(&self, id: &str, change: impl FnOnce(&mut ApprovalRecord)) {
+            let mut records = self.records.lock().unwrap();
+            if let Some(record) = records.iter_mut().find(|r| r.id == id) {
+                change(record);
+            }
+            let _ = self.changes.send(Arc::from(id));
+        }
+    }
+
+    impl ApprovalRepository for HeldClock {
+        fn create_or_find(
+            &self,
+            new: NewApproval,
+        ) -> futures_util::future::BoxFuture<'_, Result<(ApprovalRecord, bool), StateError>>
+        {
+            let now = ApprovalRepository::now_ms(self);
+            let record = ApprovalRecord {
+                id: crate::state::approvals::new_id(),
+                digest: new.digest,
+                principal: new.principal,
+                action: new.action,
+                resource: new.resource,
+                context: new.context,
+                policy: new.policy,
+                reason: new.reason,
+                approver_groups: new.approver_groups,
+                required: new.required,
+                created_ms: now,
+                expires_ms: crate::state::approvals::expiry(now, new.ttl),
+                status: ApprovalStatus::Pending,
+                decided_ms: None,
+                withdrawn: None,
+                votes: Vec::new(),
+            };
+            self.records.lock().unwrap().push(record.clone());
+            Box::pin(async move { Ok((record, true)) })
+        }
+
+        fn get<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>>
+        {
+            Box::pin(async move { Ok(self.record(id)) })
+        }
+
+        fn list(
+            &self,
+            _: crate::state::approvals::ApprovalFilter,
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<ApprovalRecord>, StateError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn vote<'a>(
+            &'a self,
+            id: &'a str,
+            vote: Vote,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<crate::state::approvals::VoteOutcome, StateError>,
+        > {
+            use crate::state::approvals::VoteOutcome;
+            Box::pin(async move {
+                let Some(record) = self.record(id) else {
+                    return Ok(VoteOutcome::Unknown);
+                };
+                if record.status != ApprovalStatus::Pending {
+                    return Ok(VoteOutcome::NotPending(Box::new(record)));
+                }
+                let now = ApprovalRepository::now_ms(self);
+                self.update(id, |r| {
+                    r.votes.push(vote);
+                    r.status = crate::state::approvals::decide(&r.votes, r.required);
+                    r.decided_ms = (r.status != ApprovalStatus::Pending).then_some(now);
+                });
+                Ok(VoteOutcome::Recorded(Box::new(self.record(id).unwrap())))
+            })
+        }
+
+        fn consume<'a>(
+            &'a self,
+            id: &'a str,
+            digest: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, Result<ConsumeOutcome, StateError>> {
+            Box::pin(async move {
+                let Some(record) = self.record(id) else {
+                    return Ok(ConsumeOutcome::Unknown);
+                };
+                if record.digest != digest {
+                    return Ok(ConsumeOutcome::DigestMismatch);
+                }
+                if record.status != ApprovalStatus::Approved {
+                    return Ok(ConsumeOutcome::NotApproved(record.status));
+                }
+                self.update(id, |r| r.status = ApprovalStatus::Consumed);
+                Ok(ConsumeOutcome::Consumed(Box::new(self.record(id).unwrap())))
+            })
+        }
+
+        fn withdraw<'a>(
+            &'a self,
+            id: &'a str,
+            _: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>>
+        {
+            Box::pin(async move { Ok(self.record(id)) })
+        }
+
+        fn expire_due(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<String>, StateError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn watch(&self, id: &str) -> crate::state::approvals::ApprovalWatch {
+            crate::state::approvals::ApprovalWatch::new(id, self.changes.subscribe())
+        }
+
+        fn now_ms(&self) -> i64 {
+            self.now_ms.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A gate in `mode` on `store`, and [`waiting`]'s approval opened on it for 200 ms.
+    async fn opened_on(store: &Arc<HeldClock>, mode: ApprovalMode) -> (Gate, Opened) {
+        let sealer = Sealer::new(vec![FactorKey::from_bytes(&[7; 32])]).unwrap();
+        let config = ApprovalsConfig {
+            mode,
+            wait_timeout: Duration::from_secs(30),
+            ..ApprovalsConfig::default()
+        };
+        let gate = Gate::new(&config, store.clone(), None, BindingKey::of(&sealer));
+        let short = Decision::NeedsApproval {
+            policy: "sampling".into(),
+            approvers: vec![r#"Group::"sre""#.into()],
+            reason: None,
+            ttl: Some(Duration::from_millis(200)),
+            approvals: 1,
+        };
+        let opened = gate.open(&short, waiting()).await.unwrap();
+        (gate, opened)
+    }
+
+    #[tokio::test]
+    async fn a_wait_whose_timer_strikes_before_the_stores_end_goes_on_and_lets_a_late_vote_in() {
+        let store = HeldClock::new();
+        let (gate, opened) = opened_on(&store, ApprovalMode::Pending).await;
+        let id = opened.id().to_owned();
+        // The gate's timer strikes at 200 ms; the store's clock has not moved: still pending,
+        // and an approver's vote at 400 ms is recorded, approving it.
+        let approver = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            approve_on(store.as_ref(), &id, "alice").await;
+        };
+        let (decided, ()) = tokio::join!(gate.decided(opened), approver);
+        assert_eq!(
+            decided
+                .expect("not told it expired while the store held it pending")
+                .id,
+            id
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_expired_when_the_stores_clock_reaches_the_end_never_before() {
+        for mode in [ApprovalMode::Pending, ApprovalMode::Wait] {
+            let store = HeldClock::new();
+            let (gate, opened) = opened_on(&store, mode).await;
+            let end = store.record(opened.id()).unwrap().expires_ms;
+            let ended = std::sync::atomic::AtomicBool::new(false);
+            let clock = async {
+                // Well past the gate's timer (200 ms), the store's clock reaches the end.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                store.set(end);
+            };
+            let waited = async {
+                // `wait` mode waits up to wait_timeout (30 s); a request that cannot be sent
+                // again, until the approval's end.
+                let hold = match mode {
+                    ApprovalMode::Wait => gate.conclude(opened).await,
+                    ApprovalMode::Pending => gate.decided(opened).await,
+                }
+                .unwrap_err();
+                (hold, ended.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            let ((hold, after_the_end), ()) =
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::join!(waited, clock)
+                })
+                .await
+                .expect("the wait ends once the store's clock reaches the end");
+            assert!(
+                matches!(hold, Hold::ApprovalExpired { .. }),
+                "{mode:?}: told {hold:?}"
+            );
+            assert!(
+                after_the_end,
+                "{mode:?}: told it expired before the store's end"
+            );
+        }
     }
 
     #[test]

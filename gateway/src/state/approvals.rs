@@ -326,6 +326,12 @@ pub trait ApprovalRepository: Send + Sync {
     /// A watch on the changes of approval `id`. Take it before reading the approval, then wait
     /// on it: a change between the read and the wait is not missed.
     fn watch(&self, id: &str) -> ApprovalWatch;
+
+    /// The time now by the clock this store judges an approval's end with (`expires_ms`), in
+    /// milliseconds since the Unix epoch: this process's wall clock on both backends.
+    fn now_ms(&self) -> i64 {
+        super::pins::now_ms()
+    }
 }
 
 /// What a change announcement carries: the id of the approval that changed, or [`ANY`] when

@@ -1,6 +1,14 @@
 //! [`ApprovalRepository`] on PostgreSQL: the `approvals` and `approval_votes` tables. A step
 //! that changes an approval locks its row (`FOR UPDATE`) and sends `NOTIFY` with the id in the
 //! same transaction, so the notification goes out exactly when the change is committed.
+//!
+//! Time is this replica's wall clock ([`now_ms`]), as everywhere in the store, never the
+//! database's (`now()`): an approval's end is stamped and judged by the replicas' clocks, which
+//! NTP keeps within milliseconds of each other, and a gate waiting on this replica sets its
+//! timer by the same clock it is judged by (`ApprovalRepository::now_ms`). A step that changes
+//! an approval reads it once it holds the approval's row lock (or the principal's pending
+//! lock), not before waiting for it: a step that waited for another replica's past the
+//! approval's end acts on it as ended.
 
 use futures_util::future::BoxFuture;
 use tokio_postgres::{Row, Transaction};
@@ -53,7 +61,11 @@ impl ApprovalRepository for PostgresStore {
                 }
                 // None asks as much: a new one, unless another replica opened the same meanwhile,
                 // within what the principal may have pending (counted under a lock of the
-                // principal's, so that replicas opening its approvals at once take turns).
+                // principal's, so that replicas opening its approvals at once take turns). What
+                // is pending, and when the new one starts, are of the time read once the lock
+                // is held: an approval that ended while this waited for it counts no more, and
+                // the new one's time-to-live is not shortened by the wait.
+                let mut now = now;
                 if let Some(cap) = new.pending_cap {
                     tx.execute(
                         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
@@ -61,6 +73,7 @@ impl ApprovalRepository for PostgresStore {
                     )
                     .await
                     .map_err(err())?;
+                    now = now_ms();
                     let pending: i64 = tx
                         .query_one(
                             "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
@@ -115,7 +128,8 @@ impl ApprovalRepository for PostgresStore {
                     .await
                     .map_err(err())?
                     .get(0);
-                let record = read(&tx, &db, &open, now)
+                // The insert may have waited for another replica's of the same request.
+                let record = read(&tx, &db, &open, now_ms())
                     .await?
                     .ok_or_else(|| vanished(&db))?;
                 commit(tx, &db, operation, &changed).await?;
@@ -300,7 +314,9 @@ impl ApprovalRepository for PostgresStore {
                 let operation = "withdraw an approval";
                 let err = || query_error(&db, operation);
                 let tx = client.transaction().await.map_err(err())?;
-                let now = now_ms();
+                let Some(now) = lock(&tx, &db, &id).await? else {
+                    return Ok(None);
+                };
                 let withdrawn = tx
                     .execute(&withdraw_sql('$'), &[&id, &why, &now])
                     .await
@@ -365,7 +381,7 @@ async fn expire(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// The approval `id`; with `lock`, its row stays locked until the transaction ends.
+/// The approval `id`, as of `now`.
 async fn read(
     tx: &Transaction<'_>,
     db: &str,
@@ -383,6 +399,16 @@ async fn read(
         Some(row) => Ok(Some(with_votes(tx, db, approval_row(&row), now).await?)),
         None => Ok(None),
     }
+}
+
+/// Locks approval `id`'s row for this transaction (`FOR UPDATE`) and reads the time once it
+/// holds it, as [`locked`] does; `None` when no approval has this id.
+async fn lock(tx: &Transaction<'_>, db: &str, id: &str) -> Result<Option<i64>, StateError> {
+    let row = tx
+        .query_opt("SELECT id FROM approvals WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .map_err(query_error(db, "lock an approval"))?;
+    Ok(row.map(|_| now_ms()))
 }
 
 /// Approval `id` locked for this transaction (`FOR UPDATE`), as of the time read once the

@@ -4,13 +4,12 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{PostgresStore, query_error};
+use super::{PostgresStore, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::factors::{
     CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
 };
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 
 impl FactorRepository for PostgresStore {
     fn totp<'a>(
@@ -22,7 +21,7 @@ impl FactorRepository for PostgresStore {
             "read a TOTP enrolment",
             "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
              FROM totp_enrolments WHERE subject = $1",
-            [Box::new(subject.to_owned())],
+            fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move {
             Ok(row.await?.map(|row| TotpEnrolment {
@@ -40,6 +39,7 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
         let changed = self.execute(
             Area::Factors,
             "record a TOTP enrolment",
@@ -48,11 +48,7 @@ impl FactorRepository for PostgresStore {
              ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
              last_step = NULL, created_ms = excluded.created_ms \
              WHERE totp_enrolments.confirmed_ms IS NULL",
-            [
-                Box::new(subject.to_owned()),
-                Box::new(sealed_secret),
-                Box::new(now_ms()),
-            ],
+            move |now| [Box::new(subject), Box::new(sealed_secret), Box::new(now)],
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -63,18 +59,21 @@ impl FactorRepository for PostgresStore {
         step: i64,
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
         let changed = self.execute(
             Area::Factors,
             "record a TOTP code's time step",
             "UPDATE totp_enrolments SET last_step = $2, \
              confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) ELSE confirmed_ms END \
              WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
-            [
-                Box::new(subject.to_owned()),
-                Box::new(step),
-                Box::new(confirm),
-                Box::new(now_ms()),
-            ],
+            move |now| {
+                [
+                    Box::new(subject),
+                    Box::new(step),
+                    Box::new(confirm),
+                    Box::new(now),
+                ]
+            },
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -84,7 +83,7 @@ impl FactorRepository for PostgresStore {
             Area::Factors,
             "remove a TOTP enrolment",
             "DELETE FROM totp_enrolments WHERE subject = $1",
-            [Box::new(subject.to_owned())],
+            fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -98,7 +97,7 @@ impl FactorRepository for PostgresStore {
             "read passkeys",
             "SELECT credential_id, subject, passkey, sign_count, created_ms, last_used_ms \
              FROM webauthn_credentials WHERE subject = $1 ORDER BY created_ms, credential_id",
-            [Box::new(subject.to_owned())],
+            fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move {
             rows.await?
@@ -130,19 +129,23 @@ impl FactorRepository for PostgresStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
+        let credential_id = credential_id.to_vec();
         let changed = self.execute(
             Area::Factors,
             "record a passkey",
             "INSERT INTO webauthn_credentials (credential_id, subject, passkey, sign_count, \
              created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
              ON CONFLICT (credential_id) DO NOTHING",
-            [
-                Box::new(credential_id.to_vec()),
-                Box::new(subject.to_owned()),
-                Box::new(passkey),
-                Box::new(i64::from(sign_count)),
-                Box::new(now_ms()),
-            ],
+            move |now| {
+                [
+                    Box::new(credential_id),
+                    Box::new(subject),
+                    Box::new(passkey),
+                    Box::new(i64::from(sign_count)),
+                    Box::new(now),
+                ]
+            },
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -154,19 +157,23 @@ impl FactorRepository for PostgresStore {
         passkey: String,
         sign_count: u32,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
+        let credential_id = credential_id.to_vec();
         let changed = self.execute(
             Area::Factors,
             "record a passkey's use",
             "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, last_used_ms = $5 \
              WHERE credential_id = $1 AND subject = $2 \
              AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
-            [
-                Box::new(credential_id.to_vec()),
-                Box::new(subject.to_owned()),
-                Box::new(passkey),
-                Box::new(i64::from(sign_count)),
-                Box::new(now_ms()),
-            ],
+            move |now| {
+                [
+                    Box::new(credential_id),
+                    Box::new(subject),
+                    Box::new(passkey),
+                    Box::new(i64::from(sign_count)),
+                    Box::new(now),
+                ]
+            },
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -180,10 +187,10 @@ impl FactorRepository for PostgresStore {
             Area::Factors,
             "remove a passkey",
             "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
-            [
+            fixed([
                 Box::new(credential_id.to_vec()),
                 Box::new(subject.to_owned()),
-            ],
+            ]),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -242,7 +249,7 @@ impl FactorRepository for PostgresStore {
             "give back a second-factor code attempt",
             "UPDATE code_attempts SET failures = failures - 1 \
              WHERE subject = ANY($1) AND failures > 0",
-            [Box::new(attempt_keys(names))],
+            fixed([Box::new(attempt_keys(names))]),
         );
         Box::pin(async move { given.await.map(|_| ()) })
     }
@@ -255,7 +262,7 @@ impl FactorRepository for PostgresStore {
             Area::Factors,
             "clear second-factor code attempts",
             "DELETE FROM code_attempts WHERE subject = ANY($1)",
-            [Box::new(attempt_keys(names))],
+            fixed([Box::new(attempt_keys(names))]),
         );
         Box::pin(async move { cleared.await.map(|_| ()) })
     }
@@ -265,7 +272,7 @@ impl FactorRepository for PostgresStore {
             Area::Factors,
             "remove wrong-code counts past their window",
             "DELETE FROM code_attempts WHERE since_ms <= $1",
-            [Box::new(window_start_ms)],
+            fixed([Box::new(window_start_ms)]),
         ))
     }
 }

@@ -277,7 +277,12 @@ fn borrowed(params: &[Param]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)>
 }
 
 /// Operations of one statement, each run as [`PostgresStore::with_client`] runs one, an
-/// operation about `area` whose errors say it failed to `operation`.
+/// operation about `area` whose errors say it failed to `operation`. Its parameters are made
+/// by `params` of the time now, read on the store's runtime once the operation holds its
+/// connection, not when it was asked for: it may wait for a connection (up to
+/// `connect_timeout`), and what it compares with the time (an expiry) or records of it (a last
+/// use) must be of the moment it takes effect. The `_locked` ones read it later still, once
+/// they hold the row's lock.
 impl PostgresStore {
     /// How many rows `sql` changed.
     async fn execute<const N: usize>(
@@ -285,11 +290,11 @@ impl PostgresStore {
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: [Param; N],
+        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
     ) -> Result<u64, StateError> {
         self.with_client(area, move |client, db| async move {
             client
-                .execute(sql, &borrowed(&params))
+                .execute(sql, &borrowed(&params(super::pins::now_ms())))
                 .await
                 .map_err(query_error(&db, operation))
         })
@@ -302,13 +307,59 @@ impl PostgresStore {
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: [Param; N],
+        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
     ) -> Result<Option<tokio_postgres::Row>, StateError> {
         self.with_client(area, move |client, db| async move {
             client
-                .query_opt(sql, &borrowed(&params))
+                .query_opt(sql, &borrowed(&params(super::pins::now_ms())))
                 .await
                 .map_err(query_error(&db, operation))
+        })
+        .await
+    }
+
+    /// How many rows `sql` changed, run as [`locked_at_now`] runs it.
+    async fn execute_locked<const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        lock: (&'static str, Param),
+        sql: &'static str,
+        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
+    ) -> Result<u64, StateError> {
+        self.with_client(area, move |mut client, db| async move {
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = locked_at_now(&tx, lock).await.map_err(err())?;
+            let changed = tx
+                .execute(sql, &borrowed(&params(now)))
+                .await
+                .map_err(err())?;
+            tx.commit().await.map_err(err())?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// The row `sql` answers, if any, run as [`locked_at_now`] runs it.
+    async fn query_opt_locked<const N: usize>(
+        &self,
+        area: Area,
+        operation: &'static str,
+        lock: (&'static str, Param),
+        sql: &'static str,
+        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
+    ) -> Result<Option<tokio_postgres::Row>, StateError> {
+        self.with_client(area, move |mut client, db| async move {
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = locked_at_now(&tx, lock).await.map_err(err())?;
+            let row = tx
+                .query_opt(sql, &borrowed(&params(now)))
+                .await
+                .map_err(err())?;
+            tx.commit().await.map_err(err())?;
+            Ok(row)
         })
         .await
     }
@@ -325,9 +376,9 @@ impl PostgresStore {
     ) -> Result<(), StateError> {
         self.with_client(area, move |mut client, db| async move {
             let err = || query_error(&db, operation);
-            let now = super::pins::now_ms();
             let tx = client.transaction().await.map_err(err())?;
             let statement = tx.prepare_cached(sql).await.map_err(err())?;
+            let now = super::pins::now_ms();
             for row in rows {
                 tx.execute(&statement, &borrowed(&params(row, now)))
                     .await
@@ -344,16 +395,37 @@ impl PostgresStore {
         area: Area,
         operation: &'static str,
         sql: &'static str,
-        params: [Param; N],
+        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
     ) -> Result<Vec<tokio_postgres::Row>, StateError> {
         self.with_client(area, move |client, db| async move {
             client
-                .query(sql, &borrowed(&params))
+                .query(sql, &borrowed(&params(super::pins::now_ms())))
                 .await
                 .map_err(query_error(&db, operation))
         })
         .await
     }
+}
+
+/// The parameters of a statement that do not depend on the time, as the helpers above take
+/// them.
+fn fixed<const N: usize>(params: [Param; N]) -> impl FnOnce(i64) -> [Param; N] + Send + 'static {
+    move |_| params
+}
+
+/// In transaction `tx`, takes the row lock `lock` names (a `SELECT … FOR UPDATE` of the row a
+/// statement then changes, and its one parameter) and reads the time once it is held: another
+/// replica's change of the row that held it meanwhile (a resume of the same session, a claim
+/// of its refresh) is waited for before the time is read, so what the statement compares with
+/// it (an expiry) or records of it (a last use) is of the moment it takes effect, as on SQLite
+/// (whose clock is read once the file's write lock is held).
+async fn locked_at_now(
+    tx: &deadpool_postgres::Transaction<'_>,
+    (lock, key): (&'static str, Param),
+) -> Result<i64, tokio_postgres::Error> {
+    tx.query(lock, &borrowed(std::slice::from_ref(&key)))
+        .await?;
+    Ok(super::pins::now_ms())
 }
 
 /// How long a cancellation, and the operation it cancels, may take to end.

@@ -2,34 +2,40 @@
 
 use futures_util::future::BoxFuture;
 
-use super::PostgresStore;
+use super::{PostgresStore, fixed};
 use crate::state::approvals::expiry;
 use crate::state::error::StateError;
 use crate::state::health::Area;
-use crate::state::pins::now_ms;
 use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secret_hash};
+
+/// Locks a session's row (by its id's hash) for a step that compares the time with its end or
+/// records it as its last use: one that waited for another replica's step on the session is
+/// judged when it is made (`locked_at_now`).
+const LOCK: &str = "SELECT 1 FROM console_sessions WHERE id_hash = $1 FOR UPDATE";
 
 impl SessionRepository for PostgresStore {
     fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
-        let now = now_ms();
         let json = |names: &[String]| serde_json::to_string(names).unwrap_or_else(|_| "[]".into());
+        let (groups, aliases) = (json(&session.groups), json(&session.aliases));
         let created = self.execute(
             Area::Sessions,
             "record a console session",
             "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
              csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, sealed_idp_token) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
-            [
-                Box::new(secret_hash(&session.id)),
-                Box::new(session.subject),
-                Box::new(session.display_name),
-                Box::new(json(&session.groups)),
-                Box::new(secret_hash(&session.csrf_token)),
-                Box::new(now),
-                Box::new(expiry(now, session.ttl)),
-                Box::new(json(&session.aliases)),
-                Box::new(session.sealed_idp_token),
-            ],
+            move |now| {
+                [
+                    Box::new(secret_hash(&session.id)),
+                    Box::new(session.subject),
+                    Box::new(session.display_name),
+                    Box::new(groups),
+                    Box::new(secret_hash(&session.csrf_token)),
+                    Box::new(now),
+                    Box::new(expiry(now, session.ttl)),
+                    Box::new(aliases),
+                    Box::new(session.sealed_idp_token),
+                ]
+            },
         );
         Box::pin(async move { created.await.map(|_| ()) })
     }
@@ -38,15 +44,17 @@ impl SessionRepository for PostgresStore {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
-        let row = self.query_opt(
+        let hash = secret_hash(id);
+        let row = self.query_opt_locked(
             Area::Sessions,
             "read a console session",
+            (LOCK, Box::new(hash.clone())),
             "UPDATE console_sessions SET last_seen_ms = $2 \
              WHERE id_hash = $1 AND expires_ms > $2 \
              RETURNING subject, display_name, groups_json, csrf_hash, created_ms, expires_ms, \
              last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
              idp_refreshing_until_ms",
-            [Box::new(secret_hash(id)), Box::new(now_ms())],
+            move |now| [Box::new(hash), Box::new(now)],
         );
         Box::pin(async move {
             let Some(row) = row.await? else {
@@ -81,18 +89,22 @@ impl SessionRepository for PostgresStore {
         version: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let changed = self.execute(
+        let hash = secret_hash(id);
+        let changed = self.execute_locked(
             Area::Sessions,
             "claim the refresh of a console session's tokens",
+            (LOCK, Box::new(hash.clone())),
             "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
              WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
              AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
-            [
-                Box::new(secret_hash(id)),
-                Box::new(version),
-                Box::new(until_ms),
-                Box::new(now_ms()),
-            ],
+            move |now| {
+                [
+                    Box::new(hash),
+                    Box::new(version),
+                    Box::new(until_ms),
+                    Box::new(now),
+                ]
+            },
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -104,20 +116,24 @@ impl SessionRepository for PostgresStore {
         sealed: Vec<u8>,
         expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let changed = self.execute(
+        let hash = secret_hash(id);
+        let changed = self.execute_locked(
             Area::Sessions,
             "store a console session's refreshed tokens",
+            (LOCK, Box::new(hash.clone())),
             "UPDATE console_sessions SET sealed_idp_token = $3, \
              idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
              expires_ms = COALESCE($5::BIGINT, expires_ms) \
              WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
-            [
-                Box::new(secret_hash(id)),
-                Box::new(version),
-                Box::new(sealed),
-                Box::new(now_ms()),
-                Box::new(expires_ms),
-            ],
+            move |now| {
+                [
+                    Box::new(hash),
+                    Box::new(version),
+                    Box::new(sealed),
+                    Box::new(now),
+                    Box::new(expires_ms),
+                ]
+            },
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -133,11 +149,11 @@ impl SessionRepository for PostgresStore {
             "lift the refresh claim of a console session",
             "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
              WHERE id_hash = $1 AND idp_token_version = $2 AND idp_refreshing_until_ms = $3",
-            [
+            fixed([
                 Box::new(secret_hash(id)),
                 Box::new(version),
                 Box::new(until_ms),
-            ],
+            ]),
         );
         Box::pin(async move { released.await.map(|_| ()) })
     }
@@ -147,7 +163,7 @@ impl SessionRepository for PostgresStore {
             Area::Sessions,
             "end a console session",
             "DELETE FROM console_sessions WHERE id_hash = $1",
-            [Box::new(secret_hash(id))],
+            fixed([Box::new(secret_hash(id))]),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
@@ -157,7 +173,7 @@ impl SessionRepository for PostgresStore {
             Area::Sessions,
             "remove expired console sessions",
             "DELETE FROM console_sessions WHERE expires_ms <= $1",
-            [Box::new(now_ms())],
+            |now| [Box::new(now)],
         ))
     }
 }

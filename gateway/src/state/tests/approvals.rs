@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Backend, psql};
+use super::Backend;
 use crate::state::approvals::{
     ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome,
     NewApproval, SecondFactor, Vote, VoteDecision, VoteOutcome,
@@ -32,6 +32,8 @@ on_both_backends!(
     concurrent_requests_of_one_agent_on_two_handles_stay_within_its_cap,
     a_vote_that_waited_for_the_lock_past_the_end_is_refused_and_decides_nothing,
     votes_racing_the_end_of_approvals_each_settle_them_one_way,
+    a_withdraw_that_waited_for_the_lock_past_the_end_finds_it_expired,
+    a_request_that_waited_for_the_agents_count_past_the_end_of_its_pending_one_is_opened,
 );
 
 fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
@@ -668,54 +670,13 @@ async fn a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_
 /// transaction) from another connection, as another replica's vote, use or expiry would, until
 /// `until_ms`; returns once the lock is held.
 async fn hold_lock(backend: &Backend, id: &str, until_ms: i64) -> tokio::task::JoinHandle<()> {
-    let held_for = move || Duration::from_millis(u64::try_from(until_ms - now_ms()).unwrap_or(0));
-    match backend {
-        Backend::Sqlite { path, .. } => {
-            let path = path.clone();
-            let (locked, is_locked) = tokio::sync::oneshot::channel();
-            let holding = tokio::task::spawn_blocking(move || {
-                let mut conn = rusqlite::Connection::open(path).unwrap();
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .unwrap();
-                locked.send(()).unwrap();
-                std::thread::sleep(held_for());
-                tx.commit().unwrap();
-            });
-            is_locked.await.unwrap();
-            holding
-        }
-        Backend::Postgres { url } => {
-            let seconds = held_for().as_secs_f64();
-            let sql = format!(
-                "BEGIN; SELECT id FROM approvals WHERE id = '{id}' FOR UPDATE; \
-                 SELECT pg_sleep({seconds}); COMMIT;"
-            );
-            let holding = {
-                let url = url.clone();
-                tokio::spawn(async move {
-                    psql(&url, &sql).await;
-                })
-            };
-            // Held once the other session holds its lock on the table (the row's follows at
-            // once).
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while psql(
-                url,
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE c.relname = 'approvals' AND l.mode = 'RowShareLock' \
-                 AND l.pid <> pg_backend_pid() \
-                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            )
-            .await
-                == "0"
-            {
-                assert!(Instant::now() < deadline, "the lock was never taken");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            holding
-        }
-    }
+    super::hold_lock(
+        backend,
+        &format!("SELECT id FROM approvals WHERE id = '{id}' FOR UPDATE"),
+        "l.relation = 'approvals'::regclass AND l.mode = 'RowShareLock'",
+        until_ms,
+    )
+    .await
 }
 
 /// A vote that asked before an approval's end but, waiting for another replica's lock, is
@@ -743,6 +704,71 @@ async fn a_vote_that_waited_for_the_lock_past_the_end_is_refused_and_decides_not
     assert_eq!(
         approvals.consume(&record.id, "sha256:late").await.unwrap(),
         ConsumeOutcome::NotApproved(ApprovalStatus::Expired)
+    );
+}
+
+/// A withdraw asked before an approval's end but made after it, having waited for another
+/// replica's lock, finds it ended: it changes nothing, the approval stays expired (never
+/// withdrawn after its end).
+async fn a_withdraw_that_waited_for_the_lock_past_the_end_finds_it_expired(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = ask(&approvals, request("gone", 1, Duration::from_secs(3))).await;
+    let holding = hold_lock(&backend, &record.id, record.expires_ms + 400).await;
+    assert!(
+        now_ms() < record.expires_ms,
+        "the lock was taken before the approval's end"
+    );
+    let after = approvals
+        .withdraw(&record.id, "the session ended")
+        .await
+        .unwrap()
+        .unwrap();
+    holding.await.unwrap();
+    assert_eq!(after.status, ApprovalStatus::Expired, "{after:?}");
+    assert_eq!(after.withdrawn, None);
+    let now = approvals.get(&record.id).await.unwrap().unwrap();
+    assert_eq!(now.status, ApprovalStatus::Expired);
+}
+
+/// An agent at its cap of pending requests whose pending one ends while its next request
+/// waits for the count of its requests (PostgreSQL: the principal's advisory lock, held here
+/// as another replica opening one of its requests holds it; SQLite: the store's write lock)
+/// gets the new one: what is pending is counted, and the new one's time starts, once the lock
+/// is held.
+async fn a_request_that_waited_for_the_agents_count_past_the_end_of_its_pending_one_is_opened(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let capped = |digest: &str, ttl| NewApproval {
+        pending_cap: Some(1),
+        ..request(digest, 1, ttl)
+    };
+    let (first, _) = ask(&approvals, capped("first", Duration::from_secs(3))).await;
+    // The class of the principal's lock is "wapp" in ASCII (postgres/approvals.rs).
+    let holding = super::hold_lock(
+        &backend,
+        &format!(
+            r#"SELECT pg_advisory_xact_lock({}, hashtext('Agent::"ci-bot"'))"#,
+            0x7761_7070
+        ),
+        "l.locktype = 'advisory'",
+        first.expires_ms + 400,
+    )
+    .await;
+    assert!(
+        now_ms() < first.expires_ms,
+        "the lock was taken before the first request's end"
+    );
+    let opened = approvals.create_or_find(capped("second", HOUR)).await;
+    holding.await.unwrap();
+    let (second, created) =
+        opened.expect("not refused for a pending request that ended while it waited");
+    assert!(created);
+    assert!(
+        second.created_ms >= first.expires_ms,
+        "its time starts once the lock is held: {} < {}",
+        second.created_ms,
+        first.expires_ms
     );
 }
 

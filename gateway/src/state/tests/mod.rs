@@ -275,6 +275,59 @@ fn database_name(test: &str) -> String {
     format!("warden_{short}_{digest}")
 }
 
+/// Holds a lock from another connection until `until_ms`, as another replica's transaction
+/// would, and returns once it is held: on SQLite the whole store (a write transaction); on
+/// PostgreSQL what `lock` (statements run in a transaction) takes, held once this database's
+/// `pg_locks` has a row `l` of another session matching `held`.
+pub(super) async fn hold_lock(
+    backend: &Backend,
+    lock: &str,
+    held: &str,
+    until_ms: i64,
+) -> tokio::task::JoinHandle<()> {
+    use std::time::{Duration, Instant};
+    let held_for =
+        move || Duration::from_millis(u64::try_from(until_ms - super::pins::now_ms()).unwrap_or(0));
+    match backend {
+        Backend::Sqlite { path, .. } => {
+            let path = path.clone();
+            let (locked, is_locked) = tokio::sync::oneshot::channel();
+            let holding = tokio::task::spawn_blocking(move || {
+                let mut conn = rusqlite::Connection::open(path).unwrap();
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(held_for());
+                tx.commit().unwrap();
+            });
+            is_locked.await.unwrap();
+            holding
+        }
+        Backend::Postgres { url } => {
+            let seconds = held_for().as_secs_f64();
+            let sql = format!("BEGIN; {lock}; SELECT pg_sleep({seconds}); COMMIT;");
+            let holding = {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    psql(&url, &sql).await;
+                })
+            };
+            let probe = format!(
+                "SELECT count(*) FROM pg_locks l WHERE ({held}) \
+                 AND l.pid <> pg_backend_pid() \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while psql(url, &probe).await == "0" {
+                assert!(Instant::now() < deadline, "the lock was never taken");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            holding
+        }
+    }
+}
+
 /// A SQLite and a PostgreSQL test of each `async fn name(backend: Backend)` named.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ on_both_backends!(
     expired_sessions_are_purged_and_logouts_delete,
     one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read,
     a_refresh_moves_the_end_of_the_session_only_when_told,
+    a_resume_that_waited_for_the_session_past_its_end_finds_it_ended,
 );
 
 fn session(id: &str, ttl: Duration) -> NewSession {
@@ -146,8 +147,10 @@ async fn one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read(back
 
 async fn a_refresh_moves_the_end_of_the_session_only_when_told(backend: Backend) {
     let sessions = backend.open().await.sessions();
+    // A second: the steps before its first end take a few round trips each, on a loaded
+    // machine too.
     sessions
-        .create(session("s", Duration::from_millis(300)))
+        .create(session("s", Duration::from_secs(1)))
         .await
         .unwrap();
     let read = sessions.resume("s").await.unwrap().unwrap();
@@ -171,7 +174,7 @@ async fn a_refresh_moves_the_end_of_the_session_only_when_told(backend: Backend)
     let moved = sessions.resume("s").await.unwrap().unwrap();
     assert_eq!(moved.expires_ms, later);
     assert_eq!(moved.created_ms, read.created_ms, "still the same sign-in");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
         sessions.resume("s").await.unwrap().is_some(),
         "alive past its first end"
@@ -189,4 +192,33 @@ async fn a_refresh_moves_the_end_of_the_session_only_when_told(backend: Backend)
             .unwrap()
     );
     assert_eq!(sessions.resume("gone").await.unwrap(), None);
+}
+
+/// A resume asked before a session's end but made after it, having waited for another
+/// replica's step on the session (PostgreSQL: its row's lock; SQLite: the store's write lock),
+/// finds it ended: the time it is judged by is read once the lock is held.
+async fn a_resume_that_waited_for_the_session_past_its_end_finds_it_ended(backend: Backend) {
+    let sessions = backend.open().await.sessions();
+    sessions
+        .create(session("late", Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let end = sessions.resume("late").await.unwrap().unwrap().expires_ms;
+    let holding = super::hold_lock(
+        &backend,
+        &format!(
+            "SELECT 1 FROM console_sessions WHERE id_hash = '{}' FOR UPDATE",
+            crate::state::sessions::secret_hash("late")
+        ),
+        "l.relation = 'console_sessions'::regclass AND l.mode = 'RowShareLock'",
+        end + 400,
+    )
+    .await;
+    assert!(
+        crate::state::pins::now_ms() < end,
+        "the lock was taken before the session's end"
+    );
+    let resumed = sessions.resume("late").await.unwrap();
+    holding.await.unwrap();
+    assert_eq!(resumed, None, "a session resumed after its end");
 }
