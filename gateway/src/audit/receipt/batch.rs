@@ -344,10 +344,11 @@ mod tests {
     async fn sign_queued_does_not_wait_for_a_request_holding_the_queue() {
         let (batch, keys) = signer();
         let pending = batch.queue(&Receipt::example(1));
-        let held = batch.inner.lock();
-        batch.sign_queued(); // does not wait for the lock
-        assert_eq!(held.jobs.len(), 1);
-        drop(held);
+        {
+            let held = batch.inner.lock();
+            batch.sign_queued(); // does not wait for the lock
+            assert_eq!(held.jobs.len(), 1);
+        }
         let verified = verify::verify(&pending.receipt().await.unwrap(), &keys).unwrap();
         assert_eq!(verified.claims, Receipt::example(1));
     }
