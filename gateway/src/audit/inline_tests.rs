@@ -296,7 +296,7 @@ async fn a_receipt_of_a_record_committed_inline_is_signed_and_verifies() {
     let pending = log.receipt(&Receipt::example(seq)).expect("a signed log");
     log.append(event("r2")).await.unwrap();
     // No writer round signs it: the response signs what is queued on its own thread.
-    let receipt = pending.receipt().expect("the receipt");
+    let receipt = pending.receipt().await.expect("the receipt");
     let verified = verify_receipt(&receipt, &super::signed_tests::keys()).unwrap();
     assert_eq!(verified.claims, Receipt::example(seq));
     log.close().await.unwrap();

@@ -403,7 +403,7 @@ async fn the_writer_signs_queued_receipts_after_a_commit() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let receipt = pending.receipt().expect("the receipt");
+    let receipt = pending.receipt().await.expect("the receipt");
     let verified = verify(&receipt, &keys()).unwrap();
     assert_eq!(verified.claims, Receipt::example(seq));
     log.close().await.unwrap();

@@ -21,7 +21,10 @@ pub mod multipart;
 mod text_files;
 
 use crate::protocol::estimate::is_text_type;
-use memchr::{memchr, memchr2, memmem};
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+use memchr::{memchr, memchr2};
 
 /// Which decoding made a piece of decoded text, as a finding's location names it.
 const JSON: &str = "a JSON string with escapes, decoded";
@@ -33,6 +36,12 @@ const TEXT_FILE: &str = "a base64 file of a text type, decoded";
 const DATA: &[u8] = b"data";
 /// What marks a `data:` URI's content as base64, within this many bytes of its opening.
 const BASE64_MARK: &[u8] = b";base64,";
+
+/// Searchers for fixed needles, built once (`memmem::find` builds one per call, on every
+/// request body).
+static FIND_BASE64_MARK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(BASE64_MARK));
+static FIND_DATA_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data\""));
+static FIND_ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
 const MEDIA_TYPE_MAX: usize = 100;
 
 /// The decoded text of a body, piece after piece (a newline between two), with where each
@@ -101,7 +110,7 @@ pub fn decoded(body: &[u8], boundary: Option<&[u8]>) -> Option<Decoded> {
     data_uris(body, &|at| (at, DATA_URI), &mut decoded);
     // A `data` or `file_data` key, or one written with escapes (`"d\u0061ta"`).
     if looks_like_json(body)
-        && (memmem::find(body, b"data\"").is_some() || memmem::find(body, b"\\u").is_some())
+        && (FIND_DATA_KEY.find(body).is_some() || FIND_ESCAPE.find(body).is_some())
     {
         for (at, text) in text_files::text_files(body) {
             decoded.push(at, TEXT_FILE, &text);
@@ -266,7 +275,7 @@ fn data_uris(text: &[u8], origin: &dyn Fn(usize) -> (usize, &'static str), out: 
             continue;
         }
         let head = text[colon + 1..text.len().min(colon + 1 + MEDIA_TYPE_MAX)].to_ascii_lowercase();
-        let Some(mark) = memmem::find(&head, BASE64_MARK) else {
+        let Some(mark) = FIND_BASE64_MARK.find(&head) else {
             continue;
         };
         let media_type = String::from_utf8_lossy(&head[..mark]);

@@ -29,9 +29,9 @@ pub mod tool_description;
 
 pub use config::InspectConfig;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use memchr::memmem;
+use memchr::memmem::Finder;
 
 use crate::action::{Finding, Findings};
 
@@ -42,6 +42,13 @@ const PEM_BEGIN: &[u8] = b"-----BEGIN ";
 const PRIVATE_KEY: &[u8] = b"PRIVATE KEY";
 /// Longest PEM label looked at after `-----BEGIN `.
 const LABEL_MAX: usize = 40;
+
+/// Searchers for the fixed needles of a PEM block, built once (`memmem::find` builds one per
+/// call, on every request body).
+static FIND_PEM_BEGIN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PEM_BEGIN));
+static FIND_PEM_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"-----END "));
+static FIND_DASHES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"-----"));
+static FIND_PRIVATE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PRIVATE_KEY));
 
 /// The detector of PEM private key blocks.
 const PRIVATE_KEY_DETECTOR: &str = "private_key";
@@ -406,9 +413,10 @@ fn private_keys(body: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut from = 0;
     while let Some(at) = private_key(&body[from..]).map(|at| from + at) {
         let window = &body[at..body.len().min(at + PEM_MAX)];
-        let end = memmem::find(window, b"-----END ")
+        let end = FIND_PEM_END
+            .find(window)
             .and_then(|end| {
-                let label_end = memmem::find(&window[end + 9..], b"-----")?;
+                let label_end = FIND_DASHES.find(&window[end + 9..])?;
                 Some(end + 9 + label_end + 5)
             })
             .unwrap_or(window.len());
@@ -420,11 +428,11 @@ fn private_keys(body: &[u8]) -> Vec<std::ops::Range<usize>> {
 
 /// Where the first PEM private key block starts in `body`, if there is one.
 fn private_key(body: &[u8]) -> Option<usize> {
-    memmem::find_iter(body, PEM_BEGIN).find(|&at| {
+    FIND_PEM_BEGIN.find_iter(body).find(|&at| {
         let label = &body[at + PEM_BEGIN.len()..];
         let label = &label[..label.len().min(LABEL_MAX)];
-        let end = memmem::find(label, b"-----").unwrap_or(label.len());
-        memmem::find(&label[..end], PRIVATE_KEY).is_some()
+        let end = FIND_DASHES.find(label).unwrap_or(label.len());
+        FIND_PRIVATE_KEY.find(&label[..end]).is_some()
     })
 }
 

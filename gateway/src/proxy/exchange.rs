@@ -855,7 +855,10 @@ impl Exchange {
     /// record: answers a refusal in the route's protocol shape, records what the request
     /// came to (a refusal's record; an observed response records its own outcome when its body
     /// ends), counts it, logs it, and stamps the response with the request and decision ids.
-    pub fn finish(mut self, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+    pub async fn finish(
+        mut self,
+        result: Result<Response<ProxyBody>, Refusal>,
+    ) -> Response<ProxyBody> {
         // Whatever the answer, it records its outcome (a refusal's below, a response's when its
         // body ends) or has none to record.
         self.owes_outcome = false;
@@ -867,7 +870,7 @@ impl Exchange {
         if let Some(spans) = self.spans(response.status(), None) {
             spans.end(Usage::default(), None);
         }
-        self.stamp(response.headers_mut());
+        self.stamp(response.headers_mut()).await;
         let route = self.route_label();
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
@@ -910,8 +913,8 @@ impl Exchange {
     }
 
     /// Stamps a response's `headers` with the request id, the decision id and the decision's
-    /// receipt.
-    pub fn stamp(&mut self, headers: &mut http::HeaderMap) {
+    /// receipt (awaited if another thread is signing its batch).
+    pub async fn stamp(&mut self, headers: &mut http::HeaderMap) {
         if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
             headers.insert(protocol::REQUEST_ID_HEADER, v);
         }
@@ -920,7 +923,11 @@ impl Exchange {
         {
             headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
         }
-        if let Some(receipt) = self.receipt.take().and_then(receipt::Pending::receipt)
+        let receipt = match self.receipt.take() {
+            Some(pending) => pending.receipt().await,
+            None => None,
+        };
+        if let Some(receipt) = receipt
             && let Ok(v) = HeaderValue::try_from(receipt)
         {
             headers.insert(protocol::RECEIPT_HEADER, v);

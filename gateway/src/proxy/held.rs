@@ -40,7 +40,7 @@ pub(super) struct InStream {
 
 /// The event stream `held` is answered with at once; the approval is settled, the rest of the
 /// path walked and its answer spliced in by a task of its own (in `span`).
-pub(super) fn answer(
+pub(super) async fn answer(
     mut ex: Exchange,
     snap: Arc<Snapshot>,
     upstream: Arc<UpstreamClient>,
@@ -63,7 +63,7 @@ pub(super) fn answer(
     if let Ok(id) = HeaderValue::try_from(approval.id()) {
         headers.insert(APPROVAL_HEADER, id);
     }
-    ex.stamp(headers);
+    ex.stamp(headers).await;
     let comment = Bytes::from(format!(": waiting for approval {}\n\n", approval.id()));
     tokio::spawn(
         async move {
@@ -77,7 +77,7 @@ pub(super) fn answer(
                 Ok(()) => go_on(&snap, &upstream, &mut ex, decided).await,
                 Err(refusal) => Err(refusal),
             };
-            splice(record(ex, result), dialect, &tx).await;
+            splice(record(ex, result).await, dialect, &tx).await;
         }
         .instrument(span),
     );

@@ -100,9 +100,9 @@ pub async fn handle(
         .instrument(span.clone())
         .await;
     match walked {
-        Ok(Walked::Answered(response)) => record(ex, Ok(response)),
-        Ok(Walked::InStream(held)) => held::answer(ex, snap, upstream, held, span),
-        Err(refusal) => record(ex, Err(refusal)),
+        Ok(Walked::Answered(response)) => record(ex, Ok(response)).await,
+        Ok(Walked::InStream(held)) => held::answer(ex, snap, upstream, held, span).await,
+        Err(refusal) => record(ex, Err(refusal)).await,
     }
 }
 
@@ -611,6 +611,6 @@ fn bodiless(status: http::StatusCode) -> bool {
 }
 
 /// Record: the exchange answers a refusal, records what the request came to and counts it.
-fn record(ex: Exchange, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
-    ex.finish(result)
+async fn record(ex: Exchange, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+    ex.finish(result).await
 }

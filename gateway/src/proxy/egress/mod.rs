@@ -157,7 +157,7 @@ async fn handle(
     ex.egress();
     let span = tracing::debug_span!("egress", request_id = %ex.request_id(), principal = tracing::field::Empty);
     let result = walk(&snap, &worker, &mut ex, req).instrument(span).await;
-    ex.finish(result)
+    ex.finish(result).await
 }
 
 /// The stages, in order.

@@ -425,7 +425,7 @@ impl Tunnel {
             }
             Err(refusal) => Err(refusal),
         };
-        ex.finish(result)
+        ex.finish(result).await
     }
 
     /// What the first bytes show, judged: a TLS server name must be the tunnel's host, and

@@ -150,12 +150,12 @@ impl ServerJudge {
         // Its approval is its own: withdrawn when it ends, used by no other request.
         ex.approved_alone();
         match judge(&snap, &mut ex, &mut action, &mut content).await {
-            Ok(None) => relay(ex, action),
+            Ok(None) => relay(ex, action).await,
             Ok(Some(approval)) => Verdict::Held(Box::new(move |withdrawal| {
                 Box::pin(async move {
                     let withdrawn = withdrawn(ex.cut(), withdrawal);
                     match approval.settle_unless_withdrawn(&mut ex, withdrawn).await {
-                        Ok(()) => relay(ex, action),
+                        Ok(()) => relay(ex, action).await,
                         Err(refusal) => refuse(ex, refusal, &id).await,
                     }
                 })
@@ -186,9 +186,9 @@ async fn withdrawn(mut cut: Option<Cut>, withdrawal: Withdrawal) -> String {
 
 /// A server's request let through (allowed, or approved): relayed to the agent, its outcome
 /// recorded with the agent's answer.
-fn relay(mut ex: Exchange, action: Action) -> Verdict {
+async fn relay(mut ex: Exchange, action: Action) -> Verdict {
     let outcome = ex.outcome(StatusCode::OK);
-    let _ = ex.finish(Ok(empty(StatusCode::OK)));
+    let _ = ex.finish(Ok(empty(StatusCode::OK))).await;
     Verdict::Relay(Some(Box::new(Relayed {
         outcome: Some(outcome),
         action,
@@ -207,7 +207,7 @@ async fn refuse(ex: Exchange, refusal: Refusal, id: &Value) -> Verdict {
     // Who denied it stays in the record: the server is a third party.
     let denied = matches!(&refusal, Refusal::Hold(Hold::ApprovalDenied { .. }));
     let code = refusal.code();
-    let response = ex.finish(Err(refusal));
+    let response = ex.finish(Err(refusal)).await;
     let mut error = error_to_server(response, id, rpc).await;
     if denied {
         error["error"]["message"] = Value::from("an approver denied this request");
