@@ -127,10 +127,15 @@ impl SegmentFile {
     /// segment size limit): the writer thread does it between its rounds, so that the
     /// appending threads' inline commits find the space reserved.
     pub fn reserve_ahead(&mut self) -> io::Result<()> {
-        if self.allocated >= self.limit || self.allocated - self.len >= RESERVE_BYTES / 2 {
+        if !self.reserve_due() {
             return Ok(());
         }
         self.reserve(self.allocated + 1)
+    }
+
+    /// Whether [`reserve_ahead`](Self::reserve_ahead) would write (disk I/O) now.
+    pub fn reserve_due(&self) -> bool {
+        self.allocated < self.limit && self.allocated - self.len < RESERVE_BYTES / 2
     }
 
     /// Makes sure the file holds zeros up to at least `end`, reserving ahead. The new space

@@ -449,6 +449,16 @@ impl Writer {
 
     /// Reserves segment space ahead of the writes, so that inline commits find it reserved
     /// (`writer/inline.rs`); a failure shows again in the next commit that needs the space.
+    /// Whether planning the next round would wait for the disk (space reserved ahead, or a
+    /// flush backlog to wait out): then a round's waiters are answered before it is planned.
+    fn disk_work_due(&self) -> bool {
+        self.segment.reserve_due()
+            || self
+                .unflushed
+                .as_ref()
+                .is_some_and(|u| u.bytes.len() >= MAX_UNFLUSHED_BYTES)
+    }
+
     fn reserve_ahead(&mut self) {
         if let Err(error) = self.segment.reserve_ahead() {
             tracing::warn!(segment = %self.segment.name, %error, "cannot reserve space in the audit segment ahead of the writes; the next commit tries again");
@@ -609,7 +619,8 @@ impl Writer {
             return Round::Closed((done, result));
         }
         let written = self.head.0;
-        self.tend_flushes();
+        // Flushes are tended when the round is planned (`plan`), after its waiters are
+        // answered if that means waiting for the disk (`disk_work_due`).
         if self.anchored != Some(self.durable.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
             self.post_anchor();
         }
@@ -1262,8 +1273,13 @@ pub fn run(locked: Arc<Locked>, rx: Receiver<Msg>) {
                 return;
             }
         };
-        let mut timers = Timers::default();
-        planned = Some((writer.plan(&mut timers), timers));
+        // Planned in the same hold unless that means disk I/O (a reservation, a flush backlog
+        // waited out): its waiters are not kept for it; the plan takes the lock again after
+        // they are answered (`wait_first`).
+        if !writer.disk_work_due() {
+            let mut timers = Timers::default();
+            planned = Some((writer.plan(&mut timers), timers));
+        }
         shared.busy.store(false, Ordering::SeqCst);
         drop(guard);
         // Off the lock: the head is published, and the records are in the log in one

@@ -870,7 +870,6 @@ impl Exchange {
         if let Some(spans) = self.spans(response.status(), None) {
             spans.end(Usage::default(), None);
         }
-        self.stamp(response.headers_mut()).await;
         let route = self.route_label();
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
@@ -909,6 +908,9 @@ impl Exchange {
                 "request"
             );
         }
+        // Last, after the request is counted and logged: the only await here (a receipt whose
+        // batch another thread signs), so a client gone meanwhile loses nothing of them.
+        self.stamp(response.headers_mut()).await;
         response
     }
 

@@ -119,6 +119,32 @@ impl<'de> Deserialize<'de> for HeaderSource {
                 Ok(HeaderSource::Value(v.to_owned()))
             }
 
+            // A header value may be a credential written bare (`x-api-key: 1234…` reads as a
+            // number): refused with what to do, never quoting it (serde's own message would).
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<HeaderSource, E> {
+                Err(unquoted("a boolean"))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<HeaderSource, E> {
+                Err(unquoted("a number"))
+            }
+
+            fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<HeaderSource, E> {
+                Err(unquoted("a number"))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<HeaderSource, E> {
+                Err(unquoted("a number"))
+            }
+
+            fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<HeaderSource, E> {
+                Err(unquoted("a number"))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<HeaderSource, E> {
+                Err(unquoted("a number"))
+            }
+
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
@@ -131,6 +157,16 @@ impl<'de> Deserialize<'de> for HeaderSource {
         }
         d.deserialize_any(Header)
     }
+}
+
+/// The refusal of a header value YAML read as `found` (not a string): what to do, and not the
+/// value, which may be a credential.
+fn unquoted<E: serde::de::Error>(found: &str) -> E {
+    E::custom(format_args!(
+        "a header value is a string or a secret source ({{ env: NAME }}, {{ file: PATH }} or \
+         {{ vault: {{ ... }} }}), found {found}: quote it (\"...\") to send it as written, or \
+         read it from a secret source (the value is not shown)"
+    ))
 }
 
 fn default_service_name() -> String {
@@ -320,6 +356,33 @@ mod tests {
             errors.contains("traces.headers.x-n: invalid type: sequence, expected a header value"),
             "{errors}"
         );
+    }
+
+    #[test]
+    fn a_header_value_yaml_reads_as_a_number_or_boolean_is_refused_without_quoting_it() {
+        for (value, found) in [
+            ("123456789012", "a number"),
+            ("-98765432", "a number"),
+            ("1234.5678", "a number"),
+            ("99999999999999999999999", "a number"),
+            ("true", "a boolean"),
+        ] {
+            let text = format!(
+                "traces:\n  endpoint: https://otlp.example.com/v1/traces\n  headers:\n    x-api-key: {value}\n"
+            );
+            let errors = crate::config::load::parse(&text, None)
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                errors.contains(&format!("traces.headers.x-api-key: a header value is a string or a secret source ({{ env: NAME }}, {{ file: PATH }} or {{ vault: {{ ... }} }}), found {found}: quote it")),
+                "{errors}"
+            );
+            let digits = value.trim_start_matches('-');
+            assert!(
+                !errors.contains(&digits[..digits.len().min(6)]),
+                "{value} quoted: {errors}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! response comes while the batch holding its leaf is being signed on another thread.
 //!
 //! The queue's lock is held only to push a leaf or take the queued batch out
-//! ([`std::mem::take`]): the signature (one Ed25519 signature and a tree of at most
+//! ([`std::mem::replace`]): the signature (one Ed25519 signature and a tree of at most
 //! [`BATCH_MAX`] leaves, tens of microseconds) and the receipts are made outside it, so a
 //! request queueing its leaf on the proxy worker never sleeps while another thread signs. A
 //! response whose leaf is still queued takes the queue out and signs it on its own thread; one
@@ -140,14 +140,18 @@ impl BatchSigner {
     /// responses find their receipts signed). It never waits for a request: the lock is
     /// held by one only to push or take, and if it is, the round is skipped.
     pub fn sign_queued(&self) {
-        let batch = match self.inner.queue.try_lock() {
-            Ok(mut queue) => queue.take(),
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
+        let mut queue = match self.inner.queue.try_lock() {
+            Ok(queue) => queue,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        if !batch.is_empty() {
-            self.inner.sign(batch);
+        // Most writer rounds find nothing queued: no batch is taken (nor a new one allocated).
+        if queue.jobs.is_empty() {
+            return;
         }
+        let batch = queue.take();
+        drop(queue);
+        self.inner.sign(batch);
     }
 }
 
