@@ -114,6 +114,14 @@ async fn a_replica_says_on_metrics_when_its_database_stops_answering_and_when_it
         + failures(&metrics, "query")
         + failures(&metrics, "timeout");
     assert!(failed >= 1.0, "{metrics}");
+    // The gauge can fall first for the listening connection's loss (an outage of its own);
+    // an operation's failure, and its log line, follow within a few refresh intervals.
+    for _ in 0..200 {
+        if warden.output().contains("the state store does not answer") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         warden.output().contains("the state store does not answer"),
         "{}",
