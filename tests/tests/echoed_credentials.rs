@@ -36,20 +36,25 @@ async fn streaming(events: Vec<String>) -> Stack {
     s
 }
 
-/// The status and text of the answer to a streamed chat completion asked through the stack's
-/// OpenAI route.
-async fn streamed_chat(s: &Stack) -> (u16, String) {
+/// The answer (its head; the body still to read) to a streamed chat completion asked through
+/// the stack's OpenAI route.
+async fn ask_streamed_chat(s: &Stack) -> reqwest::Response {
     let body = json!({"model": "gpt-4o-mini", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let response = s
-        .warden
+    s.warden
         .http()
         .post(s.warden.url("/openai/chat/completions"))
         .bearer_auth(&s.token)
         .json(&body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The status and text of the answer to a streamed chat completion asked through the stack's
+/// OpenAI route.
+async fn streamed_chat(s: &Stack) -> (u16, String) {
+    let response = ask_streamed_chat(s).await;
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -362,32 +367,20 @@ fn chat_content(stream: &str) -> String {
 async fn events_held_while_a_model_pauses_after_what_could_begin_the_credential_go_on_within_a_second()
  {
     use std::time::{Duration, Instant};
-    use warden_e2e::stack::Stack;
-    use warden_e2e::warden::OPENAI_KEY;
 
-    let s = Stack::start().await.unwrap();
     // The model pauses 3 s after each event, the first ending with what could begin the key
     // Warden injected: held, but not for the whole pause.
     let (a, b) = OPENAI_KEY.split_at(6);
-    s.fake.set_chunk_delay(Duration::from_secs(3));
-    s.fake.script_streams(Some(vec![
+    let s = streaming(vec![
         chat_chunk(Some(&format!("Your key is {a}")), None),
         chat_chunk(Some(&format!("{b}, keep it.")), None),
         chat_chunk(None, Some("stop")),
         "data: [DONE]\n\n".to_owned(),
-    ]));
-    let body = json!({"model": "gpt-4o-mini", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
+    ])
+    .await;
+    s.fake.set_chunk_delay(Duration::from_secs(3));
     let started = Instant::now();
-    let mut response = s
-        .warden
-        .http()
-        .post(s.warden.url("/openai/chat/completions"))
-        .bearer_auth(&s.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut response = ask_streamed_chat(&s).await;
     assert_eq!(response.status(), 200);
     let mut first = Vec::new();
     while !first.windows(2).any(|w| w == b"\n\n") {
