@@ -296,6 +296,12 @@ struct Unflushed {
 }
 
 impl Unflushed {
+    /// Whether the bytes not yet flushed reached [`MAX_UNFLUSHED_BYTES`]: the writer waits for
+    /// the flusher before writing more, and nothing is committed inline.
+    fn backlog(&self) -> bool {
+        self.bytes.len() >= MAX_UNFLUSHED_BYTES
+    }
+
     /// Notes how far the flusher made segment `segment` durable; returns the durable head if
     /// it moved, and the error of a failed flush.
     fn settle(&mut self, segment: u64, report: Report) -> (Option<(u64, Hash)>, Option<io::Error>) {
@@ -452,11 +458,7 @@ impl Writer {
     /// Whether planning the next round would wait for the disk (space reserved ahead, or a
     /// flush backlog to wait out): then a round's waiters are answered before it is planned.
     fn disk_work_due(&self) -> bool {
-        self.segment.reserve_due()
-            || self
-                .unflushed
-                .as_ref()
-                .is_some_and(|u| u.bytes.len() >= MAX_UNFLUSHED_BYTES)
+        self.segment.reserve_due() || self.unflushed.as_ref().is_some_and(Unflushed::backlog)
     }
 
     fn reserve_ahead(&mut self) {
@@ -708,7 +710,7 @@ impl Writer {
         let Some(unflushed) = &mut self.unflushed else {
             return;
         };
-        let backlog = unflushed.bytes.len() >= MAX_UNFLUSHED_BYTES;
+        let backlog = unflushed.backlog();
         let report = if backlog {
             // Appending threads hand their records over meanwhile (they would wait too).
             let busy = self.shared.busy.swap(true, Ordering::SeqCst);
@@ -725,7 +727,7 @@ impl Writer {
         let due = unflushed.due.is_some_and(|due| due <= Instant::now());
         if let Some(error) = failed {
             self.flush_failed(&error);
-        } else if self.outage.is_none() && (due || unflushed.bytes.len() >= MAX_UNFLUSHED_BYTES) {
+        } else if self.outage.is_none() && (due || unflushed.backlog()) {
             unflushed.flusher.post(FlushRequest {
                 file: self.segment.file(),
                 segment: self.segment.number,

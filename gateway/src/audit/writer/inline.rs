@@ -31,7 +31,7 @@ use std::sync::TryLockError;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Locked, MAX_UNFLUSHED_BYTES, Pending, Shared, Writer, reply};
+use super::{Locked, Pending, Shared, Writer, reply};
 use crate::audit::answer::Answer;
 use crate::audit::error::AuditError;
 use crate::audit::event::AuditEvent;
@@ -81,7 +81,7 @@ impl Writer {
         };
         self.outage.is_none()
             && !unflushed.failed
-            && unflushed.bytes.len() < MAX_UNFLUSHED_BYTES
+            && !unflushed.backlog()
             && self.segment.len < self.segment_bytes
             && !self.checkpoint_due()
             && self
