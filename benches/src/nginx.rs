@@ -1,4 +1,5 @@
-//! The nginx baseline: one worker, keep-alive to the upstream, no access log.
+//! The nginx baseline: one worker by default (`--nginx-workers`), keep-alive to the upstream,
+//! no access log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,13 +8,18 @@ use std::process::Command;
 use crate::HarnessError;
 use crate::process::Proc;
 
-/// The nginx configuration for a reverse-proxy hop from `listen` to `upstream`, with its
-/// state (pid, temp files, error log) under `prefix`.
-pub fn config(prefix: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+/// The nginx configuration for a reverse-proxy hop from `listen` to `upstream` with `workers`
+/// worker processes (0: `auto`, one per core), with its state (pid, temp files, error log)
+/// under `prefix`.
+pub fn config(prefix: &Path, listen: SocketAddr, upstream: SocketAddr, workers: usize) -> String {
     let p = prefix.display();
+    let workers = match workers {
+        0 => "auto".to_owned(),
+        n => n.to_string(),
+    };
     format!(
         r#"daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 events {{
@@ -45,15 +51,17 @@ http {{
     )
 }
 
-/// Writes the configuration into `dir` and starts nginx; returns once it accepts connections.
+/// Writes the configuration into `dir` and starts nginx with `workers` worker processes (0:
+/// one per core); returns once it accepts connections.
 pub fn start(
     nginx: &Path,
     dir: &Path,
     listen: SocketAddr,
     upstream: SocketAddr,
+    workers: usize,
 ) -> Result<Proc, HarnessError> {
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, config(dir, listen, upstream))
+    std::fs::write(&conf, config(dir, listen, upstream, workers))
         .map_err(HarnessError::io(format!("writing {}", conf.display())))?;
     let mut command = Command::new(nginx);
     command.arg("-p").arg(dir).arg("-c").arg(&conf);

@@ -102,6 +102,8 @@ pub struct Params {
     pub warden_access_log: bool,
     /// Warden's `runtime.worker_threads` (1 in the measured setup, as nginx's one worker).
     pub warden_workers: usize,
+    /// nginx's `worker_processes` (1 in the measured setup; 0: `auto`).
+    pub nginx_workers: usize,
     /// Requests per second offered to every target in the fixed-rate latency phase; `None`
     /// when it did not run.
     pub latency_rate: Option<f64>,
@@ -486,7 +488,7 @@ impl Report {
         let p = &self.params;
         let _ = writeln!(
             out,
-            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} round(s), {} cores ({}), load average {:.2} at start; nginx 1 worker, Warden {}",
+            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} round(s), {} cores ({}), load average {:.2} at start; nginx {}, Warden {}",
             p.connections,
             p.body_bytes,
             p.warmup_s,
@@ -495,6 +497,11 @@ impl Report {
             self.machine.cores,
             self.machine.cpu_model,
             self.machine.load_average,
+            match p.nginx_workers {
+                0 => "a worker per core".to_owned(),
+                1 => "1 worker".to_owned(),
+                n => format!("{n} workers"),
+            },
             match p.warden_workers {
                 0 => "a worker thread per core".to_owned(),
                 1 => "1 worker thread".to_owned(),

@@ -138,7 +138,7 @@ async fn run_reports_failure_when_every_request_fails() {
 fn nginx_config_keeps_one_worker_and_upstream_keepalive() {
     let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
     let up: SocketAddr = "127.0.0.1:18081".parse().unwrap();
-    let conf = nginx::config(std::path::Path::new("/tmp/x"), listen, up);
+    let conf = nginx::config(std::path::Path::new("/tmp/x"), listen, up, 1);
     for line in [
         "daemon off;",
         "worker_processes 1;",
@@ -151,6 +151,17 @@ fn nginx_config_keeps_one_worker_and_upstream_keepalive() {
     ] {
         assert!(conf.contains(line), "missing {line:?} in\n{conf}");
     }
+}
+
+#[test]
+fn nginx_workers_are_given_or_auto() {
+    let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
+    let up: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+    let dir = std::path::Path::new("/tmp/x");
+    let two = nginx::config(dir, listen, up, 2);
+    assert!(two.contains("worker_processes 2;"), "{two}");
+    let auto = nginx::config(dir, listen, up, 0);
+    assert!(auto.contains("worker_processes auto;"), "{auto}");
 }
 
 /// The setup of Warden target `name` in `dir`.
@@ -328,6 +339,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
             rounds,
             warden_access_log: false,
             warden_workers: 1,
+            nginx_workers: 1,
             latency_rate: None,
             baseline_bin: None,
         },

@@ -100,6 +100,10 @@ struct Args {
     /// process; 0 lets Warden take one thread per core.
     #[arg(long, default_value_t = 1)]
     warden_workers: usize,
+    /// nginx's `worker_processes`: 1 by default; 0 is `auto` (one per core). Give both this and
+    /// `--warden-workers` to compare the two at the same parallelism.
+    #[arg(long, default_value_t = 1)]
+    nginx_workers: usize,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -380,6 +384,7 @@ async fn measure(args: &Args) -> Result<Report> {
             rounds: args.rounds,
             warden_access_log: args.access_log,
             warden_workers: args.warden_workers,
+            nginx_workers: args.nginx_workers,
             latency_rate: None,
             baseline_bin: args.baseline_bin.as_ref().map(|b| b.display().to_string()),
         },
@@ -568,7 +573,10 @@ impl Bench<'_> {
                     &dir,
                     self.upstream,
                     versions,
-                    self.wardens,
+                    Proxies {
+                        wardens: self.wardens,
+                        nginx_workers: self.args.nginx_workers,
+                    },
                     profile,
                 )
                 .await;
@@ -582,18 +590,36 @@ impl Bench<'_> {
     }
 }
 
+/// How the proxies under test are set up: the run's Wardens and nginx's worker count.
+#[derive(Clone, Copy)]
+struct Proxies<'a> {
+    wardens: &'a [warden::WardenSetup],
+    nginx_workers: usize,
+}
+
 async fn run_target(
     target: Target,
     spec: &LoadSpec,
     dir: &Path,
     upstream: &mut Proc,
     versions: &mut Versions,
-    wardens: &[warden::WardenSetup],
+    proxies: Proxies<'_>,
     profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
+    let wardens = proxies.wardens;
     match target {
         Target::Direct => run_direct(spec, upstream).await,
-        Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
+        Target::Nginx => {
+            run_nginx(
+                spec,
+                dir,
+                upstream,
+                versions,
+                proxies.nginx_workers,
+                profile,
+            )
+            .await
+        }
         Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, None).await,
         Target::HyperAudit => {
             run_bare_proxy(spec, dir, upstream, profile, Some(BareAudit::Disk)).await
@@ -685,12 +711,13 @@ async fn run_nginx(
     dir: &Path,
     upstream: &mut Proc,
     versions: &mut Versions,
+    workers: usize,
     profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
     let binary = nginx::locate()?;
     versions.nginx = nginx::version(&binary);
     let listen = process::free_loopback_addr()?;
-    let mut proxy = nginx::start(&binary, dir, listen, base.addr)?;
+    let mut proxy = nginx::start(&binary, dir, listen, base.addr, workers)?;
     let spec = LoadSpec {
         target: "nginx".into(),
         addr: listen,
