@@ -434,11 +434,19 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
                 && got.body.contains("@egress(\"internal\")"),
             "{target}: {got:?}"
         );
-        let tunnel = curl(proxy, Some(&token), &["-p", &format!("http://{target}/")])
-            .await
-            .unwrap();
+        // A refused CONNECT's body is never shown (curl, Python, Go): its status line says why.
+        let tunnel = curl(
+            proxy,
+            Some(&token),
+            &["-v", "-p", &format!("http://{target}/")],
+        )
+        .await
+        .unwrap();
         assert!(
-            tunnel.stderr.contains("403"),
+            tunnel
+                .stderr
+                .contains("< HTTP/1.1 403 Forbidden: Warden denied this egress: ")
+                && tunnel.stderr.contains("127.0.0.1, a loopback address"),
             "CONNECT {target}: {tunnel:?}"
         );
     }

@@ -168,6 +168,46 @@ fn metric(text: &str, name: &str, sink: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A destination that stays down: the lag gauges the shipped alert reads grow with the
+/// outage, records written meanwhile counted, though the sink never acknowledged one.
+#[tokio::test]
+async fn the_lag_metrics_grow_while_the_siem_stays_down() {
+    let upstream = FakeLlm::start().await.unwrap();
+    // Nobody listens on this port: every delivery fails.
+    let port = free_port().unwrap();
+    let sink = quick(json!({"name": "down", "syslog": {"address": format!("127.0.0.1:{port}")}}));
+    let warden = WardenBuilder::new(&upstream)
+        .set("/siem", json!({"poll_interval": "20ms", "sinks": [sink]}))
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "lag-bot", 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first = warden.metrics().await.unwrap();
+    chats(&warden, "lag-bot", 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let then = warden.metrics().await.unwrap();
+    let get = |text: &str, name: &str| metric(text, name, "down").unwrap_or(0.0);
+    for name in [
+        "warden_siem_lag_seconds",
+        "warden_siem_oldest_undelivered_age_seconds",
+    ] {
+        assert!(
+            get(&first, name) >= 2.0,
+            "{name} 3 s into the outage:\n{first}"
+        );
+        assert!(
+            get(&then, name) >= get(&first, name) + 1.0,
+            "{name} grows:\n{first}\n{then}"
+        );
+    }
+    // Three more chats: three decisions and three outcomes more behind.
+    assert!(
+        get(&then, "warden_siem_lag_events") >= get(&first, "warden_siem_lag_events") + 6.0,
+        "records written during the outage count:\n{first}\n{then}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_record_reaches_splunk_through_kills_of_warden_and_of_the_collector() {
     let upstream = FakeLlm::start().await.unwrap();

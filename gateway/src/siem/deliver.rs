@@ -27,6 +27,17 @@ use super::sink::Sink;
 use super::spool::{Entry, Spool};
 use super::verdict::SendError;
 
+/// How often the lag gauges are set again while a batch waits to be retried: they grow with
+/// an outage (so the alerts on them fire) rather than keep what they were when it began.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// What the lag gauges are computed from while a batch is being delivered.
+#[derive(Clone, Copy)]
+struct Behind<'a> {
+    spool: &'a Spool,
+    cursor: &'a Cursor,
+}
+
 /// What the shipper is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Run {
@@ -125,7 +136,11 @@ impl Delivery {
                 }
                 continue;
             }
-            if !self.deliver(&batch, &mut backoff, &mut run).await {
+            let behind = Behind {
+                spool: &spool,
+                cursor: &cursor,
+            };
+            if !self.deliver(&batch, &mut backoff, &mut run, behind).await {
                 return;
             }
             let last = batch.last().map(Entry::cursor).unwrap_or_default();
@@ -136,6 +151,10 @@ impl Delivery {
             cursor = last;
             batch.clear();
             first_seen = None;
+            if backoff.failures > 0 {
+                tracing::info!(sink = %self.name, failed_attempts = backoff.failures,
+                    acknowledged_seq = cursor.seq, "SIEM delivery succeeds again");
+            }
             backoff.reset();
             self.lag(head, &cursor, None);
             self.metrics
@@ -182,6 +201,7 @@ impl Delivery {
         batch: &[Entry],
         backoff: &mut Backoff,
         run: &mut watch::Receiver<Run>,
+        behind: Behind<'_>,
     ) -> bool {
         let mut pending: Vec<&Entry> = batch.iter().collect();
         loop {
@@ -213,7 +233,10 @@ impl Delivery {
                     tracing::warn!(sink = %self.name, error = %why, events = sent,
                         first_seq = pending.first().map(|e| e.seq), attempt = backoff.failures,
                         retry_in = ?wait, "SIEM delivery failed; will try again");
-                    if self.wait_retry(run, wait).await {
+                    if self
+                        .wait_retry(run, wait, behind, pending.first().copied())
+                        .await
+                    {
                         return false;
                     }
                     continue;
@@ -225,7 +248,11 @@ impl Delivery {
                 if let Err(e) = super::dead_letter::write(&self.dir, &self.name, &letters) {
                     // Not written: the records stay undelivered and are tried again.
                     tracing::error!(sink = %self.name, error = %e, "cannot dead-letter rejected records; will try again");
-                    if self.wait_retry(run, backoff.next_wait()).await {
+                    let wait = backoff.next_wait();
+                    if self
+                        .wait_retry(run, wait, behind, pending.first().copied())
+                        .await
+                    {
                         return false;
                     }
                     continue;
@@ -255,7 +282,10 @@ impl Delivery {
             tracing::warn!(sink = %self.name, events = retry.len(), retry_in = ?wait,
                 "the SIEM could not take some records now; sending them again");
             pending = retry;
-            if self.wait_retry(run, wait).await {
+            if self
+                .wait_retry(run, wait, behind, pending.first().copied())
+                .await
+            {
                 return false;
             }
         }
@@ -271,15 +301,15 @@ impl Delivery {
             .set(behind as i64);
         let age = |time: Option<SystemTime>| {
             time.and_then(|t| SystemTime::now().duration_since(t).ok())
-                .map_or(0.0, |d| d.as_secs_f64())
+                .map(|d| d.as_secs_f64())
         };
         let (lag, oldest) = if behind == 0 {
             (0.0, 0.0)
         } else {
-            (
-                age(humantime::parse_rfc3339(&cursor.time).ok()),
-                oldest.map_or(0.0, |e| age(e.record.time())),
-            )
+            let oldest = oldest.and_then(|e| age(e.record.time()));
+            // Nothing acknowledged yet: the sink is behind since the oldest record.
+            let lag = age(humantime::parse_rfc3339(&cursor.time).ok()).or(oldest);
+            (lag.unwrap_or(0.0), oldest.unwrap_or(0.0))
         };
         self.metrics.lag_seconds.with_label_values(&label).set(lag);
         self.metrics
@@ -296,10 +326,34 @@ impl Delivery {
         }
     }
 
-    /// Waits before a retry; `true` when draining ran out of time (or the shipper is gone).
-    async fn wait_retry(&self, run: &mut watch::Receiver<Run>, wait: Duration) -> bool {
-        if self.wait(run, wait).await {
-            return true;
+    /// Waits before a retry, or less when told to drain or stop, setting the lag gauges every
+    /// [`LAG_REFRESH`] from the log's head and `oldest`, the oldest record not acknowledged;
+    /// `true` when draining ran out of time (or the shipper is gone).
+    async fn wait_retry(
+        &self,
+        run: &mut watch::Receiver<Run>,
+        wait: Duration,
+        behind: Behind<'_>,
+        oldest: Option<&Entry>,
+    ) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            if let Ok(head) = behind.spool.durable_head() {
+                self.lag(head, behind.cursor, oldest);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(LAG_REFRESH)) => {}
+                changed = run.changed() => {
+                    if changed.is_err() {
+                        return true;
+                    }
+                    break;
+                }
+            }
         }
         matches!(*run.borrow(), Run::Drain(deadline) if Instant::now() >= deadline)
     }
@@ -413,6 +467,59 @@ mod tests {
         task.await.unwrap();
         let text = String::from_utf8(reader.await.unwrap()).unwrap();
         assert_eq!(text.matches("<110>1 ").count(), 5, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_lag_grows_while_the_destination_stays_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of(dir.path(), 5).await;
+        // A port nobody listens on: every delivery fails.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let batch = BatchConfig {
+            max_events: 100,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(10),
+        };
+        let mut d = delivery(&log, dir.path(), addr, batch);
+        // One wait between tries (1.5 to 3 s) outlasts what is checked below.
+        d.retry = RetryConfig {
+            initial: Duration::from_secs(3),
+            max: Duration::from_secs(3),
+        };
+        let metrics = d.metrics.clone();
+        let (run, watch) = watch::channel(Run::Ship);
+        let task = tokio::spawn(d.run(watch));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.failed.with_label_values(&["t"]).get() == 0 {
+            assert!(Instant::now() < deadline, "no delivery was tried");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Records written while the destination is down count as behind, and the oldest
+        // one not acknowledged ages, before the next try.
+        for _ in 0..3 {
+            log.append(AuditEvent::now(EventKind::System))
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_millis(1400);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 8);
+        let oldest = metrics
+            .oldest_undelivered_seconds
+            .with_label_values(&["t"])
+            .get();
+        assert!(
+            oldest >= 1.0,
+            "the oldest undelivered record's age: {oldest}"
+        );
+        let lag = metrics.lag_seconds.with_label_values(&["t"]).get();
+        assert!(lag >= 1.0, "the lag in seconds: {lag}");
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -40,7 +40,7 @@ impl SiemMetrics {
             lag_seconds: GaugeVec::new(
                 opts(
                     "warden_siem_lag_seconds",
-                    "While behind: seconds since the last record the sink acknowledged was written",
+                    "While behind: seconds since the last record the sink acknowledged was written (none yet: since the oldest one it has not)",
                 ),
                 &["sink"],
             )

@@ -1,15 +1,22 @@
 //! How the egress proxy answers a refusal: plain text an agent's HTTP client shows as it is,
 //! with the status, the stable code (`x-warden-error`), for a missing or refused proxy
-//! credential `Proxy-Authenticate`, and for a limit `Retry-After`.
+//! credential `Proxy-Authenticate`, and for a limit `Retry-After`. Over HTTP/1.1 the status
+//! line's reason phrase carries the text too: clients that refuse a `CONNECT` show that line
+//! and never the body (Python's `Tunnel connection failed: 403 …`, Go's `proxyconnect`, curl's
+//! `-v`).
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use hyper::ext::ReasonPhrase;
 
 use crate::approval::Hold;
 use crate::protocol;
 use crate::proxy::refusal::{APPROVAL_HEADER, Refusal};
+
+/// The longest reason phrase written, in bytes: the text is cut there (the body has it whole).
+const MAX_REASON_BYTES: usize = 480;
 
 /// What the proxy asks for in a 407.
 const CHALLENGE: &str = "Basic realm=\"warden egress\", Bearer realm=\"warden egress\"";
@@ -29,8 +36,12 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
         Refusal::Quarantined(_) => refusal.to_string(),
         other => format!("Warden: {other}"),
     };
+    let reason = reason_phrase(status, &text);
     let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
     *response.status_mut() = status;
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -60,12 +71,44 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
     response
 }
 
+/// `<canonical reason>: <text>` as an HTTP/1.1 reason phrase: visible ASCII and spaces only
+/// (anything else becomes `?`), at most [`MAX_REASON_BYTES`].
+fn reason_phrase(status: StatusCode, text: &str) -> Option<ReasonPhrase> {
+    let mut phrase = format!("{}: ", status.canonical_reason().unwrap_or("Refused"));
+    for c in text.chars() {
+        if phrase.len() >= MAX_REASON_BYTES {
+            break;
+        }
+        phrase.push(if c == ' ' || c.is_ascii_graphic() {
+            c
+        } else {
+            '?'
+        });
+    }
+    ReasonPhrase::try_from(phrase.trim_end().as_bytes()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::fleet::limits::{LimitAnswer, LimitKind, Limited, Scope};
+
+    #[test]
+    fn the_reason_phrase_says_why_in_visible_ascii_within_its_bound() {
+        let phrase = reason_phrase(
+            StatusCode::FORBIDDEN,
+            "Warden denied this egress: b\u{fc}cher.test\r\nx: y resolves to 10.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(
+            phrase.as_bytes(),
+            b"Forbidden: Warden denied this egress: b?cher.test??x: y resolves to 10.0.0.1"
+        );
+        let long = reason_phrase(StatusCode::FORBIDDEN, &"a".repeat(2000)).unwrap();
+        assert_eq!(long.as_bytes().len(), MAX_REASON_BYTES);
+    }
 
     #[test]
     fn a_limited_egress_says_when_to_retry() {
