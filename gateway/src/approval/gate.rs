@@ -96,6 +96,16 @@ impl Opened {
     }
 }
 
+/// How long past an approval's time-to-live (by the monotonic clock, from when its wait began)
+/// a request that cannot be sent again still waits for the store to say the approval ended.
+/// Long enough for what NTP corrects by slewing a wall clock during one wait (a slewed-back
+/// clock delays the store's end by the offset corrected: milliseconds on a synchronised host,
+/// and ntpd steps anything past 128 ms) and for a vote taken just before the end to be
+/// recorded under the store's lock; short enough that a wall clock stepped back (an NTP step,
+/// a VM resumed) holds the request at most this much past its time-to-live, not as long as
+/// the step.
+const END_SLACK: Duration = Duration::from_secs(5);
+
 /// The approval gate.
 pub struct Gate {
     approvals: Arc<dyn ApprovalRepository>,
@@ -237,7 +247,7 @@ impl Gate {
         let record = match (record.status, self.mode) {
             (ApprovalStatus::Pending, ApprovalMode::Wait) => {
                 let deadline = tokio::time::Instant::now() + self.wait;
-                self.wait_for(record, Some(deadline)).await?
+                self.wait_for(record, deadline).await?
             }
             _ => record,
         };
@@ -247,6 +257,11 @@ impl Gate {
     /// The end of `opened` for a request that cannot be sent again (a server's request to the
     /// agent): waited for while pending, whatever the mode, until decided or expired (its
     /// time-to-live, not `wait_timeout`); approved, it is consumed; else why not.
+    ///
+    /// The store says when the approval ends, by its wall clock; a wall clock stepped back
+    /// while the request waits would hold it that much longer. So the wait is also bounded on
+    /// the monotonic clock, by what was left of the time-to-live when it began plus
+    /// [`END_SLACK`]: still pending by the store then, the request is refused as expired.
     pub async fn decided(&self, opened: Opened) -> Result<Approved, Hold> {
         let Opened {
             record,
@@ -254,23 +269,41 @@ impl Gate {
             needed,
         } = opened;
         let record = match record.status {
-            ApprovalStatus::Pending => self.wait_for(record, None).await?,
+            ApprovalStatus::Pending => {
+                let bound = tokio::time::Instant::now() + self.time_left(&record) + END_SLACK;
+                self.wait_for(record, bound).await?
+            }
             _ => record,
         };
         if record.status == ApprovalStatus::Pending {
-            // Gone from the store while it was waited for: fail closed, as its time is up.
+            // Gone from the store while it was waited for, or held pending by a store's clock
+            // stepped back past the bound: fail closed, as its time is up.
+            let behind = record.expires_ms - self.approvals.now_ms();
+            if behind > 0 {
+                tracing::warn!(approval_id = %record.id, store_clock_behind_ms = behind, slack_ms = END_SLACK.as_millis() as u64, "approval still pending by the store's clock past its time-to-live and the slack by the monotonic clock (the wall clock was stepped back?): the request that waits for it is refused as expired");
+            }
             self.waited(&record, WaitOutcome::Expired);
             return Err(Hold::ApprovalExpired { id: record.id });
         }
         self.settle(record, &digest, &needed).await
     }
 
-    /// Waits for `record` to be decided, up to `deadline` (`None`: until it expires); the
-    /// record as it then is.
+    /// What is left of `record`'s time-to-live by the store's clock, never more than all of it
+    /// (`expires_ms - created_ms`): a clock stepped back since it was opened does not lengthen
+    /// it.
+    fn time_left(&self, record: &ApprovalRecord) -> Duration {
+        let left = (record.expires_ms - self.approvals.now_ms())
+            .min(record.expires_ms - record.created_ms)
+            .max(0);
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
+
+    /// Waits for `record` to be decided, until it expires or `deadline` comes, whichever is
+    /// first; the record as it then is.
     async fn wait_for(
         &self,
         record: ApprovalRecord,
-        deadline: Option<tokio::time::Instant>,
+        deadline: tokio::time::Instant,
     ) -> Result<ApprovalRecord, Hold> {
         // Dropped before the wait ends, the agent left: a cancelled wait.
         let left = AgentLeaves {
@@ -286,12 +319,13 @@ impl Gate {
     /// The wait of [`Gate::wait_for`]. The approval's end is the store's to say: its timer is
     /// set by the store's clock, and a timer that strikes while the store still holds the
     /// approval pending (a timer runs on the monotonic clock, the store judges by the wall
-    /// clock, which NTP slews and steps) is set again for what is left, so the wait never ends
-    /// on an approval an approver can still decide, nor lasts past the store's end of it.
+    /// clock, which NTP slews and steps) is set again for what is left, so before `deadline`
+    /// the wait never ends on an approval an approver can still decide, nor lasts past the
+    /// store's end of it. At `deadline` it ends on the approval as the store then has it.
     async fn wait_until(
         &self,
         record: ApprovalRecord,
-        deadline: Option<tokio::time::Instant>,
+        deadline: tokio::time::Instant,
     ) -> Result<ApprovalRecord, Hold> {
         let mut record = record;
         loop {
@@ -309,26 +343,23 @@ impl Gate {
                 .max(1);
             let expiry = tokio::time::Instant::now()
                 + Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
-            match deadline {
-                Some(deadline) if deadline <= expiry => {
-                    if tokio::time::timeout_at(deadline, watch.changed())
+            if deadline <= expiry {
+                if tokio::time::timeout_at(deadline, watch.changed())
+                    .await
+                    .is_err()
+                {
+                    // The wait is over: the approval as it stands now.
+                    return Ok(self
+                        .approvals
+                        .get(&record.id)
                         .await
-                        .is_err()
-                    {
-                        // The wait is over: the approval as it stands now.
-                        return Ok(self
-                            .approvals
-                            .get(&record.id)
-                            .await
-                            .map_err(unavailable)?
-                            .unwrap_or(record));
-                    }
+                        .map_err(unavailable)?
+                        .unwrap_or(record));
                 }
+            } else {
                 // Woken by a change or by its end: read again (pending past the timer: the
                 // store's clock has not reached the end yet, and the timer is set anew).
-                _ => {
-                    let _ = tokio::time::timeout_at(expiry, watch.changed()).await;
-                }
+                let _ = tokio::time::timeout_at(expiry, watch.changed()).await;
             }
         }
     }
@@ -1036,6 +1067,56 @@ mod tests {
                 "{mode:?}: told it expired before the store's end"
             );
         }
+    }
+
+    /// A wall clock stepped back an hour (an NTP step, a VM resumed) as the wait begins or while
+    /// it runs holds the store's end an hour off; the request still ends, expired, within the
+    /// approval's time-to-live (200 ms) and [`END_SLACK`] by the monotonic clock, and not
+    /// before the slack has let the store's clock catch up. (Real time: both cases at once.)
+    #[tokio::test]
+    async fn a_wait_ends_within_the_ttl_and_slack_though_the_stores_clock_is_stepped_back() {
+        const HOUR_MS: i64 = 3_600_000;
+        let stepped_after = |step_after: Duration| async move {
+            let store = HeldClock::new();
+            let (gate, opened) = opened_on(&store, ApprovalMode::Pending).await;
+            let id = opened.id().to_owned();
+            let created_ms = store.record(&id).unwrap().created_ms;
+            let began = tokio::time::Instant::now();
+            let step = async {
+                tokio::time::sleep(step_after).await;
+                store.set(created_ms + step_after.as_millis() as i64 - HOUR_MS);
+            };
+            let (hold, ()) = tokio::time::timeout(END_SLACK * 6, async {
+                tokio::join!(gate.decided(opened), step)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!("step after {step_after:?}: still waiting for the store's end, an hour off")
+            });
+            let waited = began.elapsed();
+            assert!(
+                matches!(hold, Err(Hold::ApprovalExpired { .. })),
+                "step after {step_after:?}: told {hold:?}"
+            );
+            // (A second of margin for a loaded machine; the store's end is an hour away.)
+            assert!(
+                waited <= Duration::from_millis(200) + END_SLACK + Duration::from_secs(1),
+                "step after {step_after:?}: waited {waited:?}"
+            );
+            assert!(
+                waited >= END_SLACK,
+                "step after {step_after:?}: ended after {waited:?}, before the slack"
+            );
+            assert_eq!(
+                store.record(&id).unwrap().status,
+                ApprovalStatus::Pending,
+                "the store's own clock has not reached the end"
+            );
+        };
+        tokio::join!(
+            stepped_after(Duration::ZERO),
+            stepped_after(Duration::from_millis(100))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 
 use super::error::{ConfigError, ConfigErrors, saphyr_message};
-use super::locate::{Source, join_key};
+use super::locate::{RouteKeys, Source, join_key};
 use super::section::MISTAKES_MAX;
 use super::{Config, RouteConfig};
 
@@ -133,9 +133,9 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
 
     let mut config = Config::default();
     let mut errors = Vec::new();
-    // Where each route that parsed stands in the file: without the ones that did not, a route
-    // validated as `routes[j]` is the file's `routes[route_at[j]]`.
-    let mut route_at: Vec<usize> = Vec::new();
+    // Where each route that parsed stands in the file, to name it there in what validation
+    // finds.
+    let mut route_keys = RouteKeys::default();
     // Kept for the secret files every `{file: PATH}` source names, which sandboxed MCP
     // servers must not reach.
     let raw = serde_json::Value::Object(map.clone());
@@ -159,7 +159,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "connectors_dir" => {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
             }
-            "routes" => (config.routes, route_at) = routes(value, &error, &mut errors),
+            "routes" => (config.routes, route_keys) = routes(value, &error, &mut errors),
             "vault" => section(&key, value, &mut config.vault, &error, &mut errors),
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
@@ -183,11 +183,10 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             }
         }
     }
-    let in_file = |text: &str| file_route_indices(text, &route_at);
     errors.extend(
-        super::validate::validate(&config)
+        super::validate::validate_as_written(&config, &route_keys)
             .into_iter()
-            .map(|(key, message)| error(&in_file(&key), in_file(&message))),
+            .map(|(key, message)| error(&key, message)),
     );
     // A local server that must run sandboxed on a kernel that cannot confine it.
     errors.extend(
@@ -304,18 +303,18 @@ fn plain_expectation(message: &str) -> String {
 }
 
 /// Deserializes each route on its own, so every bad route is reported.
-/// The routes that parse, each with its index in the file (see [`file_route_indices`]).
+/// The routes that parse, and where each stands in the file.
 fn routes(
     value: serde_json::Value,
     error: &impl Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
-) -> (Vec<RouteConfig>, Vec<usize>) {
+) -> (Vec<RouteConfig>, RouteKeys) {
     let serde_json::Value::Array(items) = value else {
         errors.push(error(
             "routes",
             "must be a list of routes (- prefix: /openai ...)".into(),
         ));
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), RouteKeys::default());
     };
     let mut out = Vec::with_capacity(items.len());
     let mut at = Vec::with_capacity(items.len());
@@ -327,36 +326,7 @@ fn routes(
             at.push(i);
         }
     }
-    (out, at)
-}
-
-/// `text` (a key or a message of validation) with each `routes[j]`, an index among the routes
-/// that parsed, made the index of that route in the file, `at[j]`: a route that does not
-/// parse is left out of those validated, and the ones after it must still be named where they
-/// are. Unchanged when `at` has no entry for `j` (the embedded default routes).
-fn file_route_indices(text: &str, at: &[usize]) -> String {
-    const OPEN: &str = "routes[";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(OPEN) {
-        let (head, tail) = rest.split_at(i + OPEN.len());
-        out.push_str(head);
-        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
-        let moved = tail[..digits]
-            .parse::<usize>()
-            .ok()
-            .and_then(|j| at.get(j))
-            .filter(|_| tail[digits..].starts_with(']'));
-        match moved {
-            Some(k) => {
-                out.push_str(&k.to_string());
-                rest = &tail[digits..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
+    (out, RouteKeys::new(at))
 }
 
 #[cfg(test)]
@@ -385,10 +355,33 @@ mod tests {
             errors.contains("w.yaml:4: routes[2].prefix: \"/a\" is already used by routes[1]"),
             "{errors}"
         );
-        assert_eq!(
-            file_route_indices("routes[0] routes[x] routes[9]", &[1]),
-            "routes[1] routes[x] routes[9]"
-        );
+    }
+
+    /// Only the keys and route references Warden writes are moved to the file's indices: text
+    /// a user wrote that reads like a key (in a prefix, a connector name, an upstream URL) is
+    /// quoted as written.
+    #[test]
+    fn a_route_value_that_reads_like_a_route_key_is_quoted_as_written() {
+        let text = "\
+routes:
+  - { prefix: /o, connector: openai, credential: { enf: K } }
+  - { prefix: \"/a/routes[0]/\", connector: openai }
+  - { prefix: /b, connector: \"routes[1]\" }
+  - { prefix: /c, connector: anthropic, upstream: \"ftp://h/routes[0]\" }
+  - { prefix: \"/a/routes[0]/\", connector: openai, name: o2 }
+";
+        let errors = parse(text, Some(Path::new("w.yaml")))
+            .unwrap_err()
+            .to_string();
+        for said in [
+            "w.yaml:3: routes[1].prefix: \"/a/routes[0]/\" must start with / and not end with /",
+            "w.yaml:4: routes[2].connector: unknown connector \"routes[1]\";",
+            "w.yaml:5: routes[3].upstream: \"ftp://h/routes[0]\"",
+            // A reference Warden writes is the file's index, the quoted prefix is not touched.
+            "w.yaml:6: routes[4].prefix: \"/a/routes[0]/\" is already used by routes[1]",
+        ] {
+            assert!(errors.contains(said), "{said:?} not in\n{errors}");
+        }
     }
 
     #[test]

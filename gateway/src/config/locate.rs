@@ -120,6 +120,30 @@ impl LineIndex {
     }
 }
 
+/// Where each route of `Config::routes` stands in the file. A route that does not parse is
+/// left out of those validated, so the ones after it move up; every key and every reference
+/// to a route that validation writes goes through [`RouteKeys::key`] to name the route where
+/// it is written. Text the user wrote (a prefix, an upstream URL) is never rewritten.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteKeys {
+    /// `at[j]`: the file's index of route `j`; empty when every route parsed, or when the
+    /// routes are the embedded defaults.
+    at: Vec<usize>,
+}
+
+impl RouteKeys {
+    /// Route `j` of the ones that parsed is the file's `routes[at[j]]`.
+    pub fn new(at: Vec<usize>) -> RouteKeys {
+        RouteKeys { at }
+    }
+
+    /// `routes[k]`: the key of route `j` of `Config::routes`, as written in the file (`j`
+    /// itself when no route was left out).
+    pub fn key(&self, j: usize) -> String {
+        format!("routes[{}]", self.at.get(j).copied().unwrap_or(j))
+    }
+}
+
 /// `parent.key`, or `key` at the root.
 pub fn join_key(parent: &str, key: &str) -> String {
     if parent.is_empty() {
@@ -143,6 +167,14 @@ mod tests {
         assert_eq!(idx.line_of("routes[1]"), Some(6));
         // Unknown leaf falls back to the nearest known ancestor.
         assert_eq!(idx.line_of("routes[1].credential.env"), Some(6));
+    }
+
+    #[test]
+    fn a_route_key_names_the_route_where_it_stands_in_the_file() {
+        let moved = RouteKeys::new(vec![1, 3]);
+        assert_eq!(moved.key(0), "routes[1]");
+        assert_eq!(moved.key(1), "routes[3]");
+        assert_eq!(RouteKeys::default().key(2), "routes[2]");
     }
 
     #[test]

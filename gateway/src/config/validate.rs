@@ -3,6 +3,7 @@
 use crate::secrets::config::NO_VAULT_SECTION;
 use std::collections::HashMap;
 
+use super::locate::RouteKeys;
 use super::{Config, DenyStyle};
 use crate::config::url::secure_url;
 use crate::identity::config::CERTIFICATE_ISSUER;
@@ -14,8 +15,14 @@ pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
-/// Returns `(key, message)` for every mistake.
+/// Returns `(key, message)` for every mistake of a configuration whose routes all parsed.
 pub fn validate(config: &Config) -> Vec<(String, String)> {
+    validate_as_written(config, &RouteKeys::default())
+}
+
+/// Returns `(key, message)` for every mistake, naming each route (in keys and in references
+/// from one route to another) by `routes`, where it stands in the file.
+pub fn validate_as_written(config: &Config, routes: &RouteKeys) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let mut err = |key: &str, message: String| errors.push((key.to_string(), message));
     for (key, message) in config.mcp.validate() {
@@ -417,7 +424,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     let mut prefixes: HashMap<&str, usize> = HashMap::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, route) in config.routes.iter().enumerate() {
-        let key = format!("routes[{i}]");
+        let key = routes.key(i);
         let p = route.prefix.as_str();
         if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
             err(
@@ -428,7 +435,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if let Some(first) = prefixes.insert(p, i) {
             err(
                 &format!("{key}.prefix"),
-                format!("{p:?} is already used by routes[{first}]"),
+                format!("{p:?} is already used by {}", routes.key(first)),
             );
         }
         let name = route
@@ -439,9 +446,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             err(
                 &format!("{key}.name"),
                 format!(
-                    "route name {name:?} is already used by routes[{first}]; give this route a \
-                     name of its own (name: {name}-2): names tell routes apart in metrics, audit \
-                     records and context.route"
+                    "route name {name:?} is already used by {}; give this route a name of its \
+                     own (name: {name}-2): names tell routes apart in metrics, audit records and \
+                     context.route",
+                    routes.key(first)
                 ),
             );
         }
@@ -559,15 +567,16 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if let Some(first) = prefixes.get(prefix.as_str()) {
             err(
                 &format!("{key}.prefix"),
-                format!("{prefix:?} is already used by routes[{first}]"),
+                format!("{prefix:?} is already used by {}", routes.key(*first)),
             );
         }
         if let Some(first) = names.get(&endpoint.name) {
             err(
                 &format!("{key}.name"),
                 format!(
-                    "route name {:?} is already used by routes[{first}]",
-                    endpoint.name
+                    "route name {:?} is already used by {}",
+                    endpoint.name,
+                    routes.key(*first)
                 ),
             );
         }
