@@ -4,7 +4,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{PostgresStore, fixed, query_error};
+use super::{Execute, PostgresStore, Query, QueryOpt, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::factors::{
     CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
@@ -16,11 +16,13 @@ impl FactorRepository for PostgresStore {
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
-        let row = self.query_opt(
+        let row = self.run(
             Area::Factors,
             "read a TOTP enrolment",
-            "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
-             FROM totp_enrolments WHERE subject = $1",
+            QueryOpt(
+                "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
+                 FROM totp_enrolments WHERE subject = $1",
+            ),
             fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move {
@@ -40,14 +42,16 @@ impl FactorRepository for PostgresStore {
         sealed_secret: Vec<u8>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "record a TOTP enrolment",
-            "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, created_ms, \
-             confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
-             ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
-             last_step = NULL, created_ms = excluded.created_ms \
-             WHERE totp_enrolments.confirmed_ms IS NULL",
+            Execute(
+                "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, created_ms, \
+                 confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
+                 ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
+                 last_step = NULL, created_ms = excluded.created_ms \
+                 WHERE totp_enrolments.confirmed_ms IS NULL",
+            ),
             move |now| [Box::new(subject), Box::new(sealed_secret), Box::new(now)],
         );
         Box::pin(async move { Ok(changed.await? == 1) })
@@ -60,12 +64,14 @@ impl FactorRepository for PostgresStore {
         confirm: bool,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "record a TOTP code's time step",
-            "UPDATE totp_enrolments SET last_step = $2, \
-             confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) ELSE confirmed_ms END \
-             WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
+            Execute(
+                "UPDATE totp_enrolments SET last_step = $2, \
+                 confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) ELSE confirmed_ms END \
+                 WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
+            ),
             move |now| {
                 [
                     Box::new(subject),
@@ -79,10 +85,10 @@ impl FactorRepository for PostgresStore {
     }
 
     fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "remove a TOTP enrolment",
-            "DELETE FROM totp_enrolments WHERE subject = $1",
+            Execute("DELETE FROM totp_enrolments WHERE subject = $1"),
             fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
@@ -92,11 +98,13 @@ impl FactorRepository for PostgresStore {
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
-        let rows = self.query(
+        let rows = self.run(
             Area::Factors,
             "read passkeys",
-            "SELECT credential_id, subject, passkey, sign_count, created_ms, last_used_ms \
-             FROM webauthn_credentials WHERE subject = $1 ORDER BY created_ms, credential_id",
+            Query(
+                "SELECT credential_id, subject, passkey, sign_count, created_ms, last_used_ms \
+                 FROM webauthn_credentials WHERE subject = $1 ORDER BY created_ms, credential_id",
+            ),
             fixed([Box::new(subject.to_owned())]),
         );
         Box::pin(async move {
@@ -131,12 +139,14 @@ impl FactorRepository for PostgresStore {
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
         let credential_id = credential_id.to_vec();
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "record a passkey",
-            "INSERT INTO webauthn_credentials (credential_id, subject, passkey, sign_count, \
-             created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
-             ON CONFLICT (credential_id) DO NOTHING",
+            Execute(
+                "INSERT INTO webauthn_credentials (credential_id, subject, passkey, sign_count, \
+                 created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
+                 ON CONFLICT (credential_id) DO NOTHING",
+            ),
             move |now| {
                 [
                     Box::new(credential_id),
@@ -159,12 +169,14 @@ impl FactorRepository for PostgresStore {
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let subject = subject.to_owned();
         let credential_id = credential_id.to_vec();
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "record a passkey's use",
-            "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, last_used_ms = $5 \
-             WHERE credential_id = $1 AND subject = $2 \
-             AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+            Execute(
+                "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, last_used_ms = $5 \
+                 WHERE credential_id = $1 AND subject = $2 \
+                 AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+            ),
             move |now| {
                 [
                     Box::new(credential_id),
@@ -183,10 +195,10 @@ impl FactorRepository for PostgresStore {
         subject: &'a str,
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let changed = self.execute(
+        let changed = self.run(
             Area::Factors,
             "remove a passkey",
-            "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
+            Execute("DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2"),
             fixed([
                 Box::new(credential_id.to_vec()),
                 Box::new(subject.to_owned()),
@@ -244,11 +256,13 @@ impl FactorRepository for PostgresStore {
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let given = self.execute(
+        let given = self.run(
             Area::Factors,
             "give back a second-factor code attempt",
-            "UPDATE code_attempts SET failures = failures - 1 \
-             WHERE subject = ANY($1) AND failures > 0",
+            Execute(
+                "UPDATE code_attempts SET failures = failures - 1 \
+                 WHERE subject = ANY($1) AND failures > 0",
+            ),
             fixed([Box::new(attempt_keys(names))]),
         );
         Box::pin(async move { given.await.map(|_| ()) })
@@ -258,20 +272,20 @@ impl FactorRepository for PostgresStore {
         &'a self,
         names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let cleared = self.execute(
+        let cleared = self.run(
             Area::Factors,
             "clear second-factor code attempts",
-            "DELETE FROM code_attempts WHERE subject = ANY($1)",
+            Execute("DELETE FROM code_attempts WHERE subject = ANY($1)"),
             fixed([Box::new(attempt_keys(names))]),
         );
         Box::pin(async move { cleared.await.map(|_| ()) })
     }
 
     fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.execute(
+        Box::pin(self.run(
             Area::Factors,
             "remove wrong-code counts past their window",
-            "DELETE FROM code_attempts WHERE since_ms <= $1",
+            Execute("DELETE FROM code_attempts WHERE since_ms <= $1"),
             fixed([Box::new(window_start_ms)]),
         ))
     }

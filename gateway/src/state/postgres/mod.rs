@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, oneshot};
+use tokio_postgres::GenericClient;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::approvals::{CHANGES_CAPACITY, Change};
@@ -281,85 +283,46 @@ fn borrowed(params: &[Param]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)>
 /// by `params` of the time now, read on the store's runtime once the operation holds its
 /// connection, not when it was asked for: it may wait for a connection (up to
 /// `connect_timeout`), and what it compares with the time (an expiry) or records of it (a last
-/// use) must be of the moment it takes effect. The `_locked` ones read it later still, once
-/// they hold the row's lock.
+/// use) must be of the moment it takes effect. [`PostgresStore::run_locked`] reads it later
+/// still, once it holds the row's lock.
 impl PostgresStore {
-    /// How many rows `sql` changed.
-    async fn execute<const N: usize>(
+    /// What `statement` answers ([`Execute`], [`QueryOpt`], [`Query`]).
+    async fn run<S: Statement, const N: usize>(
         &self,
         area: Area,
         operation: &'static str,
-        sql: &'static str,
+        statement: S,
         params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
-    ) -> Result<u64, StateError> {
+    ) -> Result<S::Answer, StateError> {
         self.with_client(area, move |client, db| async move {
-            client
-                .execute(sql, &borrowed(&params(super::pins::now_ms())))
+            let client: &tokio_postgres::Client = &client;
+            statement
+                .run(client, &borrowed(&params(super::pins::now_ms())))
                 .await
                 .map_err(query_error(&db, operation))
         })
         .await
     }
 
-    /// The row `sql` answers, if any.
-    async fn query_opt<const N: usize>(
-        &self,
-        area: Area,
-        operation: &'static str,
-        sql: &'static str,
-        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
-    ) -> Result<Option<tokio_postgres::Row>, StateError> {
-        self.with_client(area, move |client, db| async move {
-            client
-                .query_opt(sql, &borrowed(&params(super::pins::now_ms())))
-                .await
-                .map_err(query_error(&db, operation))
-        })
-        .await
-    }
-
-    /// How many rows `sql` changed, run as [`locked_at_now`] runs it.
-    async fn execute_locked<const N: usize>(
+    /// What `statement` answers, run as [`locked_at_now`] runs it.
+    async fn run_locked<S: Statement, const N: usize>(
         &self,
         area: Area,
         operation: &'static str,
         lock: (&'static str, Param),
-        sql: &'static str,
+        statement: S,
         params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
-    ) -> Result<u64, StateError> {
+    ) -> Result<S::Answer, StateError> {
         self.with_client(area, move |mut client, db| async move {
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
             let now = locked_at_now(&tx, lock).await.map_err(err())?;
-            let changed = tx
-                .execute(sql, &borrowed(&params(now)))
+            let answer = statement
+                .run(&*tx, &borrowed(&params(now)))
                 .await
                 .map_err(err())?;
             tx.commit().await.map_err(err())?;
-            Ok(changed)
-        })
-        .await
-    }
-
-    /// The row `sql` answers, if any, run as [`locked_at_now`] runs it.
-    async fn query_opt_locked<const N: usize>(
-        &self,
-        area: Area,
-        operation: &'static str,
-        lock: (&'static str, Param),
-        sql: &'static str,
-        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
-    ) -> Result<Option<tokio_postgres::Row>, StateError> {
-        self.with_client(area, move |mut client, db| async move {
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let now = locked_at_now(&tx, lock).await.map_err(err())?;
-            let row = tx
-                .query_opt(sql, &borrowed(&params(now)))
-                .await
-                .map_err(err())?;
-            tx.commit().await.map_err(err())?;
-            Ok(row)
+            Ok(answer)
         })
         .await
     }
@@ -388,22 +351,64 @@ impl PostgresStore {
         })
         .await
     }
+}
 
-    /// The rows `sql` answers.
-    async fn query<const N: usize>(
-        &self,
-        area: Area,
-        operation: &'static str,
-        sql: &'static str,
-        params: impl FnOnce(i64) -> [Param; N] + Send + 'static,
-    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
-        self.with_client(area, move |client, db| async move {
-            client
-                .query(sql, &borrowed(&params(super::pins::now_ms())))
-                .await
-                .map_err(query_error(&db, operation))
-        })
-        .await
+/// A statement for [`PostgresStore::run`] and [`PostgresStore::run_locked`], and what is
+/// wanted of it: how many rows it changed ([`Execute`]), its row if any ([`QueryOpt`]), its
+/// rows ([`Query`]).
+trait Statement: Send + 'static {
+    type Answer: Send + 'static;
+
+    /// Runs it on `client` (a connection, or a transaction of one) with `params`.
+    fn run<'a>(
+        self,
+        client: &'a (impl GenericClient + Sync),
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Self::Answer, tokio_postgres::Error>>;
+}
+
+/// How many rows the statement changed.
+struct Execute(&'static str);
+
+/// The row the statement answers, if any.
+struct QueryOpt(&'static str);
+
+/// The rows the statement answers.
+struct Query(&'static str);
+
+impl Statement for Execute {
+    type Answer = u64;
+
+    fn run<'a>(
+        self,
+        client: &'a (impl GenericClient + Sync),
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<u64, tokio_postgres::Error>> {
+        client.execute(self.0, params)
+    }
+}
+
+impl Statement for QueryOpt {
+    type Answer = Option<tokio_postgres::Row>;
+
+    fn run<'a>(
+        self,
+        client: &'a (impl GenericClient + Sync),
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Self::Answer, tokio_postgres::Error>> {
+        client.query_opt(self.0, params)
+    }
+}
+
+impl Statement for Query {
+    type Answer = Vec<tokio_postgres::Row>;
+
+    fn run<'a>(
+        self,
+        client: &'a (impl GenericClient + Sync),
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> BoxFuture<'a, Result<Self::Answer, tokio_postgres::Error>> {
+        client.query(self.0, params)
     }
 }
 

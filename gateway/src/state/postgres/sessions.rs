@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{PostgresStore, fixed};
+use super::{Execute, PostgresStore, QueryOpt, fixed};
 use crate::state::approvals::expiry;
 use crate::state::error::StateError;
 use crate::state::health::Area;
@@ -17,12 +17,14 @@ impl SessionRepository for PostgresStore {
     fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
         let json = |names: &[String]| serde_json::to_string(names).unwrap_or_else(|_| "[]".into());
         let (groups, aliases) = (json(&session.groups), json(&session.aliases));
-        let created = self.execute(
+        let created = self.run(
             Area::Sessions,
             "record a console session",
-            "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
-             csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, sealed_idp_token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
+            Execute(
+                "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
+                 csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, sealed_idp_token) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
+            ),
             move |now| {
                 [
                     Box::new(secret_hash(&session.id)),
@@ -45,15 +47,17 @@ impl SessionRepository for PostgresStore {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
         let hash = secret_hash(id);
-        let row = self.query_opt_locked(
+        let row = self.run_locked(
             Area::Sessions,
             "read a console session",
             (LOCK, Box::new(hash.clone())),
-            "UPDATE console_sessions SET last_seen_ms = $2 \
-             WHERE id_hash = $1 AND expires_ms > $2 \
-             RETURNING subject, display_name, groups_json, csrf_hash, created_ms, expires_ms, \
-             last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
-             idp_refreshing_until_ms",
+            QueryOpt(
+                "UPDATE console_sessions SET last_seen_ms = $2 \
+                 WHERE id_hash = $1 AND expires_ms > $2 \
+                 RETURNING subject, display_name, groups_json, csrf_hash, created_ms, expires_ms, \
+                 last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
+                 idp_refreshing_until_ms",
+            ),
             move |now| [Box::new(hash), Box::new(now)],
         );
         Box::pin(async move {
@@ -90,13 +94,15 @@ impl SessionRepository for PostgresStore {
         until_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let hash = secret_hash(id);
-        let changed = self.execute_locked(
+        let changed = self.run_locked(
             Area::Sessions,
             "claim the refresh of a console session's tokens",
             (LOCK, Box::new(hash.clone())),
-            "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
-             WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
-             AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
+            Execute(
+                "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
+                 WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
+                 AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
+            ),
             move |now| {
                 [
                     Box::new(hash),
@@ -117,14 +123,16 @@ impl SessionRepository for PostgresStore {
         expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let hash = secret_hash(id);
-        let changed = self.execute_locked(
+        let changed = self.run_locked(
             Area::Sessions,
             "store a console session's refreshed tokens",
             (LOCK, Box::new(hash.clone())),
-            "UPDATE console_sessions SET sealed_idp_token = $3, \
-             idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
-             expires_ms = COALESCE($5::BIGINT, expires_ms) \
-             WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
+            Execute(
+                "UPDATE console_sessions SET sealed_idp_token = $3, \
+                 idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
+                 expires_ms = COALESCE($5::BIGINT, expires_ms) \
+                 WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
+            ),
             move |now| {
                 [
                     Box::new(hash),
@@ -144,11 +152,13 @@ impl SessionRepository for PostgresStore {
         version: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let released = self.execute(
+        let released = self.run(
             Area::Sessions,
             "lift the refresh claim of a console session",
-            "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
-             WHERE id_hash = $1 AND idp_token_version = $2 AND idp_refreshing_until_ms = $3",
+            Execute(
+                "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
+                 WHERE id_hash = $1 AND idp_token_version = $2 AND idp_refreshing_until_ms = $3",
+            ),
             fixed([
                 Box::new(secret_hash(id)),
                 Box::new(version),
@@ -159,20 +169,20 @@ impl SessionRepository for PostgresStore {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
-        let changed = self.execute(
+        let changed = self.run(
             Area::Sessions,
             "end a console session",
-            "DELETE FROM console_sessions WHERE id_hash = $1",
+            Execute("DELETE FROM console_sessions WHERE id_hash = $1"),
             fixed([Box::new(secret_hash(id))]),
         );
         Box::pin(async move { Ok(changed.await? == 1) })
     }
 
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(self.execute(
+        Box::pin(self.run(
             Area::Sessions,
             "remove expired console sessions",
-            "DELETE FROM console_sessions WHERE expires_ms <= $1",
+            Execute("DELETE FROM console_sessions WHERE expires_ms <= $1"),
             |now| [Box::new(now)],
         ))
     }
