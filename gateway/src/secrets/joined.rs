@@ -25,8 +25,8 @@
 //!
 //! Held events are bounded in bytes and in time: past [`MAX_HELD_EVENTS`] bytes of them, or
 //! once the oldest was held [`MAX_HELD_TIME`] (the stream's wrapper polls
-//! [`Joined::poll_release`], whose timer runs only while something is held), each channel's
-//! undecided text is moved out of them (they go on without it) to the front of the
+//! [`Joined::poll_release`], whose one timer is set only while something is held), each
+//! channel's undecided text is moved out of them (they go on without it) to the front of the
 //! channel's next delta, or into a delta of its own, shaped as the channel's deltas are, when
 //! the channel ends: the text the SDK joins is the upstream's, only its cuts between deltas
 //! move, and no byte of what could begin the secret goes out before it is decided.
@@ -237,10 +237,17 @@ pub struct Joined {
     failed: bool,
     /// How long an event may be held ([`MAX_HELD_TIME`]).
     hold_time: Duration,
-    /// Wakes the stream when the oldest event held has been held that long; only while
-    /// something is held.
+    /// Wakes the stream when the oldest event held has been held that long: made at the
+    /// first hold and kept for the stream's life, set again as each hold starts, parked
+    /// [`PARKED`] ahead (it wakes no one) when nothing is held.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer is set for what is held now (not parked, not elapsed).
+    armed: bool,
 }
+
+/// How far ahead the timer is parked while nothing is held: past any stream's life, so that
+/// it never fires (tokio extends a pending timer's deadline in place, without waking).
+const PARKED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Joined {
     /// Joins the deltas of an event stream of `kind` in `dialect` to redact `echo` (the
@@ -260,6 +267,7 @@ impl Joined {
             failed: false,
             hold_time: MAX_HELD_TIME,
             timer: None,
+            armed: false,
         }
     }
 
@@ -329,8 +337,8 @@ impl Joined {
     /// Ready, with what may go on, once the oldest event held has been held [`MAX_HELD_TIME`]:
     /// the held events are released as past [`MAX_HELD_EVENTS`] (each channel's undecided
     /// text moved out of them, to go with its next delta). Pending while none has been held
-    /// that long (the task is woken when one has) or nothing is held (no timer runs then:
-    /// the caller is woken by its upstream).
+    /// that long (the task is woken when one has) or nothing is held (the timer is parked
+    /// then, and wakes no one: the caller is woken by its upstream).
     pub fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
         let deadline = self
             .queue
@@ -339,12 +347,12 @@ impl Joined {
             .filter(|_| !self.failed)
             .map(|at| at + self.hold_time);
         let Some(deadline) = deadline else {
-            self.timer = None;
+            self.park();
             return Poll::Pending;
         };
         let timer = match &mut self.timer {
             Some(timer) => {
-                if timer.deadline() != deadline {
+                if !self.armed || timer.deadline() != deadline {
                     timer.as_mut().reset(deadline);
                 }
                 timer
@@ -353,12 +361,23 @@ impl Joined {
                 .timer
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
+        self.armed = true;
         ready!(timer.as_mut().poll(cx));
-        self.timer = None;
+        // Elapsed: out of tokio's timer wheel until it is set again.
+        self.armed = false;
         let mut out = Vec::new();
         self.move_out();
         self.settle(&mut out);
         Poll::Ready(Bytes::from(out))
+    }
+
+    /// Nothing is held: the timer, if set, is moved [`PARKED`] ahead, where it wakes no one
+    /// (kept to be set again as the next hold starts).
+    fn park(&mut self) {
+        if let Some(timer) = self.timer.as_mut().filter(|_| self.armed) {
+            timer.as_mut().reset(Instant::now() + PARKED);
+        }
+        self.armed = false;
     }
 
     /// The stream ended: the last event, if it had no blank line after it, and every event
