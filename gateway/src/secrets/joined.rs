@@ -20,8 +20,9 @@
 //! `response.completed`, an error): the SDKs join text sent after a choice's `finish_reason`,
 //! a block's `content_block_stop` or an output's `….done` too. A comment (a keep-alive) goes
 //! on at once, ahead of held events: it carries nothing an SDK reads, and its worth is in
-//! showing now that the stream is alive. A block of `retry:` or `id:` lines goes on in its
-//! place (the last event id names the events before it): at once when nothing is held.
+//! showing now that the stream is alive. A block of `retry:`, `id:` or `event:` lines goes on
+//! in its place (the last event id names the events before it): at once when nothing is held
+//! (the rule the proposed-call hold follows too: `protocol::proposed::goes_ahead_of_held`).
 //!
 //! Held events are bounded in bytes and in time: past [`MAX_HELD_EVENTS`] bytes of them, or
 //! once the oldest was held [`MAX_HELD_TIME`] (the stream's wrapper polls
@@ -53,7 +54,9 @@ use super::echo::{Echo, REDACTED};
 use crate::json_len::json_len;
 use crate::protocol::Dialect;
 use crate::protocol::Endpoint;
-use crate::protocol::proposed::{EventFramer, MAX_WHOLE_BODY, event_data, lines};
+use crate::protocol::proposed::{
+    EventFramer, MAX_WHOLE_BODY, event_data, goes_ahead_of_held, lines,
+};
 
 /// The error code a stream that cannot be read to be redacted ends with.
 pub const UNREADABLE_CODE: &str = "response_unreadable";
@@ -424,12 +427,12 @@ impl Joined {
             return self.fail(out);
         }
         let Some(data) = event_data(&raw) else {
-            if is_comment(&raw) {
+            if goes_ahead_of_held(&raw) {
                 // A keep-alive: it goes on now, ahead of what is held.
                 return out.extend_from_slice(&raw);
             }
-            // `retry:` or `id:`: nothing an SDK joins. It goes on at once when nothing is
-            // held, else in its place after the events held.
+            // `retry:`, `id:` or `event:`: nothing an SDK joins. It goes on at once when
+            // nothing is held, else in its place after the events held.
             self.hold(raw, None);
             return self.settle(out);
         };
@@ -763,14 +766,6 @@ impl Joined {
             self.channels.push((delta.key, Undecided::Held(held)));
         }
     }
-}
-
-/// Whether `raw`, a whole event with no data, is only comments (lines that begin with `:`).
-fn is_comment(raw: &[u8]) -> bool {
-    let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
-    lines(raw)
-        .filter(|line| !line.is_empty())
-        .all(|line| line.starts_with(b":"))
 }
 
 /// The `event:` lines of `raw` (each with a line end): what an event made from it carries.
