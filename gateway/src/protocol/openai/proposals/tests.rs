@@ -181,22 +181,8 @@ fn an_id_block_waiting_behind_held_calls_is_given_once_after_a_rewind() {
     // The checkpoint comes while the id block waits behind the held calls (a call met later
     // may wait for its approval, and the input since is read again).
     let whole = events.concat();
-    let (first, rest) = whole.as_bytes().split_at(events[..=at].concat().len());
-    let mut judge = allowing();
-    let mut rewriter = rewriter(true);
-    let mut out = rewriter.push(first, &mut judge).to_vec();
-    rewriter.checkpoint(0);
-    let mut once = rewriter.push(rest, &mut judge).to_vec();
-    once.extend_from_slice(&rewriter.finish(&mut judge));
-    rewriter.rewind(&mut judge);
-    let mut again = rewriter.push(rest, &mut judge).to_vec();
-    again.extend_from_slice(&rewriter.finish(&mut judge));
-    assert_eq!(
-        String::from_utf8_lossy(&again),
-        String::from_utf8_lossy(&once)
-    );
-    out.extend_from_slice(&again);
-    let out = String::from_utf8_lossy(&out);
+    let split = events[..=at].concat().len();
+    let out = through_a_rewind(true, &whole, split, &mut allowing());
     assert_eq!(out.matches("id: 7").count(), 1, "{out}");
 }
 
@@ -316,6 +302,33 @@ fn a_whole_response_loses_its_denied_calls_and_explains() {
     assert_eq!(out, body.as_bytes());
 }
 
+/// What the agent gets of `whole` (`event_stream`: streamed) when a checkpoint is kept at
+/// `split` and the rest is read, rewound to it and read again: the same both times (asserted),
+/// sent once.
+fn through_a_rewind(
+    event_stream: bool,
+    whole: &str,
+    split: usize,
+    judge: &mut DenyNamed,
+) -> String {
+    let (first, rest) = whole.as_bytes().split_at(split);
+    let mut rewriter = rewriter(event_stream);
+    let mut out = rewriter.push(first, judge).to_vec();
+    rewriter.checkpoint(0);
+    let mut once = rewriter.push(rest, judge).to_vec();
+    once.extend_from_slice(&rewriter.finish(judge));
+    rewriter.rewind(judge);
+    let mut again = rewriter.push(rest, judge).to_vec();
+    again.extend_from_slice(&rewriter.finish(judge));
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(&once),
+        "event stream: {event_stream}"
+    );
+    out.extend_from_slice(&again);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[test]
 fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
     for event_stream in [true, false] {
@@ -328,26 +341,11 @@ fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
                 "function":{"name":"exec","arguments":"{}"}}]}}]})
             .to_string()
         };
-        let (first, rest) = whole.as_bytes().split_at(whole.len() / 2);
         let mut judge = DenyNamed {
             denied: &["exec"],
             seen: Vec::new(),
         };
-        let mut rewriter = rewriter(event_stream);
-        let mut out = rewriter.push(first, &mut judge).to_vec();
-        rewriter.checkpoint(0);
-        let mut once = rewriter.push(rest, &mut judge).to_vec();
-        once.extend_from_slice(&rewriter.finish(&mut judge));
-        rewriter.rewind(&mut judge);
-        let mut again = rewriter.push(rest, &mut judge).to_vec();
-        again.extend_from_slice(&rewriter.finish(&mut judge));
-        assert_eq!(
-            String::from_utf8_lossy(&again),
-            String::from_utf8_lossy(&once),
-            "event stream: {event_stream}"
-        );
-        out.extend_from_slice(&again);
-        let out = String::from_utf8_lossy(&out);
+        let out = through_a_rewind(event_stream, &whole, whole.len() / 2, &mut judge);
         assert!(out.contains("refused exec"), "{out}");
     }
 }
