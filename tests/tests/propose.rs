@@ -860,6 +860,47 @@ fn sse(name: &str, data: &Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
+/// While a proposed call is held, the upstream sends an `id:` block and a keep-alive: the
+/// keep-alive reaches the agent at once, the `id:` block after the call it came behind (so a
+/// client reconnecting with `Last-Event-ID: 7` has received the call).
+#[tokio::test]
+async fn an_id_block_behind_a_held_call_reaches_the_agent_after_it_and_a_comment_at_once() {
+    let s = with_baseline().await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "go"}], "tools": tools(&proposals())});
+    let events = vec![
+        chat_chunk(&json!({"role": "assistant", "content": "Reading."}), None),
+        chat_chunk(
+            &json!({"tool_calls": [{"index": 0, "id": "call_read", "type": "function",
+                "function": {"name": "read", "arguments": ""}}]}),
+            None,
+        ),
+        "id: 7\n\n".to_owned(),
+        ": ping\n\n".to_owned(),
+        chat_chunk(
+            &json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": "{\"path\":\"README.md\"}"}}]}),
+            None,
+        ),
+        chat_chunk(&json!({}), Some("tool_calls")),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let got = scripted_stream(&s, "/openai/chat/completions", &body, &events).await;
+    let at = |needle: &str| {
+        got.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} in {got}"))
+    };
+    assert!(at("Reading.") < at(": ping\n\n"), "{got}");
+    assert!(at(": ping\n\n") < at("call_read"), "{got}");
+    let id = at("\nid: 7\n\n");
+    assert!(
+        id > at("README.md") && id > at("\"finish_reason\":\"tool_calls\""),
+        "{got}"
+    );
+    assert!(id < at("data: [DONE]"), "{got}");
+    assert_eq!(got.matches("id: 7").count(), 1, "{got}");
+}
+
 const RAW_COMMAND: &str = "rm -rf /srv/raw-marker";
 
 #[tokio::test]

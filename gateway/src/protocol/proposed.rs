@@ -186,6 +186,20 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
+/// Whether `event`, a whole event with no data, may go on ahead of events held before it:
+/// one of comment lines only (a keep-alive, `: OPENROUTER PROCESSING`), which no client
+/// reads and whose worth is in showing now that the stream is alive. An event with a field
+/// keeps its place: `id` sets the last event id, which names the events before it (a client
+/// reconnecting with `Last-Event-ID` would skip those still held); `retry` and `event`
+/// dispatch nothing by the event-stream rules, but decoders the SDKs use (httpx-sse,
+/// openai-python's) hand such a block over as an event of empty data, in its place.
+pub fn goes_ahead_of_held(event: &[u8]) -> bool {
+    let event = event.strip_prefix(BOM).unwrap_or(event);
+    lines(event)
+        .filter(|line| !line.is_empty())
+        .all(|line| line.starts_with(b":"))
+}
+
 /// What a dialect does with each whole event of a stream.
 pub trait EventRewriter: Send {
     /// One complete event (raw bytes, terminator included): what to send goes to `out`; an
@@ -283,11 +297,16 @@ impl Judged {
     }
 }
 
-/// A [`ProposalRewriter`] over an event stream: framed into whole events for `R`.
+/// A [`ProposalRewriter`] over an event stream: framed into whole events for `R`. An event
+/// with no data that does not [go ahead of held events](goes_ahead_of_held) (an `id:`,
+/// `retry:` or `event:` block) waits while `R` holds events, and goes on once it holds none,
+/// after what released them.
 pub struct Events<R> {
     framer: EventFramer,
     inner: R,
     judged: &'static Judged,
+    /// Events with no data that came while `R` held events, in order, raw.
+    waiting: Vec<u8>,
     /// An event could not be judged: the stream ended with an error, nothing more is sent.
     failed: Option<Unjudged>,
     /// What the checkpoints come back to.
@@ -304,6 +323,7 @@ pub struct Events<R> {
 struct Redo<R> {
     framer: EventFramer,
     inner: R,
+    waiting: Vec<u8>,
     failed: Option<Unjudged>,
     mark: usize,
     log: Vec<u8>,
@@ -320,6 +340,7 @@ impl<R: EventRewriter> Events<R> {
             framer: EventFramer::default(),
             inner,
             judged,
+            waiting: Vec::new(),
             failed: None,
             saved: None,
             copied: 0,
@@ -331,32 +352,48 @@ impl<R: EventRewriter> Events<R> {
         self.copied
     }
 
-    /// Gives `event` to the dialect; one that cannot be judged ends the stream, as does an
-    /// event larger than [`MAX_WHOLE_BODY`] or calls held past [`MAX_HELD`].
+    /// Gives `event` to the dialect, or keeps it waiting behind the events the dialect holds;
+    /// one that cannot be judged ends the stream, as does an event larger than
+    /// [`MAX_WHOLE_BODY`] or events held past [`MAX_HELD`].
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
         if self.failed.is_some() {
             return;
         }
-        let judged = match event.len() > MAX_WHOLE_BODY {
-            true => Err(Unjudged::StreamTooLarge),
-            false => self.inner.event(event, judge, out),
+        let judged = if event.len() > MAX_WHOLE_BODY {
+            Err(Unjudged::StreamTooLarge)
+        } else if self.keeps_place(&event) {
+            // Read as the dialect reads an event with no data: one that may mention a call
+            // cannot be judged.
+            self.judged
+                .event_json(&event)
+                .map(|_| self.waiting.extend_from_slice(&event))
+        } else {
+            self.inner.event(event, judge, out)
         };
-        let judged =
-            judged.and_then(
-                |()| match self.inner.held() > MAX_HELD || judge.exhausted() {
-                    true => Err(Unjudged::StreamTooLarge),
-                    false => Ok(()),
-                },
-            );
-        if let Err(why) = judged {
-            self.fail(why, out);
+        let judged = judged.and_then(|()| {
+            match self.inner.held() + self.waiting.len() > MAX_HELD || judge.exhausted() {
+                true => Err(Unjudged::StreamTooLarge),
+                false => Ok(()),
+            }
+        });
+        match judged {
+            Err(why) => self.fail(why, out),
+            Ok(()) if self.inner.held() == 0 => out.append(&mut self.waiting),
+            Ok(()) => {}
         }
+    }
+
+    /// Whether `event` waits behind the events the dialect holds: it has no data, it is no
+    /// keep-alive, and the dialect holds events (which came before it).
+    fn keeps_place(&self, event: &[u8]) -> bool {
+        self.inner.held() > 0 && event_data(event).is_none() && !goes_ahead_of_held(event)
     }
 
     /// Ends the stream with the dialect's error for `why`; nothing more is read or held.
     fn fail(&mut self, why: Unjudged, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.judged.error_event(why));
         self.failed = Some(why);
+        self.waiting = Vec::new();
         self.framer.rest();
     }
 }
@@ -407,19 +444,23 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
                     true => Err(Unjudged::StreamTooLarge),
                     false => Ok(()),
                 });
-            if let Err(why) = ended {
-                out.extend_from_slice(&self.judged.error_event(why));
-                self.failed = Some(why);
+            match ended {
+                Err(why) => {
+                    out.extend_from_slice(&self.judged.error_event(why));
+                    self.failed = Some(why);
+                    self.waiting = Vec::new();
+                }
+                Ok(()) => out.append(&mut self.waiting),
             }
         }
         Bytes::from(out)
     }
 
     fn checkpoint(&mut self, mark: usize) {
-        // The framer holds at most a partial event and the rewriter the parts of the calls it
-        // holds: both bounded (`MAX_WHOLE_BODY`, `MAX_HELD`), and copied only when the input
-        // logged since the last copy outgrew them.
-        let state = self.framer.held() + self.inner.held();
+        // The framer holds at most a partial event, the rewriter the parts of the calls it
+        // holds and the events waiting behind them: bounded (`MAX_WHOLE_BODY`, `MAX_HELD`),
+        // and copied only when the input logged since the last copy outgrew them.
+        let state = self.framer.held() + self.inner.held() + self.waiting.len();
         if let Some(redo) = self.saved.as_mut()
             && redo.log.len() <= state.max(REBASE_MIN)
         {
@@ -430,6 +471,7 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         self.saved = Some(Box::new(Redo {
             framer: self.framer.clone(),
             inner: self.inner.clone(),
+            waiting: self.waiting.clone(),
             failed: self.failed,
             mark,
             log: Vec::new(),
@@ -444,12 +486,13 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         let Redo {
             framer,
             inner,
+            waiting,
             failed,
             mark,
             log,
             at,
         } = *redo;
-        (self.framer, self.inner, self.failed) = (framer, inner, failed);
+        (self.framer, self.inner, self.waiting, self.failed) = (framer, inner, waiting, failed);
         // What came between the copy and the last checkpoint is read again, as it was then
         // (what it gave was sent then), the judge replaying its verdicts; the next
         // checkpoint copies the state again.

@@ -20,13 +20,14 @@
 //! `response.completed`, an error): the SDKs join text sent after a choice's `finish_reason`,
 //! a block's `content_block_stop` or an output's `….done` too. A comment (a keep-alive) goes
 //! on at once, ahead of held events: it carries nothing an SDK reads, and its worth is in
-//! showing now that the stream is alive. A block of `retry:` or `id:` lines goes on in its
-//! place (the last event id names the events before it): at once when nothing is held.
+//! showing now that the stream is alive. A block of `retry:`, `id:` or `event:` lines goes on
+//! in its place (the last event id names the events before it): at once when nothing is held
+//! (the rule the proposed-call hold follows too: `protocol::proposed::goes_ahead_of_held`).
 //!
 //! Held events are bounded in bytes and in time: past [`MAX_HELD_EVENTS`] bytes of them, or
 //! once the oldest was held [`MAX_HELD_TIME`] (the stream's wrapper polls
-//! [`Joined::poll_release`], whose timer runs only while something is held), each channel's
-//! undecided text is moved out of them (they go on without it) to the front of the
+//! [`Joined::poll_release`], whose one timer is set only while something is held), each
+//! channel's undecided text is moved out of them (they go on without it) to the front of the
 //! channel's next delta, or into a delta of its own, shaped as the channel's deltas are, when
 //! the channel ends: the text the SDK joins is the upstream's, only its cuts between deltas
 //! move, and no byte of what could begin the secret goes out before it is decided.
@@ -53,7 +54,9 @@ use super::echo::{Echo, REDACTED};
 use crate::json_len::json_len;
 use crate::protocol::Dialect;
 use crate::protocol::Endpoint;
-use crate::protocol::proposed::{EventFramer, MAX_WHOLE_BODY, event_data, lines};
+use crate::protocol::proposed::{
+    EventFramer, MAX_WHOLE_BODY, event_data, goes_ahead_of_held, lines,
+};
 
 /// The error code a stream that cannot be read to be redacted ends with.
 pub const UNREADABLE_CODE: &str = "response_unreadable";
@@ -237,10 +240,17 @@ pub struct Joined {
     failed: bool,
     /// How long an event may be held ([`MAX_HELD_TIME`]).
     hold_time: Duration,
-    /// Wakes the stream when the oldest event held has been held that long; only while
-    /// something is held.
+    /// Wakes the stream when the oldest event held has been held that long: made at the
+    /// first hold and kept for the stream's life, set again as each hold starts, parked
+    /// [`PARKED`] ahead (it wakes no one) when nothing is held.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer is set for what is held now (not parked, not elapsed).
+    armed: bool,
 }
+
+/// How far ahead the timer is parked while nothing is held: past any stream's life, so that
+/// it never fires (tokio extends a pending timer's deadline in place, without waking).
+const PARKED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Joined {
     /// Joins the deltas of an event stream of `kind` in `dialect` to redact `echo` (the
@@ -260,6 +270,7 @@ impl Joined {
             failed: false,
             hold_time: MAX_HELD_TIME,
             timer: None,
+            armed: false,
         }
     }
 
@@ -329,8 +340,8 @@ impl Joined {
     /// Ready, with what may go on, once the oldest event held has been held [`MAX_HELD_TIME`]:
     /// the held events are released as past [`MAX_HELD_EVENTS`] (each channel's undecided
     /// text moved out of them, to go with its next delta). Pending while none has been held
-    /// that long (the task is woken when one has) or nothing is held (no timer runs then:
-    /// the caller is woken by its upstream).
+    /// that long (the task is woken when one has) or nothing is held (the timer is parked
+    /// then, and wakes no one: the caller is woken by its upstream).
     pub fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
         let deadline = self
             .queue
@@ -339,12 +350,12 @@ impl Joined {
             .filter(|_| !self.failed)
             .map(|at| at + self.hold_time);
         let Some(deadline) = deadline else {
-            self.timer = None;
+            self.park();
             return Poll::Pending;
         };
         let timer = match &mut self.timer {
             Some(timer) => {
-                if timer.deadline() != deadline {
+                if !self.armed || timer.deadline() != deadline {
                     timer.as_mut().reset(deadline);
                 }
                 timer
@@ -353,12 +364,23 @@ impl Joined {
                 .timer
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
+        self.armed = true;
         ready!(timer.as_mut().poll(cx));
-        self.timer = None;
+        // Elapsed: out of tokio's timer wheel until it is set again.
+        self.armed = false;
         let mut out = Vec::new();
         self.move_out();
         self.settle(&mut out);
         Poll::Ready(Bytes::from(out))
+    }
+
+    /// Nothing is held: the timer, if set, is moved [`PARKED`] ahead, where it wakes no one
+    /// (kept to be set again as the next hold starts).
+    fn park(&mut self) {
+        if let Some(timer) = self.timer.as_mut().filter(|_| self.armed) {
+            timer.as_mut().reset(Instant::now() + PARKED);
+        }
+        self.armed = false;
     }
 
     /// The stream ended: the last event, if it had no blank line after it, and every event
@@ -405,12 +427,12 @@ impl Joined {
             return self.fail(out);
         }
         let Some(data) = event_data(&raw) else {
-            if is_comment(&raw) {
+            if goes_ahead_of_held(&raw) {
                 // A keep-alive: it goes on now, ahead of what is held.
                 return out.extend_from_slice(&raw);
             }
-            // `retry:` or `id:`: nothing an SDK joins. It goes on at once when nothing is
-            // held, else in its place after the events held.
+            // `retry:`, `id:` or `event:`: nothing an SDK joins. It goes on at once when
+            // nothing is held, else in its place after the events held.
             self.hold(raw, None);
             return self.settle(out);
         };
@@ -744,14 +766,6 @@ impl Joined {
             self.channels.push((delta.key, Undecided::Held(held)));
         }
     }
-}
-
-/// Whether `raw`, a whole event with no data, is only comments (lines that begin with `:`).
-fn is_comment(raw: &[u8]) -> bool {
-    let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
-    lines(raw)
-        .filter(|line| !line.is_empty())
-        .all(|line| line.starts_with(b":"))
 }
 
 /// The `event:` lines of `raw` (each with a line end): what an event made from it carries.

@@ -594,17 +594,17 @@ async fn held_events_past_their_time_bound_go_on_without_the_undecided_text_whil
     for (rest, expected, redacted) in endings {
         let mut j = joined(Kind::Chat).holding_at_most(BOUND);
         let mut stream = Vec::new();
-        // Nothing held: no timer runs.
+        // Nothing held: no timer is set.
         let hello = chat(0, "hello ", None);
         stream.extend_from_slice(&j.push(hello.as_bytes()));
-        assert!(released_now(&mut j).is_none() && j.timer.is_none());
-        // What could begin the secret, then the upstream is silent: held, and a timer runs.
+        assert!(released_now(&mut j).is_none() && !j.armed);
+        // What could begin the secret, then the upstream is silent: held, and the timer set.
         let near = chat(0, &format!("key {a}"), None);
         let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
         assert!(j.push(near.as_bytes()).is_empty());
         assert!(j.push(role.as_bytes()).is_empty());
         let held_at = Instant::now();
-        assert!(released_now(&mut j).is_none() && j.timer.is_some());
+        assert!(released_now(&mut j).is_none() && j.armed);
         // Past the bound the held events go on, without what could begin the secret.
         let released = released_within(&mut j, BOUND * 20).await;
         assert!(held_at.elapsed() >= BOUND - Duration::from_millis(20));
@@ -615,7 +615,7 @@ async fn held_events_past_their_time_bound_go_on_without_the_undecided_text_whil
             "{released}"
         );
         assert_eq!(j.held(), a.len());
-        assert!(released_now(&mut j).is_none() && j.timer.is_none());
+        assert!(released_now(&mut j).is_none() && !j.armed);
         stream.extend_from_slice(released.as_bytes());
         // The rest comes: the text the SDK joins is the upstream's, the secret redacted.
         let mut events = vec![];
@@ -633,6 +633,45 @@ async fn held_events_past_their_time_bound_go_on_without_the_undecided_text_whil
         assert!(!stream.contains(SECRET), "{stream}");
         assert_eq!((j.count(), j.spread()), (redacted, redacted));
     }
+}
+
+/// Counts the wake-ups of the task it stands for.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn one_timer_serves_every_hold_and_wakes_no_one_once_nothing_is_held() {
+    const BOUND: Duration = Duration::from_millis(100);
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(Arc::clone(&wakes));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut j = joined(Kind::Chat).holding_at_most(BOUND);
+    let mut timer = None;
+    // Two holds, each decided by the upstream before its bound: no secret.
+    for (near, rest) in [("key sk-", "ly day"), (" and sk-", "etch")] {
+        assert!(j.push(chat(0, near, None).as_bytes()).is_empty());
+        assert!(j.poll_release(&mut cx).is_pending() && j.armed);
+        let this = j.timer.as_deref().map(std::ptr::from_ref);
+        assert!(
+            this.is_some() && timer.is_none_or(|t| t == this),
+            "one timer"
+        );
+        timer = Some(this);
+        assert!(!j.push(chat(0, rest, None).as_bytes()).is_empty());
+        // Nothing held: the timer is kept, parked.
+        assert!(j.poll_release(&mut cx).is_pending());
+        assert!(!j.armed && j.timer.is_some());
+    }
+    // Past both holds' deadlines: the parked timer woke no one.
+    tokio::time::sleep(BOUND * 4).await;
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(j.poll_release(&mut cx).is_pending());
 }
 
 #[tokio::test]

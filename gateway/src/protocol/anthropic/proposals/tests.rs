@@ -121,6 +121,59 @@ fn a_refused_tool_use_is_dropped_later_blocks_renumbered_and_the_refusal_said() 
 }
 
 #[test]
+fn an_id_block_inside_a_held_tool_use_goes_after_it_and_a_comment_goes_at_once() {
+    let events: Vec<String> = stream()
+        .split_inclusive("\n\n")
+        .map(str::to_owned)
+        .collect();
+    // In `exec`'s block, after its first input delta: the last event id, a keep-alive.
+    let start = events
+        .iter()
+        .position(|e| e.contains("\"tu_1\""))
+        .unwrap_or_default();
+    let stop = events
+        .iter()
+        .position(|e| e.contains(r#"{"type":"content_block_stop","index":1}"#))
+        .unwrap_or_default();
+    let (id, ping) = ("id: 7\n\n", ": ping\n\n");
+    let mut sent = events[..=start + 1].to_vec();
+    sent.extend([id.to_owned(), ping.to_owned()]);
+    sent.extend_from_slice(&events[start + 2..]);
+    for denied in [&[][..], &["exec"][..]] {
+        let mut judge = DenyNamed(denied, Vec::new());
+        let mut rewriter = rewriter(true);
+        let mut out = Vec::new();
+        for piece in sent.concat().as_bytes().chunks(11) {
+            out.extend_from_slice(&rewriter.push(piece, &mut judge));
+        }
+        out.extend_from_slice(&rewriter.finish(&mut judge));
+        let out = String::from_utf8(out).unwrap_or_default();
+        assert_eq!(out.matches("id: 7").count(), 1, "{out}");
+        if denied.is_empty() {
+            // The keep-alive ahead of the held block, the id block after its stop.
+            let expected = [
+                &events[..start],
+                &[ping.to_owned()],
+                &events[start..=stop],
+                &[id.to_owned()],
+                &events[stop + 1..],
+            ]
+            .concat();
+            assert_eq!(out, expected.concat());
+        } else {
+            // The block is gone; the id block still follows where it was.
+            assert!(!out.contains("tu_1"), "{out}");
+            let (before, after) = out.split_once(id).unwrap_or_default();
+            assert!(before.contains(ping) && before.contains("On it."), "{out}");
+            assert!(
+                after.contains("\"tu_2\"") && after.contains("refused exec"),
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
 fn with_every_call_refused_the_turn_ends() {
     let mut judge = DenyNamed(&["exec", "read"], Vec::new());
     let (blocks, stop) = blocks(&run(&mut judge));

@@ -121,6 +121,71 @@ fn a_keep_alive_comment_among_held_call_deltas_goes_at_once_and_releases_nothing
     assert_eq!(finish.as_deref(), Some("tool_calls"));
 }
 
+#[test]
+fn an_id_block_among_held_call_deltas_keeps_its_place_after_them_and_a_comment_goes_at_once() {
+    let mut events = stream();
+    // While the second call's arguments are still coming: the last event id, a keep-alive.
+    let at = events.len() - 4;
+    events.insert(at, "id: 7\n\n".to_owned());
+    events.insert(at + 1, ": ping\n\n".to_owned());
+    let (finish, done) = (&events[events.len() - 2], &events[events.len() - 1]);
+    for denied in [&[][..], &["exec"][..]] {
+        let mut judge = DenyNamed {
+            denied,
+            seen: Vec::new(),
+        };
+        let (out, before_finish) = run(&events, &mut judge);
+        // The keep-alive went at once, ahead of the held calls; the id block waited.
+        assert_eq!(
+            before_finish,
+            [&events[0], ": ping\n\n"].concat(),
+            "{denied:?}"
+        );
+        // It follows every event of the held calls and the finish that released them: a
+        // client that reconnects with `Last-Event-ID: 7` has received all they carried.
+        assert_eq!(out.matches("id: 7").count(), 1, "{out}");
+        assert!(
+            out.ends_with(&format!("id: 7\n\n{done}")),
+            "{denied:?}: {out}"
+        );
+        if denied.is_empty() {
+            let calls = [&events[1..at], &events[at + 2..events.len() - 2]].concat();
+            let expected = [
+                events[0].as_str(),
+                ": ping\n\n",
+                &calls.concat(),
+                finish,
+                "id: 7\n\n",
+                done,
+            ];
+            assert_eq!(out, expected.concat());
+        } else {
+            assert!(
+                !out.contains("rm -rf") && out.contains("refused exec"),
+                "{out}"
+            );
+        }
+    }
+    // Nothing held: an id block goes on at once, in its place.
+    let mut rewriter = rewriter(true);
+    let text = [events[0].as_str(), "id: 6\n\n"].concat();
+    let out = rewriter.push(text.as_bytes(), &mut allowing());
+    assert_eq!(&out[..], text.as_bytes());
+}
+
+#[test]
+fn an_id_block_waiting_behind_held_calls_is_given_once_after_a_rewind() {
+    let mut events = stream();
+    let at = events.len() - 4;
+    events.insert(at, "id: 7\n\n".to_owned());
+    // The checkpoint comes while the id block waits behind the held calls (a call met later
+    // may wait for its approval, and the input since is read again).
+    let whole = events.concat();
+    let split = events[..=at].concat().len();
+    let out = through_a_rewind(true, &whole, split, &mut allowing());
+    assert_eq!(out.matches("id: 7").count(), 1, "{out}");
+}
+
 /// The calls an agent's SDK would assemble from the stream `out`, and the text, and the
 /// finish reason.
 fn assemble(out: &str) -> (Vec<(u64, String, String)>, String, Option<String>) {
@@ -237,6 +302,33 @@ fn a_whole_response_loses_its_denied_calls_and_explains() {
     assert_eq!(out, body.as_bytes());
 }
 
+/// What the agent gets of `whole` (`event_stream`: streamed) when a checkpoint is kept at
+/// `split` and the rest is read, rewound to it and read again: the same both times (asserted),
+/// sent once.
+fn through_a_rewind(
+    event_stream: bool,
+    whole: &str,
+    split: usize,
+    judge: &mut DenyNamed,
+) -> String {
+    let (first, rest) = whole.as_bytes().split_at(split);
+    let mut rewriter = rewriter(event_stream);
+    let mut out = rewriter.push(first, judge).to_vec();
+    rewriter.checkpoint(0);
+    let mut once = rewriter.push(rest, judge).to_vec();
+    once.extend_from_slice(&rewriter.finish(judge));
+    rewriter.rewind(judge);
+    let mut again = rewriter.push(rest, judge).to_vec();
+    again.extend_from_slice(&rewriter.finish(judge));
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(&once),
+        "event stream: {event_stream}"
+    );
+    out.extend_from_slice(&again);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[test]
 fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
     for event_stream in [true, false] {
@@ -249,26 +341,11 @@ fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
                 "function":{"name":"exec","arguments":"{}"}}]}}]})
             .to_string()
         };
-        let (first, rest) = whole.as_bytes().split_at(whole.len() / 2);
         let mut judge = DenyNamed {
             denied: &["exec"],
             seen: Vec::new(),
         };
-        let mut rewriter = rewriter(event_stream);
-        let mut out = rewriter.push(first, &mut judge).to_vec();
-        rewriter.checkpoint(0);
-        let mut once = rewriter.push(rest, &mut judge).to_vec();
-        once.extend_from_slice(&rewriter.finish(&mut judge));
-        rewriter.rewind(&mut judge);
-        let mut again = rewriter.push(rest, &mut judge).to_vec();
-        again.extend_from_slice(&rewriter.finish(&mut judge));
-        assert_eq!(
-            String::from_utf8_lossy(&again),
-            String::from_utf8_lossy(&once),
-            "event stream: {event_stream}"
-        );
-        out.extend_from_slice(&again);
-        let out = String::from_utf8_lossy(&out);
+        let out = through_a_rewind(event_stream, &whole, whole.len() / 2, &mut judge);
         assert!(out.contains("refused exec"), "{out}");
     }
 }
