@@ -98,12 +98,12 @@ impl Opened {
 
 /// How long past an approval's time-to-live (by the monotonic clock, from when its wait began)
 /// a request that cannot be sent again still waits for the store to say the approval ended.
-/// Long enough for what NTP corrects by slewing a wall clock during one wait (a slewed-back
-/// clock delays the store's end by the offset corrected: milliseconds on a synchronised host,
-/// and ntpd steps anything past 128 ms) and for a vote taken just before the end to be
-/// recorded under the store's lock; short enough that a wall clock stepped back (an NTP step,
-/// a VM resumed) holds the request at most this much past its time-to-live, not as long as
-/// the step.
+/// Long enough for a vote taken just before the end to be recorded under the store's lock and
+/// for the replicas' clocks to differ by what NTP keeps them within (milliseconds; an approval
+/// opened on a replica whose clock is ahead ends later by this replica's clock); short enough
+/// that a wall clock stepped back (an NTP step, a VM resumed) holds the request at most this
+/// much past its time-to-live, not as long as the step. (Slewing moves the monotonic clock
+/// with the wall clock, so it opens no gap between the two.)
 const END_SLACK: Duration = Duration::from_secs(5);
 
 /// The approval gate.
@@ -280,7 +280,7 @@ impl Gate {
             // stepped back past the bound: fail closed, as its time is up.
             let behind = record.expires_ms - self.approvals.now_ms();
             if behind > 0 {
-                tracing::warn!(approval_id = %record.id, store_clock_behind_ms = behind, slack_ms = END_SLACK.as_millis() as u64, "approval still pending by the store's clock past its time-to-live and the slack by the monotonic clock (the wall clock was stepped back?): the request that waits for it is refused as expired");
+                tracing::warn!(approval_id = %record.id, store_clock_behind_ms = behind, slack_ms = END_SLACK.as_millis() as u64, "approval still pending by the store's clock past its time-to-live and the slack by the monotonic clock (this replica's wall clock was stepped back, or the replica that opened it runs ahead: keep the replicas' clocks in sync): the request that waits for it is refused as expired");
             }
             self.waited(&record, WaitOutcome::Expired);
             return Err(Hold::ApprovalExpired { id: record.id });

@@ -126,8 +126,8 @@ impl LineIndex {
 /// it is written. Text the user wrote (a prefix, an upstream URL) is never rewritten.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteKeys {
-    /// `at[j]`: the file's index of route `j`; empty when every route parsed, or when the
-    /// routes are the embedded defaults.
+    /// `at[j]`: the file's index of route `j` (the identity when every route parsed); empty
+    /// for the embedded defaults, whose keys are their own indices.
     at: Vec<usize>,
 }
 

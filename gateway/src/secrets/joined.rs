@@ -246,6 +246,9 @@ pub struct Joined {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the timer is set for what is held now (not parked, not elapsed).
     armed: bool,
+    /// Timers made: one per stream at most.
+    #[cfg(test)]
+    timers_made: usize,
 }
 
 /// How far ahead the timer is parked while nothing is held: past any stream's life, so that
@@ -271,6 +274,8 @@ impl Joined {
             hold_time: MAX_HELD_TIME,
             timer: None,
             armed: false,
+            #[cfg(test)]
+            timers_made: 0,
         }
     }
 
@@ -360,9 +365,14 @@ impl Joined {
                 }
                 timer
             }
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => {
+                #[cfg(test)]
+                {
+                    self.timers_made += 1;
+                }
+                self.timer
+                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
+            }
         };
         self.armed = true;
         ready!(timer.as_mut().poll(cx));

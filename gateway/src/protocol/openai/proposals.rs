@@ -114,8 +114,10 @@ impl EventRewriter for Stream {
         }
         let Some(chunk) = CALLS.event_json(&event)? else {
             if proposed::event_data(&event).is_none() {
-                // A comment (a provider's keep-alive, `: OPENROUTER PROCESSING`) or a block of
-                // other fields: it goes now, and what is held waits for its calls' ends.
+                // A comment (a provider's keep-alive, `: OPENROUTER PROCESSING`), or a block of
+                // other fields while nothing is held: it goes now. While calls are held,
+                // `proposed::Events` keeps an `id:`/`retry:`/`event:` block back before it
+                // reaches here (`goes_ahead_of_held`), so only comments pass held calls.
                 out.extend_from_slice(&event);
                 return Ok(());
             }

@@ -72,19 +72,33 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
 }
 
 /// `<canonical reason>: <text>` as an HTTP/1.1 reason phrase: visible ASCII and spaces only
-/// (anything else becomes `?`), at most [`MAX_REASON_BYTES`].
+/// (anything else becomes `?`), at most [`MAX_REASON_BYTES`]; a longer text is cut in its
+/// middle, so its ending ` (decision <id>)`, which leads to the record, stays.
 fn reason_phrase(status: StatusCode, text: &str) -> Option<ReasonPhrase> {
-    let mut phrase = format!("{}: ", status.canonical_reason().unwrap_or("Refused"));
-    for c in text.chars() {
-        if phrase.len() >= MAX_REASON_BYTES {
-            break;
-        }
-        phrase.push(if c == ' ' || c.is_ascii_graphic() {
+    const CUT: &str = " ...";
+    let visible = |c: char| {
+        if c == ' ' || c.is_ascii_graphic() {
             c
         } else {
             '?'
-        });
+        }
+    };
+    let mut phrase = format!("{}: ", status.canonical_reason().unwrap_or("Refused"));
+    let (head, tail) = match text.rfind(" (decision ") {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    // Every char written is one byte, so counts of chars are lengths.
+    let tail_len = tail.chars().count();
+    if phrase.len() + head.chars().count() + tail_len <= MAX_REASON_BYTES {
+        phrase.extend(head.chars().map(visible));
+    } else {
+        let room = MAX_REASON_BYTES.saturating_sub(phrase.len() + CUT.len() + tail_len);
+        phrase.extend(head.chars().take(room).map(visible));
+        phrase.push_str(CUT);
     }
+    phrase.extend(tail.chars().map(visible));
+    phrase.truncate(MAX_REASON_BYTES);
     ReasonPhrase::try_from(phrase.trim_end().as_bytes()).ok()
 }
 
@@ -108,6 +122,19 @@ mod tests {
         );
         let long = reason_phrase(StatusCode::FORBIDDEN, &"a".repeat(2000)).unwrap();
         assert_eq!(long.as_bytes().len(), MAX_REASON_BYTES);
+        // A long reason loses its middle, never the decision id that leads to the record.
+        let text = format!(
+            "Warden denied this egress: no policy permits egress:connect on Host::\"{}\" (decision 01JEXAMPLE)",
+            "h".repeat(600)
+        );
+        let cut = reason_phrase(StatusCode::FORBIDDEN, &text).unwrap();
+        let cut = std::str::from_utf8(cut.as_bytes()).unwrap();
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(
+            cut.starts_with("Forbidden: Warden denied this egress"),
+            "{cut}"
+        );
+        assert!(cut.ends_with("hh ... (decision 01JEXAMPLE)"), "{cut}");
     }
 
     #[test]
