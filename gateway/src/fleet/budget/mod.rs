@@ -98,6 +98,8 @@ pub struct Ledger {
     resets: AtomicU64,
     /// What the LLM calls in flight on this replica reserved ([`reserve`]).
     reserved: Arc<reserve::Reserved>,
+    /// Which operators' resets of spend this gateway audited (`sync/resets.rs`).
+    reset_records: sync::Seen,
 }
 
 impl Ledger {
@@ -127,6 +129,7 @@ impl Ledger {
             fresh: freshness::Freshness::new(metrics),
             resets: AtomicU64::new(0),
             reserved: Arc::new(reserve::Reserved::new(metrics)),
+            reset_records: sync::Seen::new(SystemTime::now()),
         }
     }
 

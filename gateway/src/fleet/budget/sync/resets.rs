@@ -1,0 +1,107 @@
+//! Budget resets (`warden budgets reset`) in every gateway's audit log. The command wipes
+//! spend in the state store and records there, in the same transaction, who reset what, when
+//! and how many accounts; it cannot append to the gateways' audit logs. So each gateway, at
+//! each budget sync (the sync that applies the reset), reads the records numbered after the
+//! last it read and writes one `system` record (`event: budget_reset`) for each, detached like
+//! the quarantine events, and logs an INFO line: once per gateway and reset.
+//!
+//! At a gateway's first read (its start) the records made before it started are not audited:
+//! the gateways that ran then did (a reset made while no gateway ran is kept in the store, not
+//! in any audit log). From then on records are taken by number, not by time, so that a
+//! command whose clock is behind the gateway's is still audited. A read that fails takes
+//! nothing: the next sync reads the same records again.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::SystemTime;
+
+use super::super::Ledger;
+use super::super::freshness::ms;
+use crate::audit::AuditLog;
+use crate::audit::event::{AuditEvent, EventKind};
+use crate::state::StateError;
+use crate::state::fleet::{FleetRepository, SpendResetRecord};
+
+/// Which reset records this gateway audited.
+#[derive(Debug)]
+pub(in crate::fleet::budget) struct Seen {
+    /// The number of the last record read; `None` before the first read.
+    after: Mutex<Option<i64>>,
+    /// When this gateway started sharing spend, milliseconds since the Unix epoch: records
+    /// made before are not audited at the first read.
+    since_ms: AtomicI64,
+}
+
+impl Seen {
+    pub(in crate::fleet::budget) fn new(now: SystemTime) -> Seen {
+        Seen {
+            after: Mutex::new(None),
+            since_ms: AtomicI64::new(ms(now)),
+        }
+    }
+
+    /// This gateway starts sharing spend at `now`.
+    pub(super) fn started(&self, now: SystemTime) {
+        self.since_ms.store(ms(now), Ordering::Relaxed);
+    }
+
+    fn after(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.after.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ledger {
+    /// Audits in `audit` each budget reset `store` recorded since the last call (at the
+    /// first, those made since this gateway started), and logs it; how many were audited.
+    pub async fn audit_resets(
+        &self,
+        store: &dyn FleetRepository,
+        audit: &AuditLog,
+    ) -> Result<usize, StateError> {
+        let after = *self.reset_records.after();
+        let records = store.spend_resets(after.unwrap_or(0)).await?;
+        let since = match after {
+            None => self.reset_records.since_ms.load(Ordering::Relaxed),
+            Some(_) => i64::MIN,
+        };
+        let mut audited = 0;
+        for record in records.iter().filter(|r| r.at_ms >= since) {
+            let reset = &record.reset;
+            tracing::info!(
+                reset = record.id,
+                scope = reset.scope.as_deref().unwrap_or("all"),
+                name = reset.name.as_deref().unwrap_or("*"),
+                by = %reset.by,
+                accounts = record.accounts,
+                "budget spend reset by an operator: the budgets of what it reset start again \
+                 from nothing"
+            );
+            audit.append_detached(event(record));
+            audited += 1;
+        }
+        let last = records.last().map(|r| r.id).or(after).unwrap_or(0);
+        *self.reset_records.after() = Some(last);
+        Ok(audited)
+    }
+}
+
+/// The system record of `record`.
+fn event(record: &SpendResetRecord) -> AuditEvent {
+    let reset = &record.reset;
+    let mut event = AuditEvent::now(EventKind::System);
+    if let (Some("agent"), Some(name)) = (reset.scope.as_deref(), reset.name.as_deref()) {
+        event.principal.kind = "agent".into();
+        event.principal.id = std::sync::Arc::from(name);
+    }
+    event.detail = Some(serde_json::json!({
+        "event": "budget_reset",
+        "reset": record.id,
+        "scope": reset.scope,
+        "name": reset.name,
+        "all": reset.scope.is_none(),
+        "accounts": record.accounts,
+        "by": reset.by.to_json(),
+        "at_ms": record.at_ms,
+    }));
+    event
+}
