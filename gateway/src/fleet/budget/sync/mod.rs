@@ -28,7 +28,6 @@ use crate::fleet::tick;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SpendRow};
 
-pub(super) use resets::Seen;
 pub use stale::BudgetUnknown;
 
 /// Accounts read from the store kept at most (those this replica charged are always kept).

@@ -11,44 +11,11 @@
 //! command whose clock is behind the gateway's is still audited. A read that fails takes
 //! nothing: the next sync reads the same records again.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::SystemTime;
-
-use super::super::Ledger;
-use super::super::freshness::ms;
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
+use crate::fleet::budget::Ledger;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SpendResetRecord};
-
-/// Which reset records this gateway audited.
-#[derive(Debug)]
-pub(in crate::fleet::budget) struct Seen {
-    /// The number of the last record read; `None` before the first read.
-    after: Mutex<Option<i64>>,
-    /// When this gateway started sharing spend, milliseconds since the Unix epoch: records
-    /// made before are not audited at the first read.
-    since_ms: AtomicI64,
-}
-
-impl Seen {
-    pub(in crate::fleet::budget) fn new(now: SystemTime) -> Seen {
-        Seen {
-            after: Mutex::new(None),
-            since_ms: AtomicI64::new(ms(now)),
-        }
-    }
-
-    /// This gateway starts sharing spend at `now`.
-    pub(super) fn started(&self, now: SystemTime) {
-        self.since_ms.store(ms(now), Ordering::Relaxed);
-    }
-
-    fn after(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
-        self.after.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 impl Ledger {
     /// Audits in `audit` each budget reset `store` recorded since the last call (at the
@@ -58,10 +25,10 @@ impl Ledger {
         store: &dyn FleetRepository,
         audit: &AuditLog,
     ) -> Result<usize, StateError> {
-        let after = *self.reset_records.after();
+        let after = self.reset_records.after();
         let records = store.spend_resets(after.unwrap_or(0)).await?;
         let since = match after {
-            None => self.reset_records.since_ms.load(Ordering::Relaxed),
+            None => self.reset_records.since_ms(),
             Some(_) => i64::MIN,
         };
         let mut audited = 0;
@@ -80,7 +47,7 @@ impl Ledger {
             audited += 1;
         }
         let last = records.last().map(|r| r.id).or(after).unwrap_or(0);
-        *self.reset_records.after() = Some(last);
+        self.reset_records.read_up_to(last);
         Ok(audited)
     }
 }
