@@ -1,6 +1,7 @@
 //! `warden budgets …`: what every agent, group and the fleet spent in the current day and
 //! month against their budgets, as the replicas sharing the state store have stored it (each
-//! adds its spend every `budgets.sync_interval`); and resetting an account's spend.
+//! adds its spend every `budgets.sync_interval`); and resetting an account's spend, which the
+//! store records with who reset it, for every gateway's audit log.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +12,10 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use warden::fleet::budget::{BudgetLimit, BudgetsConfig, FLEET, Period, Scope, index};
-use warden::state::fleet::SpendRow;
+use warden::state::fleet::{SpendReset, SpendRow};
 use warden::text::revealed_line;
+
+use super::cli_agents::operator_of;
 
 #[derive(Subcommand)]
 pub enum BudgetsCommand {
@@ -35,7 +38,9 @@ pub enum BudgetsCommand {
         config: Option<PathBuf>,
     },
     /// Forget the spend of the current day and month of one account (--scope and --name), of
-    /// a scope (--scope), or of everyone (--all); gateways apply it at their next sync.
+    /// a scope (--scope), or of everyone (--all); gateways apply it at their next sync. The
+    /// state store keeps who reset what and when, and every running gateway on it writes a
+    /// `budget_reset` system record to its audit log at that sync.
     Reset {
         /// The scope to reset: agent, group or fleet (alone: every account of the scope).
         #[arg(long, value_parser = parse_scope)]
@@ -49,6 +54,10 @@ pub enum BudgetsCommand {
         /// Confirm --all: every agent's, group's and the fleet's spend is wiped.
         #[arg(long)]
         yes: bool,
+        /// Who resets, as every gateway's audit record names them: this name of the issuer
+        /// `warden-cli` (default: $USER, else $LOGNAME; without either, --as is required).
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
         /// Configuration file the gateway runs with: the command acts on its state store
         /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
         /// directory.
@@ -76,6 +85,18 @@ pub fn budgets(command: BudgetsCommand) -> Result<ExitCode> {
             "--all wipes the spend of every agent, group and the fleet for the current day and \
              month; run again with --yes to do it (or name one account with --scope and --name)"
         );
+    }
+    if let BudgetsCommand::Reset {
+        scope: None,
+        all: false,
+        ..
+    } = &command
+    {
+        bail!("name what to reset: --scope (and --name), or --all");
+    }
+    if let BudgetsCommand::Reset { operator, .. } = &command {
+        // Refused before the store is touched: a reset names who made it.
+        operator_of(operator.clone())?;
     }
     let config = super::load(path.as_deref())?;
     let now = SystemTime::now();
@@ -108,18 +129,26 @@ pub fn budgets(command: BudgetsCommand) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BudgetsCommand::Reset {
-                scope, name, all, ..
+                scope,
+                name,
+                operator,
+                ..
             } => {
-                if scope.is_none() && !all {
-                    bail!("name what to reset: --scope (and --name), or --all");
-                }
-                let n = fleet
-                    .reset_spend(scope.map(|s| s.as_str().to_owned()), name, periods)
+                let reset = SpendReset {
+                    scope: scope.map(|s| s.as_str().to_owned()),
+                    name,
+                    by: operator_of(operator)?,
+                };
+                let record = fleet
+                    .reset_spend(reset, periods)
                     .await
                     .map_err(|e| anyhow!("{e}"))?;
                 println!(
-                    "reset the spend of {n} account-period(s); gateways apply it within \
-                     budgets.sync_interval"
+                    "reset the spend of {} account(s) as {} (reset {}); gateways apply it and \
+                     audit it within budgets.sync_interval",
+                    record.accounts,
+                    revealed_line(&record.reset.by.to_string()),
+                    record.id
                 );
                 Ok(ExitCode::SUCCESS)
             }

@@ -339,6 +339,7 @@ pub async fn serve(
     shared.budgets.attach(
         store.fleet(),
         snap.config.budgets.sync_interval,
+        shared.audit.clone(),
         move || Some(weak.upgrade()?.snapshot.load().config.budgets.clone()),
     );
     shared

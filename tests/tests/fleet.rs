@@ -321,6 +321,112 @@ async fn a_token_budget_spent_by_streamed_responses_denies_the_next_request() {
     );
 }
 
+/// An operator's `warden budgets reset` of a spent budget serves the agent again, and the
+/// running gateway's audit log names the reset and the operator (who the store recorded).
+#[tokio::test]
+async fn an_operators_budget_reset_is_audited_with_who_and_serves_the_agent_again() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    let s = budgeted(PROMPT_TOKENS + COMPLETION_TOKENS).await;
+    let spent = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
+    next_call_denied(&s).await;
+    // The spend reaches the store at the gateway's next sync: a reset before it would be
+    // undone by it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = s
+            .warden
+            .cli(&[
+                "budgets", "show", "--scope", "agent", "--name", AGENT, "--json",
+            ])
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["exceeded"] == true)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stored: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let out = s
+        .warden
+        .cli(&[
+            "budgets", "reset", "--scope", "agent", "--name", AGENT, "--as", "alice",
+        ])
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        printed.contains("1 account(s)") && printed.contains("alice [warden-cli]"),
+        "{printed}"
+    );
+    let record = s
+        .audit("system", |r| r["detail"]["event"] == "budget_reset")
+        .await
+        .unwrap();
+    let detail = &record["detail"];
+    assert_eq!(
+        detail["by"],
+        json!({"id": "alice", "issuer": "warden-cli"}),
+        "{record}"
+    );
+    assert_eq!(detail["scope"], "agent", "{record}");
+    assert_eq!(detail["name"], AGENT, "{record}");
+    assert_eq!(detail["accounts"], 1, "{record}");
+    assert!(detail["at_ms"].as_i64().unwrap() > 0, "{record}");
+    assert_eq!(record["principal"]["id"], AGENT, "{record}");
+    // Audited at the sync that read the wiped spend: the agent is served again.
+    let served = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let body = served.text().await.unwrap();
+    assert!(!body.contains("budget is spent"), "{body}");
+    assert_eq!(
+        s.upstream_requests(2).await.len(),
+        2,
+        "served by the provider"
+    );
+    // Without a name for the operator, the reset is refused before the store is touched.
+    let mut unnamed = s.warden.setup.command();
+    unnamed
+        .args([
+            "budgets", "reset", "--scope", "agent", "--name", AGENT, "--config",
+        ])
+        .arg(&s.warden.setup.config_path)
+        .env_remove("USER")
+        .env_remove("LOGNAME");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), unnamed.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--as"),
+        "{out:?}"
+    );
+}
+
 /// A stack whose agent may spend `tokens` a day, the example budget rule denying it once spent.
 async fn budgeted(tokens: u64) -> Stack {
     Stack::start_with(|b| {

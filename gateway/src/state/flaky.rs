@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::future::BoxFuture;
 
 use super::error::StateError;
-use super::fleet::{DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
+use super::fleet::{
+    DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendReset,
+    SpendResetRecord, SpendRow,
+};
 use super::sqlite::SqliteStore;
 use super::store::Store;
 
@@ -58,13 +61,21 @@ impl FleetRepository for Flaky {
     }
     fn reset_spend(
         &self,
-        scope: Option<String>,
-        name: Option<String>,
+        reset: SpendReset,
         periods: (i64, i64),
-    ) -> BoxFuture<'_, Result<u64, StateError>> {
+    ) -> BoxFuture<'_, Result<SpendResetRecord, StateError>> {
         Box::pin(async move {
             self.check()?;
-            self.inner.reset_spend(scope, name, periods).await
+            self.inner.reset_spend(reset, periods).await
+        })
+    }
+    fn spend_resets(
+        &self,
+        after_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<SpendResetRecord>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.spend_resets(after_id).await
         })
     }
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {

@@ -9,6 +9,7 @@
 use futures_util::future::BoxFuture;
 
 use super::error::StateError;
+use super::quarantine::Actor;
 
 /// Spend of one account in one period: added to by [`FleetRepository::add_spend`], read as
 /// the fleet's total.
@@ -27,6 +28,38 @@ pub struct SpendRow {
     /// Millionths of a US dollar.
     pub micro_usd: i64,
 }
+
+/// What `warden budgets reset` resets: one account (`scope` and `name`), every account of a
+/// scope (`scope` alone), or every account (neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendReset {
+    /// `agent`, `group` or `fleet`; `None`: every scope.
+    pub scope: Option<String>,
+    /// The agent's id or the group's name; `None`: every account of `scope`.
+    pub name: Option<String>,
+    /// Who reset it.
+    pub by: Actor,
+}
+
+/// A reset as the store keeps it, in the transaction that wiped the spend: every gateway on
+/// the store audits it when its budget sync reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendResetRecord {
+    /// Its number: increasing in the order resets were committed.
+    pub id: i64,
+    pub reset: SpendReset,
+    /// How many accounts (scope and name) had spend of the current day or month wiped.
+    pub accounts: i64,
+    /// When, milliseconds since the Unix epoch (the store's writer's clock).
+    pub at_ms: i64,
+}
+
+/// How long reset records are kept: past a month, no period they reset is current.
+pub const RESETS_KEPT_MS: i64 = 35 * 86_400_000;
+
+/// Reset records one read of [`FleetRepository::spend_resets`] answers at most, oldest first
+/// (the next read takes the rest).
+pub const RESETS_READ_MAX: i64 = 1000;
 
 /// One replica's count of requests a rate bucket admitted since it started counting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,14 +159,22 @@ pub trait FleetRepository: Send + Sync {
     /// The stored spend of the day `day` and the month `month`, by scope, name and period.
     fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>>;
 
-    /// Forgets the spend of the day and the month `periods` of `scope` (with `name`: that
-    /// one's only); how many accounts were reset. Past periods go too.
+    /// Forgets the spend of the day and the month `periods` of what `reset` names, and keeps
+    /// the record of it (who, what, when, how many accounts), in one transaction: the spend
+    /// is not wiped without its record. Past periods go too, and records older than
+    /// [`RESETS_KEPT_MS`]. Records are numbered in the order they are committed.
     fn reset_spend(
         &self,
-        scope: Option<String>,
-        name: Option<String>,
+        reset: SpendReset,
         periods: (i64, i64),
-    ) -> BoxFuture<'_, Result<u64, StateError>>;
+    ) -> BoxFuture<'_, Result<SpendResetRecord, StateError>>;
+
+    /// The reset records numbered after `after_id`, oldest first, at most
+    /// [`RESETS_READ_MAX`].
+    fn spend_resets(
+        &self,
+        after_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<SpendResetRecord>, StateError>>;
 
     /// Stores this replica's counts, replacing those it published before.
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>>;

@@ -17,6 +17,7 @@ mod freshness;
 pub mod plausible;
 pub mod prices;
 pub mod reserve;
+mod resets_seen;
 mod spent;
 pub mod sync;
 
@@ -98,6 +99,8 @@ pub struct Ledger {
     resets: AtomicU64,
     /// What the LLM calls in flight on this replica reserved ([`reserve`]).
     reserved: Arc<reserve::Reserved>,
+    /// Which operators' resets of spend this gateway audited (`sync/resets.rs`).
+    reset_records: resets_seen::Seen,
 }
 
 impl Ledger {
@@ -127,6 +130,7 @@ impl Ledger {
             fresh: freshness::Freshness::new(metrics),
             resets: AtomicU64::new(0),
             reserved: Arc::new(reserve::Reserved::new(metrics)),
+            reset_records: resets_seen::Seen::new(SystemTime::now()),
         }
     }
 

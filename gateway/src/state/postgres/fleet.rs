@@ -1,4 +1,4 @@
-//! [`FleetRepository`] on PostgreSQL: the `budget_spend`, `rate_counts`, `session_labels`,
+//! [`FleetRepository`] on PostgreSQL: the `budget_spend`, `budget_resets`, `rate_counts`, `session_labels`,
 //! `session_counts`, `quarantine_denies` and `fleet_replicas` tables every replica adds to and reads on its tick.
 
 use futures_util::future::BoxFuture;
@@ -6,11 +6,12 @@ use futures_util::future::BoxFuture;
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
 use crate::state::fleet::{
-    DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
-    deny_times_text,
+    DenyWindow, FleetRepository, RESETS_KEPT_MS, RESETS_READ_MAX, RateCount, SessionCount,
+    SessionLabel, SpendReset, SpendResetRecord, SpendRow, deny_times, deny_times_text,
 };
 use crate::state::health::Area;
 use crate::state::pins::now_ms;
+use crate::state::quarantine::Actor;
 
 impl FleetRepository for PostgresStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
@@ -80,34 +81,106 @@ impl FleetRepository for PostgresStore {
 
     fn reset_spend(
         &self,
-        scope: Option<String>,
-        name: Option<String>,
+        reset: SpendReset,
         (day, month): (i64, i64),
-    ) -> BoxFuture<'_, Result<u64, StateError>> {
+    ) -> BoxFuture<'_, Result<SpendResetRecord, StateError>> {
         Box::pin(
             self.with_client(Area::Fleet, move |mut client, db| async move {
                 let err = || query_error(&db, "reset budget spend");
                 let tx = client.transaction().await.map_err(err())?;
+                // One reset at a time (the lock conflicts with itself, not with readers): a
+                // record's number is drawn after the previous reset committed, so a gateway
+                // that read up to a number has missed none below it.
+                tx.batch_execute("LOCK TABLE budget_resets IN SHARE ROW EXCLUSIVE MODE")
+                    .await
+                    .map_err(err())?;
+                let at_ms = now_ms();
                 tx.execute(
                     "DELETE FROM budget_spend \
-                 WHERE (period = 'day' AND period_index < $1) \
-                    OR (period = 'month' AND period_index < $2)",
+                     WHERE (period = 'day' AND period_index < $1) \
+                        OR (period = 'month' AND period_index < $2)",
                     &[&day, &month],
                 )
                 .await
                 .map_err(err())?;
-                let n = tx
-                    .execute(
-                        "DELETE FROM budget_spend WHERE ($1::TEXT IS NULL OR scope = $1) \
-                     AND ($2::TEXT IS NULL OR name = $2)",
-                        &[&scope, &name],
+                tx.execute(
+                    "DELETE FROM budget_resets WHERE reset_at_ms < $1",
+                    &[&at_ms.saturating_sub(RESETS_KEPT_MS)],
+                )
+                .await
+                .map_err(err())?;
+                let accounts: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM (SELECT DISTINCT scope, name FROM budget_spend \
+                         WHERE ($1::TEXT IS NULL OR scope = $1) \
+                         AND ($2::TEXT IS NULL OR name = $2)) AS reset",
+                        &[&reset.scope, &reset.name],
                     )
                     .await
-                    .map_err(err())?;
+                    .map_err(err())?
+                    .get(0);
+                tx.execute(
+                    "DELETE FROM budget_spend WHERE ($1::TEXT IS NULL OR scope = $1) \
+                     AND ($2::TEXT IS NULL OR name = $2)",
+                    &[&reset.scope, &reset.name],
+                )
+                .await
+                .map_err(err())?;
+                let id: i64 = tx
+                    .query_one(
+                        "INSERT INTO budget_resets (scope, name, accounts, reset_by, \
+                         reset_by_issuer, reset_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                         RETURNING id",
+                        &[
+                            &reset.scope,
+                            &reset.name,
+                            &accounts,
+                            &reset.by.id,
+                            &reset.by.issuer,
+                            &at_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(err())?
+                    .get(0);
                 tx.commit().await.map_err(err())?;
-                Ok(n)
+                Ok(SpendResetRecord {
+                    id,
+                    reset,
+                    accounts,
+                    at_ms,
+                })
             }),
         )
+    }
+
+    fn spend_resets(
+        &self,
+        after_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<SpendResetRecord>, StateError>> {
+        Box::pin(self.with_client(Area::Fleet, move |client, db| async move {
+            let rows = client
+                .query(
+                    "SELECT id, scope, name, accounts, reset_by, reset_by_issuer, reset_at_ms \
+                     FROM budget_resets WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after_id, &RESETS_READ_MAX],
+                )
+                .await
+                .map_err(query_error(&db, "read budget resets"))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| SpendResetRecord {
+                    id: row.get(0),
+                    reset: SpendReset {
+                        scope: row.get(1),
+                        name: row.get(2),
+                        by: Actor::new(row.get::<_, String>(4), row.get::<_, String>(5)),
+                    },
+                    accounts: row.get(3),
+                    at_ms: row.get(6),
+                })
+                .collect())
+        }))
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {

@@ -284,6 +284,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (replica, agent)
     );
     CREATE INDEX quarantine_denies_expires ON quarantine_denies (expires_ms);",
+    // 23: the budget spend resets (`warden budgets reset`), written with the wipe: what was
+    // reset (a scope and name, a scope, or every account when both are NULL), by whom, when,
+    // and how many accounts, so that every gateway's audit log names the reset at its next
+    // budget sync. Numbered in the order they were committed; kept 35 days.
+    "CREATE TABLE budget_resets (
+        id               BIGSERIAL PRIMARY KEY,
+        scope            TEXT,
+        name             TEXT,
+        accounts         BIGINT  NOT NULL,
+        reset_by         TEXT    NOT NULL,
+        reset_by_issuer  TEXT    NOT NULL,
+        reset_at_ms      BIGINT  NOT NULL
+    );
+    CREATE INDEX budget_resets_at ON budget_resets (reset_at_ms);",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs

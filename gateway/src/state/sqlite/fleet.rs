@@ -1,4 +1,4 @@
-//! [`FleetRepository`] on SQLite: the `budget_spend`, `rate_counts`, `session_labels`,
+//! [`FleetRepository`] on SQLite: the `budget_spend`, `budget_resets`, `rate_counts`, `session_labels`,
 //! `session_counts`, `quarantine_denies` and `fleet_replicas` tables (one gateway and the CLI on one file; the same
 //! counters as PostgreSQL's).
 
@@ -8,10 +8,12 @@ use rusqlite::{TransactionBehavior, params};
 use super::{SqliteStore, fixed, query_error};
 use crate::state::error::StateError;
 use crate::state::fleet::{
-    DenyWindow, FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow, deny_times,
-    deny_times_text,
+    DenyWindow, FleetRepository, RESETS_KEPT_MS, RESETS_READ_MAX, RateCount, SessionCount,
+    SessionLabel, SpendReset, SpendResetRecord, SpendRow, deny_times, deny_times_text,
 };
 use crate::state::health::Area;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::Actor;
 
 impl FleetRepository for SqliteStore {
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
@@ -77,30 +79,84 @@ impl FleetRepository for SqliteStore {
 
     fn reset_spend(
         &self,
-        scope: Option<String>,
-        name: Option<String>,
+        reset: SpendReset,
         (day, month): (i64, i64),
-    ) -> BoxFuture<'_, Result<u64, StateError>> {
+    ) -> BoxFuture<'_, Result<SpendResetRecord, StateError>> {
         Box::pin(self.run(Area::Fleet, move |conn, path| {
             let operation = "reset budget spend";
-            let mut reset = || -> rusqlite::Result<u64> {
+            let wipe = || -> rusqlite::Result<SpendResetRecord> {
+                // The write lock first: records are numbered in the order they commit.
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let at_ms = now_ms();
                 tx.execute(
                     "DELETE FROM budget_spend \
                      WHERE (period = 'day' AND period_index < ?1) \
                         OR (period = 'month' AND period_index < ?2)",
                     params![day, month],
                 )?;
-                let n = tx.execute(
+                tx.execute(
+                    "DELETE FROM budget_resets WHERE reset_at_ms < ?1",
+                    params![at_ms.saturating_sub(RESETS_KEPT_MS)],
+                )?;
+                let accounts: i64 = tx.query_row(
+                    "SELECT count(*) FROM (SELECT DISTINCT scope, name FROM budget_spend \
+                     WHERE (?1 IS NULL OR scope = ?1) AND (?2 IS NULL OR name = ?2))",
+                    params![reset.scope, reset.name],
+                    |row| row.get(0),
+                )?;
+                tx.execute(
                     "DELETE FROM budget_spend WHERE (?1 IS NULL OR scope = ?1) \
                      AND (?2 IS NULL OR name = ?2)",
-                    params![scope, name],
+                    params![reset.scope, reset.name],
                 )?;
+                tx.execute(
+                    "INSERT INTO budget_resets (scope, name, accounts, reset_by, \
+                     reset_by_issuer, reset_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        reset.scope,
+                        reset.name,
+                        accounts,
+                        reset.by.id,
+                        reset.by.issuer,
+                        at_ms
+                    ],
+                )?;
+                let id = tx.last_insert_rowid();
                 tx.commit()?;
-                Ok(n as u64)
+                Ok(SpendResetRecord {
+                    id,
+                    reset,
+                    accounts,
+                    at_ms,
+                })
             };
-            reset().map_err(query_error(path, operation))
+            wipe().map_err(query_error(path, operation))
         }))
+    }
+
+    fn spend_resets(
+        &self,
+        after_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<SpendResetRecord>, StateError>> {
+        Box::pin(self.query(
+            Area::Fleet,
+            "read budget resets",
+            "SELECT id, scope, name, accounts, reset_by, reset_by_issuer, reset_at_ms \
+             FROM budget_resets WHERE id > ?1 ORDER BY id LIMIT ?2",
+            fixed((after_id, RESETS_READ_MAX)),
+            |row| {
+                Ok(SpendResetRecord {
+                    id: row.get(0)?,
+                    reset: SpendReset {
+                        scope: row.get(1)?,
+                        name: row.get(2)?,
+                        by: Actor::new(row.get::<_, String>(4)?, row.get::<_, String>(5)?),
+                    },
+                    accounts: row.get(3)?,
+                    at_ms: row.get(6)?,
+                })
+            },
+        ))
     }
 
     fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {

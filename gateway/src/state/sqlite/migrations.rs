@@ -281,6 +281,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (replica, agent)
     ) STRICT;
     CREATE INDEX quarantine_denies_expires ON quarantine_denies (expires_ms);",
+    // 23: the budget spend resets (`warden budgets reset`), written with the wipe: what was
+    // reset (a scope and name, a scope, or every account when both are NULL), by whom, when,
+    // and how many accounts, so that every gateway's audit log names the reset at its next
+    // budget sync. Numbered in the order they were committed; kept 35 days.
+    "CREATE TABLE budget_resets (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope            TEXT,
+        name             TEXT,
+        accounts         INTEGER NOT NULL,
+        reset_by         TEXT    NOT NULL,
+        reset_by_issuer  TEXT    NOT NULL,
+        reset_at_ms      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX budget_resets_at ON budget_resets (reset_at_ms);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

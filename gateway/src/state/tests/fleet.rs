@@ -2,8 +2,11 @@
 //! labels and session counts expire, replicas seen lately are counted.
 
 use super::Backend;
-use crate::state::fleet::{DenyWindow, RateCount, SessionCount, SessionLabel, SpendRow};
+use crate::state::fleet::{
+    DenyWindow, RESETS_KEPT_MS, RateCount, SessionCount, SessionLabel, SpendReset, SpendRow,
+};
 use crate::state::pins::now_ms;
+use crate::state::quarantine::Actor;
 
 on_both_backends!(
     spend_from_every_replica_adds_up_per_account_and_period,
@@ -13,7 +16,89 @@ on_both_backends!(
     each_replica_replaces_its_own_session_counts_and_reads_the_others,
     replicas_seen_lately_are_counted_and_the_others_forgotten,
     each_replica_replaces_its_own_denies_and_reads_the_others_until_they_expire,
+    a_reset_is_recorded_with_the_wipe_and_read_back_in_order,
 );
+
+fn reset(scope: Option<&str>, name: Option<&str>, by: &str) -> SpendReset {
+    SpendReset {
+        scope: scope.map(str::to_owned),
+        name: name.map(str::to_owned),
+        by: Actor::cli(by),
+    }
+}
+
+/// The spend is not wiped without its record: who, what, when, how many accounts; every
+/// replica reads the records after the last it read, in the order they were made, and
+/// records past [`RESETS_KEPT_MS`] go with the next reset.
+async fn a_reset_is_recorded_with_the_wipe_and_read_back_in_order(backend: Backend) {
+    let cli = backend.open().await.fleet();
+    let gateway = backend.open().await.fleet();
+    assert!(gateway.spend_resets(0).await.unwrap().is_empty());
+    cli.add_spend(vec![
+        spend("agent", "bot", "day", 100, 10),
+        spend("agent", "bot", "month", 7, 10),
+        spend("agent", "other", "day", 100, 10),
+        spend("group", "ci", "day", 100, 10),
+        spend("fleet", "*", "day", 100, 10),
+    ])
+    .await
+    .unwrap();
+    let before = now_ms();
+    let one = cli
+        .reset_spend(reset(Some("agent"), Some("bot"), "alice"), (100, 7))
+        .await
+        .unwrap();
+    assert_eq!(one.accounts, 1);
+    assert_eq!(one.reset, reset(Some("agent"), Some("bot"), "alice"));
+    assert!(one.at_ms >= before && one.at_ms <= now_ms(), "{one:?}");
+    let scope = cli
+        .reset_spend(reset(Some("agent"), None, "bob"), (100, 7))
+        .await
+        .unwrap();
+    assert_eq!(scope.accounts, 1, "only `other` had spend left");
+    let all = cli
+        .reset_spend(reset(None, None, "carol"), (100, 7))
+        .await
+        .unwrap();
+    assert_eq!(all.accounts, 2, "the group and the fleet");
+    assert!(gateway.spend(100, 7).await.unwrap().is_empty());
+    let read = gateway.spend_resets(0).await.unwrap();
+    assert_eq!(read, [one.clone(), scope.clone(), all.clone()]);
+    assert!(one.id < scope.id && scope.id < all.id, "{read:?}");
+    assert_eq!(
+        gateway.spend_resets(scope.id).await.unwrap(),
+        std::slice::from_ref(&all),
+        "only those after the last read"
+    );
+    assert!(gateway.spend_resets(all.id).await.unwrap().is_empty());
+    // The first record made long ago: it goes with the next reset.
+    backend
+        .execute(&format!(
+            "UPDATE budget_resets SET reset_at_ms = 0 WHERE id = {}",
+            one.id
+        ))
+        .await;
+    cli.add_spend(vec![spend("agent", "bot", "day", 100, 3)])
+        .await
+        .unwrap();
+    let later = cli
+        .reset_spend(reset(Some("agent"), Some("bot"), "dave"), (100, 7))
+        .await
+        .unwrap();
+    assert_eq!(later.accounts, 1);
+    let kept: Vec<i64> = gateway
+        .spend_resets(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        kept,
+        [scope.id, all.id, later.id],
+        "a record older than {RESETS_KEPT_MS} ms went with the next reset"
+    );
+}
 
 fn spend(scope: &str, name: &str, period: &str, index: i64, tokens: i64) -> SpendRow {
     SpendRow {
@@ -59,10 +144,12 @@ async fn spend_from_every_replica_adds_up_per_account_and_period(backend: Backen
         "yesterday (day 99) is not today's"
     );
     assert_eq!(
-        b.reset_spend(Some("agent".into()), Some("bot".into()), (100, 7))
+        b.reset_spend(reset(Some("agent"), Some("bot"), "alice"), (100, 7))
             .await
-            .unwrap(),
-        2
+            .unwrap()
+            .accounts,
+        1,
+        "one account, of two periods"
     );
     assert_eq!(a.spend(100, 7).await.unwrap().len(), 1, "the fleet's stays");
     assert!(

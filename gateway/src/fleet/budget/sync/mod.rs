@@ -12,7 +12,10 @@
 //! spend. A delta whose commit is not confirmed (the connection dropped after it) is sent
 //! again, so an outage can count spend twice, never drop it. Past `budgets.stale_after` without
 //! a read, the totals are no longer trusted: decisions follow `budgets.on_stale` ([`stale`]).
+//!
+//! Each tick also audits the resets operators made of the spend it reads ([`resets`]).
 
+mod resets;
 mod stale;
 
 use std::collections::HashMap;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Account, BudgetsConfig, Entry, Ledger, METRIC_ACCOUNTS_MAX, Period, Scope, Spent};
+use crate::audit::AuditLog;
 use crate::fleet::tick;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SpendRow};
@@ -31,22 +35,29 @@ const STORED_ACCOUNTS_MAX: usize = 100_000;
 
 impl Ledger {
     /// Shares spend through `store`: a [`Ledger::sync`] every `every`, with the budgets
-    /// `config` gives (for the gauges); it stops when the ledger is dropped.
+    /// `config` gives (for the gauges), and then [`Ledger::audit_resets`] in `audit`; it stops
+    /// when the ledger is dropped.
     pub fn attach(
         self: &Arc<Self>,
         store: Arc<dyn FleetRepository>,
         every: Duration,
+        audit: AuditLog,
         config: impl Fn() -> Option<BudgetsConfig> + Send + Sync + 'static,
     ) {
         let config = Arc::new(config);
-        self.fresh.attached(SystemTime::now());
+        let now = SystemTime::now();
+        self.fresh.attached(now);
+        self.reset_records.started(now);
         tick::spawn(Arc::downgrade(self), every, "budgets", move |ledger| {
-            let (store, config) = (Arc::clone(&store), Arc::clone(&config));
+            let (store, config, audit) = (Arc::clone(&store), Arc::clone(&config), audit.clone());
             Box::pin(async move {
                 let config = config();
-                ledger
+                let synced = ledger
                     .sync(&*store, config.as_ref(), SystemTime::now())
-                    .await
+                    .await;
+                // Audited even when the spend could not be shared, and the other way round.
+                let audited = ledger.audit_resets(&*store, &audit).await;
+                synced.and(audited.map(|_| ()))
             })
         });
     }

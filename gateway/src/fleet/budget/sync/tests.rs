@@ -5,7 +5,20 @@ use std::time::Duration;
 
 use super::super::tests::{agent, config, ledger, noon};
 use super::*;
+use crate::audit::AuditLog;
+use crate::audit::config::AuditConfig;
+use crate::audit::read::Reader;
 use crate::state::flaky::Flaky;
+use crate::state::fleet::SpendReset;
+use crate::state::quarantine::Actor;
+
+fn reset(scope: Option<&str>, name: Option<&str>, by: &str) -> SpendReset {
+    SpendReset {
+        scope: scope.map(str::to_owned),
+        name: name.map(str::to_owned),
+        by: Actor::cli(by),
+    }
+}
 
 /// The day and month of `noon()`, as stored.
 fn periods() -> (i64, i64) {
@@ -123,7 +136,7 @@ async fn stored_but_unread_spend_counts_as_stored_and_a_reset_reaches_every_repl
     );
     let (day, month) = periods();
     store
-        .reset_spend(Some("agent".into()), Some("bot".into()), (day, month))
+        .reset_spend(reset(Some("agent"), Some("bot"), "alice"), (day, month))
         .await
         .unwrap();
     a.sync(&*store, Some(&config), noon()).await.unwrap();
@@ -277,4 +290,66 @@ async fn stored_but_unread_spend_counts_as_this_replicas_own_when_stale() {
     // Of the 10 000 left at the last read, half is A's, and A spent 1000 of it since.
     let facts = a.judge(&config, &bot, at(4), None).unwrap().unwrap();
     assert_eq!(facts.tokens_left, 4000);
+}
+
+/// Every gateway audits each reset once, with who made it; not the resets made before it
+/// started; and a read that fails audits nothing and loses nothing.
+#[tokio::test]
+async fn each_gateway_audits_each_reset_made_since_it_started_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let periods = periods();
+    let before = store
+        .reset_spend(reset(Some("agent"), Some("old"), "mallory"), periods)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (a, b) = (ledger(), ledger());
+    let (dir_a, dir_b) = (dir.path().join("audit-a"), dir.path().join("audit-b"));
+    let audit_a = AuditLog::open(&dir_a, &AuditConfig::default()).unwrap();
+    let audit_b = AuditLog::open(&dir_b, &AuditConfig::default()).unwrap();
+    assert_eq!(a.audit_resets(&*store, &audit_a).await.unwrap(), 0);
+    let bot = store
+        .reset_spend(reset(Some("agent"), Some("bot"), "alice"), periods)
+        .await
+        .unwrap();
+    store.set_down(true);
+    assert!(b.audit_resets(&*store, &audit_b).await.is_err());
+    store.set_down(false);
+    let all = store
+        .reset_spend(reset(None, None, "bob"), periods)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert!(a.audit_resets(&*store, &audit_a).await.is_ok());
+        assert!(b.audit_resets(&*store, &audit_b).await.is_ok());
+    }
+    audit_a.close().await.unwrap();
+    audit_b.close().await.unwrap();
+    for dir in [dir_a, dir_b] {
+        let resets: Vec<serde_json::Value> = Reader::new(&dir)
+            .next_batch()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.value["kind"] == "system" && r.value["detail"]["event"] == "budget_reset")
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(resets.len(), 2, "{} of {resets:#?}", before.id);
+        let (first, second) = (&resets[0], &resets[1]);
+        assert_eq!(first["detail"]["reset"], bot.id);
+        assert_eq!(first["detail"]["scope"], "agent");
+        assert_eq!(first["detail"]["name"], "bot");
+        assert_eq!(first["detail"]["all"], false);
+        assert_eq!(
+            first["detail"]["by"],
+            serde_json::json!({"id": "alice", "issuer": "warden-cli"})
+        );
+        assert_eq!(first["detail"]["at_ms"], bot.at_ms);
+        assert_eq!(first["detail"]["accounts"], bot.accounts);
+        assert_eq!(first["principal"]["id"], "bot");
+        assert_eq!(second["detail"]["reset"], all.id);
+        assert_eq!(second["detail"]["scope"], serde_json::Value::Null);
+        assert_eq!(second["detail"]["all"], true);
+        assert_eq!(second["detail"]["by"]["id"], "bob");
+    }
 }
