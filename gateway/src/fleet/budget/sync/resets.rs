@@ -14,6 +14,7 @@
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::fleet::budget::Ledger;
+use crate::fleet::budget::resets_seen::NextRead;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SpendResetRecord};
 
@@ -25,12 +26,11 @@ impl Ledger {
         store: &dyn FleetRepository,
         audit: &AuditLog,
     ) -> Result<usize, StateError> {
-        let after = self.reset_records.after();
-        let records = store.spend_resets(after.unwrap_or(0)).await?;
-        let since = match after {
-            None => self.reset_records.since_ms(),
-            Some(_) => i64::MIN,
+        let (after, since) = match self.reset_records.next() {
+            NextRead::Since(ms) => (0, ms),
+            NextRead::After(id) => (id, i64::MIN),
         };
+        let records = store.spend_resets(after).await?;
         let mut audited = 0;
         for record in records.iter().filter(|r| r.at_ms >= since) {
             let reset = &record.reset;
@@ -46,7 +46,7 @@ impl Ledger {
             audit.append_detached(event(record));
             audited += 1;
         }
-        let last = records.last().map(|r| r.id).or(after).unwrap_or(0);
+        let last = records.last().map_or(after, |r| r.id);
         self.reset_records.read_up_to(last);
         Ok(audited)
     }
